@@ -1,0 +1,1 @@
+"""SSJDN core: model, checkpoints, tiling, index and search. No Qt here."""
