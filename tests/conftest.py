@@ -1,0 +1,23 @@
+"""Test-wide settings. They must be in place before torch, transformers or Qt load."""
+import os
+
+# Headless Qt: set before any QApplication can exist (pytest-qt creates one lazily).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Never touch a model hub in tests: all weights come from pip packages or test fixtures.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# CI has 2 cores; keep torch from oversubscribing them.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny config: random weights, a few thousand parameters, fast on CPU."""
+    from ssjdn.core.api import create_model
+    torch.manual_seed(0)
+    return create_model("tiny")
