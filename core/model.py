@@ -1,0 +1,336 @@
+"""The SSJDN model: image branch with BSD and LSD, text branch, joint embedding space.
+
+A reconstruction from the paper's abstract (see docs/model.md): the roles of the parts are the
+paper's, the equations are ours. Every part has a switch so that an ablation can measure it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssjdn.core.backbones import build_backbone
+from ssjdn.core.loss import SemanticTripleLoss
+from ssjdn.core.text import TextEncoder, load_tokenizer, mean_pool
+
+DIRECTIONS = ("coarse_to_fine", "fine_to_coarse")
+
+
+@dataclass
+class SalienceMaps:
+    """Per direction, per scale (0 = finest, stride 8) maps in [0, 1], each [B, h, w]."""
+
+    sem: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    ssm: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def select(self, index: int) -> "SalienceMaps":
+        """The maps of one image of the batch, each [h, w]."""
+        pick = lambda maps: {d: [m[index] for m in ms] for d, ms in maps.items()}  # noqa: E731
+        return SalienceMaps(pick(self.sem), pick(self.ssm))
+
+    def to(self, device) -> "SalienceMaps":
+        move = lambda maps: {d: [m.float().to(device) for m in ms] for d, ms in maps.items()}  # noqa: E731
+        return SalienceMaps(move(self.sem), move(self.ssm))
+
+
+@dataclass
+class ModelOutput:
+    img_emb: torch.Tensor
+    txt_emb: torch.Tensor
+    img_logits: torch.Tensor | None = None
+    txt_logits: torch.Tensor | None = None
+
+
+def projection_head(in_dim: int, out_dim: int) -> nn.Module:
+    """The same two-layer head on every path, so switches compare parts, not head sizes."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(inplace=True), nn.Linear(out_dim, out_dim))
+
+
+class SalienceExtractionUnit(nn.Module):
+    """SEM unit: A_s = sigmoid(conv(F_s)), a spatial map of what this scale should keep."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        hidden = max(width // 4, 4)
+        self.net = nn.Sequential(nn.Conv2d(width, hidden, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(features))
+
+
+class BidirectionalScaleDecoupling(nn.Module):
+    """BSD: each scale keeps its salient part and suppresses what its neighbour scale took.
+
+    Coarse-to-fine: M_s = 1 - l * resize(A_(s+1)); fine-to-coarse: M_s = 1 - l * resize(A_(s-1)).
+    The clue of scale s is the (A_s * M_s)-weighted average of F_s; six clues are fused.
+    """
+
+    def __init__(self, width: int, out_dim: int, scales: int = 3):
+        super().__init__()
+        self.scales = scales
+        self.sem_units = nn.ModuleDict({d: nn.ModuleList(SalienceExtractionUnit(width)
+                                                         for _ in range(scales)) for d in DIRECTIONS})
+        # l = sigmoid(logit) keeps the suppression strength learned and inside [0, 1].
+        self.suppression_logit = nn.Parameter(torch.zeros(len(DIRECTIONS)))
+        self.fuse = projection_head(width * scales * len(DIRECTIONS), out_dim)
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, SalienceMaps]:
+        maps = SalienceMaps()
+        clues = []
+        for index, direction in enumerate(DIRECTIONS):
+            strength = torch.sigmoid(self.suppression_logit[index])
+            extraction = [unit(f) for unit, f in zip(self.sem_units[direction], feats)]
+            suppression = []
+            for s, f in enumerate(feats):
+                neighbour = s + 1 if direction == "coarse_to_fine" else s - 1
+                if 0 <= neighbour < self.scales:
+                    other = F.interpolate(extraction[neighbour], size=f.shape[-2:], mode="bilinear",
+                                          align_corners=False)
+                    suppression.append(1.0 - strength * other)
+                else:  # the end scale of a pass has nothing to suppress
+                    suppression.append(torch.ones_like(extraction[s]))
+                weight = extraction[s] * suppression[s]
+                clues.append((f * weight).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6))
+            maps.sem[direction] = [a.squeeze(1) for a in extraction]
+            maps.ssm[direction] = [m.squeeze(1) for m in suppression]
+        return self.fuse(torch.cat(clues, dim=1)), maps
+
+
+class CategoryAttention(nn.Module):
+    """Each category embedding queries a set of features: one pooled feature per category."""
+
+    def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
+        super().__init__()
+        self.query = nn.Linear(query_dim, attn_dim)
+        self.key = nn.Linear(key_dim, attn_dim)
+        self.value = nn.Linear(key_dim, attn_dim)
+        self.scale = 1.0 / math.sqrt(attn_dim)
+
+    def forward(self, categories: torch.Tensor, tokens: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        scores = torch.einsum("ka,bna->bkn", self.query(categories), self.key(tokens)) * self.scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask.bool().unsqueeze(1), torch.finfo(scores.dtype).min)
+        return torch.einsum("bkn,bna->bka", scores.softmax(-1), self.value(tokens))
+
+
+class SemanticSide(nn.Module):
+    """One modality's half of LSD: category features, a classifier, a gated semantic term."""
+
+    def __init__(self, categories: int, query_dim: int, key_dim: int, attn_dim: int, embed_dim: int):
+        super().__init__()
+        self.attention = CategoryAttention(query_dim, key_dim, attn_dim)
+        # One weight vector per category (SSGRL style): logit_k = <w_k, v_k> + b_k.
+        self.class_weight = nn.Parameter(torch.randn(categories, attn_dim) * attn_dim ** -0.5)
+        self.class_bias = nn.Parameter(torch.zeros(categories))
+        self.project = nn.Linear(attn_dim, embed_dim)
+        self.gate = nn.Linear(2 * embed_dim, embed_dim)
+
+    def forward(self, category_embeddings, tokens, base, mask=None):
+        per_category = self.attention(category_embeddings, tokens, mask)
+        logits = (per_category * self.class_weight).sum(-1) + self.class_bias
+        # Weighted by the predicted label distribution in training and test alike, so the
+        # embedding never depends on a label that is missing at search time.
+        semantic = self.project((logits.softmax(-1).unsqueeze(-1) * per_category).sum(1))
+        gate = torch.sigmoid(self.gate(torch.cat([base, semantic], dim=-1)))
+        return base + gate * semantic, logits
+
+
+class LabelSemanticDecoupling(nn.Module):
+    """LSD: category embeddings (from the text encoder's encoding of class names) guide
+    attention over image regions and caption tokens; both sides are classified."""
+
+    def __init__(self, categories: int, text_dim: int, image_width: int, embed_dim: int,
+                 attn_dim: int = 256):
+        super().__init__()
+        self.category_embeddings = nn.Parameter(torch.zeros(categories, text_dim))
+        self.image = SemanticSide(categories, text_dim, image_width, attn_dim, embed_dim)
+        self.text = SemanticSide(categories, text_dim, text_dim, attn_dim, embed_dim)
+
+
+class SSJDN(nn.Module):
+    def __init__(self, config: dict, pretrained: bool = True):
+        super().__init__()
+        self.config = config
+        image_cfg, text_cfg = config["image"], config["text"]
+        dim, width = int(config["embed_dim"]), int(image_cfg["width"])
+        self.switches = {k: bool(config.get(k, True)) for k in ("bsd", "lsd", "stl")}
+        self.categories = list(config.get("categories") or [])
+        if not self.categories:
+            self.switches["lsd"] = False  # nothing to supervise with
+
+        self.backbone = build_backbone(image_cfg, pretrained)
+        self.lateral = nn.ModuleList(nn.Sequential(nn.Conv2d(c, width, 1, bias=False),
+                                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+                                     for c in self.backbone.channels)
+        if self.switches["bsd"]:
+            self.bsd = BidirectionalScaleDecoupling(width, dim)
+        else:  # VSE++: one global pooled feature of the coarsest scale
+            self.image_head = projection_head(width, dim)
+        self.text_encoder = TextEncoder(text_cfg, pretrained)
+        self.tokenizer = load_tokenizer(text_cfg["encoder"])
+        self.text_head = projection_head(self.text_encoder.hidden_size, dim)
+        if self.switches["lsd"]:
+            self.lsd = LabelSemanticDecoupling(len(self.categories), self.text_encoder.hidden_size,
+                                               width, dim, int(config.get("lsd_attn_dim", 256)))
+            self._init_category_embeddings()
+        self.criterion = SemanticTripleLoss(config.get("loss", {}), self.switches)
+        self.register_buffer("pixel_mean", torch.tensor(image_cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(image_cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self._fingerprint: str | None = None
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.config["image"]["input_size"])
+
+    @property
+    def ground_size_m(self) -> float | None:
+        value = self.config["image"].get("ground_size_m")
+        return float(value) if value else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the config and every weight: an index built by another model differs."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
+            for key, tensor in sorted(self.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def train(self, mode: bool = True):
+        self._fingerprint = None  # weights may change from here on
+        return super().train(mode)
+
+    # ----------------------------------------------------------------- building blocks
+    @torch.no_grad()
+    def _init_category_embeddings(self) -> None:
+        names = [c.replace("_", " ") for c in self.categories]
+        batch = self.tokenizer(names, padding=True, return_tensors="pt")
+        tokens = self.text_encoder(batch["input_ids"], batch["attention_mask"])
+        self.lsd.category_embeddings.copy_(mean_pool(tokens, batch["attention_mask"]))
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(list(texts), padding=True, truncation=True,
+                               max_length=int(self.config["text"].get("max_length", 32)),
+                               return_tensors="pt")
+        return {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask")}
+
+    def preprocess_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 0..255 or float 0..1 RGB [B,3,H,W] -> normalised [B,3,S,S] on the model device."""
+        images = images.to(self.device, non_blocking=True)
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        size = self.input_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                   align_corners=False)
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def backbone_features(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone(pixels)
+
+    def image_from_features(self, feats: list[torch.Tensor]):
+        """Backbone features -> (embedding before norm, LSD logits, salience maps).
+
+        Split from the backbone so training can cache frozen backbone features.
+        """
+        feats = [lateral(f.float()) for lateral, f in zip(self.lateral, feats)]
+        maps = None
+        if self.switches["bsd"]:
+            base, maps = self.bsd(feats)
+        else:
+            base = self.image_head(feats[-1].mean((2, 3)))
+        logits = None
+        if self.switches["lsd"]:
+            # The finest fused map: every scale summed at stride 8.
+            fused = feats[0] + sum(F.interpolate(f, size=feats[0].shape[-2:], mode="bilinear",
+                                                 align_corners=False) for f in feats[1:])
+            base, logits = self.lsd.image(self.lsd.category_embeddings,
+                                          fused.flatten(2).transpose(1, 2), base)
+        return base, logits, maps
+
+    def text_forward(self, input_ids, attention_mask):
+        tokens = self.text_encoder(input_ids, attention_mask)
+        base = self.text_head(mean_pool(tokens, attention_mask))
+        logits = None
+        if self.switches["lsd"]:
+            base, logits = self.lsd.text(self.lsd.category_embeddings, tokens, base, attention_mask)
+        return base, logits
+
+    def forward(self, pixels, input_ids, attention_mask, features=None) -> ModelOutput:
+        feats = features if features is not None else self.backbone_features(pixels)
+        img, img_logits, _ = self.image_from_features(feats)
+        txt, txt_logits = self.text_forward(input_ids, attention_mask)
+        return ModelOutput(F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1),
+                           img_logits, txt_logits)
+
+    # ----------------------------------------------------------------- inference API
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, with_maps: bool = False, batch_size: int = 64):
+        """Unit-norm image embeddings [B, D] (float32), optionally with SalienceMaps."""
+        was_training = self.training
+        self.eval()
+        embeddings, all_maps = [], []
+        try:
+            for start in range(0, len(images), batch_size):
+                with self._autocast():
+                    pixels = self.preprocess_images(images[start:start + batch_size])
+                    base, _, maps = self.image_from_features(self.backbone_features(pixels))
+                embeddings.append(F.normalize(base.float(), dim=-1))
+                all_maps.append(maps)
+        finally:
+            self.train(was_training)
+        emb = torch.cat(embeddings) if embeddings else torch.zeros(0, self.config["embed_dim"], device=self.device)
+        if not with_maps:
+            return emb
+        return emb, _concat_maps(all_maps, len(images), self)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Unit-norm text embeddings [N, D] (float32)."""
+        was_training = self.training
+        self.eval()
+        out = []
+        try:
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenize(texts[start:start + batch_size])
+                with self._autocast():
+                    base, _ = self.text_forward(batch["input_ids"], batch["attention_mask"])
+                out.append(F.normalize(base.float(), dim=-1))
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, self.config["embed_dim"], device=self.device)
+
+    @staticmethod
+    def similarity(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        return image_embeddings.float() @ text_embeddings.float().T
+
+
+def _concat_maps(batches: list[SalienceMaps | None], count: int, model: SSJDN) -> SalienceMaps:
+    if not batches or batches[0] is None:
+        # BSD off: no salience; give neutral maps so callers need no special case.
+        side = model.input_size // 8
+        ones = [torch.ones(count, side >> s, side >> s, device=model.device) for s in range(3)]
+        return SalienceMaps({d: ones for d in DIRECTIONS}, {d: ones for d in DIRECTIONS})
+    cat = lambda key: {d: [torch.cat([getattr(b, key)[d][s].float() for b in batches])  # noqa: E731
+                           for s in range(3)] for d in DIRECTIONS}
+    return SalienceMaps(cat("sem"), cat("ssm"))

@@ -1,0 +1,270 @@
+"""Reading georeferenced rasters: the one place a window of pixels becomes an RGB uint8 image.
+
+Everything that shows or encodes pixels (the indexing pipeline, searches by tile, the app's
+overviews) goes through `read_window_rgb`, so band choice, the 16-bit/float stretch and nodata
+handling are the same everywhere and a tile looks the same in the app as it did to the model.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# GDAL's block cache defaults to 5% of RAM and fills up while a large raster is streamed; we read
+# large block-aligned chunks ourselves, so a small cache keeps memory bounded. Must be set before
+# GDAL allocates its cache, i.e. before the first read anywhere in the process.
+os.environ.setdefault("GDAL_CACHEMAX", "128")
+
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+from affine import Affine  # noqa: E402
+from rasterio.crs import CRS  # noqa: E402
+from rasterio.enums import ColorInterp, Resampling  # noqa: E402
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError  # noqa: E402
+from rasterio.windows import Window  # noqa: E402
+
+from ssjdn.core.errors import UserError  # noqa: E402
+
+# Percentiles of the robust stretch applied to anything that is not already 8-bit: the same
+# cut as the "cumulative count cut" default of common GIS software, so tiles look familiar.
+STRETCH_PERCENTILES = (2.0, 98.0)
+# How many pixels the stretch is estimated from: a grid of small windows over the whole raster,
+# so that the estimate costs a few hundred block reads whatever the raster size.
+_STRETCH_SAMPLE_GRID = 12
+_STRETCH_SAMPLE_PX = 64
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the engine needs to know about a raster; cheap to create, safe to share."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    res: tuple[float, float]
+    rgb_bands: tuple[int, int, int]          # 1-based band numbers shown as R, G, B
+    bounds: tuple[float, float, float, float]  # left, bottom, right, top in the raster CRS (or pixels)
+    bounds_wgs84: tuple[float, float, float, float] | None  # west, south, east, north; None without CRS
+    block_shape: tuple[int, int]              # (rows, cols) of the file's internal blocks
+    # Per output channel (low, high) values mapped to 0..255; None for 8-bit data shown as is.
+    stretch: tuple[tuple[float, float], ...] | None = None
+    band_descriptions: tuple[str, ...] = field(default=())
+
+    @property
+    def has_crs(self) -> bool:
+        return self.crs is not None
+
+    @property
+    def pixel_size_m(self) -> tuple[float, float] | None:
+        """Ground size of one pixel (x, y) in metres, or None when the raster has no CRS."""
+        from ssjdn.core.tiling import pixel_size_m
+        return pixel_size_m(self)
+
+
+@dataclass
+class GeoRaster:
+    """A float32 grid placed on the ground: a heatmap or a salience map, ready for GeoTIFF."""
+
+    array: np.ndarray        # float32 [rows, cols]
+    transform: Affine
+    crs: CRS | None
+    nodata: float | None = float("nan")
+
+
+def raster_info(path, bands=None) -> RasterInfo:
+    """Open `path` and describe it; `bands` overrides the RGB band choice (1-based, 1 or 3 ints).
+
+    A raster without a CRS is accepted for pixel-only use (tiles in pixels, no lat/lon).
+    Raises UserError for missing, unreadable or corrupt files and for impossible band choices.
+    """
+    path = _check_path(path)
+    stat = os.stat(path)
+    normalized = _normalize_bands(bands)
+    return _cached_info(path, stat.st_mtime_ns, stat.st_size, normalized)
+
+
+def read_window_rgb(path_or_info, window: Window, out_size=None, bands=None,
+                    with_mask: bool = False, resampling: Resampling = Resampling.average):
+    """Read `window` of a raster as an RGB uint8 array [3, h, w].
+
+    `out_size` (h, w) or a single int (longest side) reads a decimated image through GDAL's
+    out_shape, using the file's overviews when it has them (what the app needs when zoomed out).
+    Bands and stretch come from `raster_info` (or `bands`); nodata pixels come back black.
+    With `with_mask=True` returns (rgb, valid) where `valid` is a bool array [h, w].
+    """
+    info = path_or_info if isinstance(path_or_info, RasterInfo) and bands is None \
+        else raster_info(getattr(path_or_info, "path", path_or_info), bands=bands)
+    window = _clip_window(info, window)
+    out_shape = _out_shape(window, out_size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(info.path) as src:
+                data = src.read(list(info.rgb_bands), window=window, out_shape=(3, *out_shape),
+                                resampling=resampling if out_shape != _shape(window) else Resampling.nearest)
+                # The dataset mask folds together nodata values, alpha bands and internal masks.
+                mask = src.read_masks(info.rgb_bands[0], window=window, out_shape=out_shape,
+                                      resampling=Resampling.nearest)
+    except RasterioIOError as exc:
+        raise UserError(f"Could not read pixels from {info.path}: {exc}. The file may be damaged or "
+                        f"truncated; check it opens in a GIS, or re-export it as GeoTIFF.") from exc
+    valid = mask > 0
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    rgb = _to_uint8(data, info.stretch)
+    rgb[:, ~valid] = 0
+    return (rgb, valid) if with_mask else rgb
+
+
+def full_window(info: RasterInfo) -> Window:
+    return Window(0, 0, info.width, info.height)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _check_path(path) -> str:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"Raster not found: {path}. Check the path (a GeoTIFF, COG, JPEG2000 or any "
+                        f"GDAL raster).")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a raster file (the indexer accepts folders).")
+    return str(path.resolve())
+
+
+def _normalize_bands(bands) -> tuple[int, ...] | None:
+    if bands is None:
+        return None
+    if isinstance(bands, str):
+        try:
+            bands = [int(b) for b in bands.replace(" ", "").split(",") if b]
+        except ValueError:
+            raise UserError(f"Bands must be band numbers like '4,3,2' or '1'; got {bands!r}.") from None
+    if isinstance(bands, int):
+        bands = [bands]
+    bands = tuple(int(b) for b in bands)
+    if len(bands) not in (1, 3):
+        raise UserError(f"Give 3 band numbers (R,G,B, e.g. 4,3,2) or one band for grey; got {bands}.")
+    return bands
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_info(path: str, mtime_ns: int, size: int, bands) -> RasterInfo:
+    # mtime and size are part of the key so an edited file is described again.
+    del mtime_ns, size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return _describe(src, path, bands)
+    except RasterioIOError as exc:
+        raise UserError(f"Cannot open {path} as a raster: {exc}. The file is damaged, truncated or not "
+                        f"an image GDAL understands; re-export it as GeoTIFF.") from exc
+
+
+def _describe(src, path: str, bands) -> RasterInfo:
+    rgb_bands = _choose_bands(src, bands)
+    crs = src.crs if src.crs else None
+    bounds = tuple(src.bounds)
+    bounds_wgs84 = None
+    if crs is not None:
+        from ssjdn.core.tiling import bounds_to_wgs84
+        bounds_wgs84 = bounds_to_wgs84(crs, bounds)
+    nodata = src.nodatavals[rgb_bands[0] - 1]
+    stretch = None if src.dtypes[rgb_bands[0] - 1] == "uint8" else _estimate_stretch(src, rgb_bands)
+    block_rows, block_cols = src.block_shapes[0]
+    return RasterInfo(
+        path=path, width=src.width, height=src.height, count=src.count,
+        dtype=src.dtypes[rgb_bands[0] - 1], crs=crs, transform=src.transform, nodata=nodata,
+        res=tuple(src.res), rgb_bands=rgb_bands, bounds=bounds, bounds_wgs84=bounds_wgs84,
+        block_shape=(block_rows, block_cols), stretch=stretch,
+        band_descriptions=tuple(d or "" for d in src.descriptions),
+    )
+
+
+def _choose_bands(src, bands) -> tuple[int, int, int]:
+    if bands is not None:
+        bad = [b for b in bands if not 1 <= b <= src.count]
+        if bad:
+            raise UserError(f"{src.name} has {src.count} band(s); band(s) {bad} do not exist. "
+                            f"Choose bands between 1 and {src.count}.")
+        return bands * 3 if len(bands) == 1 else bands
+    if src.count < 3:
+        return (1, 1, 1)  # grey (or grey + alpha): show band 1 in all three channels
+    by_interp = {ci: i + 1 for i, ci in reversed(list(enumerate(src.colorinterp)))}
+    if all(c in by_interp for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        return (by_interp[ColorInterp.red], by_interp[ColorInterp.green], by_interp[ColorInterp.blue])
+    by_name = {}
+    for i, desc in enumerate(src.descriptions):
+        word = (desc or "").strip().lower()
+        for colour in ("red", "green", "blue"):
+            if colour not in by_name and (word == colour or word.startswith(colour + " ")
+                                          or word in (f"b_{colour}", f"{colour}_band")):
+                by_name[colour] = i + 1
+    if len(by_name) == 3:
+        return (by_name["red"], by_name["green"], by_name["blue"])
+    return (1, 2, 3)
+
+
+def _estimate_stretch(src, rgb_bands) -> tuple[tuple[float, float], ...]:
+    """Low/high percentiles per channel over a sparse grid of windows (nodata and NaN excluded)."""
+    samples = []
+    n = _STRETCH_SAMPLE_GRID
+    size = _STRETCH_SAMPLE_PX
+    for row in np.linspace(0, max(src.height - size, 0), n).astype(int):
+        for col in np.linspace(0, max(src.width - size, 0), n).astype(int):
+            win = Window(int(col), int(row), min(size, src.width), min(size, src.height))
+            data = src.read(list(rgb_bands), window=win).reshape(3, -1).astype(np.float64)
+            valid = src.read_masks(rgb_bands[0], window=win).reshape(-1) > 0
+            valid &= np.isfinite(data).all(axis=0)
+            samples.append(data[:, valid])
+    pixels = np.concatenate(samples, axis=1)
+    if pixels.shape[1] == 0:
+        return ((0.0, 1.0),) * 3  # all nodata: nothing to stretch, tiles are skipped anyway
+    lo, hi = np.percentile(pixels, STRETCH_PERCENTILES, axis=1)
+    return tuple((float(a), float(b) if b > a else float(a) + 1.0) for a, b in zip(lo, hi))
+
+
+def _to_uint8(data: np.ndarray, stretch) -> np.ndarray:
+    if stretch is None:
+        return np.ascontiguousarray(data, dtype=np.uint8)
+    out = np.empty(data.shape, dtype=np.uint8)
+    for channel, (lo, hi) in enumerate(stretch):
+        scaled = (data[channel].astype(np.float32) - lo) * (255.0 / (hi - lo))
+        np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255, out=scaled)
+        out[channel] = (scaled + 0.5).astype(np.uint8)
+    return out
+
+
+def _clip_window(info: RasterInfo, window: Window) -> Window:
+    window = Window(*(int(round(v)) for v in (window.col_off, window.row_off, window.width,
+                                              window.height)))
+    clipped = window.intersection(full_window(info)) if _overlaps(info, window) else None
+    if clipped is None or clipped.width <= 0 or clipped.height <= 0:
+        raise UserError(f"Window {window} lies outside {info.path} ({info.width} x {info.height} px).")
+    return clipped
+
+
+def _overlaps(info: RasterInfo, w: Window) -> bool:
+    return w.col_off < info.width and w.row_off < info.height and \
+        w.col_off + w.width > 0 and w.row_off + w.height > 0
+
+
+def _shape(window: Window) -> tuple[int, int]:
+    return int(window.height), int(window.width)
+
+
+def _out_shape(window: Window, out_size) -> tuple[int, int]:
+    if out_size is None:
+        return _shape(window)
+    if isinstance(out_size, int):
+        scale = out_size / max(window.width, window.height)
+        return max(1, round(window.height * scale)), max(1, round(window.width * scale))
+    return int(out_size[0]), int(out_size[1])

