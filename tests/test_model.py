@@ -1,0 +1,82 @@
+"""The SSJDN model's contract: shapes, ranges, gradients, switches."""
+import pytest
+import torch
+
+from ssjdn.core.api import create_model
+from ssjdn.core.model import DIRECTIONS
+
+
+def _batch(model, n=4):
+    images = torch.randint(0, 256, (n, 3, 70, 90), dtype=torch.uint8)
+    texts = ["a plane on the runway", "dense forest", "green farmland fields", "two white planes"][:n]
+    return images, texts
+
+
+def test_embeddings_are_unit_norm_with_the_configured_size(tiny_model):
+    images, texts = _batch(tiny_model)
+    img = tiny_model.encode_images(images)
+    txt = tiny_model.encode_texts(texts)
+    assert img.shape == (4, tiny_model.config["embed_dim"]) == txt.shape
+    assert torch.allclose(img.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=1), torch.ones(4), atol=1e-5)
+    scores = tiny_model.similarity(img, txt)
+    assert scores.shape == (4, 4) and scores.abs().max() <= 1 + 1e-5
+
+
+def test_salience_maps_cover_both_directions_and_three_scales_in_unit_range(tiny_model):
+    images, _ = _batch(tiny_model, 2)
+    _, maps = tiny_model.encode_images(images, with_maps=True)
+    side = tiny_model.input_size // 8
+    for kind in (maps.sem, maps.ssm):
+        assert set(kind) == set(DIRECTIONS)
+        for direction in DIRECTIONS:
+            assert [tuple(m.shape) for m in kind[direction]] == [(2, side >> s, side >> s) for s in range(3)]
+            for m in kind[direction]:
+                assert m.min() >= 0 and m.max() <= 1
+    # The end scale of each pass has no neighbour to suppress: its SSM is all ones.
+    assert torch.all(maps.ssm["coarse_to_fine"][2] == 1)
+    assert torch.all(maps.ssm["fine_to_coarse"][0] == 1)
+    assert not torch.all(maps.ssm["coarse_to_fine"][0] == 1)
+
+
+def test_encoding_does_not_depend_on_batching(tiny_model):
+    images, _ = _batch(tiny_model)
+    whole = tiny_model.encode_images(images)
+    split = tiny_model.encode_images(images, batch_size=3)
+    assert torch.allclose(whole, split, atol=1e-5)
+
+
+def test_empty_inputs_give_empty_embeddings(tiny_model):
+    assert tiny_model.encode_texts([]).shape == (0, tiny_model.config["embed_dim"])
+
+
+def test_every_trainable_part_receives_gradient():
+    torch.manual_seed(0)
+    model = create_model("tiny").train()
+    images, texts = _batch(model)
+    batch = model.tokenize(texts)
+    out = model(model.preprocess_images(images), batch["input_ids"], batch["attention_mask"])
+    loss, parts = model.criterion(out, torch.tensor([0, 2, 0, 1]))
+    # Make every hinge active so no branch is cut off by a zero hinge on random weights.
+    (loss + (out.img_emb @ out.txt_emb.T).sum()).backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert missing == [], missing
+    assert {"triplet", "image_ce", "text_ce"} <= set(parts)
+
+
+@pytest.mark.parametrize("switch", ["bsd", "lsd"])
+def test_switching_a_part_off_removes_it(switch):
+    model = create_model("tiny", overrides={switch: False})
+    assert not hasattr(model, switch)
+    images, texts = _batch(model, 2)
+    assert model.encode_images(images).shape == (2, model.config["embed_dim"])
+    assert model.encode_texts(texts).shape == (2, model.config["embed_dim"])
+
+
+def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics():
+    model = create_model("tiny", overrides={"image": {"freeze_stages": 2}, "text": {"freeze_layers": 1}})
+    frozen = [p for p in model.backbone.parameters() if not p.requires_grad]
+    assert frozen and all(not p.requires_grad for p in model.text_encoder.bert.embeddings.parameters())
+    model.train()
+    assert not model.backbone.body.stem.training and model.backbone.body.s16.training
