@@ -1,0 +1,201 @@
+"""Queries over a tile index: text -> tiles, image -> tiles, tile -> captions, heatmaps, salience.
+
+Scores are cosine similarities between unit vectors (higher is more alike), the same numbers
+the model was trained with, so they compare across queries of the same model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from affine import Affine
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from ssjdn.core.errors import UserError
+from ssjdn.core.raster import GeoRaster, full_window, raster_info, read_window_rgb
+from ssjdn.core.tiling import windows_to_wgs84
+
+# Images given to search_similar / rank_captions are read at most this large: the model
+# resizes to its input anyway, and a whole orthophoto passed by mistake must not fill memory.
+_MAX_IMAGE_SIDE = 2048
+
+
+@dataclass(frozen=True)
+class Hit:
+    tile_id: int
+    score: float
+    raster_path: str
+    window: Window
+    bounds: tuple[float, float, float, float]    # raster CRS
+    crs: object                                   # rasterio CRS or None
+    bounds_wgs84: tuple[float, float, float, float] | None
+    transform: Affine                             # the raster's transform
+    footprint_wgs84: np.ndarray | None = None     # closed lon/lat ring [P, 2], counter-clockwise
+
+
+def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
+    """The k tiles that best match a description, best first."""
+    text = _clean_query(query)
+    vector = model.encode_texts([text]).float().cpu().numpy()
+    scores, ids = index.search(vector, k)
+    return _hits(index, ids[0], scores[0])
+
+
+def search_similar(index, model, tile_or_image, k: int = 20) -> list[Hit]:
+    """Tiles that look like a tile of the index (its id or record) or like any image
+    (an image file, an HxWx3 / 3xHxW uint8 array, a PIL image). The tile itself is left out."""
+    own_id = _tile_id_of(tile_or_image)
+    if own_id is not None:
+        vector = index.vectors([own_id])
+    else:
+        vector = model.encode_images(_pixels(tile_or_image, index)).float().cpu().numpy()
+    scores, ids = index.search(vector, k + (own_id is not None))
+    keep = ids[0] != (own_id if own_id is not None else -2)
+    return _hits(index, ids[0][keep][:k], scores[0][keep][:k])
+
+
+def rank_captions(model, image_or_tile, captions, index=None) -> list[tuple[str, float]]:
+    """Rank given captions for one image or tile, best first (a tile id needs `index`)."""
+    captions = [c.strip() for c in captions if c and c.strip()]
+    if not captions:
+        raise UserError("Give at least one caption to rank, e.g. 'many cars in a parking lot'.")
+    image = model.encode_images(_pixels(image_or_tile, index))
+    scores = model.similarity(image, model.encode_texts(captions))[0].float().cpu().numpy()
+    order = np.argsort(-scores, kind="stable")
+    return [(captions[i], float(scores[i])) for i in order]
+
+
+def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
+    """Every indexed tile's score for `query` as a grid over the raster, one cell per tile step
+    (overlapping tiles are averaged; cells without a tile, e.g. nodata, are NaN)."""
+    record = index.raster(raster_path)
+    if record is None:
+        raise UserError(f"{raster_path} is not in the index {index.index_dir}; index it first "
+                        f"(ssjdn index {raster_path} --index {index.index_dir}).")
+    text = model.encode_texts([_clean_query(query)]).float().cpu().numpy()[0]
+    _, windows, vectors = index.raster_vectors(record.raster_id)
+    scores = vectors @ text
+    tile_w, tile_h = record.tiling["tile_px"]
+    overlap = float(record.tiling.get("overlap", 0.0))
+    n_cols = max(1, round(record.width / max(1, round(tile_w * (1 - overlap)))))
+    n_rows = max(1, round(record.height / max(1, round(tile_h * (1 - overlap)))))
+    cell_w, cell_h = record.width / n_cols, record.height / n_rows
+    total = np.zeros((n_rows, n_cols), np.float64)
+    count = np.zeros((n_rows, n_cols), np.int64)
+    c0, c1 = _covered(windows[:, 0], windows[:, 2], cell_w, n_cols)
+    r0, r1 = _covered(windows[:, 1], windows[:, 3], cell_h, n_rows)
+    for dr in range(int((r1 - r0).max(initial=0))):
+        for dc in range(int((c1 - c0).max(initial=0))):
+            inside = (r0 + dr < r1) & (c0 + dc < c1)
+            np.add.at(total, (r0[inside] + dr, c0[inside] + dc), scores[inside])
+            np.add.at(count, (r0[inside] + dr, c0[inside] + dc), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        heat = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+    return GeoRaster(heat, record.transform * Affine.scale(cell_w, cell_h), record.crs, float("nan"))
+
+
+def tile_salience(index, model, tile_id) -> dict[tuple[str, str, int], GeoRaster]:
+    """The model's SEM and SSM maps for one tile, each placed on the tile's ground footprint.
+    Keys are (kind, direction, scale): kind "sem" or "ssm", scale 0 = finest."""
+    record = index.tile(int(tile_id))
+    pixels = _pixels(record, index)
+    _, maps = model.encode_images(pixels, with_maps=True)
+    origin = window_transform(record.window, record.transform)
+    result = {}
+    for kind in ("sem", "ssm"):
+        for direction, per_scale in _items(getattr(maps, kind)):
+            for scale, grid in _items(per_scale):
+                array = grid[0].float().cpu().numpy()
+                cell = Affine.scale(record.window.width / array.shape[1], record.window.height / array.shape[0])
+                result[(kind, direction, int(scale))] = GeoRaster(array, origin * cell, record.crs, None)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _clean_query(query) -> str:
+    text = (query or "").strip() if isinstance(query, str) or query is None else None
+    if text is None:
+        raise UserError(f"A query is a sentence of text; got {type(query).__name__}.")
+    if not text:
+        raise UserError("The query is empty. Describe what to find, e.g. "
+                        "'storage tanks next to a river' or 'many cars in a parking lot'.")
+    return text
+
+
+def _hits(index, ids, scores) -> list[Hit]:
+    ids = [int(i) for i in ids if int(i) >= 0]
+    records = {r.tile_id: r for r in index.tiles(ids)}
+    footprints = _footprints(list(records.values()))
+    return [Hit(r.tile_id, float(score), r.raster_path, r.window, r.bounds, r.crs, r.bounds_wgs84,
+                r.transform, footprints.get(r.tile_id))
+            for i, score in zip(ids, scores) if (r := records.get(i)) is not None]
+
+
+def _footprints(records) -> dict[int, np.ndarray]:
+    """Lon/lat rings of tiles, one projection call per raster (tiling owns the geography)."""
+    by_raster: dict[str, list] = {}
+    for r in records:
+        if r.crs is not None:
+            by_raster.setdefault(r.raster_path, []).append(r)
+    rings = {}
+    for group in by_raster.values():
+        _, group_rings = windows_to_wgs84(group[0].crs, group[0].transform, [r.window for r in group])
+        rings.update({r.tile_id: ring for r, ring in zip(group, group_rings)})
+    return rings
+
+
+def _covered(offsets, sizes, cell: float, n: int):
+    """First and past-last cell whose centre lies inside each [offset, offset + size)."""
+    first = np.clip(np.ceil(offsets / cell - 0.5), 0, n).astype(np.int64)
+    last = np.clip(np.ceil((offsets + sizes) / cell - 0.5), 0, n).astype(np.int64)
+    return first, np.maximum(last, np.minimum(first + 1, n))
+
+
+def _tile_id_of(obj):
+    if isinstance(obj, (int, np.integer)) and not isinstance(obj, bool):
+        return int(obj)
+    tile_id = getattr(obj, "tile_id", None)
+    return int(tile_id) if tile_id is not None else None
+
+
+def _pixels(obj, index) -> torch.Tensor:
+    """Any image-like input as a uint8 tensor [1, 3, H, W]."""
+    if isinstance(obj, (int, np.integer)) and not isinstance(obj, bool):
+        if index is None:
+            raise UserError("A tile id needs the index it belongs to.")
+        obj = index.tile(int(obj))
+    if hasattr(obj, "raster_path") and hasattr(obj, "window"):
+        bands = getattr(obj, "bands", ()) or None
+        array = read_window_rgb(obj.raster_path, obj.window, bands=bands)
+    elif isinstance(obj, (str, Path)):
+        info = raster_info(obj)
+        side = max(info.width, info.height)
+        array = read_window_rgb(info, full_window(info), out_size=min(side, _MAX_IMAGE_SIDE))
+    elif isinstance(obj, torch.Tensor):
+        return _as_batch(obj)
+    else:
+        array = np.asarray(obj)  # numpy arrays and PIL images
+        if array.ndim == 2:
+            array = np.repeat(array[None], 3, axis=0)
+        elif array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] not in (3, 4):
+            array = np.moveaxis(array[..., :3], -1, 0)
+        array = array[:3]
+    return _as_batch(torch.from_numpy(np.ascontiguousarray(array)))
+
+
+def _as_batch(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.ndim == 3:
+        tensor = tensor[None]
+    if tensor.ndim != 4 or tensor.shape[1] != 3:
+        raise UserError(f"Expected an RGB image; got an array of shape {tuple(tensor.shape)}.")
+    return tensor
+
+
+def _items(mapping):
+    return mapping.items() if isinstance(mapping, dict) else enumerate(mapping)
+
+
