@@ -1,7 +1,357 @@
-"""Engine subcommands of the `ssjdn` CLI: index, search, match, export (filled in below)."""
+"""Engine subcommands of the `ssjdn` CLI: index, search, match, export.
+
+Each command is a thin layer over ssjdn.core (indexing, search, export): parse, call, print.
+"""
 from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ssjdn.core.errors import UserError
+
+LAST_SEARCH = "last_search.json"
+
+INDEX_HELP = """\
+Cut rasters into tiles, encode every tile with the model and store the vectors in an index
+folder that `ssjdn search` reads. Tiles cover the ground size the model was trained on
+(e.g. 76.8 m for a UCM-trained model) unless you give --tile-m or --tile-px.
+
+Indexing is resumable: press Ctrl-C (once) to stop cleanly, run the same command again to
+continue. It is incremental: adding a raster to an existing index encodes only the new one.
+"""
+INDEX_EPILOG = """\
+examples:
+  ssjdn index scene.tif --index my_index
+  ssjdn index /data/orthophotos/ --index my_index            # every raster in a folder
+  ssjdn index scene.tif --index my_index --tile-m 100 --overlap 0.25
+  ssjdn index landsat.tif --index my_index --bands 4,3,2      # choose R,G,B bands
+  ssjdn index scan.png --index my_index --tile-px 256          # no CRS: tile in pixels
+"""
+SEARCH_HELP = """\
+Find the tiles that best match a description (or that look like a given tile or image)
+and print them best first with their score (cosine similarity, higher is better) and
+position. The results are also remembered, so `ssjdn export --index DIR --out hits.geojson`
+writes them for a GIS.
+"""
+SEARCH_EPILOG = """\
+examples:
+  ssjdn search "storage tanks next to a river" --index my_index
+  ssjdn search "many cars in a parking lot" --index my_index -k 50 --out cars.geojson
+  ssjdn search --like 4294967301 --index my_index             # tiles like tile 4294967301
+  ssjdn search --like-image example.png --index my_index      # tiles like an image
+"""
+MATCH_HELP = """\
+Rank captions for one tile of the index or for any image: which description fits best?
+(To go the other way, from a caption to tiles, use `ssjdn search`.)
+"""
+MATCH_EPILOG = """\
+examples:
+  ssjdn match --index my_index --tile 4294967301 "a river" "a parking lot" "houses"
+  ssjdn match --image tile.png --captions-file captions.txt
+"""
+EXPORT_HELP = """\
+Write results as files a GIS opens: search hits as GeoJSON (EPSG:4326, RFC 7946) or
+GeoPackage polygons; a query's score heatmap over a raster, or a tile's SEM/SSM salience
+maps, as GeoTIFF. Without --query, the hits of the last `ssjdn search` are exported.
+"""
+EXPORT_EPILOG = """\
+examples:
+  ssjdn export --index my_index --out hits.geojson                  # last search's hits
+  ssjdn export --index my_index --query "a river" -k 30 --out river.gpkg
+  ssjdn export --index my_index --query "a river" --heatmap scene.tif --out river_heat.tif
+  ssjdn export --index my_index --salience 4294967301 --out salience_dir/
+"""
 
 
 def register(subparsers) -> None:
     """Add the engine subcommands to the `ssjdn` parser."""
-    return None
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = subparsers.add_parser("index", help="build or extend a tile index of rasters",
+                              description=INDEX_HELP, epilog=INDEX_EPILOG, formatter_class=fmt)
+    p.add_argument("rasters", nargs="+", metavar="RASTER",
+                   help="raster files (GeoTIFF, COG, JPEG2000, any GDAL format) or folders of them")
+    _add_index_arg(p)
+    _add_model_arg(p)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--tile-m", type=float, metavar="METRES",
+                      help="tile side on the ground in metres (default: the model's training ground size)")
+    size.add_argument("--tile-px", type=int, metavar="PIXELS",
+                      help="tile side in pixels of the raster (needed for rasters without a CRS "
+                           "if you want another size than the model input)")
+    p.add_argument("--overlap", type=float, default=0.0, metavar="FRACTION",
+                   help="overlap between neighbouring tiles, 0 to 0.9 (default 0)")
+    p.add_argument("--bands", metavar="R,G,B",
+                   help="band numbers to use as red,green,blue (1-based), or one band for grey "
+                        "(default: by colour interpretation or band names, else the first three)")
+    p.add_argument("--batch-size", type=int, help="tiles per model batch (default 512 on GPU, 32 on CPU)")
+    p.add_argument("--workers", type=int, help="reader threads (default: CPU count, at most 8)")
+    p.set_defaults(func=run_index)
+
+    p = subparsers.add_parser("search", help="find tiles by a description or by example",
+                              description=SEARCH_HELP, epilog=SEARCH_EPILOG, formatter_class=fmt)
+    p.add_argument("query", nargs="?", help='what to find, in words, e.g. "a baseball field"')
+    _add_index_arg(p)
+    _add_model_arg(p)
+    p.add_argument("-k", "--top", type=int, default=10, dest="k", help="number of results (default 10)")
+    like = p.add_mutually_exclusive_group()
+    like.add_argument("--like", type=int, metavar="TILE_ID", help="find tiles that look like this tile")
+    like.add_argument("--like-image", metavar="IMAGE", help="find tiles that look like this image file")
+    p.add_argument("--out", metavar="FILE", help="also write the hits to a .geojson or .gpkg file")
+    p.set_defaults(func=run_search)
+
+    p = subparsers.add_parser("match", help="rank captions for a tile or an image",
+                              description=MATCH_HELP, epilog=MATCH_EPILOG, formatter_class=fmt)
+    p.add_argument("captions", nargs="*", metavar="CAPTION", help="captions to rank")
+    p.add_argument("--captions-file", metavar="FILE", help="a text file with one caption per line")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--tile", type=int, metavar="TILE_ID", help="a tile id printed by `ssjdn search`")
+    target.add_argument("--image", metavar="IMAGE", help="any image file (PNG, JPEG, GeoTIFF, ...)")
+    p.add_argument("--index", metavar="DIR", help="the index the tile belongs to (needed with --tile)")
+    _add_model_arg(p)
+    p.set_defaults(func=run_match)
+
+    p = subparsers.add_parser("export", help="write hits, heatmaps or salience maps for a GIS",
+                              description=EXPORT_HELP, epilog=EXPORT_EPILOG, formatter_class=fmt)
+    _add_index_arg(p)
+    _add_model_arg(p)
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="output: .geojson/.gpkg for hits, .tif for a heatmap, a folder for salience")
+    p.add_argument("--query", help="run this search instead of exporting the last one")
+    p.add_argument("-k", "--top", type=int, default=None, dest="k",
+                   help="number of hits with --query (default 10)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--heatmap", metavar="RASTER", help="write the query's score for every tile of RASTER")
+    what.add_argument("--salience", type=int, metavar="TILE_ID", help="write the SEM/SSM maps of a tile")
+    p.set_defaults(func=run_export)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def run_index(args) -> int:
+    from tqdm import tqdm
+
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.indexing import build_index
+    model, source = load_model_arg(args.model)
+    cancel = threading.Event()
+    bar = tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing")
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    with _first_ctrl_c_sets(cancel):
+        stats = build_index(args.index, args.rasters, model, tile_ground_m=args.tile_m,
+                            tile_px=args.tile_px, overlap=args.overlap, bands=args.bands,
+                            progress=progress, cancel=cancel, batch_size=args.batch_size,
+                            workers=args.workers)
+    bar.close()
+    with TileIndex.open(args.index) as index:
+        index.set_model_source(source)
+        total = index.count
+    for warning in stats.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{stats.tiles_encoded} tiles encoded in {stats.seconds:.1f} s "
+          f"({stats.tiles_per_second:.0f} tiles/s); {stats.tiles_resumed} already indexed, "
+          f"{stats.tiles_nodata} all-nodata skipped; the index holds {total} tiles.")
+    if stats.cancelled:
+        print("Stopped early. Run the same command again to continue where it stopped.")
+        return 130
+    return 0
+
+
+def run_search(args) -> int:
+    from ssjdn.core import search
+    if args.query is None and args.like is None and args.like_image is None:
+        raise UserError('Say what to find: ssjdn search "a river with boats" --index DIR '
+                        '(or --like TILE_ID, or --like-image IMAGE).')
+    if args.query is not None:
+        search._clean_query(args.query)  # an empty query fails before the model loads
+    index, model = _open_index(args)
+    with index:
+        if args.like is not None:
+            hits = search.search_similar(index, model, args.like, k=args.k)
+            label = f"like tile {args.like}"
+        elif args.like_image is not None:
+            hits = search.search_similar(index, model, args.like_image, k=args.k)
+            label = f"like image {args.like_image}"
+        else:
+            hits = search.search_text(index, model, args.query, k=args.k)
+            label = args.query
+        _print_hits(hits, label)
+        _remember(index.index_dir, label, hits)
+    if args.out:
+        from ssjdn.core.export import export_hits
+        print(f"wrote {export_hits(hits, args.out, query=label)}")
+    return 0
+
+
+def run_match(args) -> int:
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.search import rank_captions
+    captions = list(args.captions)
+    if args.captions_file:
+        captions += Path(args.captions_file).read_text(encoding="utf-8").splitlines()
+    if args.tile is not None:
+        if not args.index:
+            raise UserError("--tile needs the index it comes from: add --index DIR.")
+        index, model = _open_index(args)
+        with index:
+            ranked = rank_captions(model, index.tile(args.tile), captions, index=index)
+    else:
+        model, _ = load_model_arg(args.model)
+        ranked = rank_captions(model, args.image, captions)
+    width = max(len(c) for c, _ in ranked)
+    for rank, (caption, score) in enumerate(ranked, start=1):
+        print(f"{rank:3d}  {score:+.4f}  {caption:<{width}}")
+    return 0
+
+
+def run_export(args) -> int:
+    from ssjdn.core import export, search
+    out = Path(args.out)
+    if args.salience is not None:
+        index, model = _open_index(args)
+        with index:
+            maps = search.tile_salience(index, model, args.salience)
+        out.mkdir(parents=True, exist_ok=True)
+        for (kind, direction, scale), grid in sorted(maps.items()):
+            export.write_geotiff(grid, out / f"tile{args.salience}_{kind}_{direction}_scale{scale}.tif")
+        print(f"wrote {len(maps)} salience maps to {out}/")
+        return 0
+    if args.heatmap is not None:
+        if not args.query:
+            raise UserError('A heatmap shows one query\'s scores: add --query "what to find".')
+        index, model = _open_index(args)
+        with index:
+            heat = search.score_heatmap(index, model, args.query, Path(args.heatmap).resolve())
+        print(f"wrote {export.write_geotiff(heat, out)} ({heat.array.shape[1]} x {heat.array.shape[0]} cells)")
+        return 0
+    if args.query:
+        index, model = _open_index(args)
+        with index:
+            hits = search.search_text(index, model, args.query, k=args.k or 10)
+        label = args.query
+    else:
+        hits, label = _recall_last(args.index, args.k)
+    print(f"wrote {export.export_hits(hits, out, query=label)} ({len(hits)} hits for '{label}')")
+    return 0
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def load_model_arg(spec: str | None):
+    """(model, source) from --model: a checkpoint path, a config name, or the shipped default."""
+    import torch
+
+    from ssjdn.core import api
+    if spec is None:
+        path = Path(api.default_model_path())
+        if not path.exists():
+            raise UserError(f"No trained model found at {path}. Pass --model PATH.safetensors, or "
+                            f"--model tiny to try the pipeline with an untrained model.")
+        return api.load_model(path), str(path)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return api.load_model(path), str(path.resolve())
+    if path.suffix == ".safetensors":
+        raise UserError(f"Model file not found: {path}.")
+    # A config name: untrained heads, seeded so the same name gives the same model (and the same
+    # fingerprint) in every run, which lets an index built with it be searched later.
+    print(f"note: '{spec}' is a model config, not a trained checkpoint; results are only "
+          f"meaningful with a trained model.", file=sys.stderr)
+    torch.manual_seed(0)
+    return api.create_model(spec), spec
+
+
+def _open_index(args):
+    """Open --index and load the model: --model if given, else the one that built the index."""
+    from ssjdn.core.index_store import TileIndex
+    index = TileIndex.open(args.index)
+    spec = args.model or index.model_source
+    try:
+        model, _ = load_model_arg(spec)
+        index.check_model(model)
+    except BaseException:
+        index.close()
+        raise
+    return index, model
+
+
+def _add_index_arg(parser) -> None:
+    parser.add_argument("--index", required=True, metavar="DIR",
+                        help="index folder (created by `ssjdn index`)")
+
+
+def _add_model_arg(parser) -> None:
+    parser.add_argument("--model", metavar="CHECKPOINT",
+                        help="model checkpoint (.safetensors) or config name; default: the model that "
+                             "built the index, else the shipped default model")
+
+
+def _print_hits(hits, label: str) -> None:
+    if not hits:
+        print("No tiles in the index yet; build it with `ssjdn index`.")
+        return
+    print(f"top {len(hits)} for: {label}")
+    print(f"{'rank':>4}  {'score':>7}  {'tile id':>12}  {'lon':>11} {'lat':>10}  raster [col, row, w, h]")
+    for rank, hit in enumerate(hits, start=1):
+        if hit.bounds_wgs84 is not None:
+            west, south, east, north = hit.bounds_wgs84
+            where = f"{(west + east) / 2:11.6f} {(south + north) / 2:10.6f}"
+        else:
+            where = f"{'(no CRS)':>22}"
+        w = hit.window
+        print(f"{rank:4d}  {hit.score:+.4f}  {hit.tile_id:12d}  {where}  {Path(hit.raster_path).name} "
+              f"[{int(w.col_off)}, {int(w.row_off)}, {int(w.width)}, {int(w.height)}]")
+
+
+def _remember(index_dir: Path, label: str, hits) -> None:
+    from ssjdn.core.export import atomic_path
+    record = {"query": label, "hits": [[h.tile_id, h.score] for h in hits]}
+    with atomic_path(Path(index_dir) / LAST_SEARCH) as tmp:
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+
+
+def _recall_last(index_dir, k):
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.search import hits_for_ids
+    path = Path(index_dir) / LAST_SEARCH
+    if not path.exists():
+        raise UserError(f'No search to export yet in {index_dir}: run `ssjdn search "..." --index '
+                        f'{index_dir}` first, or give --query.')
+    record = json.loads(path.read_text(encoding="utf-8"))
+    pairs = record["hits"][:k] if k else record["hits"]
+    with TileIndex.open(index_dir) as index:
+        hits = hits_for_ids(index, [p[0] for p in pairs], [p[1] for p in pairs])
+    return hits, record["query"]
+
+
+class _first_ctrl_c_sets:
+    """The first Ctrl-C asks the indexer to stop cleanly (saving its work); a second one aborts."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        print("\nStopping after the tiles in progress (Ctrl-C again to abort)...", file=sys.stderr)
+        self.event.set()
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

@@ -181,6 +181,16 @@ class TileIndex:
     def model_name(self) -> str:
         return self._meta("model_name") or ""
 
+    @property
+    def model_source(self) -> str | None:
+        """The checkpoint path or config name the index was last built with, if recorded."""
+        return self._meta("model_source")
+
+    def set_model_source(self, source: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._set_meta("model_source", str(source))
+
     def rasters(self) -> list[RasterRecord]:
         with self._lock:
             rows = self._db.execute(

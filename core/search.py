@@ -41,7 +41,7 @@ def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
     text = _clean_query(query)
     vector = model.encode_texts([text]).float().cpu().numpy()
     scores, ids = index.search(vector, k)
-    return _hits(index, ids[0], scores[0])
+    return hits_for_ids(index, ids[0], scores[0])
 
 
 def search_similar(index, model, tile_or_image, k: int = 20) -> list[Hit]:
@@ -54,7 +54,7 @@ def search_similar(index, model, tile_or_image, k: int = 20) -> list[Hit]:
         vector = model.encode_images(_pixels(tile_or_image, index)).float().cpu().numpy()
     scores, ids = index.search(vector, k + (own_id is not None))
     keep = ids[0] != (own_id if own_id is not None else -2)
-    return _hits(index, ids[0][keep][:k], scores[0][keep][:k])
+    return hits_for_ids(index, ids[0][keep][:k], scores[0][keep][:k])
 
 
 def rank_captions(model, image_or_tile, captions, index=None) -> list[tuple[str, float]]:
@@ -126,7 +126,8 @@ def _clean_query(query) -> str:
     return text
 
 
-def _hits(index, ids, scores) -> list[Hit]:
+def hits_for_ids(index, ids, scores) -> list[Hit]:
+    """Hits for tile ids and their scores, in the given order (ids < 0 and unknown ids dropped)."""
     ids = [int(i) for i in ids if int(i) >= 0]
     records = {r.tile_id: r for r in index.tiles(ids)}
     footprints = _footprints(list(records.values()))
