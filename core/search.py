@@ -94,7 +94,7 @@ def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
             np.add.at(count, (r0[inside] + dr, c0[inside] + dc), 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         heat = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
-    return GeoRaster(heat, record.transform * Affine.scale(cell_w, cell_h), record.crs, float("nan"))
+    return GeoRaster(heat, record.transform @ Affine.scale(cell_w, cell_h), record.crs, float("nan"))
 
 
 def tile_salience(index, model, tile_id) -> dict[tuple[str, str, int], GeoRaster]:
@@ -110,7 +110,7 @@ def tile_salience(index, model, tile_id) -> dict[tuple[str, str, int], GeoRaster
             for scale, grid in _items(per_scale):
                 array = grid[0].float().cpu().numpy()
                 cell = Affine.scale(record.window.width / array.shape[1], record.window.height / array.shape[0])
-                result[(kind, direction, int(scale))] = GeoRaster(array, origin * cell, record.crs, None)
+                result[(kind, direction, int(scale))] = GeoRaster(array, origin @ cell, record.crs, None)
     return result
 
 

@@ -1,0 +1,54 @@
+"""Small real GeoTIFFs written by the engine tests themselves (never files from outside)."""
+from __future__ import annotations
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp
+from rasterio.transform import from_origin
+
+# UTM zone 31N: easting 500 000 m lies on the zone's central meridian, 3 degrees east.
+UTM31N = "EPSG:32631"
+UTM_ORIGIN = (500_000.0, 5_700_000.0)
+
+
+def write_raster(path, data, crs=UTM31N, res=0.3, origin=UTM_ORIGIN, nodata=None, block=None,
+                 colorinterp=None, descriptions=None, **profile):
+    """Write `data` [bands, rows, cols] as a GeoTIFF; crs=None writes one with no georeferencing."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    kwargs = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                  dtype=data.dtype.name, nodata=nodata, **profile)
+    if crs is not None:
+        kwargs.update(crs=crs, transform=from_origin(origin[0], origin[1], res, res))
+    if block:
+        kwargs.update(tiled=True, blockxsize=block, blockysize=block)
+    if data.shape[0] == 3 and data.dtype == np.uint8 and colorinterp is None:
+        kwargs.setdefault("photometric", "RGB")
+    with rasterio.open(path, "w", **kwargs) as dst:
+        dst.write(data)
+        if colorinterp is not None:
+            dst.colorinterp = colorinterp
+        if descriptions is not None:
+            for band, text in enumerate(descriptions, start=1):
+                dst.set_band_description(band, text)
+    return str(path)
+
+
+def scene(rows=256, cols=320, seed=0) -> np.ndarray:
+    """An RGB uint8 image with structure (gradients + blobs), so tiles differ from each other."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols]
+    image = np.stack([(x * 255 // max(cols - 1, 1)), (y * 255 // max(rows - 1, 1)),
+                      ((x + y) % 97) * 2]).astype(np.float64)
+    for _ in range(12):
+        cy, cx, r = rng.integers(0, rows), rng.integers(0, cols), rng.integers(6, 30)
+        image[:, (y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.integers(0, 255, size=(3, 1))
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def utm_scene(tmp_path, name="scene.tif", rows=256, cols=320, seed=0, **kwargs) -> str:
+    return write_raster(tmp_path / name, scene(rows, cols, seed), **kwargs)
+
+
+__all__ = ["write_raster", "scene", "utm_scene", "UTM31N", "UTM_ORIGIN", "ColorInterp"]
