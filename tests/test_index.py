@@ -1,0 +1,196 @@
+"""Building and reopening a tile index: resume, incremental, nodata, model mismatch, faiss."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from engine_fixtures import scene, utm_scene, write_raster
+from ssjdn.core.errors import UserError
+from ssjdn.core.index_store import FAISS_NAME, IndexMismatchError, TileIndex, build_faiss, measure_recall
+from ssjdn.core.indexing import build_index
+from ssjdn.core.search import search_text
+
+# Small chunks and commits so that a 320 x 256 raster is several committed steps.
+SMALL = dict(tile_px=32, chunk_px=64, commit_every=8, workers=2)
+
+
+def _contents(index_dir):
+    with TileIndex.open(index_dir) as index:
+        ids = sorted(r.tile_id for r in index.tiles(_all_ids(index)))
+        return ids, index.vectors(ids)
+
+
+def _all_ids(index):
+    ids = []
+    for record in index.rasters():
+        ids += index.raster_vectors(record.raster_id)[0].tolist()
+    return ids
+
+
+def test_index_then_search(tmp_path, tiny_model):
+    raster = utm_scene(tmp_path)
+    stats = build_index(tmp_path / "idx", raster, tiny_model, tile_px=64)
+    assert stats.tiles_encoded == stats.tiles_planned == 5 * 4 and not stats.cancelled
+    with TileIndex.open(tmp_path / "idx", model=tiny_model) as index:
+        assert index.count == 20
+        hits = search_text(index, tiny_model, "a river", k=5)
+    assert len(hits) == 5
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # Scores are the model's own cosine similarities for the stored tiles.
+    text = tiny_model.encode_texts(["a river"]).cpu().numpy()[0]
+    with TileIndex.open(tmp_path / "idx") as index:
+        assert hits[0].score == pytest.approx(float(index.vectors([hits[0].tile_id])[0] @ text), abs=1e-5)
+
+
+def test_stored_vectors_are_the_models_encoding_of_the_tile(tmp_path, tiny_model):
+    from ssjdn.core.raster import read_window_rgb
+    raster = utm_scene(tmp_path)
+    build_index(tmp_path / "idx", raster, tiny_model, **SMALL)
+    with TileIndex.open(tmp_path / "idx") as index:
+        record = index.tile(_all_ids(index)[7])
+        stored = index.vectors([record.tile_id])[0]
+    pixels = torch.from_numpy(read_window_rgb(raster, record.window))[None]
+    expected = tiny_model.encode_images(pixels).cpu().numpy()[0]
+    np.testing.assert_allclose(stored, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["cancel", "crash"])
+def test_interrupted_index_resumes_to_the_same_result(tmp_path, tiny_model, how):
+    raster = utm_scene(tmp_path)
+    build_index(tmp_path / "whole", raster, tiny_model, **SMALL)
+
+    cancel = threading.Event()
+
+    def progress(done, total, message):
+        if 0 < done < total // 2:
+            return
+        if done >= total // 2 and message not in ("planned", "done", "cancelled"):
+            if how == "cancel":
+                cancel.set()
+            else:
+                raise KeyboardInterrupt  # as if the process were killed mid-run
+
+    if how == "cancel":
+        stats = build_index(tmp_path / "resumed", raster, tiny_model, progress=progress, cancel=cancel, **SMALL)
+        assert stats.cancelled
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            build_index(tmp_path / "resumed", raster, tiny_model, progress=progress, **SMALL)
+    partial_ids, _ = _contents(tmp_path / "resumed")
+    assert 0 < len(partial_ids) < 80
+
+    stats = build_index(tmp_path / "resumed", raster, tiny_model, **SMALL)
+    assert stats.tiles_resumed == len(partial_ids)
+    assert stats.tiles_encoded == 80 - len(partial_ids)
+    whole_ids, whole_vectors = _contents(tmp_path / "whole")
+    resumed_ids, resumed_vectors = _contents(tmp_path / "resumed")
+    assert resumed_ids == whole_ids and len(whole_ids) == 80
+    np.testing.assert_allclose(resumed_vectors, whole_vectors, atol=1e-5)
+    with TileIndex.open(tmp_path / "whole") as a, TileIndex.open(tmp_path / "resumed") as b:
+        assert [h.tile_id for h in search_text(a, tiny_model, "houses", k=10)] == \
+               [h.tile_id for h in search_text(b, tiny_model, "houses", k=10)]
+
+
+def test_adding_a_raster_encodes_only_the_new_one(tmp_path, tiny_model):
+    first = utm_scene(tmp_path, "a.tif", seed=1)
+    second = utm_scene(tmp_path, "b.tif", seed=2)
+    build_index(tmp_path / "idx", first, tiny_model, tile_px=64)
+    stats = build_index(tmp_path / "idx", [first, second], tiny_model, tile_px=64)
+    assert stats.rasters_skipped == 1 and stats.tiles_resumed == 20 and stats.tiles_encoded == 20
+    with TileIndex.open(tmp_path / "idx") as index:
+        assert index.count == 40 and len(index.rasters()) == 2
+        assert index.search(index.vectors(_all_ids(index)[-1:]), 1)[1][0, 0] == _all_ids(index)[-1]
+
+
+def test_a_changed_raster_is_encoded_again(tmp_path, tiny_model):
+    path = utm_scene(tmp_path, seed=1)
+    build_index(tmp_path / "idx", path, tiny_model, tile_px=64)
+    utm_scene(tmp_path, seed=2)  # same name, new pixels
+    stats = build_index(tmp_path / "idx", path, tiny_model, tile_px=64)
+    assert stats.tiles_encoded == 20 and stats.rasters_skipped == 0
+    with TileIndex.open(tmp_path / "idx") as index:
+        assert index.count == 20
+
+
+def test_folder_input_finds_rasters_and_skips_broken_ones(tmp_path, tiny_model):
+    folder = tmp_path / "rasters"
+    folder.mkdir()
+    utm_scene(folder, "a.tif")
+    (folder / "broken.tif").write_bytes(b"not a tiff")
+    stats = build_index(tmp_path / "idx", folder, tiny_model, tile_px=64)
+    assert stats.rasters == 1 and stats.tiles_encoded == 20
+    assert any("broken.tif" in w for w in stats.warnings)
+    with pytest.raises(UserError, match="damaged"):
+        build_index(tmp_path / "idx2", folder / "broken.tif", tiny_model, tile_px=64)
+
+
+def test_all_nodata_raster_indexes_nothing_and_says_so(tmp_path, tiny_model):
+    path = write_raster(tmp_path / "empty.tif", np.zeros((3, 128, 128), np.uint8), nodata=0)
+    stats = build_index(tmp_path / "idx", path, tiny_model, tile_px=32)
+    assert stats.tiles_nodata == 16 and stats.tiles_encoded == 0
+    assert any("nodata" in w for w in stats.warnings)
+    with TileIndex.open(tmp_path / "idx") as index:
+        assert index.count == 0
+        assert search_text(index, tiny_model, "anything", k=5) == []
+
+
+def test_tiles_that_are_all_nodata_are_skipped(tmp_path, tiny_model):
+    data = scene(128, 128)
+    data[:, :, :64] = 0  # left half is nodata
+    path = write_raster(tmp_path / "half.tif", data, nodata=0)
+    stats = build_index(tmp_path / "idx", path, tiny_model, tile_px=32)
+    assert stats.tiles_nodata == 8 and stats.tiles_encoded == 8
+    with TileIndex.open(tmp_path / "idx") as index:
+        assert all(r.window.col_off >= 64 for r in index.tiles(_all_ids(index)))
+
+
+def test_raster_without_crs_is_indexed_in_pixels(tmp_path, tiny_model):
+    path = write_raster(tmp_path / "plain.tif", scene(128, 192), crs=None)
+    stats = build_index(tmp_path / "idx", path, tiny_model)
+    assert any("no coordinate system" in w for w in stats.warnings)
+    with TileIndex.open(tmp_path / "idx") as index:
+        records = index.tiles(_all_ids(index))
+    size = tiny_model.input_size
+    assert len(records) == (128 // size) * (192 // size)
+    assert all(r.bounds_wgs84 is None and r.window.width == size for r in records)
+
+
+def test_index_built_by_another_model_is_refused(tmp_path, tiny_model):
+    from ssjdn.core.api import create_model
+    build_index(tmp_path / "idx", utm_scene(tmp_path), tiny_model, tile_px=64)
+    torch.manual_seed(123)
+    other = create_model("tiny")
+    assert other.fingerprint != tiny_model.fingerprint
+    with pytest.raises(IndexMismatchError, match="another folder"):
+        TileIndex.open(tmp_path / "idx", model=other)
+    with pytest.raises(IndexMismatchError):
+        build_index(tmp_path / "idx", utm_scene(tmp_path, "b.tif"), other, tile_px=64)
+
+
+def test_missing_index_gives_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="ssjdn index"):
+        TileIndex.open(tmp_path / "none")
+
+
+def test_a_missing_or_stale_faiss_file_is_rebuilt_from_the_database(tmp_path, tiny_model):
+    build_index(tmp_path / "idx", utm_scene(tmp_path), tiny_model, tile_px=64)
+    (tmp_path / "idx" / FAISS_NAME).unlink()
+    with TileIndex.open(tmp_path / "idx") as index:
+        assert len(search_text(index, tiny_model, "trees", k=20)) == 20
+
+
+def test_large_indexes_switch_to_ivf_with_measured_recall():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32))
+    vectors = centres[rng.integers(0, 40, 6000)] + rng.normal(0, 0.3, (6000, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(6000, dtype=np.int64) * 7 + 3  # ids are not row numbers
+    exact, nprobe = build_faiss(vectors, ids, 32, approx_threshold=10_000)
+    assert nprobe is None and not hasattr(exact, "nprobe")
+    approx, nprobe = build_faiss(vectors, ids, 32, approx_threshold=1_000)
+    assert approx.nprobe == nprobe and nprobe < approx.nlist
+    queries = vectors[:100] + rng.normal(0, 0.05, (100, 32)).astype(np.float32)
+    _, truth = exact.search(queries, 10)
+    _, found = approx.search(queries, 10)
+    assert measure_recall(found, truth) >= 0.95
