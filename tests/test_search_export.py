@@ -1,0 +1,185 @@
+"""Queries and exports: similar tiles, captions, heatmaps, salience, GeoJSON/GPKG/GeoTIFF, CLI."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.warp import transform as warp_transform
+from rasterio.windows import bounds as window_bounds
+
+from engine_fixtures import scene, utm_scene, write_raster
+from ssjdn.core.errors import UserError
+from ssjdn.core.export import export_hits, write_geotiff
+from ssjdn.core.index_store import TileIndex
+from ssjdn.core.indexing import build_index
+from ssjdn.core.raster import GeoRaster, raster_info
+from ssjdn.core.search import (rank_captions, score_heatmap, search_similar, search_text,
+                               tile_salience)
+
+
+@pytest.fixture
+def indexed(tmp_path, tiny_model):
+    """A 320 x 256 UTM raster indexed as a 5 x 4 grid of 64 px tiles."""
+    raster = utm_scene(tmp_path, rows=256, cols=320)
+    build_index(tmp_path / "idx", raster, tiny_model, tile_px=64)
+    index = TileIndex.open(tmp_path / "idx", model=tiny_model)
+    yield index, raster
+    index.close()
+
+
+def test_empty_query_gives_a_clear_error(indexed, tiny_model):
+    index, _ = indexed
+    for query in ("", "   ", None):
+        with pytest.raises(UserError, match="query is empty"):
+            search_text(index, tiny_model, query)
+
+
+def test_similar_tiles_leave_out_the_tile_itself(indexed, tiny_model):
+    index, _ = indexed
+    tile_id = search_text(index, tiny_model, "a lake", k=1)[0].tile_id
+    hits = search_similar(index, tiny_model, tile_id, k=5)
+    assert len(hits) == 5 and tile_id not in [h.tile_id for h in hits]
+    own = index.vectors([tile_id])[0]
+    others = index.vectors([h.tile_id for h in hits])
+    np.testing.assert_allclose([h.score for h in hits], others @ own, atol=1e-5)
+
+
+def test_an_image_finds_the_tile_it_was_cut_from(indexed, tiny_model):
+    index, raster = indexed
+    from ssjdn.core.raster import read_window_rgb
+    record = index.tile(search_text(index, tiny_model, "a road", k=1)[0].tile_id)
+    pixels = read_window_rgb(raster, record.window)                 # [3, h, w]
+    hits = search_similar(index, tiny_model, np.moveaxis(pixels, 0, -1), k=1)  # as HxWx3
+    assert hits[0].tile_id == record.tile_id and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_rank_captions_is_sorted_and_matches_the_model(indexed, tiny_model):
+    index, _ = indexed
+    tile_id = search_text(index, tiny_model, "fields", k=1)[0].tile_id
+    captions = ["a river", "many planes at an airport", "dense forest", "a parking lot"]
+    ranked = rank_captions(tiny_model, tile_id, captions, index=index)
+    assert sorted(c for c, _ in ranked) == sorted(captions)
+    scores = [s for _, s in ranked]
+    assert scores == sorted(scores, reverse=True)
+    expected = index.vectors([tile_id])[0] @ tiny_model.encode_texts(captions).cpu().numpy().T
+    assert dict(ranked) == pytest.approx(dict(zip(captions, expected.tolist())), abs=1e-4)
+    with pytest.raises(UserError, match="at least one caption"):
+        rank_captions(tiny_model, tile_id, ["  "], index=index)
+
+
+def test_heatmap_is_every_tiles_score_on_the_raster_grid(indexed, tiny_model):
+    index, raster = indexed
+    heat = score_heatmap(index, tiny_model, "a river", raster)
+    assert heat.array.shape == (4, 5)
+    info = raster_info(raster)
+    assert heat.crs == info.crs
+    assert heat.transform.c == info.transform.c and heat.transform.f == info.transform.f
+    assert heat.transform.a == pytest.approx(64 * info.res[0])
+    text = tiny_model.encode_texts(["a river"]).cpu().numpy()[0]
+    for record in index.tiles([h.tile_id for h in search_text(index, tiny_model, "x", k=20)]):
+        row, col = record.window.row_off // 64, record.window.col_off // 64
+        assert heat.array[row, col] == pytest.approx(float(index.vectors([record.tile_id])[0] @ text), abs=1e-5)
+    with pytest.raises(UserError, match="not in the index"):
+        score_heatmap(index, tiny_model, "a river", "/elsewhere.tif")
+
+
+def test_salience_maps_lie_on_the_tiles_footprint(indexed, tiny_model):
+    index, _ = indexed
+    record = index.tile(search_text(index, tiny_model, "houses", k=1)[0].tile_id)
+    maps = tile_salience(index, tiny_model, record.tile_id)
+    assert {k[0] for k in maps} == {"sem", "ssm"} and {k[2] for k in maps} == {0, 1, 2}
+    for grid in maps.values():
+        rows, cols = grid.array.shape
+        left, top = grid.transform * (0, 0)
+        right, bottom = grid.transform * (cols, rows)
+        assert (left, bottom, right, top) == pytest.approx(record.bounds, abs=1e-6)
+        assert grid.crs == record.crs and 0 <= grid.array.min() and grid.array.max() <= 1
+
+
+def test_geojson_is_valid_rfc7946_and_inside_the_rasters_footprint(indexed, tiny_model, tmp_path):
+    index, raster = indexed
+    hits = search_text(index, tiny_model, "storage tanks", k=20)
+    path = export_hits(hits, tmp_path / "out" / "hits.geojson", query="storage tanks")
+    doc = json.loads(path.read_text())
+    assert doc["type"] == "FeatureCollection" and "crs" not in doc and len(doc["features"]) == 20
+    info = raster_info(raster)
+    left, bottom, right, top = info.bounds
+    for rank, feature in enumerate(doc["features"], start=1):
+        assert feature["type"] == "Feature" and feature["properties"]["rank"] == rank
+        ring = np.array(feature["geometry"]["coordinates"][0])
+        assert feature["geometry"]["type"] == "Polygon" and len(ring) >= 4
+        assert (ring[0] == ring[-1]).all()
+        x, y = ring[:-1, 0], ring[:-1, 1]
+        assert np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) > 0   # right-hand rule: CCW
+        assert (np.abs(x) <= 180).all() and (np.abs(y) <= 90).all()  # lon, lat order
+        # Back in the raster's CRS every vertex is inside the raster (1 cm rounding slack).
+        xs, ys = warp_transform("EPSG:4326", info.crs, x.tolist(), y.tolist())
+        assert min(xs) >= left - 0.01 and max(xs) <= right + 0.01
+        assert min(ys) >= bottom - 0.01 and max(ys) <= top + 0.01
+        # ...and on the tile it names.
+        props = feature["properties"]
+        tile_box = window_bounds(rasterio.windows.Window(props["col_off"], props["row_off"],
+                                                         props["width"], props["height"]), info.transform)
+        assert min(xs) == pytest.approx(tile_box[0], abs=0.01) and max(ys) == pytest.approx(tile_box[3], abs=0.01)
+
+
+def test_geopackage_holds_the_same_hits(indexed, tiny_model, tmp_path):
+    import fiona
+    index, _ = indexed
+    hits = search_text(index, tiny_model, "a bridge", k=5)
+    path = export_hits(hits, tmp_path / "hits.gpkg", query="a bridge")
+    with fiona.open(path) as layer:
+        assert layer.crs.to_epsg() == 4326
+        features = list(layer)
+    assert [f["properties"]["tile_id"] for f in features] == [h.tile_id for h in hits]
+    assert features[0]["properties"]["query"] == "a bridge"
+
+
+def test_geotiff_round_trip(tmp_path):
+    from affine import Affine
+    from rasterio.crs import CRS
+    grid = GeoRaster(np.arange(12, dtype=np.float32).reshape(3, 4),
+                     Affine(10, 0, 500000, 0, -10, 5700000), CRS.from_epsg(32631))
+    grid.array[0, 0] = np.nan
+    path = write_geotiff(grid, tmp_path / "grid.tif")
+    with rasterio.open(path) as src:
+        assert src.crs.to_epsg() == 32631 and src.transform == grid.transform
+        np.testing.assert_array_equal(src.read(1), grid.array)
+
+
+def test_failed_export_leaves_the_previous_file_and_no_temp_files(indexed, tiny_model, tmp_path):
+    index, _ = indexed
+    path = tmp_path / "exports" / "hits.geojson"
+    export_hits(search_text(index, tiny_model, "a river", k=3), path)
+    before = path.read_text()
+    plain = write_raster(tmp_path / "plain.tif", scene(64, 64), crs=None)
+    build_index(tmp_path / "plain_idx", plain, tiny_model, tile_px=32)
+    with TileIndex.open(tmp_path / "plain_idx") as plain_index:
+        no_crs_hits = search_text(plain_index, tiny_model, "a river", k=3)
+    with pytest.raises(UserError, match="no coordinate system"):
+        export_hits(no_crs_hits, path)
+    assert path.read_text() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["hits.geojson"]
+    with pytest.raises(UserError, match=".geojson or .gpkg"):
+        export_hits([], tmp_path / "hits.shp")
+
+
+def test_cli_index_search_export(tmp_path, capsys):
+    from ssjdn.core.cli import main
+    raster = utm_scene(tmp_path)
+    idx = str(tmp_path / "idx")
+    assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
+    assert "20 tiles encoded" in capsys.readouterr().out
+    assert main(["search", "storage tanks", "--index", idx, "-k", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "top 3 for: storage tanks" in printed and "scene.tif" in printed
+    out = tmp_path / "hits.geojson"
+    assert main(["export", "--index", idx, "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["features"]) == 3 and doc["features"][0]["properties"]["query"] == "storage tanks"
+    assert main(["search", " ", "--index", idx]) == 2
+    assert "query is empty" in capsys.readouterr().err
+    heat = tmp_path / "heat.tif"
+    assert main(["export", "--index", idx, "--query", "a river", "--heatmap", raster, "--out", str(heat)]) == 0
+    with rasterio.open(heat) as src:
+        assert src.shape == (4, 5)
