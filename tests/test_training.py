@@ -1,0 +1,153 @@
+"""End-to-end training on tiny fixture datasets, on the CPU, with the `tiny` model."""
+import copy
+import csv
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from caption_fixtures import write_ucm_json
+from ssjdn.core.api import load_model, read_checkpoint_metadata
+from ssjdn.core.errors import UserError
+from ssjdn.training.train import epoch_batches, negative_mask_for, train
+
+TINY_CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def ucm_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ucm")
+    write_ucm_json(root, {"train": 10, "val": 4, "test": 4})
+    return root
+
+
+def tiny_config(**changes):
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config.update(changes)
+    return config
+
+
+def test_one_epoch_writes_checkpoints_logs_and_a_loadable_model(ucm_root, tmp_path):
+    events = []
+    summary = train(tiny_config(), ucm_root, tmp_path, progress=events.append)
+    assert summary["status"] == "finished" and summary["epochs_done"] == 1
+    for name in ("last.safetensors", "best.safetensors", "trainer_state.pt", "log.csv"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "tb").iterdir()), "TensorBoard event file expected"
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert len(rows) == 1 and float(rows[0]["loss"]) > 0 and 0 <= float(rows[0]["mR"]) <= 100
+    model = load_model(tmp_path / "best.safetensors", device="cpu")
+    assert model.checkpoint_extra["epoch"] == 1
+    assert model.checkpoint_extra["train_config"]["dataset"] == "ucm"
+    assert model.encode_texts(["a farmland"]).shape == (1, 16)
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3]           # 10 images, batch 4 -> 4, 4, 2
+    assert events[-1]["event"] == "done"
+    # The trainer state loads without unpickling arbitrary objects.
+    state = torch.load(tmp_path / "trainer_state.pt", weights_only=True)
+    assert state["epoch"] == 1 and "optimizer" in state
+
+
+def test_resume_continues_to_the_same_state_as_an_uninterrupted_run(ucm_root, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(tiny_config(epochs=3), ucm_root, straight)
+    train(tiny_config(epochs=1), ucm_root, resumed)
+    summary = train(tiny_config(epochs=3), ucm_root, resumed, resume=True)
+    assert summary["epochs_done"] == 3
+    a, b = load_file(straight / "last.safetensors"), load_file(resumed / "last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    state_a = torch.load(straight / "trainer_state.pt", weights_only=True)
+    state_b = torch.load(resumed / "trainer_state.pt", weights_only=True)
+    untimed = lambda history: [{k: v for k, v in row.items() if k != "train_seconds"}  # noqa: E731
+                               for row in history]
+    assert untimed(state_a["history"]) == untimed(state_b["history"])
+    assert torch.equal(state_a["rng"]["generator"], state_b["rng"]["generator"])
+
+
+def test_resume_without_a_previous_run_is_a_user_error(ucm_root, tmp_path):
+    with pytest.raises(UserError, match="Nothing to resume"):
+        train(tiny_config(), ucm_root, tmp_path, resume=True)
+
+
+def test_cancel_stops_before_the_next_step_and_keeps_the_finished_epoch(ucm_root, tmp_path):
+    stop = threading.Event()
+
+    def progress(event):
+        if event["event"] == "step" and event["epoch"] == 2:
+            stop.set()
+
+    summary = train(tiny_config(epochs=3), ucm_root, tmp_path, progress=progress, cancel=stop)
+    assert summary["status"] == "cancelled" and summary["epochs_done"] == 1
+    assert read_checkpoint_metadata(tmp_path / "last.safetensors")["extra"]["epoch"] == 1
+
+
+def test_feature_cache_trains_on_precomputed_backbone_maps(ucm_root, tmp_path):
+    config = tiny_config(feature_cache={"views": 2},
+                         model_overrides={"image": {"freeze_stages": 4}})
+    summary = train(config, ucm_root, tmp_path)
+    assert summary["status"] == "finished"
+    cached = sorted(p.name for p in (tmp_path / "feature_cache").iterdir())
+    assert cached == ["ucm_train_view0.safetensors", "ucm_train_view1.safetensors",
+                      "ucm_val_test.safetensors"]
+    # The validation score from cached maps equals a fresh evaluation from pixels.
+    from ssjdn.training.evaluate import evaluate_checkpoint
+    report = evaluate_checkpoint(tmp_path / "last.safetensors", ucm_root, "val",
+                                 report=tmp_path / "eval.json", device="cpu", log=lambda m: None)
+    logged = list(csv.DictReader(open(tmp_path / "log.csv")))[-1]
+    assert report["metrics"]["mR"] == pytest.approx(float(logged["mR"]), abs=1e-6)
+
+
+def test_feature_cache_refuses_a_trainable_backbone(ucm_root, tmp_path):
+    with pytest.raises(UserError, match="whole backbone frozen"):
+        train(tiny_config(feature_cache={"views": 2}), ucm_root, tmp_path)
+
+
+def test_cli_train_then_eval_writes_a_json_report(ucm_root, tmp_path, capsys):
+    from ssjdn.core.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(TINY_CONFIG), "--data-root", str(ucm_root),
+                 "--out", str(out)]) == 0
+    report = tmp_path / "report.json"
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--data-root",
+                 str(ucm_root), "--split", "test", "--report", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "image->text R@1" in printed and "mR" in printed
+    data = json.loads(report.read_text())
+    assert data["split"] == "test" and data["images"] == 4 and data["captions"] == 20
+    assert set(data["metrics"]) == {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5",
+                                    "t2i_R@10", "mR"}
+
+
+def test_cli_reports_an_unknown_split_as_a_one_line_error(ucm_root, tmp_path, capsys):
+    from ssjdn.core.cli import main
+    out = tmp_path / "run"
+    main(["train", "--config", str(TINY_CONFIG), "--data-root", str(ucm_root), "--out", str(out)])
+    code = main(["eval", "--checkpoint", str(out / "last.safetensors"), "--data-root",
+                 str(ucm_root), "--split", "dev"])
+    assert code == 2 and "Split 'dev'" in capsys.readouterr().err
+
+
+def test_batches_never_repeat_an_image_and_cover_the_epoch():
+    generator = torch.Generator().manual_seed(0)
+    batches = epoch_batches(10, 4, generator)
+    seen = torch.cat(batches).tolist()
+    assert sorted(seen) == list(range(10))
+    assert all(len(set(b.tolist())) == len(b) for b in batches)
+
+
+def test_batches_are_split_evenly_across_ranks():
+    shards = [epoch_batches(10, 4, torch.Generator().manual_seed(0), rank, 2) for rank in (0, 1)]
+    assert [len(s) for s in shards] == [2, 2]                       # the short batch is dropped
+    together = torch.cat([torch.cat(s) for s in shards]).tolist()
+    assert len(set(together)) == 8
+
+
+def test_identical_captions_are_not_each_others_negatives():
+    mask = negative_mask_for(["There is a farm .", "A road", "there is a farm."], "cpu")
+    assert mask.tolist() == [[False, True, False], [True, False, True], [False, True, False]]

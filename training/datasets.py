@@ -1,0 +1,316 @@
+"""Readers for the four remote-sensing image-caption benchmarks in their published formats.
+
+Formats (any dataset may come in any of them; the reader picks what the folder holds):
+- Karpathy-style ``dataset_<name>.json`` (UCM-Captions, Sydney-Captions, RSICD): a list of
+  images with ``filename``, ``split`` and ``sentences[].raw``.
+- ``<name>_labels_splits.csv`` (RSICD, RSITMD): one row per image with ``filename``, ``split``,
+  ``label`` and ``sentence`` (a Python-literal list of the 5 sentences).
+- The AMFMN/GaLR/SWAN precomputed text files in ``precomp_amfmn/`` (or the root):
+  ``<split>_caps.txt`` (5 lines per image) and ``<split>_filename.txt`` (one line per image, or
+  one per caption as the peers' test files have it).
+
+Category labels follow docs/training.md: UCM from the image number, RSICD/RSITMD from the
+file-name prefix (purely numeric names have no label, -1), Sydney mined from the captions.
+Images are looked up by file stem, so ``12.tif`` in a caption file finds ``images/12.webp``.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ssjdn.core.errors import UserError
+
+CAPTIONS_PER_IMAGE = 5
+IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".webp")
+KNOWN_DATASETS = ("ucm", "sydney", "rsicd", "rsitmd")
+
+# The 21 UC Merced Land Use classes in alphabetical order: image N is class (N - 1) // 100.
+UCM_CLASSES = [
+    "agricultural", "airplane", "baseballdiamond", "beach", "buildings", "chaparral",
+    "denseresidential", "forest", "freeway", "golfcourse", "harbor", "intersection",
+    "mediumresidential", "mobilehomepark", "overpass", "parkinglot", "river", "runway",
+    "sparseresidential", "storagetanks", "tenniscourt",
+]
+
+# Sydney-Captions publishes no per-image class, so labels are mined from the captions: each
+# caption votes for the classes whose words it mentions; the majority wins, ties give -1.
+SYDNEY_CLASSES = ["residential", "airport", "meadow", "river", "ocean", "industrial", "runway"]
+SYDNEY_CLASS_WORDS = {
+    "residential": ("residential", "house", "houses", "villas"),
+    "airport": ("airport", "terminal", "airplane", "airplanes", "plane", "planes", "aircraft"),
+    "meadow": ("meadow", "meadows", "grassland", "lawn"),
+    "river": ("river", "rivers"),
+    "ocean": ("ocean", "sea", "waves", "seawater"),
+    "industrial": ("industrial", "factory", "factories", "warehouse", "warehouses"),
+    "runway": ("runway", "runways"),
+}
+
+
+@dataclass
+class CaptionDataset:
+    """One split of a benchmark: images, their 5 captions each, and category labels."""
+
+    name: str
+    split: str
+    image_names: list[str]            # as written in the caption file, e.g. "12.tif"
+    captions: list[list[str]]         # CAPTIONS_PER_IMAGE per image
+    labels: list[int]                 # index into categories, -1 = no label
+    categories: list[str]
+    image_paths: list[Path] = field(default_factory=list)  # resolved by stem; empty until found
+
+    def __len__(self) -> int:
+        return len(self.image_names)
+
+    @property
+    def all_captions(self) -> list[str]:
+        """Captions flattened image-major: caption c of image i is at i * 5 + c."""
+        return [c for caps in self.captions for c in caps]
+
+
+def detect_dataset_name(root: Path) -> str:
+    """Guess the benchmark from the folder's files (dataset_ucm.json, rsitmd_labels_...)."""
+    text = " ".join(p.name.lower() for p in _candidate_files(root)) + " " + root.name.lower()
+    for name in KNOWN_DATASETS:
+        if name in text:
+            return name
+    raise UserError(f"Cannot tell which benchmark {root} holds; set `dataset:` to one of "
+                    f"{', '.join(KNOWN_DATASETS)} in the training config.")
+
+
+def load_dataset(root: str | Path, split: str, name: str | None = None,
+                 fmt: str = "auto", require_images: bool = True) -> CaptionDataset:
+    """Read one split from a dataset folder; fmt is auto, json, csv or precomp."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"Dataset folder {root} does not exist.")
+    name = name or detect_dataset_name(root)
+    if name not in KNOWN_DATASETS:
+        raise UserError(f"Unknown dataset {name!r}; expected one of {', '.join(KNOWN_DATASETS)}.")
+    fmt = _pick_format(root, fmt)
+    readers = {"json": _read_karpathy_json, "csv": _read_labels_csv, "precomp": _read_precomp}
+    image_names, captions, csv_labels, all_names = readers[fmt](root, split)
+    _check_caption_counts(image_names, captions, root, split)
+    categories, labels = _assign_labels(name, image_names, captions, all_names, csv_labels)
+    dataset = CaptionDataset(name, split, image_names, captions, labels, categories)
+    if require_images:
+        dataset.image_paths = find_images(root, image_names)
+    return dataset
+
+
+# ---------------------------------------------------------------------------- formats
+
+def _candidate_files(root: Path) -> list[Path]:
+    files = list(root.glob("*.json")) + list(root.glob("*.csv"))
+    for folder in (root, root / "precomp_amfmn"):
+        files += list(folder.glob("*_caps*.txt")) if folder.is_dir() else []
+    return files
+
+
+def _pick_format(root: Path, fmt: str) -> str:
+    found = {
+        "json": bool(list(root.glob("dataset*.json"))),
+        "csv": bool(list(root.glob("*_labels_splits.csv"))),
+        "precomp": _precomp_dir(root) is not None,
+    }
+    if fmt == "auto":
+        for candidate in ("json", "csv", "precomp"):
+            if found[candidate]:
+                return candidate
+        raise UserError(f"No caption files in {root}: expected dataset_<name>.json, "
+                        "<name>_labels_splits.csv or precomp_amfmn/<split>_caps.txt.")
+    if fmt not in found:
+        raise UserError(f"Unknown dataset format {fmt!r}; use auto, json, csv or precomp.")
+    if not found[fmt]:
+        raise UserError(f"Format {fmt!r} asked for, but {root} has no such caption files.")
+    return fmt
+
+
+def _read_karpathy_json(root: Path, split: str):
+    path = sorted(root.glob("dataset*.json"))[0]
+    records = json.loads(path.read_text(encoding="utf-8"))["images"]
+    _check_split(split, {r["split"] for r in records}, path)
+    chosen = [r for r in records if r["split"] == split]
+    names = [r["filename"] for r in chosen]
+    captions = [[s["raw"].strip() for s in r["sentences"]] for r in chosen]
+    return names, captions, None, [r["filename"] for r in records]
+
+
+def _read_labels_csv(root: Path, split: str):
+    path = sorted(root.glob("*_labels_splits.csv"))[0]
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    _check_split(split, {r["split"] for r in rows}, path)
+    chosen = [r for r in rows if r["split"] == split]
+    captions = []
+    for row in chosen:
+        try:
+            captions.append([str(s).strip() for s in ast.literal_eval(row["sentence"])])
+        except (ValueError, SyntaxError) as exc:
+            raise UserError(f"{path}: the sentences of {row['filename']} are not a list "
+                            f"literal ({exc}).") from None
+    labels = [r.get("label", "") for r in chosen]
+    return [r["filename"] for r in chosen], captions, labels, [r["filename"] for r in rows]
+
+
+def _precomp_dir(root: Path) -> Path | None:
+    for folder in (root / "precomp_amfmn", root):
+        if folder.is_dir() and list(folder.glob("*_caps*.txt")):
+            return folder
+    return None
+
+
+def _precomp_paths(folder: Path, split: str) -> tuple[Path, Path]:
+    # Sydney also ships train/val "_verify" files: split "val_verify" reads val_caps_verify.txt.
+    if split.endswith("_verify"):
+        base = split[: -len("_verify")]
+        return folder / f"{base}_caps_verify.txt", folder / f"{base}_filename_verify.txt"
+    return folder / f"{split}_caps.txt", folder / f"{split}_filename.txt"
+
+
+def _precomp_splits(folder: Path) -> set[str]:
+    splits = set()
+    for path in folder.glob("*_caps*.txt"):
+        match = re.fullmatch(r"(.+)_caps(_verify)?\.txt", path.name)
+        if match:
+            splits.add(match.group(1) + (match.group(2) or ""))
+    return splits
+
+
+def _read_lines(path: Path) -> list[str]:
+    # Blank lines inside are kept: RSITMD's train_caps.txt has 20 empty captions, and
+    # dropping them would shift every later caption onto the wrong image.
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _read_precomp(root: Path, split: str):
+    folder = _precomp_dir(root)
+    _check_split(split, _precomp_splits(folder), folder)
+    caps_path, names_path = _precomp_paths(folder, split)
+    if not names_path.exists():
+        raise UserError(f"{caps_path} has no matching file list {names_path.name}.")
+    captions_flat, names = _read_lines(caps_path), _read_lines(names_path)
+    if len(names) == len(captions_flat):
+        # The peers' test files list the image once per caption: fold 5 lines into one.
+        names = _fold_per_caption_names(names, names_path)
+    if len(captions_flat) != CAPTIONS_PER_IMAGE * len(names):
+        raise UserError(
+            f"{caps_path.name} has {len(captions_flat)} lines for {len(names)} images in "
+            f"{names_path.name}; expected {CAPTIONS_PER_IMAGE} captions per image.")
+    captions = [captions_flat[i:i + CAPTIONS_PER_IMAGE]
+                for i in range(0, len(captions_flat), CAPTIONS_PER_IMAGE)]
+    all_names = []
+    for other in sorted(_precomp_splits(folder)):
+        other_names = _read_lines(_precomp_paths(folder, other)[1])
+        all_names += other_names
+    return names, captions, None, all_names
+
+
+def _fold_per_caption_names(names: list[str], path: Path) -> list[str]:
+    if len(names) % CAPTIONS_PER_IMAGE:
+        raise UserError(f"{path.name} lists {len(names)} captions, not a multiple of "
+                        f"{CAPTIONS_PER_IMAGE}.")
+    folded = []
+    for i in range(0, len(names), CAPTIONS_PER_IMAGE):
+        group = set(names[i:i + CAPTIONS_PER_IMAGE])
+        if len(group) != 1:
+            raise UserError(f"{path.name} line {i + 1}: the {CAPTIONS_PER_IMAGE} caption lines "
+                            f"of one image name different files: {sorted(group)}.")
+        folded.append(names[i])
+    return folded
+
+
+def _check_split(split: str, available: set[str], source: Path) -> None:
+    if split not in available:
+        raise UserError(f"Split {split!r} is not in {source}; it has: "
+                        f"{', '.join(sorted(available)) or 'none'}.")
+
+
+def _check_caption_counts(names: list[str], captions: list[list[str]], root: Path,
+                          split: str) -> None:
+    for name, caps in zip(names, captions):
+        if len(caps) != CAPTIONS_PER_IMAGE:
+            raise UserError(f"{root} ({split}): image {name} has {len(caps)} captions; every "
+                            f"image needs exactly {CAPTIONS_PER_IMAGE}.")
+    if not names:
+        raise UserError(f"{root}: split {split!r} holds no images.")
+
+
+# ---------------------------------------------------------------------------- labels
+
+def _stem(name: str) -> str:
+    return Path(name).stem
+
+
+def ucm_label(name: str) -> int:
+    """UCM caption file N.tif is class (N - 1) // 100 over the alphabetical classes."""
+    stem = _stem(name)
+    if not stem.isdigit() or not 1 <= int(stem) <= 100 * len(UCM_CLASSES):
+        return -1
+    return (int(stem) - 1) // 100
+
+
+def prefix_category(name: str) -> str | None:
+    """RSICD/RSITMD: the file-name prefix before the first '_'; numeric names have none."""
+    stem = _stem(name)
+    prefix = stem.split("_")[0].lower()
+    if "_" not in stem or not prefix or prefix.isdigit():
+        return None
+    return prefix
+
+
+def mine_sydney_label(captions: list[str]) -> int:
+    """Majority vote of the class words the captions mention; -1 on a tie or no mention."""
+    votes = [0] * len(SYDNEY_CLASSES)
+    for caption in captions:
+        words = set(re.findall(r"[a-z]+", caption.lower()))
+        for index, cls in enumerate(SYDNEY_CLASSES):
+            if words & set(SYDNEY_CLASS_WORDS[cls]):
+                votes[index] += 1
+    best = max(votes)
+    if best == 0 or votes.count(best) > 1:
+        return -1
+    return votes.index(best)
+
+
+def _assign_labels(name, image_names, captions, all_names, csv_labels):
+    if name == "ucm":
+        return list(UCM_CLASSES), [ucm_label(n) for n in image_names]
+    if name == "sydney":
+        return list(SYDNEY_CLASSES), [mine_sydney_label(c) for c in captions]
+    # RSICD / RSITMD: the category list comes from every split, so train and test agree.
+    categories = sorted({c for c in map(prefix_category, all_names) if c})
+    index = {c: i for i, c in enumerate(categories)}
+    return categories, [index.get(prefix_category(n), -1) for n in image_names]
+
+
+# ---------------------------------------------------------------------------- images
+
+def image_folder(root: Path) -> Path:
+    for candidate in (root / "images", root / "imgs", root / "image", root):
+        if candidate.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES
+                                      for p in candidate.iterdir()):
+            return candidate
+    return root / "images"
+
+
+def find_images(root: Path, image_names: list[str]) -> list[Path]:
+    """Resolve each caption-file name to an image by stem (.tif/.jpg/.png/.webp all work)."""
+    folder = image_folder(root)
+    by_stem: dict[str, Path] = {}
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                by_stem.setdefault(path.stem, path)
+    missing = [n for n in image_names if _stem(n) not in by_stem]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise UserError(f"{len(missing)} of {len(image_names)} images are missing from {folder} "
+                        f"(looked up by file stem, any of {', '.join(IMAGE_SUFFIXES)}): {shown}")
+    return [by_stem[_stem(n)] for n in image_names]

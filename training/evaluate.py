@@ -1,0 +1,91 @@
+"""Retrieval evaluation of a model on one split (the peers' protocol, see metrics.py)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ssjdn.training.augment import load_images, test_view
+from ssjdn.training.datasets import CaptionDataset, detect_dataset_name, load_dataset
+from ssjdn.training.metrics import format_metrics, kfold_metrics
+
+# Test-time view of the lineage: a plain resize to 256 (the model's input size).
+DEFAULT_TEST_AUGMENT = {"test_size": 256}
+# Folds of the usual protocol per benchmark: all four report on the whole test split.
+PROTOCOL_FOLDS = {"ucm": 1, "sydney": 1, "rsicd": 1, "rsitmd": 1}
+
+
+@torch.no_grad()
+def image_embeddings_from_features(model, features: list[torch.Tensor],
+                                   batch_size: int = 64) -> torch.Tensor:
+    """Unit-norm embeddings from cached backbone maps (same path as encode_images)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(features[0]), batch_size):
+            batch = [f[start:start + batch_size].to(model.device) for f in features]
+            with model._autocast():
+                base, _, _ = model.image_from_features(batch)
+            out.append(F.normalize(base.float(), dim=-1))
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def score_matrix(model, dataset: CaptionDataset, images: list[torch.Tensor] | None = None,
+                 features: list[torch.Tensor] | None = None, test_size: int | None = None,
+                 batch_size: int = 64) -> torch.Tensor:
+    """Cosine scores [n_images, n_captions]; images (uint8 [3,H,W]) or cached features."""
+    if features is not None:
+        img = image_embeddings_from_features(model, features, batch_size)
+    else:
+        size = test_size or model.input_size
+        views = [test_view(image, {"test_size": size}) for image in images]
+        img = torch.cat([model.encode_images(torch.stack(views[s:s + batch_size]))
+                         for s in range(0, len(views), batch_size)])
+    txt = model.encode_texts(dataset.all_captions)
+    return model.similarity(img, txt).cpu()
+
+
+def evaluate_model(model, dataset: CaptionDataset, images=None, features=None,
+                   folds: int = 1, test_size: int | None = None) -> dict[str, float]:
+    scores = score_matrix(model, dataset, images, features, test_size)
+    return kfold_metrics(scores, folds)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: str,
+                        dataset_name: str | None = None, fmt: str = "auto",
+                        folds: int | None = None, report: str | Path | None = None,
+                        device: str | None = None, log=print) -> dict:
+    """`ssjdn eval`: load a checkpoint, score a split, print and write a JSON report."""
+    from ssjdn.core.api import load_model
+
+    model = load_model(checkpoint, device=device)
+    extra = getattr(model, "checkpoint_extra", {}) or {}
+    train_cfg = extra.get("train_config") or {}
+    name = dataset_name or train_cfg.get("dataset") or detect_dataset_name(Path(data_root))
+    dataset = load_dataset(data_root, split, name=name, fmt=fmt)
+    folds = folds or PROTOCOL_FOLDS.get(name, 1)
+    started = time.time()
+    images = load_images(dataset.image_paths)
+    test_size = (train_cfg.get("augment") or {}).get("test_size")
+    metrics = evaluate_model(model, dataset, images=images, folds=folds, test_size=test_size)
+    result = {
+        "checkpoint": str(checkpoint), "model": model.name, "dataset": name, "split": split,
+        "images": len(dataset), "captions": len(dataset.all_captions), "folds": folds,
+        "metrics": metrics, "seconds": round(time.time() - started, 1),
+        "trained_epoch": extra.get("epoch"),
+    }
+    log(f"{name} {split} ({len(dataset)} images, {len(dataset.all_captions)} captions"
+        f"{', %d-fold average' % folds if folds > 1 else ''}): {format_metrics(metrics)}")
+    report = Path(report) if report else Path(checkpoint).with_suffix(f".eval-{name}-{split}.json")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"report written to {report}")
+    result["report"] = str(report)
+    return result

@@ -1,0 +1,481 @@
+"""Benchmark training: `train(config, data_root, out_dir)` from Python or `ssjdn train`.
+
+One epoch visits every training image once, in a seeded random order, with one of its 5
+captions drawn at random: a batch never holds the same image twice, and captions that are
+word-for-word identical (UCM repeats many) are masked out as each other's negatives.
+
+Files in out_dir:
+- last.safetensors / best.safetensors: model checkpoints (ssjdn.core.api.save_checkpoint),
+  best = highest validation mR so far.
+- trainer_state.pt: optimizer, scheduler and RNG state for --resume (tensors and plain
+  Python values only, loaded with torch.load(weights_only=True)).
+- log.csv and tb/ (TensorBoard): one row / point per epoch.
+
+With the whole backbone frozen and `feature_cache.views` > 0, the backbone's maps of a few
+fixed random views per image are computed once (see feature_cache.py) and every step reads
+them: on a 2-core CPU that is the difference between a few epochs and a few dozen.
+Under torchrun (WORLD_SIZE > 1) the same command trains with DDP; rank 0 validates and saves.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from ssjdn.core.errors import UserError
+from ssjdn.training.augment import load_images, train_view
+from ssjdn.training.datasets import load_dataset
+from ssjdn.training.evaluate import evaluate_model
+from ssjdn.training.metrics import format_metrics
+
+# Lineage defaults (AMFMN / GaLR / SWAN); a training config overrides any of them.
+DEFAULTS: dict = {
+    "dataset": None,              # ucm | sydney | rsicd | rsitmd (guessed from data_root if null)
+    "data_format": "auto",        # auto | json | csv | precomp
+    "train_split": "train",
+    "val_split": "val",
+    "model": "ssjdn-lite0-minilm",  # a core/configs name or a YAML path
+    "model_overrides": {},        # deep-merged into the model config (freezing, widths, loss)
+    "bsd": True,
+    "lsd": True,
+    "stl": True,
+    "category_names": None,       # readable class names for LSD's init (default: dataset's)
+    "epochs": 60,
+    "batch_size": 100,
+    "lr": 2.0e-4,
+    "text_lr_scale": 1.0,         # pretrained text layers often want a smaller step
+    "weight_decay": 0.0,
+    "lr_step_epochs": 20,
+    "lr_gamma": 0.7,
+    "augment": {"resize": 278, "rotation": 90, "crop": 256, "test_size": 256},
+    "feature_cache": {"views": 0, "dir": None},
+    "eval_every": 1,
+    "time_budget_min": None,      # stop after the epoch that passes this many minutes
+    "seed": 0,
+    "amp": True,                  # bf16 autocast on CUDA; ignored on CPU
+    "tensorboard": True,
+    "progress_bar": True,
+}
+
+STATE_FILE = "trainer_state.pt"
+LAST_CHECKPOINT = "last.safetensors"
+BEST_CHECKPOINT = "best.safetensors"
+
+ProgressCallback = Callable[[dict], None]
+
+
+def load_training_config(config: str | Path | dict) -> dict:
+    """A YAML path or a dict, merged over DEFAULTS."""
+    from ssjdn.core.api import deep_merge
+
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        if not path.is_file():
+            raise UserError(f"Training config {path} does not exist; see training/configs/.")
+        data = yaml.safe_load(path.read_text()) or {}
+        data.setdefault("name", path.stem)
+    else:
+        data = copy.deepcopy(config)
+    unknown = set(data) - set(DEFAULTS) - {"name"}
+    if unknown:
+        raise UserError(f"Unknown training config keys: {', '.join(sorted(unknown))}.")
+    return deep_merge(DEFAULTS, data)
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+class _Distributed:
+    """torchrun's environment, or a single process."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", local)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+# ---------------------------------------------------------------------------- model
+
+def _model_overrides(cfg: dict, categories: list[str]) -> dict:
+    from ssjdn.core.api import deep_merge
+
+    names = cfg["category_names"] or [c.replace("_", " ") for c in categories]
+    if len(names) != len(categories):
+        raise UserError(f"category_names lists {len(names)} names for {len(categories)} "
+                        "categories of the dataset.")
+    switches = {k: bool(cfg[k]) for k in ("bsd", "lsd", "stl")}
+    return deep_merge(cfg["model_overrides"], {**switches, "categories": list(names)})
+
+
+def _build_optimizer(model, cfg: dict):
+    text, other = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (text if name.startswith("text_encoder.") else other).append(param)
+    groups = [{"params": other, "lr": cfg["lr"]}]
+    if text:
+        groups.append({"params": text, "lr": cfg["lr"] * cfg["text_lr_scale"]})
+    optimizer = torch.optim.Adam(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg["lr_step_epochs"],
+                                                gamma=cfg["lr_gamma"])
+    return optimizer, scheduler
+
+
+# ---------------------------------------------------------------------------- batches
+
+def negative_mask_for(captions: list[str], device) -> torch.Tensor:
+    """False where two captions are the same sentence: neither may be the other's negative."""
+    keys = [" ".join(c.lower().replace(".", " ").split()) for c in captions]
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    codes = torch.tensor([ids[k] for k in keys], device=device)
+    return codes[:, None] != codes[None, :]
+
+
+def epoch_batches(n_images: int, batch_size: int, generator: torch.Generator,
+                  rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """This rank's batches of image indices for one epoch (same order on every rank)."""
+    order = torch.randperm(n_images, generator=generator)
+    per_rank = batch_size // world
+    if per_rank < 2:
+        raise UserError(f"batch_size {batch_size} is too small for {world} processes.")
+    batches = []
+    for start in range(0, n_images, batch_size):
+        chunk = order[start:start + batch_size]
+        mine = chunk[rank * per_rank:(rank + 1) * per_rank]
+        if len(chunk) < batch_size and world > 1:
+            break  # DDP needs the same number of equal steps on every rank
+        if len(mine) >= 2:  # a triplet loss needs at least one negative
+            batches.append(mine)
+    return batches
+
+
+class _TrainingData:
+    """Training images (or cached views), captions and labels, and how to draw a batch."""
+
+    def __init__(self, cfg, dataset, model, out_dir: Path, dist: _Distributed, log):
+        self.cfg, self.dataset = cfg, dataset
+        self.labels = torch.tensor(dataset.labels, dtype=torch.long)
+        self.images = load_images(dataset.image_paths)
+        self.views = int(cfg["feature_cache"].get("views") or 0)
+        self.cached = None
+        if self.views > 0:
+            from ssjdn.training.feature_cache import backbone_is_frozen, cached_views
+
+            if not backbone_is_frozen(model):
+                raise UserError("feature_cache.views needs the whole backbone frozen: set "
+                                "model_overrides.image.freeze_stages to the backbone's stage "
+                                "count (8 for EfficientNet-Lite0, 5 for ResNets).")
+            cache_dir = Path(cfg["feature_cache"].get("dir") or out_dir / "feature_cache")
+            tag = f"{dataset.name}_{dataset.split}"
+            if not dist.main:
+                dist.barrier()  # rank 0 builds the cache first
+            self.cached = cached_views(model, self.images, dataset.image_names, cfg["augment"],
+                                       cache_dir, tag, self.views, int(cfg["seed"]), log)
+            if dist.main:
+                dist.barrier()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def draw(self, indices: torch.Tensor, generator: torch.Generator, device):
+        """(pixels or None, features or None, captions, labels) for one batch."""
+        caption_pick = torch.randint(0, 5, (len(indices),), generator=generator)
+        captions = [self.dataset.captions[i][c] for i, c in zip(indices.tolist(),
+                                                                 caption_pick.tolist())]
+        labels = self.labels[indices].to(device)
+        if self.cached is not None:
+            view = torch.randint(0, self.views, (len(indices),), generator=generator)
+            features = []
+            for scale in range(3):
+                maps = torch.stack([self.cached[v][scale][i]
+                                    for v, i in zip(view.tolist(), indices.tolist())])
+                features.append(maps.to(device).float())
+            return None, features, captions, labels
+        views = [train_view(self.images[i], self.cfg["augment"], generator)
+                 for i in indices.tolist()]
+        return torch.stack(views), None, captions, labels
+
+
+# ---------------------------------------------------------------------------- state
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _restore_rng(state: dict, generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _load_resume_state(out_dir: Path, device):
+    from ssjdn.core.api import load_model, read_checkpoint_metadata
+
+    state_path, last = out_dir / STATE_FILE, out_dir / LAST_CHECKPOINT
+    if not state_path.is_file() or not last.is_file():
+        raise UserError(f"Nothing to resume in {out_dir}: it needs {LAST_CHECKPOINT} and "
+                        f"{STATE_FILE} from an earlier run. Drop --resume to start afresh.")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved_epoch = read_checkpoint_metadata(last)["extra"].get("epoch")
+    if saved_epoch != state["epoch"]:
+        raise UserError(f"{last} (epoch {saved_epoch}) and {STATE_FILE} (epoch "
+                        f"{state['epoch']}) disagree; the run was cut off while saving. "
+                        "Delete the newer one to resume from the older epoch.")
+    return load_model(last, device=device), state
+
+
+# ---------------------------------------------------------------------------- logging
+
+class _EpochLog:
+    """log.csv (appended across resumes) and TensorBoard scalars, rank 0 only."""
+
+    def __init__(self, out_dir: Path, tensorboard: bool):
+        self.csv_path = out_dir / "log.csv"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(out_dir / "tb"))
+            except ImportError:
+                self.writer = None
+
+    def write(self, row: dict) -> None:
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key.replace("@", "_at_"), value, row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ---------------------------------------------------------------------------- training
+
+def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
+          resume: bool = False, progress: ProgressCallback | None = None,
+          cancel=None) -> dict:
+    """Train a model on a benchmark; returns a summary dict.
+
+    progress(event) gets dicts with "event" in {"log", "step", "epoch", "done"}; cancel is a
+    threading.Event or a callable returning True to stop at the next step (the last finished
+    epoch stays saved, so the run can be resumed).
+    """
+    cfg = load_training_config(config)
+    out_dir = Path(out_dir)
+    dist = _Distributed()
+    emit = progress or (lambda event: None)
+
+    def log(message: str) -> None:
+        if dist.main:
+            print(message, flush=True)
+        emit({"event": "log", "message": message})
+
+    torch.manual_seed(int(cfg["seed"]) + dist.rank)
+    if dist.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    train_set = load_dataset(data_root, cfg["train_split"], name=cfg["dataset"],
+                             fmt=cfg["data_format"])
+    val_set = load_dataset(data_root, cfg["val_split"], name=train_set.name,
+                           fmt=cfg["data_format"]) if cfg["val_split"] else None
+    cfg["dataset"] = train_set.name
+
+    generator = torch.Generator()
+    generator.manual_seed(int(cfg["seed"]))
+    start_epoch, best, history = 1, {"score": float("-inf"), "epoch": 0}, []
+    state = None
+    if resume:
+        model, state = _load_resume_state(out_dir, dist.device)
+        start_epoch = int(state["epoch"]) + 1
+        best, history = dict(state["best"]), list(state["history"])
+        log(f"resuming after epoch {state['epoch']} (best mR {best['score']:.2f} at epoch "
+            f"{best['epoch']})")
+    else:
+        from ssjdn.core.api import create_model
+
+        overrides = _model_overrides(cfg, train_set.categories)
+        model = create_model(cfg["model"], overrides=overrides, device=dist.device)
+    optimizer, scheduler = _build_optimizer(model, cfg)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"], generator)
+
+    data = _TrainingData(cfg, train_set, model, out_dir, dist, log)
+    val_images, val_features = _validation_inputs(cfg, val_set, model, out_dir, data, log)
+    wrapped = model
+    if dist.world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+
+    epoch_log = _EpochLog(out_dir, cfg["tensorboard"]) if dist.main else None
+    started = time.time()
+    status = "finished"
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, int(cfg["epochs"]) + 1):
+            epoch_started = time.time()
+            result = _train_one_epoch(wrapped, model, data, optimizer, generator, cfg, dist,
+                                      epoch, emit, cancel)
+            if result is None:
+                status = "cancelled"
+                log(f"cancelled during epoch {epoch}; epoch {epoch - 1} is saved")
+                break
+            scheduler.step()
+            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **result,
+                   "train_seconds": round(time.time() - epoch_started, 1)}
+            if dist.main:
+                metrics = None
+                if val_set is not None and (epoch % int(cfg["eval_every"]) == 0
+                                            or epoch == int(cfg["epochs"])):
+                    metrics = evaluate_model(model, val_set, images=val_images,
+                                             features=val_features,
+                                             test_size=cfg["augment"].get("test_size"))
+                    row.update(metrics)
+                    log(f"epoch {epoch} val: {format_metrics(metrics)}")
+                improved = metrics is not None and metrics["mR"] > best["score"]
+                if improved:
+                    best = {"score": metrics["mR"], "epoch": epoch}
+                history.append(row)
+                _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir, epoch,
+                            best, history, improved, metrics)
+                epoch_log.write(row)
+                emit({"event": "epoch", "epoch": epoch, "epochs": int(cfg["epochs"]),
+                      "row": row, "best": best})
+            dist.barrier()
+            budget = cfg["time_budget_min"]
+            if budget and (time.time() - started) / 60 >= float(budget):
+                log(f"time budget of {budget} min reached after epoch {epoch}")
+                status = "budget"
+                break
+    finally:
+        if epoch_log is not None:
+            epoch_log.close()
+    summary = {"status": status, "epochs_done": len(history), "best_epoch": best["epoch"],
+               "best_mR": best["score"], "out_dir": str(out_dir),
+               "best_checkpoint": str(out_dir / BEST_CHECKPOINT),
+               "last_checkpoint": str(out_dir / LAST_CHECKPOINT), "history": history}
+    emit({"event": "done", **summary})
+    return summary
+
+
+def _validation_inputs(cfg, val_set, model, out_dir, data: _TrainingData, log):
+    if val_set is None:
+        return None, None
+    images = load_images(val_set.image_paths)
+    if data.cached is None:
+        return images, None
+    from ssjdn.training.feature_cache import cached_views
+
+    cache_dir = Path(cfg["feature_cache"].get("dir") or out_dir / "feature_cache")
+    features = cached_views(model, images, val_set.image_names, cfg["augment"], cache_dir,
+                            f"{val_set.name}_{val_set.split}", 0, int(cfg["seed"]), log)[0]
+    return images, features
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16,
+                          enabled=enabled and device.type == "cuda")
+
+
+def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, cfg, dist,
+                     epoch: int, emit, cancel) -> dict | None:
+    """One pass over the training images; None if cancelled."""
+    from tqdm import tqdm
+
+    model.train()
+    batches = epoch_batches(len(data), int(cfg["batch_size"]), generator, dist.rank, dist.world)
+    totals: dict[str, float] = {}
+    bar = tqdm(batches, desc=f"epoch {epoch}/{cfg['epochs']}", unit="batch",
+               disable=not (cfg["progress_bar"] and dist.main), mininterval=5, leave=False)
+    for step, indices in enumerate(bar, 1):
+        if _is_cancelled(cancel):
+            bar.close()
+            return None
+        pixels, features, captions, labels = data.draw(indices, generator, dist.device)
+        tokens = model.tokenize(captions)
+        with _autocast(dist.device, cfg["amp"]):
+            x = model.preprocess_images(pixels) if pixels is not None else None
+            out = wrapped(x, tokens["input_ids"], tokens["attention_mask"], features=features)
+        loss, parts = model.criterion(out, labels, negative_mask_for(captions, dist.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        values = {"loss": float(loss.detach())}
+        values.update({k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                       for k, v in parts.items()})
+        for key, value in values.items():
+            totals[key] = totals.get(key, 0.0) + value
+        bar.set_postfix(loss=f"{values['loss']:.3f}")
+        emit({"event": "step", "epoch": epoch, "epochs": int(cfg["epochs"]), "step": step,
+              "steps": len(batches), "loss": values["loss"]})
+    bar.close()
+    return {key: value / max(len(batches), 1) for key, value in totals.items()}
+
+
+def _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir: Path, epoch: int,
+                best: dict, history: list, improved: bool, metrics: dict | None) -> None:
+    """Model first, then the trainer state: resume checks that their epochs agree."""
+    from ssjdn.core.api import save_checkpoint
+
+    extra = {"epoch": epoch, "val_metrics": metrics, "train_config": cfg}
+    last = save_checkpoint(model, out_dir / LAST_CHECKPOINT, extra=extra)
+    state = {"epoch": epoch, "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "rng": _rng_state(generator),
+             "best": best, "history": history}
+    _atomic_torch_save(state, out_dir / STATE_FILE)
+    if improved:
+        _atomic_copy(last, out_dir / BEST_CHECKPOINT)
