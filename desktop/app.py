@@ -1,0 +1,193 @@
+"""`ssjdn-explorer`: start the desktop app.
+
+With no arguments it reopens the last session, or on the very first launch the sample scene
+shipped in resources/sample with the shipped model, indexing it with a progress bar so a new
+user can type a query at once. `--screenshot PATH` renders the window once start-up work
+(indexing, and an optional --query) has finished, saves it and exits.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+SCREENSHOT_SETTLE_MS = 400    # let the map read its detail images before grabbing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssjdn-explorer", description="Search remote-sensing imagery "
+                                     "with words: open georeferenced rasters, index them with an SSJDN "
+                                     "model and search them in plain language.")
+    parser.add_argument("rasters", nargs="*", help="rasters to open (GeoTIFF or any GDAL raster)")
+    parser.add_argument("--session", help="open a session file saved with File > Save session")
+    parser.add_argument("--sample", action="store_true", help="open the shipped sample scene")
+    parser.add_argument("--model", help="model: 'shipped', 'config:<name>' or a .safetensors path")
+    parser.add_argument("--device", help="auto, cpu or cuda")
+    parser.add_argument("--tile-m", type=float, help="tile ground size in metres (default: the model's)")
+    parser.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window after start-up, then exit")
+    parser.add_argument("--query", help="run this search after start-up (useful with --screenshot)")
+    parser.add_argument("--select-hit", type=int, default=0, metavar="N",
+                        help="with --query: select hit N (1 = best) to show its SEM/SSM overlay")
+    parser.add_argument("--size", default="1400x860", help="window size WxH (default 1400x860)")
+    parser.add_argument("--timeout", type=float, default=900, help="--screenshot gives up after this many seconds")
+    return parser
+
+
+def last_session_path() -> Path:
+    from ssjdn.desktop.settings import config_dir
+    return config_dir() / "last-session.json"
+
+
+def initial_session(args):
+    """The session to start with and the rasters to open in it."""
+    from ssjdn.desktop.qt_main import sample_scene_path
+    from ssjdn.desktop.state import Session
+    session, rasters = Session(), []
+    source = Path(args.session) if args.session else last_session_path()
+    if args.session or (not args.rasters and not args.sample and source.is_file()):
+        try:
+            restored = Session.load(source)
+            session = Session(model_spec=restored.model_spec, device=restored.device,
+                              tile_ground_m=restored.tile_ground_m, queries=restored.queries)
+            rasters = [p for p in restored.rasters if Path(p).exists()]
+        except Exception:  # noqa: BLE001 - a bad last session must not stop the app starting
+            if args.session:
+                raise
+    rasters += args.rasters
+    if args.sample or not rasters:
+        rasters.insert(0, str(sample_scene_path()))
+    if args.model:
+        spec = args.model
+        session.model_spec = spec if spec == "shipped" or ":" in spec else f"file:{Path(spec).resolve()}"
+    if args.device:
+        session.device = args.device
+    if args.tile_m:
+        session.tile_ground_m = args.tile_m
+    return session, rasters
+
+
+def install_excepthook(window_getter) -> None:
+    """Unexpected exceptions in slots become message boxes (with the traceback under Details)."""
+    from ssjdn.desktop.qt_workers import describe_error
+
+    def hook(exc_type, exc, tb):
+        exc.__traceback__ = tb
+        message, details = describe_error(exc)
+        window = window_getter()
+        if window is not None:
+            window.show_error("Error", message, details)
+        else:
+            sys.__excepthook__(exc_type, exc, tb)
+
+    sys.excepthook = hook
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    from PySide6.QtWidgets import QApplication, QMessageBox
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("SSJDN Explorer")
+    app.setOrganizationName("ssjdn")
+    try:
+        from ssjdn.desktop.qt_main import QtMainWindow
+        session, rasters = initial_session(args)
+        window = QtMainWindow(session)
+    except Exception as exc:  # noqa: BLE001 - even start-up failures are a message, not a traceback
+        from ssjdn.desktop.qt_workers import describe_error
+        message, details = describe_error(exc)
+        print(details, file=sys.stderr)
+        if not args.screenshot:
+            QMessageBox.critical(None, "SSJDN Explorer cannot start", message)
+        return 1
+    install_excepthook(lambda: window)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    window.resize(width, height)
+    window.show()
+    window.open_rasters(rasters)
+    window.load_model()
+    if args.query:
+        window.search_panel.query.setText(args.query)
+    director = ScreenshotDirector(window, args, app) if args.screenshot else None
+    if director is not None:
+        director.arm()   # kept in a local: PySide drops slots of garbage-collected objects
+    code = app.exec()
+    _save_last_session(window)
+    return code
+
+
+def _save_last_session(window) -> None:
+    try:
+        last_session_path().parent.mkdir(parents=True, exist_ok=True)
+        window.session.save(last_session_path())
+    except OSError:
+        pass  # a read-only home only loses the "reopen last session" convenience
+
+
+class ScreenshotDirector:
+    """Drives start-up to a state worth showing, grabs the window, and quits."""
+
+    def __init__(self, window, args, app) -> None:
+        self.window, self.args, self.app = window, args, app
+        self.exit_code = 0
+        self.done = False
+
+    def arm(self) -> None:
+        from PySide6.QtCore import QTimer
+        self.window.indexReady.connect(self._on_index_ready)
+        self.window.errorShown.connect(self._on_error)
+        QTimer.singleShot(int(self.args.timeout * 1000), self._on_timeout)
+
+    def _on_index_ready(self, _stats) -> None:
+        if self.args.query:
+            self.window.searchFinished.connect(self._on_search)
+            self.window.search(self.args.query, self.window.search_panel.k.value())
+        else:
+            self._grab_soon()
+
+    def _on_search(self, hits) -> None:
+        n = self.args.select_hit
+        if n and len(hits) >= n:
+            self.window.salienceReady.connect(lambda _id: self._grab_soon())
+            self.window.activate_hit(hits[n - 1])
+        else:
+            self._grab_soon()
+
+    def _on_error(self, message: str) -> None:
+        print(f"ssjdn-explorer: {message}", file=sys.stderr)
+        self.exit_code = 1
+        self._grab_soon()
+
+    def _on_timeout(self) -> None:
+        print("ssjdn-explorer: start-up did not finish before --timeout; saving the window as it is",
+              file=sys.stderr)
+        self.exit_code = 1
+        self._grab_soon()
+
+    def _grab_soon(self) -> None:
+        from PySide6.QtCore import QTimer
+        self.window.map_view.refresh_details()
+        QTimer.singleShot(SCREENSHOT_SETTLE_MS, self._grab)
+
+    def _grab(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        path = Path(self.args.screenshot)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.window.grab().save(str(path)):
+            print(f"ssjdn-explorer: could not write {path}", file=sys.stderr)
+            self.exit_code = 1
+        self.window.close()
+        self.app.exit(self.exit_code)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        sys.exit(1)

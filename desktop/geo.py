@@ -1,0 +1,73 @@
+"""The map's coordinate frame (no Qt): one CRS for the whole map, set by the first raster.
+
+Scene coordinates of the map view are map-CRS coordinates with y flipped (Qt's y grows down,
+northings grow up). A raster in another CRS is placed by an affine fit through its corners,
+which is exact for rasters in the same CRS and close enough for display otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_bounds
+
+WGS84 = "EPSG:4326"
+
+
+class MapFrame:
+    def __init__(self, crs=None) -> None:
+        self.crs = crs
+
+    def describe(self) -> str:
+        if self.crs is None:
+            return "pixels (no CRS)"
+        epsg = self.crs.to_epsg()
+        return f"EPSG:{epsg}" if epsg else self.crs.to_string()[:40]
+
+    def _same(self, crs) -> bool:
+        return crs is None or self.crs is None or crs == self.crs
+
+    def pixel_to_scene(self, transform, crs, width: int, height: int) -> tuple[float, ...]:
+        """Coefficients (m11, m12, m21, m22, dx, dy) of a QTransform from raster pixels to scene."""
+        if self._same(crs):
+            a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+            return a, -d, b, -e, c, -f
+        corners_px = np.array([[0, 0], [width, 0], [0, height]], dtype=np.float64)
+        xs = [transform * tuple(p) for p in corners_px]
+        mx, my = warp_transform(crs, self.crs, [p[0] for p in xs], [p[1] for p in xs])
+        (x0, y0), (x1, y1), (x2, y2) = zip(mx, [-y for y in my])
+        return (x1 - x0) / width, (y1 - y0) / width, (x2 - x0) / height, (y2 - y0) / height, x0, y0
+
+    def bounds_to_scene(self, bounds, crs) -> tuple[float, float, float, float]:
+        """(x, y, w, h) of a scene rectangle for (left, bottom, right, top) bounds in `crs`."""
+        left, bottom, right, top = bounds
+        if not self._same(crs):
+            left, bottom, right, top = transform_bounds(crs, self.crs, left, bottom, right, top)
+        return left, -top, right - left, top - bottom
+
+    def scene_to_bounds(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        return x, -(y + h), x + w, -y
+
+    def to_lonlat(self, x: float, y: float) -> tuple[float, float] | None:
+        """Map coordinates (not scene: y not flipped) -> (lon, lat), None without a CRS."""
+        if self.crs is None:
+            return None
+        if self.crs.is_geographic:
+            return x, y
+        lon, lat = warp_transform(self.crs, WGS84, [x], [y])
+        return float(lon[0]), float(lat[0])
+
+    def from_crs(self, x: float, y: float, crs) -> tuple[float, float]:
+        if self._same(crs):
+            return x, y
+        mx, my = warp_transform(crs, self.crs, [x], [y])
+        return float(mx[0]), float(my[0])
+
+    def to_crs(self, x: float, y: float, crs) -> tuple[float, float]:
+        if self._same(crs):
+            return x, y
+        rx, ry = warp_transform(self.crs, crs, [x], [y])
+        return float(rx[0]), float(ry[0])
+
+
+def format_lonlat(lon: float, lat: float) -> str:
+    return f"{abs(lat):.5f}°{'N' if lat >= 0 else 'S'} {abs(lon):.5f}°{'E' if lon >= 0 else 'W'}"

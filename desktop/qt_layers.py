@@ -1,0 +1,82 @@
+"""Layer panel: one row per map layer with a visibility check box; opacity for the selected row."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QSlider,
+                               QVBoxLayout, QWidget)
+
+from ssjdn.desktop.qt_map import QtMapView
+
+KIND_ORDER = {"selection": 0, "hits": 1, "tiles": 2, "salience": 3, "heatmap": 4, "raster": 5}
+KIND_LABEL = {"raster": "raster", "tiles": "grid", "hits": "hits", "heatmap": "heatmap",
+              "salience": "SEM/SSM", "selection": "selection"}
+
+
+class QtLayerPanel(QWidget):
+    def __init__(self, map_view: QtMapView, parent=None) -> None:
+        super().__init__(parent)
+        self.map_view = map_view
+        self.list = QListWidget()
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setEnabled(False)
+        self.opacity_label = QLabel("Opacity")
+        row = QHBoxLayout()
+        row.addWidget(self.opacity_label)
+        row.addWidget(self.opacity)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.list)
+        layout.addLayout(row)
+        self._updating = False
+        map_view.layersChanged.connect(self.refresh)
+        self.list.itemChanged.connect(self._on_item_changed)
+        self.list.currentItemChanged.connect(self._on_current_changed)
+        self.opacity.valueChanged.connect(self._on_opacity)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the rows from the map's layers (the map is the source of truth)."""
+        self._updating = True
+        current = self.current_layer()
+        self.list.clear()
+        names = sorted(self.map_view.layers, key=lambda n: (KIND_ORDER[self.map_view.layers[n].kind], n))
+        for name in names:
+            state = self.map_view.layers[name]
+            item = QListWidgetItem(f"{state.name}  [{KIND_LABEL[state.kind]}]")
+            item.setData(Qt.ItemDataRole.UserRole, name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if state.visible else Qt.CheckState.Unchecked)
+            self.list.addItem(item)
+            if name == current:
+                self.list.setCurrentItem(item)
+        self._updating = False
+        self._on_current_changed(self.list.currentItem(), None)
+
+    def current_layer(self) -> str | None:
+        item = self.list.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item else None
+
+    def row_for(self, name: str) -> QListWidgetItem | None:
+        for i in range(self.list.count()):
+            if self.list.item(i).data(Qt.ItemDataRole.UserRole) == name:
+                return self.list.item(i)
+        return None
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        if not self._updating:
+            self.map_view.set_layer_visible(item.data(Qt.ItemDataRole.UserRole),
+                                            item.checkState() == Qt.CheckState.Checked)
+
+    def _on_current_changed(self, item, _previous) -> None:
+        self.opacity.setEnabled(item is not None)
+        if item is not None:
+            state = self.map_view.layers[item.data(Qt.ItemDataRole.UserRole)]
+            self._updating = True
+            self.opacity.setValue(round(state.opacity * 100))
+            self._updating = False
+
+    def _on_opacity(self, value: int) -> None:
+        name = self.current_layer()
+        if name is not None and not self._updating:
+            self.map_view.set_layer_opacity(name, value / 100.0)

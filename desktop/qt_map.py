@@ -1,0 +1,357 @@
+"""The map: a QGraphicsView whose scene coordinates are map-CRS coordinates (y flipped).
+
+Rasters are drawn from a decimated overview (one small read) plus, when zoomed in past the
+overview's resolution, a detail image of just the visible window read at screen resolution,
+so pan and zoom stay smooth on rasters of any size: nothing is ever read at full size.
+QGraphicsView rather than OpenGL, because QOpenGLWidget fails on offscreen/Xvfb displays.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QTransform
+from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsPixmapItem,
+                               QGraphicsRectItem, QGraphicsScene, QGraphicsSimpleTextItem,
+                               QGraphicsView)
+
+from ssjdn.desktop.colormaps import colorize
+from ssjdn.desktop.geo import MapFrame
+from ssjdn.desktop.state import LayerState
+
+OVERVIEW_PX = 1024        # longest side of the always-loaded overview of each raster
+DETAIL_DELAY_MS = 80      # wait for the user to stop panning before reading a detail window
+Z_RASTER, Z_HEATMAP, Z_SALIENCE, Z_TILES, Z_HITS, Z_SELECTION = 0, 10, 11, 20, 30, 40
+HIT_COLOR = QColor(0, 229, 255)
+SELECTION_COLOR = QColor(255, 214, 0)
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """uint8 [3, h, w] -> a QImage that owns its pixels."""
+    hwc = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
+    h, w, _ = hwc.shape
+    return QImage(hwc.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def rgba_to_qimage(rgba: np.ndarray) -> QImage:
+    rgba = np.ascontiguousarray(rgba)
+    h, w, _ = rgba.shape
+    return QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+
+
+def qtransform(coefficients) -> QTransform:
+    m11, m12, m21, m22, dx, dy = coefficients
+    return QTransform(m11, m12, m21, m22, dx, dy)
+
+
+class QtRasterItem(QGraphicsItem):
+    """One raster in pixel coordinates; its transform places it on the map."""
+
+    def __init__(self, info, frame: MapFrame) -> None:
+        super().__init__()
+        from ssjdn.core.raster import full_window, read_window_rgb
+        self.info = info
+        self._read = read_window_rgb
+        self.setTransform(qtransform(frame.pixel_to_scene(info.transform, info.crs, info.width, info.height)))
+        self.overview = rgb_to_qimage(read_window_rgb(info, full_window(info), out_size=OVERVIEW_PX))
+        self.detail: tuple[QRectF, QImage] | None = None
+        self.setZValue(Z_RASTER)
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt API
+        return QRectF(0, 0, self.info.width, self.info.height)
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform,
+                              painter.worldTransform().m11() < 1.0)  # blocky pixels when zoomed in, like a GIS
+        painter.drawImage(self.boundingRect(), self.overview)
+        if self.detail is not None:
+            rect, image = self.detail
+            painter.drawImage(rect, image)
+
+    def overview_px_per_raster_px(self) -> float:
+        return self.overview.width() / self.info.width
+
+    def refresh_detail(self, view: QGraphicsView) -> None:
+        """Read the visible window at screen resolution when the overview is too coarse for it."""
+        from rasterio.windows import Window
+        visible = self.mapFromScene(view.mapToScene(view.viewport().rect())).boundingRect()
+        visible = visible.intersected(self.boundingRect())
+        screen_px_per_raster_px = math.hypot(*_scale_of(view.transform() * QTransform(self.transform())))
+        screen_px_per_raster_px /= math.sqrt(2)
+        if visible.isEmpty() or screen_px_per_raster_px <= self.overview_px_per_raster_px() * 1.05:
+            self.detail = None
+            self.update()
+            return
+        col, row = math.floor(visible.left()), math.floor(visible.top())
+        width = min(math.ceil(visible.right()), self.info.width) - col
+        height = min(math.ceil(visible.bottom()), self.info.height) - row
+        scale = min(1.0, screen_px_per_raster_px)      # never read more pixels than the file has
+        out = (max(1, round(height * scale)), max(1, round(width * scale)))
+        rgb = self._read(self.info, Window(col, row, width, height), out_size=out)
+        self.detail = (QRectF(col, row, width, height), rgb_to_qimage(rgb))
+        self.update()
+
+
+def _scale_of(t: QTransform) -> tuple[float, float]:
+    return math.hypot(t.m11(), t.m12()), math.hypot(t.m21(), t.m22())
+
+
+class QtGeoRasterItem(QGraphicsPixmapItem):
+    """A float grid (heatmap, salience) coloured with a colormap and placed by its transform."""
+
+    def __init__(self, georaster, frame: MapFrame, colormap: str = "inferno") -> None:
+        super().__init__()
+        self.georaster = georaster
+        self.colormap = colormap
+        self.vmin = self.vmax = 0.0
+        rows, cols = georaster.array.shape
+        self.setTransform(qtransform(frame.pixel_to_scene(georaster.transform, georaster.crs, cols, rows)))
+        self.setTransformationMode(Qt.TransformationMode.FastTransformation)
+        self.recolor(colormap)
+
+    def recolor(self, colormap: str) -> None:
+        from PySide6.QtGui import QPixmap
+        self.colormap = colormap
+        rgba, self.vmin, self.vmax = colorize(np.asarray(self.georaster.array, dtype=np.float32), colormap)
+        self.setPixmap(QPixmap.fromImage(rgba_to_qimage(rgba)))
+
+
+class QtMapView(QGraphicsView):
+    """The map canvas. Emits map coordinates (not scene coordinates) in its signals."""
+
+    cursorMoved = Signal(float, float)                 # map x, y (map CRS)
+    tileMenuRequested = Signal(float, float, object)   # map x, y, global QPoint
+    mapClicked = Signal(float, float)
+    filesDropped = Signal(list)
+    layersChanged = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.frame = MapFrame()
+        self.rasters: dict[str, QtRasterItem] = {}
+        self.layers: dict[str, LayerState] = {}
+        self._items: dict[str, list[QGraphicsItem]] = {}
+        self.hit_items: list[QGraphicsRectItem] = []
+        self.setBackgroundBrush(QColor(40, 42, 46))
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
+        self.setMouseTracking(True)
+        self.setAcceptDrops(True)
+        self._detail_timer = QTimer(self, singleShot=True, interval=DETAIL_DELAY_MS)
+        self._detail_timer.timeout.connect(self.refresh_details)
+        # valueChanged carries an int that start() would take as its interval: drop it.
+        self.horizontalScrollBar().valueChanged.connect(lambda _value: self._detail_timer.start())
+        self.verticalScrollBar().valueChanged.connect(lambda _value: self._detail_timer.start())
+
+    # -- rasters --------------------------------------------------------------------------------
+    def add_raster(self, info) -> QtRasterItem:
+        if not self.rasters:
+            self.frame = MapFrame(info.crs)
+        item = QtRasterItem(info, self.frame)
+        self.scene().addItem(item)
+        self.rasters[info.path] = item
+        self._register(f"raster:{info.path}", "raster", [item], label=_short(info.path))
+        self._grow_scene()
+        return item
+
+    def remove_raster(self, path: str) -> None:
+        if path in self.rasters:
+            self.rasters.pop(path)
+            self._remove_layer(f"raster:{path}")
+            if not self.rasters:
+                self.frame = MapFrame()
+
+    def _grow_scene(self) -> None:
+        rect = self.scene().itemsBoundingRect()
+        margin = max(rect.width(), rect.height()) * 0.5
+        self.setSceneRect(rect.adjusted(-margin, -margin, margin, margin))
+
+    def fit_all(self) -> None:
+        rect = QRectF()
+        for item in self.rasters.values():
+            rect = rect.united(item.sceneBoundingRect())
+        if not rect.isEmpty():
+            self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
+            self._detail_timer.start()
+
+    def zoom_to_bounds(self, bounds, crs, context: float = 3.0) -> None:
+        """Centre on bounds, showing `context` times their size around them."""
+        x, y, w, h = self.frame.bounds_to_scene(bounds, crs)
+        pad_w, pad_h = w * (context - 1) / 2, h * (context - 1) / 2
+        self.fitInView(QRectF(x - pad_w, y - pad_h, w + 2 * pad_w, h + 2 * pad_h),
+                       Qt.AspectRatioMode.KeepAspectRatio)
+        self._detail_timer.start()
+
+    def refresh_details(self) -> None:
+        for item in self.rasters.values():
+            item.refresh_detail(self)
+
+    # -- vector overlays ----------------------------------------------------------------------
+    def set_tile_grid(self, windows_by_raster: dict[str, np.ndarray]) -> None:
+        """Outline every tile: {raster path: int array [N, 4] of col, row, width, height}."""
+        items = []
+        for path, windows in windows_by_raster.items():
+            raster = self.rasters.get(path)
+            if raster is None or len(windows) == 0:
+                continue
+            outline = QPainterPath()
+            for col, row, width, height in windows:
+                outline.addRect(QRectF(float(col), float(row), float(width), float(height)))
+            item = QGraphicsPathItem(outline)
+            item.setTransform(raster.transform())
+            item.setPen(_cosmetic_pen(QColor(255, 255, 255, 110), 1))
+            items.append(item)
+        self._replace_layer("tiles", "tiles", items, label="Tile grid", default_visible=False)
+
+    def set_hits(self, hits) -> None:
+        """Outline search hits with their rank; the best hit is drawn thickest."""
+        items = []
+        for rank, hit in enumerate(hits, start=1):
+            x, y, w, h = self.frame.bounds_to_scene(hit.bounds, hit.crs)
+            rect = QGraphicsRectItem(QRectF(x, y, w, h))
+            rect.setPen(_cosmetic_pen(HIT_COLOR, 3 if rank == 1 else 2))
+            rect.setToolTip(f"#{rank}  score {hit.score:.3f}")
+            rect.setData(0, hit)
+            label = QGraphicsSimpleTextItem(str(rank), rect)
+            label.setBrush(QBrush(HIT_COLOR))
+            label.setFont(QFont("Sans", 9, QFont.Weight.Bold))
+            label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+            label.setPos(x, y)
+            items.append(rect)
+        self.hit_items = items
+        self._replace_layer("hits", "hits", items, label="Search hits")
+
+    def select_tile(self, bounds, crs) -> None:
+        x, y, w, h = self.frame.bounds_to_scene(bounds, crs)
+        item = QGraphicsRectItem(QRectF(x, y, w, h))
+        item.setPen(_cosmetic_pen(SELECTION_COLOR, 3))
+        self._replace_layer("selection", "selection", [item], label="Selected tile")
+
+    # -- raster overlays ----------------------------------------------------------------------
+    def set_georaster(self, name: str, kind: str, georaster, colormap: str, label: str,
+                      opacity: float = 0.6) -> QtGeoRasterItem:
+        item = QtGeoRasterItem(georaster, self.frame, colormap)
+        previous = self.layers.get(name)
+        state = LayerState(label, kind, previous.visible if previous else True,
+                           previous.opacity if previous else opacity)
+        self._replace_layer(name, kind, [item], label=label, state=state)
+        return item
+
+    def overlay_item(self, name: str) -> QtGeoRasterItem | None:
+        items = self._items.get(name) or []
+        return items[0] if items and isinstance(items[0], QtGeoRasterItem) else None
+
+    # -- layer bookkeeping -------------------------------------------------------------------
+    def _register(self, name, kind, items, label, state=None, default_visible=True) -> None:
+        state = state or self.layers.get(name) or LayerState(label, kind, default_visible, 1.0)
+        z = {"raster": Z_RASTER, "heatmap": Z_HEATMAP, "salience": Z_SALIENCE, "tiles": Z_TILES,
+             "hits": Z_HITS, "selection": Z_SELECTION}[kind]
+        for item in items:
+            if item.scene() is None:
+                self.scene().addItem(item)
+            if kind != "raster":
+                item.setZValue(z)
+        self.layers[name] = state
+        self._items[name] = items
+        self._apply(name)
+        self.layersChanged.emit()
+
+    def _replace_layer(self, name, kind, items, label, state=None, default_visible=True) -> None:
+        for old in self._items.pop(name, []):
+            self.scene().removeItem(old)
+        self._register(name, kind, items, label, state, default_visible)
+
+    def _remove_layer(self, name) -> None:
+        for old in self._items.pop(name, []):
+            self.scene().removeItem(old)
+        self.layers.pop(name, None)
+        self.layersChanged.emit()
+
+    def _apply(self, name) -> None:
+        state = self.layers[name]
+        for item in self._items.get(name, []):
+            item.setVisible(state.visible)
+            item.setOpacity(state.opacity)
+
+    def set_layer_visible(self, name: str, visible: bool) -> None:
+        self.layers[name].visible = bool(visible)
+        self._apply(name)
+
+    def set_layer_opacity(self, name: str, opacity: float) -> None:
+        self.layers[name].opacity = float(opacity)
+        self._apply(name)
+
+    def layer_items(self, name: str) -> list[QGraphicsItem]:
+        return list(self._items.get(name, []))
+
+    def visible_bounds(self) -> tuple[float, float, float, float]:
+        rect = self.mapToScene(self.viewport().rect()).boundingRect()
+        return self.frame.scene_to_bounds(rect.x(), rect.y(), rect.width(), rect.height())
+
+    def show_bounds(self, bounds) -> None:
+        x, y, w, h = self.frame.bounds_to_scene(bounds, None)
+        self.fitInView(QRectF(x, y, w, h), Qt.AspectRatioMode.KeepAspectRatio)
+        self._detail_timer.start()
+
+    # -- interaction --------------------------------------------------------------------------
+    def _map_xy(self, pos) -> tuple[float, float]:
+        scene = self.mapToScene(pos)
+        return scene.x(), -scene.y()
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
+        factor = 1.25 ** (event.angleDelta().y() / 120.0)
+        self.scale(factor, factor)
+        self._detail_timer.start()
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        self.cursorMoved.emit(*self._map_xy(event.position().toPoint()))
+        super().mouseMoveEvent(event)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        self._press_pos = event.position().toPoint()
+        super().mousePressEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        super().mouseReleaseEvent(event)
+        pos = event.position().toPoint()
+        pressed = getattr(self, "_press_pos", None)
+        # A click that did not move is a selection; anything else was a pan.
+        if event.button() == Qt.MouseButton.LeftButton and pressed is not None \
+                and (pos - pressed).manhattanLength() < 4:
+            self.mapClicked.emit(*self._map_xy(pos))
+
+    def contextMenuEvent(self, event) -> None:  # noqa: N802
+        x, y = self._map_xy(event.pos())
+        self.tileMenuRequested.emit(x, y, event.globalPos())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._detail_timer.start()
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.filesDropped.emit(paths)
+
+
+def _cosmetic_pen(color: QColor, width: int) -> QPen:
+    pen = QPen(color, width)
+    pen.setCosmetic(True)   # constant screen width whatever the zoom
+    return pen
+
+
+def _short(path: str) -> str:
+    from pathlib import Path
+    return Path(path).name

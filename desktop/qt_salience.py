@@ -1,0 +1,90 @@
+"""Salience panel: choose which SEM/SSM map of the selected tile to overlay, and how."""
+from __future__ import annotations
+
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QLinearGradient, QPainter
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QLabel, QSlider, QVBoxLayout, QWidget)
+
+from ssjdn.desktop.colormaps import NAMES, lookup_table
+
+KINDS = {"SEM (semantic)": "sem", "SSM (scale)": "ssm"}
+DIRECTIONS = {"coarse → fine": "coarse_to_fine", "fine → coarse": "fine_to_coarse"}
+SCALES = {"0: finest (stride 8)": 0, "1: middle (stride 16)": 1, "2: coarsest (stride 32)": 2}
+
+
+class QtColorLegend(QWidget):
+    """A horizontal colour bar with its value range."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.colormap = "inferno"
+        self.vmin, self.vmax = 0.0, 1.0
+        self.title = ""
+        self.setMinimumHeight(40)
+
+    def set_range(self, colormap: str, vmin: float, vmax: float, title: str = "") -> None:
+        self.colormap, self.vmin, self.vmax, self.title = colormap, vmin, vmax, title
+        self.update()
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        bar = QRectF(6, 4, self.width() - 12, 14)
+        gradient = QLinearGradient(bar.topLeft(), bar.topRight())
+        table = lookup_table(self.colormap)
+        for i in range(0, 256, 32):
+            gradient.setColorAt(i / 255, QColor(*table[i]))
+        gradient.setColorAt(1.0, QColor(*table[255]))
+        painter.fillRect(bar, gradient)
+        painter.setPen(self.palette().windowText().color())
+        text_rect = QRectF(6, 20, self.width() - 12, 16)
+        painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft, f"{self.vmin:.3g}")
+        painter.drawText(text_rect, Qt.AlignmentFlag.AlignHCenter, self.title)
+        painter.drawText(text_rect, Qt.AlignmentFlag.AlignRight, f"{self.vmax:.3g}")
+
+
+class QtSaliencePanel(QWidget):
+    changed = Signal()           # which map, colormap or opacity changed
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.info = QLabel("Select a tile (click a hit or the map) to see where the model looks.")
+        self.info.setWordWrap(True)
+        self.kind = _combo(KINDS)
+        self.direction = _combo(DIRECTIONS)
+        self.scale = _combo(SCALES)
+        self.colormap = QComboBox()
+        self.colormap.addItems(NAMES)
+        self.colormap.setCurrentText("inferno")
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.legend = QtColorLegend()
+        form = QFormLayout()
+        form.addRow("Map", self.kind)
+        form.addRow("Direction", self.direction)
+        form.addRow("Scale", self.scale)
+        form.addRow("Colormap", self.colormap)
+        form.addRow("Opacity", self.opacity)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.info)
+        layout.addLayout(form)
+        layout.addWidget(self.legend)
+        layout.addStretch(1)
+        for combo in (self.kind, self.direction, self.scale, self.colormap):
+            combo.currentIndexChanged.connect(self.changed)
+        self.opacity.valueChanged.connect(self.changed)
+
+    def selection(self) -> tuple[str, str, int]:
+        """(kind, direction, scale) as the engine's tile_salience keys them."""
+        return self.kind.currentData(), self.direction.currentData(), self.scale.currentData()
+
+    def key_label(self) -> str:
+        return f"{self.kind.currentText().split()[0]} {self.direction.currentText()}, scale {self.scale.currentData()}"
+
+
+def _combo(options: dict) -> QComboBox:
+    combo = QComboBox()
+    for label, value in options.items():
+        combo.addItem(label, value)
+    return combo

@@ -1,0 +1,233 @@
+"""Training dialog: runs `ssjdn train` as a separate process, with live progress, log and cancel.
+
+A separate process (QProcess), not a thread: training holds the GIL and the GPU for hours, may
+crash on out-of-memory, and must survive nothing of the GUI's state. The process's output is the
+only interface, so the dialog follows it line by line, and the checkpoint it writes is handed
+to the main window to be registered as a model choice.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QProcess, QProcessEnvironment, Signal
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ssjdn.desktop.settings import training_runs_dir
+
+# Progress patterns in the trainer's output, most specific first: "epoch 2/8", "step 40/500",
+# a tqdm bar "37%|", or JSON-ish "progress": 0.37.
+_PROGRESS_PATTERNS = (
+    re.compile(r"\bstep\s+(\d+)\s*/\s*(\d+)", re.I),
+    re.compile(r"\bepoch\s+(\d+)\s*/\s*(\d+)", re.I),
+    re.compile(r"(\d+)%\|"),
+)
+_CHECKPOINT_PATTERN = re.compile(r"(\S+\.safetensors)")
+
+
+def training_configs() -> list[Path]:
+    folder = Path(__file__).resolve().parent.parent / "training" / "configs"
+    return sorted(folder.glob("*.yaml"))
+
+
+def parse_progress(line: str) -> tuple[int, int] | None:
+    """(done, total) from one line of trainer output, or None."""
+    for pattern in _PROGRESS_PATTERNS:
+        match = pattern.search(line)
+        if match:
+            if pattern.groups == 1:
+                return int(match.group(1)), 100
+            return int(match.group(1)), max(1, int(match.group(2)))
+    return None
+
+
+def find_checkpoint(out_dir: Path, mentioned: list[str]) -> Path | None:
+    """The checkpoint a finished run produced: the last one it printed, else the newest file."""
+    for text in reversed(mentioned):
+        path = Path(text)
+        path = path if path.is_absolute() else out_dir / path
+        if path.is_file():
+            return path
+    files = sorted(out_dir.rglob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    preferred = [p for p in files if p.stem in ("best", "model", "final")]
+    return (preferred or files or [None])[-1]
+
+
+class QtTrainingDialog(QDialog):
+    checkpointReady = Signal(str)     # path of the trained checkpoint
+    started = Signal()
+    stopped = Signal(int, bool)       # exit code, cancelled
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Train a model")
+        self.resize(720, 520)
+        self.process: QProcess | None = None
+        self.cancelled = False
+        self.out_dir: Path | None = None
+        self._mentioned: list[str] = []
+        self._buffer = ""
+        self._build()
+
+    def _build(self) -> None:
+        self.dataset = QLineEdit(placeholderText="Folder of a captioned dataset (e.g. UCM-Captions)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_dataset)
+        dataset_row = QHBoxLayout()
+        dataset_row.addWidget(self.dataset, 1)
+        dataset_row.addWidget(browse)
+        self.config = QComboBox()
+        self.config.setEditable(True)
+        for path in training_configs():
+            self.config.addItem(path.stem, str(path))
+        self.epochs = QSpinBox(minimum=0, maximum=1000, value=0, specialValueText="from config")
+        self.extra = QLineEdit(placeholderText="More arguments for `ssjdn train`, e.g. --device cpu")
+        self.output = QLineEdit(str(training_runs_dir()))
+        form = QFormLayout()
+        form.addRow("Dataset folder", dataset_row)
+        form.addRow("Config", self.config)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Extra arguments", self.extra)
+        form.addRow("Runs folder", self.output)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.state = QLabel("Idle.")
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMaximumBlockCount(5000)
+        self.start_button = QPushButton("Start training")
+        self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.setEnabled(False)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.hide)
+        buttons.addButton(self.start_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.ActionRole)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.state)
+        layout.addWidget(self.log, 1)
+        layout.addWidget(buttons)
+        self.start_button.clicked.connect(self.start_training)
+        self.cancel_button.clicked.connect(self.cancel_training)
+
+    def _browse_dataset(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Dataset folder")
+        if path:
+            self.dataset.setText(path)
+
+    def command(self) -> list[str]:
+        """The trainer's argument list (after the Python executable)."""
+        config = self.config.currentData() or self.config.currentText()
+        args = ["-m", "ssjdn.core.cli", "train", "--config", str(config), "--out", str(self.out_dir)]
+        if self.dataset.text().strip():
+            args += ["--data", self.dataset.text().strip()]
+        if self.epochs.value() > 0:
+            args += ["--epochs", str(self.epochs.value())]
+        args += self.extra.text().split()
+        return args
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+
+    def start_training(self) -> None:
+        if self.is_running():
+            return
+        self.out_dir = Path(self.output.text()).expanduser() / time.strftime("run-%Y%m%d-%H%M%S")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.cancelled = False
+        self._mentioned = []
+        self._buffer = ""
+        self.log.clear()
+        process = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")   # lines must arrive as they are printed
+        env.insert("HF_HUB_OFFLINE", "1")
+        env.insert("TRANSFORMERS_OFFLINE", "1")
+        process.setProcessEnvironment(env)
+        process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        process.readyReadStandardOutput.connect(self._read_output)
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_error)
+        self.process = process
+        args = self.command()
+        self._append(f"$ {sys.executable} {' '.join(args)}\n")
+        self.progress.setRange(0, 0)
+        self.state.setText("Starting the trainer…")
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        process.start(sys.executable, args)
+        self.started.emit()
+
+    def cancel_training(self) -> None:
+        """Ask the trainer to stop (it saves what it has), then kill it if it does not."""
+        if not self.is_running():
+            return
+        self.cancelled = True
+        self.state.setText("Cancelling…")
+        if os.name == "nt":
+            self.process.kill()
+        else:
+            self.process.terminate()
+            from PySide6.QtCore import QTimer
+            QTimer.singleShot(10000, self._kill_if_running)
+
+    def _kill_if_running(self) -> None:
+        if self.is_running():
+            self.process.kill()
+
+    def stop_training(self) -> None:
+        if self.is_running():
+            self.cancel_training()
+            self.process.waitForFinished(15000)
+
+    def _read_output(self) -> None:
+        text = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        self._append(text)
+        # tqdm redraws with \r; treat it as a line end so progress follows the bar.
+        self._buffer += text.replace("\r", "\n")
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            self._follow(line)
+
+    def _follow(self, line: str) -> None:
+        progress = parse_progress(line)
+        if progress is not None:
+            done, total = progress
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(done, total))
+            self.state.setText(line.strip()[:160])
+        self._mentioned += _CHECKPOINT_PATTERN.findall(line)
+
+    def _append(self, text: str) -> None:
+        self.log.moveCursor(self.log.textCursor().MoveOperation.End)
+        self.log.insertPlainText(text)
+        self.log.ensureCursorVisible()
+
+    def _on_error(self, error) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self.state.setText(f"The trainer could not start: {self.process.errorString()}")
+
+    def _on_finished(self, exit_code: int, _status) -> None:
+        if self._buffer:
+            self._follow(self._buffer)
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        checkpoint = find_checkpoint(self.out_dir, self._mentioned) if self.out_dir else None
+        if self.cancelled:
+            self.progress.setValue(0)
+            self.state.setText("Training cancelled." + (f" Last checkpoint: {checkpoint}" if checkpoint else ""))
+        elif exit_code == 0 and checkpoint is not None:
+            self.progress.setValue(1)
+            self.state.setText(f"Done. The model {checkpoint} is now in the Model list.")
+            self.checkpointReady.emit(str(checkpoint))
+        else:
+            self.progress.setValue(0)
+            self.state.setText(f"Training failed (exit code {exit_code}); see the log above.")
+        self.stopped.emit(exit_code, self.cancelled)

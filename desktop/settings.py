@@ -1,0 +1,87 @@
+"""Per-user places and preferences (no Qt): index cache, recent files, registered checkpoints.
+
+Indexes live in the user's cache folder, never in the repository or next to the rasters, so
+a read-only install and a shared data folder both work. SSJDN_CACHE_DIR / SSJDN_CONFIG_DIR
+override the folders (tests point them at a temporary folder).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+APP_DIR_NAME = "ssjdn-explorer"
+MAX_RECENT = 10
+
+
+def _user_dir(env_override: str, xdg_var: str, fallback: str, windows_var: str) -> Path:
+    if os.environ.get(env_override):
+        return Path(os.environ[env_override])
+    if sys.platform == "win32":
+        return Path(os.environ.get(windows_var, Path.home())) / APP_DIR_NAME
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / ("Caches" if "CACHE" in xdg_var else "Application Support") / APP_DIR_NAME
+    return Path(os.environ.get(xdg_var) or Path.home() / fallback) / APP_DIR_NAME
+
+
+def cache_dir() -> Path:
+    return _user_dir("SSJDN_CACHE_DIR", "XDG_CACHE_HOME", ".cache", "LOCALAPPDATA")
+
+
+def config_dir() -> Path:
+    return _user_dir("SSJDN_CONFIG_DIR", "XDG_CONFIG_HOME", ".config", "APPDATA")
+
+
+def index_dir_for(fingerprint: str, tile_ground_m: float | None) -> Path:
+    """One index per model and tiling: build_index adds new rasters to it incrementally."""
+    tiling = "auto" if tile_ground_m is None else f"{float(tile_ground_m):g}m"
+    key = hashlib.sha256(f"{fingerprint}|{tiling}".encode()).hexdigest()[:16]
+    return cache_dir() / "indexes" / key
+
+
+def training_runs_dir() -> Path:
+    return cache_dir() / "training-runs"
+
+
+class Preferences:
+    """Recent rasters and checkpoints registered from training, kept in one JSON file."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or config_dir() / "preferences.json"
+        self.recent_files: list[str] = []
+        self.checkpoints: list[dict] = []   # {"path": ..., "label": ...}
+        self.first_launch_done = False
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return  # no or unreadable preferences: start fresh rather than refuse to start
+        self.recent_files = [p for p in data.get("recent_files", []) if isinstance(p, str)]
+        self.checkpoints = [c for c in data.get("checkpoints", []) if isinstance(c, dict) and "path" in c]
+        self.first_launch_done = bool(data.get("first_launch_done", False))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"recent_files": self.recent_files, "checkpoints": self.checkpoints,
+                "first_launch_done": self.first_launch_done}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.path)
+
+    def add_recent(self, path: str) -> None:
+        path = str(path)
+        if path in self.recent_files:
+            self.recent_files.remove(path)
+        self.recent_files.insert(0, path)
+        del self.recent_files[MAX_RECENT:]
+        self.save()
+
+    def register_checkpoint(self, path: str, label: str | None = None) -> None:
+        path = str(Path(path).resolve())
+        self.checkpoints = [c for c in self.checkpoints if c["path"] != path]
+        self.checkpoints.insert(0, {"path": path, "label": label or Path(path).name})
+        self.save()

@@ -1,0 +1,132 @@
+"""The app's state as plain Python (no Qt): what is open, which model, which queries.
+
+Views observe it through `Events`, so a test can change the state and check that a widget
+followed, and a session file is just `Session.to_dict()` written as JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+SESSION_VERSION = 1
+UNTRAINED_DEFAULT = "config:ssjdn-lite0-minilm"
+SHIPPED_DEFAULT = "shipped"
+
+
+class Events:
+    """A minimal observer list per event name; callbacks get keyword arguments."""
+
+    def __init__(self) -> None:
+        self._callbacks: dict[str, list[Callable]] = {}
+
+    def connect(self, name: str, callback: Callable) -> None:
+        self._callbacks.setdefault(name, []).append(callback)
+
+    def disconnect(self, name: str, callback: Callable) -> None:
+        if callback in self._callbacks.get(name, []):
+            self._callbacks[name].remove(callback)
+
+    def emit(self, name: str, **kwargs) -> None:
+        for callback in list(self._callbacks.get(name, [])):
+            callback(**kwargs)
+
+
+@dataclass
+class LayerState:
+    """One entry of the layer panel. `kind` is raster, tiles, hits, heatmap or salience."""
+
+    name: str
+    kind: str
+    visible: bool = True
+    opacity: float = 1.0
+
+
+@dataclass
+class ModelChoice:
+    """A model the user can pick: a checkpoint file or a config name (untrained)."""
+
+    spec: str          # "shipped", "config:<name>" or "file:<path>"
+    label: str
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.spec.startswith("file:") or self.spec == SHIPPED_DEFAULT
+
+
+@dataclass
+class Session:
+    """Everything the user opened and asked; saved and restored as JSON."""
+
+    rasters: list[str] = field(default_factory=list)
+    model_spec: str = SHIPPED_DEFAULT
+    device: str = "auto"
+    tile_ground_m: float | None = None
+    queries: list[str] = field(default_factory=list)
+    layers: dict[str, dict] = field(default_factory=dict)
+    view_bounds: list[float] | None = None
+    events: Events = field(default_factory=Events, repr=False, compare=False)
+
+    # -- changes that views follow -----------------------------------------------------------
+    def set_model(self, spec: str) -> None:
+        if spec != self.model_spec:
+            self.model_spec = spec
+            self.events.emit("model", spec=spec)
+
+    def set_device(self, device: str) -> None:
+        if device != self.device:
+            self.device = device
+            self.events.emit("device", device=device)
+
+    def add_raster(self, path: str) -> bool:
+        path = str(Path(path).expanduser().resolve())
+        if path in self.rasters:
+            return False
+        self.rasters.append(path)
+        self.events.emit("rasters", rasters=list(self.rasters))
+        return True
+
+    def remove_raster(self, path: str) -> None:
+        if path in self.rasters:
+            self.rasters.remove(path)
+            self.events.emit("rasters", rasters=list(self.rasters))
+
+    def add_query(self, query: str) -> None:
+        if query in self.queries:
+            self.queries.remove(query)
+        self.queries.append(query)
+        self.events.emit("queries", queries=list(self.queries))
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"version": SESSION_VERSION, "rasters": self.rasters, "model": self.model_spec,
+                "device": self.device, "tile_ground_m": self.tile_ground_m,
+                "queries": self.queries, "layers": self.layers, "view_bounds": self.view_bounds}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Session":
+        from ssjdn.core.errors import UserError
+        if not isinstance(data, dict) or data.get("version") != SESSION_VERSION:
+            raise UserError("This is not an SSJDN Explorer session file (or one from another "
+                            "version); open a .json file saved with File > Save session.")
+        return cls(rasters=list(data.get("rasters", [])), model_spec=data.get("model", SHIPPED_DEFAULT),
+                   device=data.get("device", "auto"), tile_ground_m=data.get("tile_ground_m"),
+                   queries=list(data.get("queries", [])), layers=dict(data.get("layers", {})),
+                   view_bounds=data.get("view_bounds"))
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        tmp.replace(path)  # atomic: a crash never leaves half a session file
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Session":
+        from ssjdn.core.errors import UserError
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Cannot read session {path}: {exc}") from exc
+        return cls.from_dict(data)
