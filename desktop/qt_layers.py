@@ -30,6 +30,7 @@ class QtLayerPanel(QWidget):
         layout.addLayout(row)
         self._updating = False
         map_view.layersChanged.connect(self.refresh)
+        map_view.layerChanged.connect(self._follow_layer)
         self.list.itemChanged.connect(self._on_item_changed)
         self.list.currentItemChanged.connect(self._on_current_changed)
         self.opacity.valueChanged.connect(self._on_opacity)
@@ -62,6 +63,18 @@ class QtLayerPanel(QWidget):
             if self.list.item(i).data(Qt.ItemDataRole.UserRole) == name:
                 return self.list.item(i)
         return None
+
+    def _follow_layer(self, name: str) -> None:
+        """A layer changed elsewhere (a session, the salience panel): show its new state."""
+        row = self.row_for(name)
+        if row is None:
+            return
+        state = self.map_view.layers[name]
+        self._updating = True
+        row.setCheckState(Qt.CheckState.Checked if state.visible else Qt.CheckState.Unchecked)
+        if self.current_layer() == name:
+            self.opacity.setValue(round(state.opacity * 100))
+        self._updating = False
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
         if not self._updating:

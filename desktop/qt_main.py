@@ -387,7 +387,7 @@ class QtMainWindow(QMainWindow):
         for path, (ids, windows) in self._tiles_by_raster.items():
             info = self.map_view.rasters[path].info
             rx, ry = self.map_view.frame.to_crs(x, y, info.crs)
-            col, row = ~info.transform * (rx, ry)
+            col, row = ~info.transform @ (rx, ry)
             inside = ((windows[:, 0] <= col) & (col < windows[:, 0] + windows[:, 2]) &
                       (windows[:, 1] <= row) & (row < windows[:, 1] + windows[:, 3]))
             if inside.any():

@@ -124,7 +124,8 @@ class QtMapView(QGraphicsView):
     tileMenuRequested = Signal(float, float, object)   # map x, y, global QPoint
     mapClicked = Signal(float, float)
     filesDropped = Signal(list)
-    layersChanged = Signal()
+    layersChanged = Signal()                           # layers added or removed
+    layerChanged = Signal(str)                         # a layer's visibility or opacity changed
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -279,10 +280,12 @@ class QtMapView(QGraphicsView):
     def set_layer_visible(self, name: str, visible: bool) -> None:
         self.layers[name].visible = bool(visible)
         self._apply(name)
+        self.layerChanged.emit(name)
 
     def set_layer_opacity(self, name: str, opacity: float) -> None:
         self.layers[name].opacity = float(opacity)
         self._apply(name)
+        self.layerChanged.emit(name)
 
     def layer_items(self, name: str) -> list[QGraphicsItem]:
         return list(self._items.get(name, []))

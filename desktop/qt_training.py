@@ -1,4 +1,7 @@
-"""Training dialog: runs `ssjdn train` as a separate process, with live progress, log and cancel.
+"""Training dialog: runs the trainer as a separate process, with live progress, log and cancel.
+
+The process is `python -m ssjdn.desktop.train_process`, the trainer behind `ssjdn train` plus
+per-step progress lines and a graceful SIGTERM (see that module).
 
 A separate process (QProcess), not a thread: training holds the GIL and the GPU for hours, may
 crash on out-of-memory, and must survive nothing of the GUI's state. The process's output is the
@@ -7,8 +10,8 @@ to the main window to be registered as a model choice.
 """
 from __future__ import annotations
 
+import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -19,15 +22,8 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ssjdn.desktop.settings import training_runs_dir
+from ssjdn.desktop.train_process import PROGRESS_PREFIX
 
-# Progress patterns in the trainer's output, most specific first: "epoch 2/8", "step 40/500",
-# a tqdm bar "37%|", or JSON-ish "progress": 0.37.
-_PROGRESS_PATTERNS = (
-    re.compile(r"\bstep\s+(\d+)\s*/\s*(\d+)", re.I),
-    re.compile(r"\bepoch\s+(\d+)\s*/\s*(\d+)", re.I),
-    re.compile(r"(\d+)%\|"),
-)
-_CHECKPOINT_PATTERN = re.compile(r"(\S+\.safetensors)")
 
 
 def training_configs() -> list[Path]:
@@ -35,32 +31,45 @@ def training_configs() -> list[Path]:
     return sorted(folder.glob("*.yaml"))
 
 
-def parse_progress(line: str) -> tuple[int, int] | None:
-    """(done, total) from one line of trainer output, or None."""
-    for pattern in _PROGRESS_PATTERNS:
-        match = pattern.search(line)
-        if match:
-            if pattern.groups == 1:
-                return int(match.group(1)), 100
-            return int(match.group(1)), max(1, int(match.group(2)))
+def parse_progress_line(line: str) -> dict | None:
+    """The event of one "@progress {json}" line of the training process, or None."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        event = json.loads(line[len(PROGRESS_PREFIX):])
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def overall_fraction(event: dict) -> float | None:
+    """Fraction of the whole run done at a step or epoch event."""
+    epochs = max(1, int(event.get("epochs", 1)))
+    if event.get("event") == "step":
+        steps = max(1, int(event.get("steps", 1)))
+        return ((int(event["epoch"]) - 1) + int(event["step"]) / steps) / epochs
+    if event.get("event") == "epoch":
+        return int(event["epoch"]) / epochs
     return None
 
 
-def find_checkpoint(out_dir: Path, mentioned: list[str]) -> Path | None:
-    """The checkpoint a finished run produced: the last one it printed, else the newest file."""
-    for text in reversed(mentioned):
-        path = Path(text)
-        path = path if path.is_absolute() else out_dir / path
-        if path.is_file():
-            return path
-    files = sorted(out_dir.rglob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-    preferred = [p for p in files if p.stem in ("best", "model", "final")]
-    return (preferred or files or [None])[-1]
+def checkpoint_of(done_event: dict | None, out_dir: Path | None) -> Path | None:
+    """The checkpoint a run produced: its best one when validation chose one, else its last."""
+    candidates = []
+    if done_event:
+        candidates += [done_event.get("best_checkpoint"), done_event.get("last_checkpoint")]
+    if out_dir is not None:
+        candidates += [out_dir / "best.safetensors", out_dir / "last.safetensors"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
 
 
 class QtTrainingDialog(QDialog):
     checkpointReady = Signal(str)     # path of the trained checkpoint
     started = Signal()
+    progressed = Signal(dict)         # each progress event of the trainer
     stopped = Signal(int, bool)       # exit code, cancelled
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -70,7 +79,7 @@ class QtTrainingDialog(QDialog):
         self.process: QProcess | None = None
         self.cancelled = False
         self.out_dir: Path | None = None
-        self._mentioned: list[str] = []
+        self._done_event: dict | None = None
         self._buffer = ""
         self._build()
 
@@ -86,13 +95,11 @@ class QtTrainingDialog(QDialog):
         for path in training_configs():
             self.config.addItem(path.stem, str(path))
         self.epochs = QSpinBox(minimum=0, maximum=1000, value=0, specialValueText="from config")
-        self.extra = QLineEdit(placeholderText="More arguments for `ssjdn train`, e.g. --device cpu")
         self.output = QLineEdit(str(training_runs_dir()))
         form = QFormLayout()
         form.addRow("Dataset folder", dataset_row)
         form.addRow("Config", self.config)
         form.addRow("Epochs", self.epochs)
-        form.addRow("Extra arguments", self.extra)
         form.addRow("Runs folder", self.output)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -124,12 +131,10 @@ class QtTrainingDialog(QDialog):
     def command(self) -> list[str]:
         """The trainer's argument list (after the Python executable)."""
         config = self.config.currentData() or self.config.currentText()
-        args = ["-m", "ssjdn.core.cli", "train", "--config", str(config), "--out", str(self.out_dir)]
-        if self.dataset.text().strip():
-            args += ["--data", self.dataset.text().strip()]
+        args = ["-m", "ssjdn.desktop.train_process", "--config", str(config),
+                "--data-root", self.dataset.text().strip(), "--out", str(self.out_dir)]
         if self.epochs.value() > 0:
             args += ["--epochs", str(self.epochs.value())]
-        args += self.extra.text().split()
         return args
 
     def is_running(self) -> bool:
@@ -138,10 +143,13 @@ class QtTrainingDialog(QDialog):
     def start_training(self) -> None:
         if self.is_running():
             return
+        if not self.dataset.text().strip():
+            self.state.setText("Choose the dataset folder first.")
+            return
         self.out_dir = Path(self.output.text()).expanduser() / time.strftime("run-%Y%m%d-%H%M%S")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.cancelled = False
-        self._mentioned = []
+        self._done_event = None
         self._buffer = ""
         self.log.clear()
         process = QProcess(self)
@@ -188,21 +196,29 @@ class QtTrainingDialog(QDialog):
 
     def _read_output(self) -> None:
         text = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
-        self._append(text)
-        # tqdm redraws with \r; treat it as a line end so progress follows the bar.
+        # tqdm redraws with \r; treat it as a line end. Progress lines stay out of the log.
         self._buffer += text.replace("\r", "\n")
         *lines, self._buffer = self._buffer.split("\n")
         for line in lines:
+            if not line.startswith(PROGRESS_PREFIX):
+                self._append(line + "\n")
             self._follow(line)
 
     def _follow(self, line: str) -> None:
-        progress = parse_progress(line)
-        if progress is not None:
-            done, total = progress
-            self.progress.setRange(0, total)
-            self.progress.setValue(min(done, total))
-            self.state.setText(line.strip()[:160])
-        self._mentioned += _CHECKPOINT_PATTERN.findall(line)
+        event = parse_progress_line(line)
+        if event is None:
+            return
+        if event.get("event") == "done":
+            self._done_event = event
+        fraction = overall_fraction(event)
+        if fraction is not None:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(round(1000 * min(fraction, 1.0)))
+            text = f"Epoch {event['epoch']} of {event['epochs']}"
+            if event.get("event") == "step":
+                text += f", step {event['step']} of {event['steps']}, loss {event.get('loss', float('nan')):.3f}"
+            self.state.setText(text)
+        self.progressed.emit(event)
 
     def _append(self, text: str) -> None:
         self.log.moveCursor(self.log.textCursor().MoveOperation.End)
@@ -215,11 +231,12 @@ class QtTrainingDialog(QDialog):
 
     def _on_finished(self, exit_code: int, _status) -> None:
         if self._buffer:
+            self._append(self._buffer)
             self._follow(self._buffer)
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
-        checkpoint = find_checkpoint(self.out_dir, self._mentioned) if self.out_dir else None
+        checkpoint = checkpoint_of(self._done_event, self.out_dir)
         if self.cancelled:
             self.progress.setValue(0)
             self.state.setText("Training cancelled." + (f" Last checkpoint: {checkpoint}" if checkpoint else ""))

@@ -1,0 +1,76 @@
+"""Views follow their models: the session's model, the map's layers."""
+from __future__ import annotations
+
+import yaml
+from desktop_fixtures import INDEX_TIMEOUT_MS, indexed_window, make_window, small_raster, user_dirs  # noqa: F401
+from PySide6.QtCore import Qt
+
+
+def test_changing_the_model_updates_the_view_and_reindexes(qtbot, indexed_window, tmp_path):
+    window = indexed_window
+    first_dir = window.current_index_dir()
+    config = dict(window.loaded.model.config, name="tiny-narrow", embed_dim=8)
+    other = tmp_path / "tiny-narrow.yaml"
+    other.write_text(yaml.safe_dump(config))
+
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS):
+        window.session.set_model(f"config:{other}")
+        assert window.model_combo.currentData() == f"config:{other}"   # the view followed at once
+
+    assert "tiny-narrow" in window.model_label.text()
+    assert window.loaded.model.name == "tiny-narrow"
+    assert window.current_index_dir() != first_dir   # one index per model, never mixed
+    assert window.index.dim == 8
+
+
+def test_choosing_a_model_in_the_combo_changes_the_session(qtbot, indexed_window):
+    window = indexed_window
+    untrained = window.model_combo.findData("shipped")
+    assert untrained >= 0
+    window.model_combo.blockSignals(True)  # only check the combo -> session direction, no reload
+    window.model_combo.setCurrentIndex(untrained)
+    window.model_combo.blockSignals(False)
+    window.model_combo.currentIndexChanged.emit(untrained)
+    assert window.session.model_spec == "shipped"
+    window.cancel_indexing()
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS * 3)
+
+
+def test_device_shown_is_the_models_device(indexed_window):
+    assert indexed_window.device_label.text() == "Device: cpu"
+    assert indexed_window.device_combo.currentData() == "cpu"
+
+
+def test_layer_panel_and_map_follow_each_other(indexed_window):
+    window = indexed_window
+    panel, view = window.layer_panel, window.map_view
+    raster_layer = next(n for n, s in view.layers.items() if s.kind == "raster")
+    row = panel.row_for(raster_layer)
+
+    row.setCheckState(Qt.CheckState.Unchecked)            # view -> map
+    assert not view.layer_items(raster_layer)[0].isVisible()
+
+    view.set_layer_visible(raster_layer, True)             # map -> view
+    assert panel.row_for(raster_layer).checkState() == Qt.CheckState.Checked
+
+    panel.list.setCurrentItem(panel.row_for(raster_layer))
+    panel.opacity.setValue(40)
+    assert abs(view.layer_items(raster_layer)[0].opacity() - 0.4) < 1e-6
+    view.set_layer_opacity(raster_layer, 0.75)
+    assert panel.opacity.value() == 75
+
+
+def test_tile_grid_layer_outlines_every_indexed_tile(indexed_window):
+    window = indexed_window
+    grid = window.map_view.layer_items("tiles")
+    assert len(grid) == 1
+    path = grid[0].path()
+    assert path.elementCount() == 5 * window.index.count   # a closed rectangle per tile
+
+
+def test_cursor_position_shows_lat_lon_and_raster_crs(indexed_window):
+    window = indexed_window
+    window._show_cursor(500_010.0, 5_699_990.0)           # inside the UTM 31N test raster
+    text = window.cursor_label.text()
+    assert "°N" in text and "°E" in text and "EPSG:32631" in text
+    assert window.crs_label.text() == "CRS: EPSG:32631"
