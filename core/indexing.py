@@ -26,7 +26,8 @@ from ssjdn.core.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".vrt", ".img", ".ecw", ".sid", ".nitf", ".ntf",
                    ".hdr", ".dat", ".png", ".jpg", ".jpeg"}
-DEFAULT_CHUNK_PX = 2048
+# 1024 px: a few compressed blocks per read, and several chunks in flight even on small rasters.
+DEFAULT_CHUNK_PX = 1024
 
 
 @dataclass

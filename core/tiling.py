@@ -64,7 +64,7 @@ def plan_windows(info, tile_ground_m=None, tile_px=None, overlap=0.0, model=None
 
 def tiles_for_windows(info, windows) -> list[Tile]:
     """Tiles for given windows of a raster, with raster-CRS and lon/lat bounds."""
-    bounds = [window_bounds(w, info.transform) for w in windows]
+    bounds = _windows_bounds(info.transform, windows)
     wgs84 = windows_to_wgs84(info.crs, info.transform, windows)[0] if info.crs else None
     return [Tile(info.path, w, tuple(float(v) for v in b),
                  tuple(float(v) for v in wgs84[i]) if wgs84 is not None else None, i)
@@ -145,13 +145,23 @@ def windows_to_wgs84(crs, transform, windows):
     ys = d * pix[..., 0] + e * pix[..., 1] + f
     lon, lat = warp_transform(crs, WGS84, xs.ravel().tolist(), ys.ravel().tolist())
     lonlat = np.stack([np.asarray(lon), np.asarray(lat)], -1).reshape(n, -1, 2)
-    lonlat = np.array([_counter_clockwise(r) for r in lonlat]) if n else lonlat.reshape(0, 0, 2)
+    lonlat = _counter_clockwise(lonlat)
     rings = np.concatenate([lonlat, lonlat[:, :1]], axis=1)  # closed
     bounds = np.concatenate([lonlat.min(1), lonlat.max(1)], axis=1) if n else np.zeros((0, 4))
     return bounds, rings
 
 
-def chunk_tiles(info, tiles: list[Tile], chunk_px: int = 2048) -> list[Chunk]:
+def _windows_bounds(transform, windows) -> list[tuple[float, ...]]:
+    """rasterio.windows.bounds for many windows at once (the common north-up case vectorised)."""
+    if transform.b != 0 or transform.d != 0 or not windows:
+        return [window_bounds(w, transform) for w in windows]
+    arr = np.array([[w.col_off, w.row_off, w.width, w.height] for w in windows], dtype=np.float64)
+    xs = transform.c + transform.a * np.stack([arr[:, 0], arr[:, 0] + arr[:, 2]], 1)
+    ys = transform.f + transform.e * np.stack([arr[:, 1], arr[:, 1] + arr[:, 3]], 1)
+    return list(zip(xs.min(1), ys.min(1), xs.max(1), ys.max(1)))
+
+
+def chunk_tiles(info, tiles: list[Tile], chunk_px: int = 1024) -> list[Chunk]:
     """Group tiles into chunks of about `chunk_px` square, each widened to the file's block grid,
     so reads are few, large and never split a compressed block between two reads."""
     if not tiles:
@@ -198,7 +208,8 @@ def _offsets(length: int, tile: int, overlap: float) -> list[int]:
     return offsets
 
 
-def _counter_clockwise(ring: np.ndarray) -> np.ndarray:
-    x, y = ring[:, 0], ring[:, 1]
-    signed_area = 0.5 * np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)
-    return ring if signed_area >= 0 else ring[::-1]
+def _counter_clockwise(rings: np.ndarray) -> np.ndarray:
+    """Reverse the rings [N, P, 2] whose shoelace area is negative (clockwise)."""
+    x, y = rings[..., 0], rings[..., 1]
+    signed_area = np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1)
+    return np.where((signed_area < 0)[:, None, None], rings[:, ::-1], rings)

@@ -1,0 +1,91 @@
+"""Indexing throughput: end-to-end tiles/s (GeoTIFF on disk -> faiss) beside model-only encoding.
+
+Both numbers come from the same run, same model, same device, same tiles: the model-only rate
+encodes the tiles from memory already on the device; the end-to-end rate is build_index from
+the file. Their ratio is the pipeline's efficiency (goal >= 0.8).
+
+    python bench/bench_index.py --model tiny --size 4096
+    python bench/bench_index.py --model ssjdn-lite0-minilm --size 2048
+    python bench/bench_index.py --model resources/ssjdn-default.safetensors --size 16384 --batch-size 1024
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import load_bench_model, set_threads, write_synthetic_geotiff  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny", help="checkpoint path or config name (default tiny)")
+    parser.add_argument("--size", type=int, default=4096, help="side of the synthetic raster in pixels")
+    parser.add_argument("--res", type=float, default=0.3, help="pixel size in metres (0.3 = UCM)")
+    parser.add_argument("--raster", help="index this existing raster instead of a synthetic one")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    parser.add_argument("--repeat", type=int, default=2, help="take the best of this many runs of each")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+
+    import torch
+
+    from ssjdn.core.indexing import _Pipeline, build_index  # noqa: F401 - same batch default
+    from ssjdn.core.raster import raster_info, read_window_rgb
+    from ssjdn.core.tiling import plan_tiles
+
+    model = load_bench_model(args.model)
+    with tempfile.TemporaryDirectory(prefix="ssjdn-bench-") as tmp:
+        raster = args.raster or write_synthetic_geotiff(Path(tmp) / "scene.tif", args.size, args.res)
+        info = raster_info(raster)
+        tiles = plan_tiles(info, model=model)
+        batch_size = args.batch_size or (512 if model.device.type == "cuda" else 32)
+        print(f"device {model.device}, model {model.name}, {info.width} x {info.height} px raster, "
+              f"{len(tiles)} tiles of {int(tiles[0].window.width)} px, batch {batch_size}, "
+              f"{args.threads} CPU threads")
+
+        # Model only: the same tiles, already decoded and on the device.
+        pixels = torch.from_numpy(np.stack([read_window_rgb(info, t.window) for t in tiles]))
+        pixels = pixels.to(model.device)
+        model.encode_images(pixels[:batch_size])  # warm-up (kernels, autotuning)
+        model_rates = []
+        for _ in range(args.repeat):
+            _sync(model)
+            start = time.perf_counter()
+            for i in range(0, len(pixels), batch_size):
+                model.encode_images(pixels[i:i + batch_size], batch_size=batch_size)
+            _sync(model)
+            model_rates.append(len(pixels) / (time.perf_counter() - start))
+        del pixels
+
+        end_to_end = []
+        for run in range(args.repeat):
+            index_dir = Path(tmp) / f"index{run}"
+            stats = build_index(index_dir, raster, model, batch_size=batch_size, workers=args.workers)
+            end_to_end.append(stats.tiles_encoded / stats.seconds)
+    model_rate, e2e_rate = max(model_rates), max(end_to_end)
+    print(f"model-only encode : {model_rate:10.1f} tiles/s  (runs: {_fmt(model_rates)})")
+    print(f"end to end (disk) : {e2e_rate:10.1f} tiles/s  (runs: {_fmt(end_to_end)})")
+    print(f"ratio end-to-end / model-only: {e2e_rate / model_rate:.2f}  (goal >= 0.8)")
+
+
+def _sync(model) -> None:
+    import torch
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _fmt(values) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()
