@@ -1,0 +1,72 @@
+"""Errors reach the user as message boxes with a readable text, never as tracebacks."""
+from __future__ import annotations
+
+import sys
+
+from desktop_fixtures import INDEX_TIMEOUT_MS, indexed_window, make_window, small_raster, user_dirs  # noqa: F401
+from PySide6.QtWidgets import QMessageBox
+
+SIGNAL_MS = 30_000
+
+
+def message_boxes(window) -> list[QMessageBox]:
+    return [w for w in window.findChildren(QMessageBox) if w.isVisible()]
+
+
+def test_opening_a_file_that_is_not_a_raster_shows_a_message(qtbot, make_window, tmp_path):
+    window = make_window(auto_index=False)
+    window.show()
+    bad = tmp_path / "notes.tif"
+    bad.write_text("this is not an image")
+    with qtbot.waitSignal(window.errorShown) as shown:
+        opened = window.open_rasters([str(bad)])
+    assert not opened
+    assert "notes.tif" in shown.args[0]
+    boxes = message_boxes(window)
+    assert len(boxes) == 1 and "notes.tif" in boxes[0].text()
+    assert "Traceback" not in boxes[0].text()
+    assert window.session.rasters == []
+
+
+def test_an_empty_query_is_a_message_from_the_worker(qtbot, indexed_window):
+    window = indexed_window
+    window.show()
+    with qtbot.waitSignal(window.errorShown, timeout=SIGNAL_MS) as shown:
+        window.search("   ")
+    assert "query is empty" in shown.args[0]
+    assert any("query is empty" in box.text() for box in message_boxes(window))
+
+
+def test_a_missing_checkpoint_is_a_message(qtbot, make_window, tmp_path):
+    window = make_window(spec=f"file:{tmp_path / 'gone.safetensors'}")
+    window.show()
+    with qtbot.waitSignal(window.errorShown, timeout=SIGNAL_MS) as shown:
+        window.load_model()
+    assert "not found" in shown.args[0]
+    assert window.loaded is None
+
+
+def test_a_damaged_session_file_is_a_message(qtbot, make_window, tmp_path):
+    window = make_window(auto_index=False)
+    window.show()
+    bad = tmp_path / "session.json"
+    bad.write_text("{not json")
+    with qtbot.waitSignal(window.errorShown) as shown:
+        window.restore_session(str(bad))
+    assert "session" in shown.args[0].lower()
+
+
+def test_an_unexpected_exception_in_a_slot_becomes_a_message(qtbot, make_window, monkeypatch):
+    from ssjdn.desktop.app import install_excepthook
+    window = make_window(auto_index=False)
+    window.show()
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)   # restored after the test
+    install_excepthook(lambda: window)
+    try:
+        raise ZeroDivisionError("boom")
+    except ZeroDivisionError:
+        with qtbot.waitSignal(window.errorShown) as shown:
+            sys.excepthook(*sys.exc_info())
+    assert shown.args[0] == "Unexpected error: ZeroDivisionError: boom"
+    box = message_boxes(window)[0]
+    assert "Traceback" in box.detailedText() and "Traceback" not in box.text()

@@ -1,0 +1,58 @@
+"""Indexing from the app: progress, cancel, resume."""
+from __future__ import annotations
+
+from desktop_fixtures import INDEX_TIMEOUT_MS, make_window, user_dirs, wide_raster  # noqa: F401
+from PySide6.QtCore import Qt
+
+
+def test_cancel_stops_indexing_and_leaves_a_resumable_index(qtbot, make_window, wide_raster):
+    window = make_window()
+    with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
+        window.load_model()
+    progress_seen = []
+
+    def cancel_after_first_tiles(done, total, _message):
+        # Runs in the worker thread (direct connection), so the cancel lands between two
+        # read chunks deterministically, not whenever the GUI thread gets to it.
+        progress_seen.append((done, total))
+        if done > 0:
+            window._index_worker.cancel()
+
+    with qtbot.waitSignal(window.indexingStarted, timeout=INDEX_TIMEOUT_MS):
+        window.open_rasters([wide_raster])
+    window._index_worker.progressed.connect(cancel_after_first_tiles, Qt.ConnectionType.DirectConnection)
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as stopped:
+        pass
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+
+    partial = stopped.args[0]
+    assert partial.cancelled
+    assert 0 < window.index.count < partial.tiles_planned     # some work kept, not all done
+    assert "cancelled" in window.search_panel.status.text()
+    assert window.search_panel.search_button.isEnabled()       # a partial index is searchable
+    assert window.progress.isHidden() and window.index_action.isEnabled()
+    kept = window.index.count
+
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as resumed:
+        qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)  # hidden: does nothing
+        window.index_action.trigger()
+    finished = resumed.args[0]
+    assert not finished.cancelled
+    assert finished.tiles_resumed == kept                      # nothing encoded twice
+    assert finished.tiles_encoded == finished.tiles_planned - kept
+    assert window.index.count == finished.tiles_planned
+
+
+def test_progress_bar_and_cancel_button_show_while_indexing(qtbot, make_window, wide_raster):
+    window = make_window()
+    window.show()
+    with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
+        window.load_model()
+    with qtbot.waitSignal(window.indexingStarted, timeout=INDEX_TIMEOUT_MS):
+        window.open_rasters([wide_raster])
+    assert window.progress.isVisible() and window.cancel_button.isVisible()
+    assert not window.search_panel.search_button.isEnabled()
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS):
+        qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+    assert window.progress.isHidden()

@@ -1,0 +1,76 @@
+"""The training dialog runs the trainer as a separate process: progress, cancel, registration."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from caption_fixtures import write_ucm_json
+from desktop_fixtures import INDEX_TIMEOUT_MS, make_window, user_dirs  # noqa: F401
+from PySide6.QtCore import Qt
+
+from ssjdn.desktop.qt_training import overall_fraction, parse_progress_line
+
+TINY_CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
+PROCESS_MS = 180_000   # a fresh Python that imports torch, on 2 busy cores
+
+
+@pytest.fixture
+def ucm_root(tmp_path):
+    write_ucm_json(tmp_path / "ucm")
+    return tmp_path / "ucm"
+
+
+def open_dialog(window, ucm_root, tmp_path, epochs):
+    window.open_training_dialog()
+    dialog = window.training_dialog
+    dialog.dataset.setText(str(ucm_root))
+    dialog.config.setCurrentIndex(dialog.config.findText("tiny"))
+    assert dialog.config.currentData() == str(TINY_CONFIG)
+    dialog.epochs.setValue(epochs)
+    dialog.output.setText(str(tmp_path / "runs"))
+    return dialog
+
+
+def test_the_training_dialog_starts_and_cancels_a_tiny_run(qtbot, make_window, ucm_root, tmp_path):
+    window = make_window(auto_index=False)
+    dialog = open_dialog(window, ucm_root, tmp_path, epochs=500)   # far more than the test waits for
+    with qtbot.waitSignal(dialog.progressed, timeout=PROCESS_MS,
+                          check_params_cb=lambda event: event.get("event") == "step"):
+        qtbot.mouseClick(dialog.start_button, Qt.MouseButton.LeftButton)
+    assert dialog.is_running()
+    assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
+    assert dialog.state.text().startswith("Epoch 1 of 500, step")
+    assert 0 <= dialog.progress.value() < dialog.progress.maximum()
+
+    with qtbot.waitSignal(dialog.stopped, timeout=PROCESS_MS) as stopped:
+        qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
+    exit_code, cancelled = stopped.args
+    assert cancelled and exit_code != 0
+    assert not dialog.is_running()
+    assert dialog.state.text().startswith("Training cancelled")
+    assert dialog.start_button.isEnabled()
+    assert window.prefs.checkpoints == []            # nothing registered from a cancelled run
+
+
+def test_a_finished_run_registers_its_checkpoint_as_a_model_choice(qtbot, make_window, ucm_root, tmp_path):
+    window = make_window(auto_index=False)
+    dialog = open_dialog(window, ucm_root, tmp_path, epochs=1)
+    with qtbot.waitSignal(dialog.checkpointReady, timeout=PROCESS_MS) as ready:
+        dialog.start_training()
+    checkpoint = Path(ready.args[0])
+    assert checkpoint.suffix == ".safetensors" and checkpoint.is_file()
+    assert "run-" in checkpoint.parent.name
+    spec = f"file:{checkpoint.resolve()}"
+    assert window.model_combo.findData(spec) >= 0             # choosable for indexing
+    assert window.prefs.checkpoints[0]["path"] == str(checkpoint.resolve())
+    assert "@progress" not in dialog.log.toPlainText()        # progress lines drive the bar, not the log
+    with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
+        window.model_combo.setCurrentIndex(window.model_combo.findData(spec))
+    assert window.loaded.model.name == "tiny"
+
+
+def test_progress_lines_give_the_fraction_of_the_whole_run():
+    event = parse_progress_line('@progress {"event": "step", "epoch": 2, "epochs": 4, "step": 5, "steps": 10}')
+    assert overall_fraction(event) == pytest.approx(0.375)
+    assert parse_progress_line("epoch 1 val: mR 12.0") is None
+    assert parse_progress_line("@progress {broken") is None
