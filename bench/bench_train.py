@@ -1,0 +1,124 @@
+"""Training throughput: full SSJDN training steps vs backbone-only forward+backward.
+
+    .venv/bin/python bench/bench_train.py [--config ssjdn-lite0-minilm] [--batch 32]
+                                          [--steps 3] [--device cpu|cuda] [--threads 2]
+
+For the same batch of 256 px images it times, in one process and one after another:
+1. backbone only: the image backbone's forward + backward (the floor for any training step);
+2. end-to-end step: preprocess + full model (backbone, BSD, LSD, text encoder) + STL/LSD loss
+   + backward + Adam step, with one caption per image;
+3. cached step: the CPU recipe of the shipped model (backbone frozen, its maps read from a
+   feature cache, MiniLM's top 2 layers trained).
+Prints one line per measurement and a JSON summary; target (GPU): step >= 0.7x backbone-only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+CAPTION = "many planes are parked next to the long terminal of the airport"
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, steps, device) -> float:
+    fn()  # warm-up: allocations, cuDNN autotune, lazy init
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - started) / steps
+
+
+def _autocast(device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def bench(config: str, batch: int, steps: int, device: torch.device) -> dict:
+    from ssjdn.core.api import create_model
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8)
+    labels = torch.randint(0, 21, (batch,), device=device)
+    results = {"config": config, "batch": batch, "device": str(device),
+               "threads": torch.get_num_threads()}
+
+    model = create_model(config, device=device).train()
+    tokens = model.tokenize([f"{CAPTION} {i}" for i in range(batch)])
+    pixels = model.preprocess_images(images)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+
+    def backbone_only():
+        with _autocast(device):
+            feats = model.backbone_features(pixels)
+        sum(f.float().mean() for f in feats).backward()
+
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def full_step():
+        with _autocast(device):
+            out = model(model.preprocess_images(images), tokens["input_ids"],
+                        tokens["attention_mask"])
+        loss, _ = model.criterion(out, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    results["backbone_fwd_bwd_img_s"] = batch / _time(backbone_only, steps, device)
+    results["train_step_img_s"] = batch / _time(full_step, steps, device)
+    results["step_vs_backbone"] = results["train_step_img_s"] / results["backbone_fwd_bwd_img_s"]
+
+    # The shipped model's CPU recipe: frozen backbone read from a cache, top text layers train.
+    cpu_model = create_model(config, overrides={"image": {"freeze_stages": 8, "width": 128},
+                                                "text": {"freeze_layers": 4},
+                                                "lsd_attn_dim": 128}, device=device).train()
+    with torch.no_grad(), _autocast(device):
+        cached = [f.half() for f in cpu_model.backbone_features(cpu_model.preprocess_images(images))]
+    cached_opt = torch.optim.Adam([p for p in cpu_model.parameters() if p.requires_grad], lr=1e-4)
+
+    def cached_step():
+        with _autocast(device):
+            out = cpu_model(None, tokens["input_ids"], tokens["attention_mask"],
+                            features=[f.float() for f in cached])
+        loss, _ = cpu_model.criterion(out, labels)
+        cached_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        cached_opt.step()
+
+    results["cached_step_img_s"] = batch / _time(cached_step, steps, device)
+    return results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="ssjdn-lite0-minilm")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = bench(args.config, args.batch, args.steps, torch.device(args.device))
+    print(f"backbone-only fwd+bwd   {results['backbone_fwd_bwd_img_s']:8.1f} img/s")
+    print(f"end-to-end train step   {results['train_step_img_s']:8.1f} img/s "
+          f"({results['step_vs_backbone']:.2f}x backbone-only)")
+    print(f"cached-feature step     {results['cached_step_img_s']:8.1f} img/s "
+          "(shipped model's CPU recipe)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
