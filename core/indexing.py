@@ -61,7 +61,7 @@ class _ReadChunk:
     job: _RasterJob
     chunk_id: int
     tiles: list            # tiles with valid pixels, in the order of `pixels`
-    pixels: torch.Tensor   # uint8 [n, 3, h, w]
+    pixels: torch.Tensor | None   # uint8 [n, 3, h, w]; dropped once encoded
     n_nodata: int
 
 
@@ -253,16 +253,19 @@ class _Pipeline:
         if not self._batch:
             return
         pixels = torch.cat(self._batch_pixels) if len(self._batch_pixels) > 1 else self._batch_pixels[0]
+        self._batch_pixels = []
         if len(pixels):
             vectors = self.model.encode_images(pixels).float().cpu().numpy()
         else:
             vectors = np.zeros((0, 1), np.float32)
         start = 0
         for chunk in self._batch:
+            chunk.pixels = None  # only vectors wait for the commit, never pixels (memory bound)
             self._encoded.append((chunk, vectors[start:start + len(chunk.tiles)]))
             start += len(chunk.tiles)
             self.on_done(len(chunk.tiles) + chunk.n_nodata, Path(chunk.job.info.path).name)
-        self._batch, self._batch_pixels = [], []
+        self._batch = []
+        del pixels
         if sum(len(c.tiles) for c, _ in self._encoded) >= self.commit_every:
             self._commit()
 
