@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("SSJDN Explorer")
     app.setOrganizationName("ssjdn")
+    from PySide6.QtGui import QIcon
+    app.setWindowIcon(QIcon(str(Path(__file__).resolve().parent.parent / "resources" / "icons" / "ssjdn-explorer.png")))
     try:
         from ssjdn.desktop.qt_main import QtMainWindow
         session, rasters = initial_session(args)

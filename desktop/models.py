@@ -35,7 +35,7 @@ def available_choices(registered: list[dict]) -> list[ModelChoice]:
     if shipped_model_path().is_file():
         choices = [ModelChoice(SHIPPED_DEFAULT, "SSJDN default (shipped, trained)")]
     else:
-        choices = [ModelChoice(SHIPPED_DEFAULT, "SSJDN default: untrained fallback (shipped model missing)")]
+        choices = [ModelChoice(SHIPPED_DEFAULT, "SSJDN default (untrained fallback)")]
     for entry in registered:
         choices.append(ModelChoice(f"file:{entry['path']}", f"{entry.get('label') or Path(entry['path']).name} (checkpoint)"))
     for name in list_configs():
@@ -71,6 +71,10 @@ def load_choice(spec: str, device: str = "auto") -> LoadedModel:
             raise UserError(f"Checkpoint not found: {value}. It was moved or deleted; choose another model.")
         return LoadedModel(load_model(value, device=torch_device), spec, Path(value).name)
     if kind == "config":
+        import torch
+        # A fixed seed gives an untrained model the same weights, hence the same fingerprint,
+        # on every start, so its index in the cache is found again instead of rebuilt.
+        torch.manual_seed(0)
         return LoadedModel(create_model(value, device=torch_device), spec, f"{value} (untrained)",
                            f"'{value}' is a config with untrained retrieval heads: results are close to random.")
     raise UserError(f"Unknown model choice {spec!r}.")

@@ -91,10 +91,10 @@ class QtMainWindow(QMainWindow):
             self.docks[key] = dock
         self.splitDockWidget(self.docks["search"], self.docks["captions"], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["search"], self.docks["captions"]], [560, 300], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["layers"], self.docks["search"]], [260, 360], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["layers"], self.docks["search"]], [300, 380], Qt.Orientation.Horizontal)
 
         self.model_combo = QComboBox()
-        self.model_combo.setMinimumContentsLength(28)
+        self.model_combo.setMinimumContentsLength(34)
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.device_combo = QComboBox()
         for device in model_choices.device_choices():
@@ -458,7 +458,7 @@ class QtMainWindow(QMainWindow):
             return hits, {}, _thumbnails(hits)
 
         self.search_panel.query.setText("")
-        self.run_job(work, lambda result: self._show_results(f"tiles like #{tile_id}", *result),
+        self.run_job(work, lambda result: self._show_results(f"tiles like tile {tile_id & 0xFFFFFFFF}", *result),
                      "Finding similar tiles")
 
     def _show_results(self, query: str, hits, heatmaps, thumbnails) -> None:
@@ -471,7 +471,7 @@ class QtMainWindow(QMainWindow):
             self.map_view._remove_layer(name)
         for path, heat in heatmaps.items():
             self.map_view.set_georaster(f"heatmap:{path}", "heatmap", heat, "viridis",
-                                        f"Score heatmap ({Path(path).name})", opacity=0.5)
+                                        f"Score heatmap ({Path(path).name})", opacity=0.35)
         self.searchFinished.emit(hits)
 
     def activate_hit(self, hit) -> None:
@@ -503,9 +503,9 @@ class QtMainWindow(QMainWindow):
         record = self.index.tile(tile_id)
         self.selected_tile = record
         self.map_view.select_tile(record.bounds, record.crs)
-        col, row = int(record.window.col_off), int(record.window.row_off)
-        self.caption_panel.set_tile(f"#{tile_id} in {Path(record.raster_path).name} at px {col},{row}")
-        self.salience_panel.info.setText(f"Tile #{tile_id} ({Path(record.raster_path).name}, px {col},{row})")
+        description = describe_tile(record)
+        self.caption_panel.set_tile(description)
+        self.salience_panel.info.setText(f"Tile {description}")
         index, model = self.index, self.loaded.model
         self.run_job(lambda: tile_salience(index, model, tile_id),
                      lambda maps: self._on_salience(tile_id, maps), "Computing SEM/SSM maps")
@@ -693,6 +693,12 @@ class QtMainWindow(QMainWindow):
 
 def sample_scene_path() -> Path:
     return Path(__file__).resolve().parent.parent / "resources" / "sample" / "haiti_rgbn_5m.tif"
+
+
+def describe_tile(record) -> str:
+    """'name.tif, tile 12 at px 180,45' (ids pack the raster id in their high bits)."""
+    col, row = int(record.window.col_off), int(record.window.row_off)
+    return f"{Path(record.raster_path).name}, tile {record.tile_id & 0xFFFFFFFF} at px {col},{row}"
 
 
 def _thumbnails(hits) -> list:

@@ -23,6 +23,7 @@ from ssjdn.desktop.state import LayerState
 OVERVIEW_PX = 1024        # longest side of the always-loaded overview of each raster
 DETAIL_DELAY_MS = 80      # wait for the user to stop panning before reading a detail window
 Z_RASTER, Z_HEATMAP, Z_SALIENCE, Z_TILES, Z_HITS, Z_SELECTION = 0, 10, 11, 20, 30, 40
+MAX_ZOOM_SCREEN_PX = 3.0  # zooming to a tile stops at this many screen pixels per raster pixel
 HIT_COLOR = QColor(0, 229, 255)
 SELECTION_COLOR = QColor(255, 214, 0)
 
@@ -179,12 +180,25 @@ class QtMapView(QGraphicsView):
             self._detail_timer.start()
 
     def zoom_to_bounds(self, bounds, crs, context: float = 3.0) -> None:
-        """Centre on bounds, showing `context` times their size around them."""
+        """Centre on bounds, showing `context` times their size around them, but never closer
+        than MAX_ZOOM_SCREEN_PX screen pixels per raster pixel (a 15 px tile would fill the
+        screen with a few blurry squares and hide where it is)."""
         x, y, w, h = self.frame.bounds_to_scene(bounds, crs)
-        pad_w, pad_h = w * (context - 1) / 2, h * (context - 1) / 2
-        self.fitInView(QRectF(x - pad_w, y - pad_h, w + 2 * pad_w, h + 2 * pad_h),
+        cx, cy = x + w / 2, y + h / 2
+        side_w, side_h = w * context, h * context
+        pixel = self._finest_pixel_size()
+        if pixel:
+            viewport = self.viewport().rect()
+            side_w = max(side_w, viewport.width() / MAX_ZOOM_SCREEN_PX * pixel)
+            side_h = max(side_h, viewport.height() / MAX_ZOOM_SCREEN_PX * pixel)
+        self.fitInView(QRectF(cx - side_w / 2, cy - side_h / 2, side_w, side_h),
                        Qt.AspectRatioMode.KeepAspectRatio)
         self._detail_timer.start()
+
+    def _finest_pixel_size(self) -> float | None:
+        """Scene units per pixel of the finest open raster."""
+        sizes = [min(_scale_of(item.transform())) for item in self.rasters.values()]
+        return min(sizes) if sizes else None
 
     def refresh_details(self) -> None:
         for item in self.rasters.values():
