@@ -1,8 +1,8 @@
 """Layer panel: one row per map layer with a visibility check box; opacity for the selected row."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QSlider,
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMenu, QSlider,
                                QVBoxLayout, QWidget)
 
 from ssjdn.desktop.qt_map import QtMapView
@@ -13,6 +13,8 @@ KIND_LABEL = {"raster": "raster", "tiles": "grid", "hits": "hits", "heatmap": "h
 
 
 class QtLayerPanel(QWidget):
+    closeRasterRequested = Signal(str)   # raster path
+
     def __init__(self, map_view: QtMapView, parent=None) -> None:
         super().__init__(parent)
         self.map_view = map_view
@@ -34,7 +36,22 @@ class QtLayerPanel(QWidget):
         self.list.itemChanged.connect(self._on_item_changed)
         self.list.currentItemChanged.connect(self._on_current_changed)
         self.opacity.valueChanged.connect(self._on_opacity)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._menu)
         self.refresh()
+
+    def _menu(self, pos) -> None:
+        item = self.list.itemAt(pos)
+        if item is None:
+            return
+        name = item.data(Qt.ItemDataRole.UserRole)
+        if self.map_view.layers[name].kind != "raster":
+            return
+        path = name.split(":", 1)[1]
+        menu = QMenu(self)
+        menu.addAction("Zoom to raster", lambda: self.map_view.zoom_to_raster(path))
+        menu.addAction("Close raster", lambda: self.closeRasterRequested.emit(path))
+        menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def refresh(self) -> None:
         """Rebuild the rows from the map's layers (the map is the source of truth)."""

@@ -185,6 +185,7 @@ class QtMainWindow(QMainWindow):
         self.search_panel.similarRequested.connect(self.search_similar)
         self.caption_panel.rankRequested.connect(self.rank_captions)
         self.salience_panel.changed.connect(self._show_salience_overlay)
+        self.layer_panel.closeRasterRequested.connect(self.close_raster)
 
     # == model choice ==========================================================================
     def refresh_model_choices(self) -> None:
@@ -273,8 +274,14 @@ class QtMainWindow(QMainWindow):
         return added
 
     def close_raster(self, path: str) -> None:
+        """Take a raster off the map; its tiles stay in the cached index for when it returns."""
         self.map_view.remove_raster(path)
         self.session.remove_raster(path)
+        self._tiles_by_raster.pop(path, None)
+        self.map_view.set_tile_grid({p: w for p, (_, w) in self._tiles_by_raster.items()})
+        self.map_view.set_hits([h for h in self.hits if h.raster_path != path])
+        if f"heatmap:{path}" in self.map_view.layers:
+            self.map_view.remove_layer(f"heatmap:{path}")
 
     def refresh_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -437,8 +444,14 @@ class QtMainWindow(QMainWindow):
         rasters = [p for p in self.session.rasters if p in self._tiles_by_raster]
         with_heatmap = self.search_panel.heatmap.isChecked()
 
+        open_rasters = set(self.session.rasters)
+        # The index may also hold rasters closed since (it is per model, not per raster set):
+        # ask for more and keep those on the map.
+        others = sum(r.n_indexed for r in index.rasters() if r.path not in open_rasters)
+        ask = k if others == 0 else k + min(others, 4 * k)
+
         def work():
-            hits = search_text(index, model, query, k=k)
+            hits = [h for h in search_text(index, model, query, k=ask) if h.raster_path in open_rasters][:k]
             heat = {p: score_heatmap(index, model, query, p) for p in rasters} if with_heatmap else {}
             return hits, heat, _thumbnails(hits)
 
@@ -468,7 +481,7 @@ class QtMainWindow(QMainWindow):
         self.map_view.set_hits(hits)
         self.heatmaps = heatmaps
         for name in [n for n in self.map_view.layers if n.startswith("heatmap:")]:
-            self.map_view._remove_layer(name)
+            self.map_view.remove_layer(name)
         for path, heat in heatmaps.items():
             self.map_view.set_georaster(f"heatmap:{path}", "heatmap", heat, "viridis",
                                         f"Score heatmap ({Path(path).name})", opacity=0.35)

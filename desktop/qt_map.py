@@ -162,7 +162,7 @@ class QtMapView(QGraphicsView):
     def remove_raster(self, path: str) -> None:
         if path in self.rasters:
             self.rasters.pop(path)
-            self._remove_layer(f"raster:{path}")
+            self.remove_layer(f"raster:{path}")
             if not self.rasters:
                 self.frame = MapFrame()
 
@@ -177,6 +177,12 @@ class QtMapView(QGraphicsView):
             rect = rect.united(item.sceneBoundingRect())
         if not rect.isEmpty():
             self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
+            self._detail_timer.start()
+
+    def zoom_to_raster(self, path: str) -> None:
+        item = self.rasters.get(path)
+        if item is not None:
+            self.fitInView(item.sceneBoundingRect(), Qt.AspectRatioMode.KeepAspectRatio)
             self._detail_timer.start()
 
     def zoom_to_bounds(self, bounds, crs, context: float = 3.0) -> None:
@@ -279,7 +285,7 @@ class QtMapView(QGraphicsView):
             self.scene().removeItem(old)
         self._register(name, kind, items, label, state, default_visible)
 
-    def _remove_layer(self, name) -> None:
+    def remove_layer(self, name) -> None:
         for old in self._items.pop(name, []):
             self.scene().removeItem(old)
         self.layers.pop(name, None)

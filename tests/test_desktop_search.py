@@ -124,3 +124,32 @@ def test_hits_and_heatmap_export_and_the_session_round_trips(qtbot, indexed_wind
     assert restored.search_panel.query.text() == "farmland"
     assert abs(restored.map_view.layers[raster_layer].opacity - 0.3) < 1e-6
     assert restored.index.count == window.index.count      # the same cached index, reused
+
+
+def test_a_closed_raster_leaves_the_map_and_its_tiles_leave_the_results(qtbot, indexed_window, tmp_path):
+    from engine_fixtures import scene, write_raster
+    window = indexed_window
+    second = write_raster(tmp_path / "second.tif", scene(128, 128, seed=7), origin=(500_200.0, 5_700_000.0))
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS):
+        window.open_rasters([second])
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+    first = window.session.rasters[0]
+    window.layer_panel.closeRasterRequested.emit(first)
+    assert first not in window.map_view.rasters and window.session.rasters == [second]
+    hits = search_through_ui(qtbot, window, "houses")
+    assert hits and {h.raster_path for h in hits} == {second}   # the closed raster's tiles stay out
+    assert window.index.raster(first) is not None               # but stay cached for later
+
+
+def test_dropping_files_on_the_map_opens_them(qtbot, make_window, small_raster):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+    window = make_window(auto_index=False)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(small_raster)])
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                      Qt.KeyboardModifier.NoModifier)
+    window.map_view.dropEvent(drop)
+    assert list(window.map_view.rasters) == [small_raster]
+    assert window.prefs.recent_files[0] == small_raster
+    assert [a.text() for a in window.recent_menu.actions()] == [small_raster]
