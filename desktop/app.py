@@ -172,7 +172,15 @@ class ScreenshotDirector:
     def _grab_soon(self) -> None:
         from PySide6.QtCore import QTimer
         self.window.map_view.refresh_details()
-        QTimer.singleShot(SCREENSHOT_SETTLE_MS, self._grab)
+        QTimer.singleShot(SCREENSHOT_SETTLE_MS, self._grab_when_settled)
+
+    def _grab_when_settled(self, tries: int = 50) -> None:
+        """Grab once the map's detail reads have landed (or after about 5 s more)."""
+        from PySide6.QtCore import QTimer
+        if self.window.map_view.details_settled() or tries <= 0:
+            self._grab()
+        else:
+            QTimer.singleShot(100, lambda: self._grab_when_settled(tries - 1))
 
     def _grab(self) -> None:
         if self.done:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QRectF, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QTransform
 from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsPixmapItem,
                                QGraphicsRectItem, QGraphicsScene, QGraphicsSimpleTextItem,
@@ -57,6 +57,7 @@ class QtRasterItem(QGraphicsItem):
         self.setTransform(qtransform(frame.pixel_to_scene(info.transform, info.crs, info.width, info.height)))
         self.overview = rgb_to_qimage(read_window_rgb(info, full_window(info), out_size=OVERVIEW_PX))
         self.detail: tuple[QRectF, QImage] | None = None
+        self.generation = 0
         self.setZValue(Z_RASTER)
 
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt API
@@ -73,13 +74,17 @@ class QtRasterItem(QGraphicsItem):
     def overview_px_per_raster_px(self) -> float:
         return self.overview.width() / self.info.width
 
-    def refresh_detail(self, view: QGraphicsView) -> None:
-        """Read the visible window at screen resolution when the overview is too coarse for it."""
+    def refresh_detail(self, view: "QtMapView") -> None:
+        """Read the visible window at screen resolution when the overview is too coarse for it.
+
+        The read runs on a pool thread (a decimated read of a large window without overviews
+        can take a while); a newer request supersedes an older one through `generation`.
+        """
         from rasterio.windows import Window
+        self.generation += 1
         visible = self.mapFromScene(view.mapToScene(view.viewport().rect())).boundingRect()
         visible = visible.intersected(self.boundingRect())
-        screen_px_per_raster_px = math.hypot(*_scale_of(view.transform() * QTransform(self.transform())))
-        screen_px_per_raster_px /= math.sqrt(2)
+        screen_px_per_raster_px = min(_scale_of(QTransform(self.transform()) * view.transform()))
         if visible.isEmpty() or screen_px_per_raster_px <= self.overview_px_per_raster_px() * 1.05:
             self.detail = None
             self.update()
@@ -89,9 +94,32 @@ class QtRasterItem(QGraphicsItem):
         height = min(math.ceil(visible.bottom()), self.info.height) - row
         scale = min(1.0, screen_px_per_raster_px)      # never read more pixels than the file has
         out = (max(1, round(height * scale)), max(1, round(width * scale)))
-        rgb = self._read(self.info, Window(col, row, width, height), out_size=out)
-        self.detail = (QRectF(col, row, width, height), rgb_to_qimage(rgb))
-        self.update()
+        rect, generation, info, read = QRectF(col, row, width, height), self.generation, self.info, self._read
+
+        def job():
+            try:
+                rgb = read(info, Window(col, row, width, height), out_size=out)
+            except Exception:  # noqa: BLE001 - a failed detail read leaves the overview showing
+                rgb = None
+            view.detail_reads.finished.emit(info.path, generation, rect, rgb)
+
+        view.detail_reads.pending += 1
+        QThreadPool.globalInstance().start(job)
+
+    def apply_detail(self, generation: int, rect: QRectF, rgb) -> None:
+        if generation == self.generation and rgb is not None:
+            self.detail = (rect, rgb_to_qimage(rgb))
+            self.update()
+
+
+class QtDetailReads(QObject):
+    """Carries finished detail reads from pool threads back to the GUI thread."""
+
+    finished = Signal(str, int, object, object)   # raster path, generation, rect, rgb or None
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.pending = 0
 
 
 def _scale_of(t: QTransform) -> tuple[float, float]:
@@ -142,6 +170,8 @@ class QtMapView(QGraphicsView):
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
         self.setMouseTracking(True)
         self.setAcceptDrops(True)
+        self.detail_reads = QtDetailReads(self)
+        self.detail_reads.finished.connect(self._on_detail_read)
         self._detail_timer = QTimer(self, singleShot=True, interval=DETAIL_DELAY_MS)
         self._detail_timer.timeout.connect(self.refresh_details)
         # valueChanged carries an int that start() would take as its interval: drop it.
@@ -209,6 +239,15 @@ class QtMapView(QGraphicsView):
     def refresh_details(self) -> None:
         for item in self.rasters.values():
             item.refresh_detail(self)
+
+    def _on_detail_read(self, path: str, generation: int, rect, rgb) -> None:
+        self.detail_reads.pending -= 1
+        item = self.rasters.get(path)
+        if item is not None:
+            item.apply_detail(generation, rect, rgb)
+
+    def details_settled(self) -> bool:
+        return self.detail_reads.pending == 0
 
     # -- vector overlays ----------------------------------------------------------------------
     def set_tile_grid(self, windows_by_raster: dict[str, np.ndarray]) -> None:

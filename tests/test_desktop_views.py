@@ -74,3 +74,28 @@ def test_cursor_position_shows_lat_lon_and_raster_crs(indexed_window):
     text = window.cursor_label.text()
     assert "°N" in text and "°E" in text and "EPSG:32631" in text
     assert window.crs_label.text() == "CRS: EPSG:32631"
+
+
+def test_zooming_in_reads_only_the_visible_window_at_screen_resolution(qtbot, make_window, tmp_path):
+    from engine_fixtures import scene, write_raster
+    window = make_window(auto_index=False)
+    window.resize(1400, 900)
+    window.show()
+    qtbot.waitExposed(window)
+    big = write_raster(tmp_path / "big.tif", scene(1500, 2600, seed=3))   # overview is 1024 px wide
+    window.open_rasters([big])
+    view = window.map_view
+    item = view.rasters[big]
+    assert item.overview.width() == 1024 and item.detail is None
+
+    view.zoom_to_bounds(item.info.bounds, item.info.crs, context=0.05)     # far past the overview
+    view.refresh_details()
+    qtbot.waitUntil(lambda: item.detail is not None and view.details_settled(), timeout=10_000)
+    rect, image = item.detail
+    assert rect.width() < item.info.width / 5                              # only the visible part
+    assert image.width() <= view.viewport().width() + 4                    # at most screen pixels
+    assert image.height() <= view.viewport().height() + 4
+
+    view.fit_all()
+    view.refresh_details()
+    assert item.detail is None                                             # the overview suffices
