@@ -60,6 +60,7 @@ class QtMainWindow(QMainWindow):
         self._worker: QtFunctionWorker | None = None
         self._queue: deque = deque()
         self._index_worker: QtFunctionWorker | None = None
+        self._restart_indexing = False
         self.training_dialog = None
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 860)
@@ -304,7 +305,10 @@ class QtMainWindow(QMainWindow):
 
     def start_indexing(self) -> None:
         """Build the index of the open rasters, or resume it: finished work is never redone."""
-        if self.loaded is None or not self.session.rasters or self._index_worker is not None:
+        if self._index_worker is not None:
+            self._restart_indexing = True   # e.g. the model changed while a build was cancelling
+            return
+        if self.loaded is None or not self.session.rasters:
             return
         from ssjdn.core.indexing import build_index
         index_dir, rasters, model = self.current_index_dir(), list(self.session.rasters), self.loaded.model
@@ -316,8 +320,8 @@ class QtMainWindow(QMainWindow):
         self._drop_index()
         worker = QtFunctionWorker(work, parent=self)
         worker.progressed.connect(self._on_index_progress)
-        worker.finished_ok.connect(self._on_index_done)
-        worker.cancelled.connect(self._on_index_done)
+        worker.finished_ok.connect(lambda stats: self._on_index_done(stats, index_dir, model))
+        worker.cancelled.connect(lambda stats: self._on_index_done(stats, index_dir, model))
         worker.failed.connect(lambda m, d: self.show_error("Indexing failed", m, d))
         worker.finished.connect(self._on_index_worker_finished)
         self._index_worker = worker
@@ -341,8 +345,10 @@ class QtMainWindow(QMainWindow):
         self.progress.setValue(done)
         self.progress.setFormat(f"Indexing %v / %m tiles ({message})" if message else "Indexing %v / %m tiles")
 
-    def _on_index_done(self, stats) -> None:
+    def _on_index_done(self, stats, index_dir: Path, model) -> None:
         from ssjdn.core.index_store import TileIndex
+        if self.loaded is None or model is not self.loaded.model or index_dir != self.current_index_dir():
+            return   # a build for a model or tile size the user has since left
         self.index_stats = stats
         try:
             self.index = TileIndex.open(self.current_index_dir(), model=self.loaded.model)
@@ -356,6 +362,10 @@ class QtMainWindow(QMainWindow):
 
     def _on_index_worker_finished(self) -> None:
         self._index_worker = None
+        if self._restart_indexing:
+            self._restart_indexing = False
+            self.start_indexing()
+            return
         self.index_action.setEnabled(True)
         self.cancel_action.setEnabled(False)
         self.progress.hide()

@@ -56,3 +56,20 @@ def test_progress_bar_and_cancel_button_show_while_indexing(qtbot, make_window, 
         qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
     assert window.progress.isHidden()
+
+
+def test_changing_the_model_during_indexing_indexes_with_the_new_one(qtbot, make_window, wide_raster, tmp_path):
+    import yaml
+    window = make_window()
+    with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
+        window.load_model()
+    with qtbot.waitSignal(window.indexingStarted, timeout=INDEX_TIMEOUT_MS):
+        window.open_rasters([wide_raster])
+    other = tmp_path / "tiny-other.yaml"
+    other.write_text(yaml.safe_dump(dict(window.loaded.model.config, name="tiny-other", embed_dim=8)))
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as ready:
+        window.session.set_model(f"config:{other}")
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+    assert not ready.args[0].cancelled
+    assert window.loaded.model.name == "tiny-other"
+    assert window.index.dim == 8 and window.index.count == ready.args[0].tiles_planned
