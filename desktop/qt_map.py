@@ -170,6 +170,9 @@ class QtMapView(QGraphicsView):
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
         self.setMouseTracking(True)
         self.setAcceptDrops(True)
+        # A map pans by dragging; scroll bars only take room (they still drive the detail reads).
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.detail_reads = QtDetailReads(self)
         self.detail_reads.finished.connect(self._on_detail_read)
         self._detail_timer = QTimer(self, singleShot=True, interval=DETAIL_DELAY_MS)
@@ -202,9 +205,7 @@ class QtMapView(QGraphicsView):
         self.setSceneRect(rect.adjusted(-margin, -margin, margin, margin))
 
     def fit_all(self) -> None:
-        rect = QRectF()
-        for item in self.rasters.values():
-            rect = rect.united(item.sceneBoundingRect())
+        rect = self._rasters_rect()
         if not rect.isEmpty():
             self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
             self._detail_timer.start()
@@ -227,9 +228,15 @@ class QtMapView(QGraphicsView):
             viewport = self.viewport().rect()
             side_w = max(side_w, viewport.width() / MAX_ZOOM_SCREEN_PX * pixel)
             side_h = max(side_h, viewport.height() / MAX_ZOOM_SCREEN_PX * pixel)
-        self.fitInView(QRectF(cx - side_w / 2, cy - side_h / 2, side_w, side_h),
-                       Qt.AspectRatioMode.KeepAspectRatio)
+        target = _keep_inside(QRectF(cx - side_w / 2, cy - side_h / 2, side_w, side_h), self._rasters_rect())
+        self.fitInView(target, Qt.AspectRatioMode.KeepAspectRatio)
         self._detail_timer.start()
+
+    def _rasters_rect(self) -> QRectF:
+        rect = QRectF()
+        for item in self.rasters.values():
+            rect = rect.united(item.sceneBoundingRect())
+        return rect
 
     def _finest_pixel_size(self) -> float | None:
         """Scene units per pixel of the finest open raster."""
@@ -406,6 +413,18 @@ class QtMapView(QGraphicsView):
         if paths:
             event.acceptProposedAction()
             self.filesDropped.emit(paths)
+
+
+def _keep_inside(rect: QRectF, area: QRectF) -> QRectF:
+    """Shift `rect` so it shows as much of `area` as it can (no empty margin beside an edge hit)."""
+    if area.isEmpty():
+        return rect
+    dx = dy = 0.0
+    if rect.width() < area.width():
+        dx = max(area.left() - rect.left(), 0.0) + min(area.right() - rect.right(), 0.0)
+    if rect.height() < area.height():
+        dy = max(area.top() - rect.top(), 0.0) + min(area.bottom() - rect.bottom(), 0.0)
+    return rect.translated(dx, dy)
 
 
 def _cosmetic_pen(color: QColor, width: int) -> QPen:
