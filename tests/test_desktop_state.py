@@ -1,0 +1,95 @@
+"""The app's models have no Qt: sessions, preferences, model choices, map frame, colormaps."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from desktop_fixtures import user_dirs  # noqa: F401
+
+
+def test_model_modules_import_without_any_qt_binding():
+    code = ("import sys\n"
+            "for name in ('PySide6', 'PyQt5', 'PyQt6', 'PySide2'): sys.modules[name] = None\n"
+            "import ssjdn.desktop.state, ssjdn.desktop.settings, ssjdn.desktop.models, "
+            "ssjdn.desktop.geo, ssjdn.desktop.colormaps, ssjdn.desktop.train_process\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_session_round_trips_through_json_and_tells_views_what_changed(tmp_path):
+    from ssjdn.desktop.state import Session
+    session, seen = Session(), []
+    session.events.connect("model", lambda spec: seen.append(("model", spec)))
+    session.events.connect("rasters", lambda rasters: seen.append(("rasters", rasters)))
+    session.set_model("config:tiny")
+    session.set_model("config:tiny")                       # no change, no event
+    session.add_raster(str(tmp_path / "a.tif"))
+    session.add_query("a river")
+    session.tile_ground_m = 120.0
+    assert seen == [("model", "config:tiny"), ("rasters", [str(tmp_path / "a.tif")])]
+    session.save(tmp_path / "s.json")
+    restored = Session.load(tmp_path / "s.json")
+    assert restored.to_dict() == session.to_dict()
+
+
+def test_a_file_that_is_not_a_session_is_a_user_error(tmp_path):
+    from ssjdn.core.errors import UserError
+    from ssjdn.desktop.state import Session
+    (tmp_path / "other.json").write_text('{"type": "FeatureCollection"}')
+    with pytest.raises(UserError, match="not an SSJDN Explorer session"):
+        Session.load(tmp_path / "other.json")
+
+
+def test_recent_files_keep_the_newest_first_without_duplicates(user_dirs):
+    from ssjdn.desktop.settings import MAX_RECENT, Preferences
+    prefs = Preferences()
+    for i in range(MAX_RECENT + 3):
+        prefs.add_recent(f"/data/{i}.tif")
+    prefs.add_recent("/data/5.tif")
+    reloaded = Preferences()
+    assert reloaded.recent_files[0] == "/data/5.tif"
+    assert len(reloaded.recent_files) == MAX_RECENT and len(set(reloaded.recent_files)) == MAX_RECENT
+
+
+def test_indexes_live_in_the_user_cache_one_per_model_and_tile_size(user_dirs):
+    from ssjdn.desktop.settings import index_dir_for
+    a = index_dir_for("f" * 64, None)
+    assert a.is_relative_to(user_dirs / "cache")
+    assert a == index_dir_for("f" * 64, None)
+    assert a != index_dir_for("f" * 64, 100.0) and a != index_dir_for("e" * 64, None)
+
+
+def test_the_untrained_fallback_is_reproducible_and_says_so(monkeypatch, tmp_path):
+    from ssjdn.desktop import models
+    monkeypatch.setattr(models, "shipped_model_path", lambda: tmp_path / "missing.safetensors")
+    monkeypatch.setattr(models, "UNTRAINED_DEFAULT", "config:tiny")
+    first, second = models.load_choice("shipped", "cpu"), models.load_choice("shipped", "cpu")
+    assert first.warning == models.FALLBACK_WARNING
+    assert first.model.fingerprint == second.model.fingerprint   # its cached index is found again
+    labels = [c.label for c in models.available_choices([])]
+    assert labels[0] == "SSJDN default (untrained fallback)" and "tiny (config, untrained)" in labels
+
+
+def test_colorize_spans_the_finite_range_and_hides_nan():
+    from ssjdn.desktop.colormaps import NAMES, colorize, lookup_table
+    values = np.array([[0.2, 0.3], [np.nan, 0.4]], dtype=np.float32)
+    rgba, vmin, vmax = colorize(values, "viridis", alpha=0.5)
+    assert (vmin, vmax) == pytest.approx((0.2, 0.4))
+    assert rgba[1, 0, 3] == 0 and rgba[0, 0, 3] == 128
+    assert tuple(rgba[0, 0, :3]) == tuple(lookup_table("viridis")[0])
+    assert tuple(rgba[1, 1, :3]) == tuple(lookup_table("viridis")[255])
+    assert all(lookup_table(name).shape == (256, 3) for name in NAMES)
+
+
+def test_map_frame_converts_between_map_coordinates_and_lon_lat():
+    from rasterio.crs import CRS
+    from ssjdn.desktop.geo import MapFrame, format_lonlat
+    frame = MapFrame(CRS.from_epsg(32631))
+    lon, lat = frame.to_lonlat(500_000.0, 0.0)
+    assert (lon, lat) == pytest.approx((3.0, 0.0), abs=1e-6)     # zone 31's central meridian
+    assert format_lonlat(-72.2, 18.5) == "18.50000°N 72.20000°W"
+    x, y, w, h = frame.bounds_to_scene((10.0, 20.0, 30.0, 60.0), CRS.from_epsg(32631))
+    assert (x, y, w, h) == (10.0, -60.0, 20.0, 40.0)              # y flipped for Qt
+    assert MapFrame(None).to_lonlat(1.0, 2.0) is None
