@@ -35,14 +35,23 @@ def _resolve_dir(name: str) -> Path:
 
 
 def load_tokenizer(name: str):
-    # BertTokenizer(vocab_file=...) on purpose: in transformers 5.x BertTokenizerFast built
-    # from a vocab file silently yields a 5-token vocabulary.
+    # BertTokenizer(vocab=<dict>) on purpose: in transformers 5.x both BertTokenizer and
+    # BertTokenizerFast built with vocab_file= silently yield a 5-token vocabulary (every word
+    # becomes [UNK]); a vocab dict, or from_pretrained(folder), gives the real 30522 tokens.
+    from collections import OrderedDict
+
     from transformers import BertTokenizer
 
     vocab = _resolve_dir(name) / "vocab.txt"
     if not vocab.is_file():
         raise UserError(f"No vocab.txt in {vocab.parent}; the text encoder folder needs one.")
-    return BertTokenizer(vocab_file=str(vocab), do_lower_case=True)
+    with open(vocab, encoding="utf-8") as handle:
+        tokens = OrderedDict((line.rstrip("\n"), index) for index, line in enumerate(handle))
+    tokenizer = BertTokenizer(vocab=tokens, do_lower_case=True)
+    if tokenizer.vocab_size != len(tokens):
+        raise UserError(f"The tokenizer built from {vocab} has {tokenizer.vocab_size} tokens, "
+                        f"not {len(tokens)}; check the installed transformers version.")
+    return tokenizer
 
 
 def load_encoder(cfg: dict, pretrained: bool) -> tuple[nn.Module, PretrainedSource | None]:
