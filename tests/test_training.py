@@ -151,3 +151,10 @@ def test_batches_are_split_evenly_across_ranks():
 def test_identical_captions_are_not_each_others_negatives():
     mask = negative_mask_for(["There is a farm .", "A road", "there is a farm."], "cpu")
     assert mask.tolist() == [[False, True, False], [True, False, True], [False, True, False]]
+
+
+def test_training_captions_reach_the_model_as_real_tokens(tiny_model):
+    # A tokenizer that maps every word to [UNK] trains without error but learns nothing.
+    ids = tiny_model.tokenize(["many planes at the airport", "a dense residential area"])
+    words = ids["input_ids"][ids["attention_mask"].bool()].tolist()
+    assert len(set(words)) >= 8
