@@ -80,6 +80,7 @@ class QtTrainingDialog(QDialog):
         self.cancelled = False
         self.out_dir: Path | None = None
         self._done_event: dict | None = None
+        self._resume = False
         self._buffer = ""
         self._build()
 
@@ -108,11 +109,15 @@ class QtTrainingDialog(QDialog):
         self.log = QPlainTextEdit(readOnly=True)
         self.log.setMaximumBlockCount(5000)
         self.start_button = QPushButton("Start training")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the stopped run from its last finished epoch")
+        self.resume_button.setEnabled(False)
         self.cancel_button = QPushButton("Cancel training")
         self.cancel_button.setEnabled(False)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.hide)
         buttons.addButton(self.start_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(self.resume_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.ActionRole)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -120,7 +125,8 @@ class QtTrainingDialog(QDialog):
         layout.addWidget(self.state)
         layout.addWidget(self.log, 1)
         layout.addWidget(buttons)
-        self.start_button.clicked.connect(self.start_training)
+        self.start_button.clicked.connect(lambda: self.start_training())
+        self.resume_button.clicked.connect(self.resume_training)
         self.cancel_button.clicked.connect(self.cancel_training)
 
     def _browse_dataset(self) -> None:
@@ -135,19 +141,33 @@ class QtTrainingDialog(QDialog):
                 "--data-root", self.dataset.text().strip(), "--out", str(self.out_dir)]
         if self.epochs.value() > 0:
             args += ["--epochs", str(self.epochs.value())]
+        if self._resume:
+            args.append("--resume")
         return args
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
 
-    def start_training(self) -> None:
+    def can_resume(self) -> bool:
+        """A stopped run that saved at least one epoch can continue where it stopped."""
+        return (not self.is_running() and self.out_dir is not None
+                and (self.out_dir / "last.safetensors").is_file()
+                and (self._done_event is None or self._done_event.get("status") == "cancelled"))
+
+    def resume_training(self) -> None:
+        if self.can_resume():
+            self.start_training(resume=True)
+
+    def start_training(self, resume: bool = False) -> None:
         if self.is_running():
             return
         if not self.dataset.text().strip():
             self.state.setText("Choose the dataset folder first.")
             return
-        self.out_dir = Path(self.output.text()).expanduser() / time.strftime("run-%Y%m%d-%H%M%S")
+        if not resume:
+            self.out_dir = Path(self.output.text()).expanduser() / time.strftime("run-%Y%m%d-%H%M%S")
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._resume = resume
         self.cancelled = False
         self._done_event = None
         self._buffer = ""
@@ -168,6 +188,7 @@ class QtTrainingDialog(QDialog):
         self.progress.setRange(0, 0)
         self.state.setText("Starting the trainer…")
         self.start_button.setEnabled(False)
+        self.resume_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         process.start(sys.executable, args)
         self.started.emit()
@@ -247,4 +268,5 @@ class QtTrainingDialog(QDialog):
         else:
             self.progress.setValue(0)
             self.state.setText(f"Training failed (exit code {exit_code}); see the log above.")
+        self.resume_button.setEnabled(self.can_resume())
         self.stopped.emit(exit_code, self.cancelled)

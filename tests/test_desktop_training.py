@@ -74,3 +74,25 @@ def test_progress_lines_give_the_fraction_of_the_whole_run():
     assert overall_fraction(event) == pytest.approx(0.375)
     assert parse_progress_line("epoch 1 val: mR 12.0") is None
     assert parse_progress_line("@progress {broken") is None
+
+
+def test_a_cancelled_run_resumes_from_its_last_finished_epoch(qtbot, make_window, ucm_root, tmp_path):
+    window = make_window(auto_index=False)
+    dialog = open_dialog(window, ucm_root, tmp_path, epochs=200)
+    finished_epochs = []
+    dialog.progressed.connect(lambda e: finished_epochs.append(e["epoch"]) if e.get("event") == "epoch" else None)
+    with qtbot.waitSignal(dialog.progressed, timeout=PROCESS_MS,
+                          check_params_cb=lambda event: event.get("event") == "epoch"):
+        dialog.start_training()
+    with qtbot.waitSignal(dialog.stopped, timeout=PROCESS_MS):
+        dialog.cancel_training()
+    assert dialog.cancelled and dialog.resume_button.isEnabled()
+    saved = max(finished_epochs)
+    first_dir = dialog.out_dir
+    dialog.epochs.setValue(saved + 1)                 # one more epoch is enough to see it resume
+    with qtbot.waitSignal(dialog.checkpointReady, timeout=PROCESS_MS):
+        qtbot.mouseClick(dialog.resume_button, Qt.MouseButton.LeftButton)
+    assert dialog.out_dir == first_dir
+    log = dialog.log.toPlainText()
+    assert "--resume" in log and f"resuming after epoch {saved}" in log
+    assert finished_epochs[-1] == saved + 1
