@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     window.load_model()
     if args.query:
         window.search_panel.query.setText(args.query)
+    elif session.queries and not args.screenshot:
+        window.search_panel.query.setText(session.queries[-1])
+        window.pending_query = session.queries[-1]     # the last session's results come back
+    window.search_panel.set_history(session.queries)
     director = ScreenshotDirector(window, args, app) if args.screenshot else None
     if director is not None:
         director.arm()   # kept in a local: PySide drops slots of garbage-collected objects

@@ -61,6 +61,7 @@ class QtMainWindow(QMainWindow):
         self._queue: deque = deque()
         self._index_worker: QtFunctionWorker | None = None
         self._restart_indexing = False
+        self.pending_query: str | None = None   # a restored session's last query, run when indexed
         self.training_dialog = None
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 860)
@@ -371,6 +372,9 @@ class QtMainWindow(QMainWindow):
         self.progress.hide()
         self.cancel_button.hide()
         self._update_search_ready()
+        if self.pending_query and self.index is not None:
+            query, self.pending_query = self.pending_query, None
+            self.search(query, self.search_panel.k.value())
         self._maybe_idle()
 
     def _update_search_ready(self) -> None:
@@ -608,6 +612,7 @@ class QtMainWindow(QMainWindow):
 
     def save_session(self, path: str) -> None:
         self.session.view_bounds = list(self.map_view.visible_bounds()) if self.map_view.rasters else None
+        self.session.index_dir = str(self.current_index_dir()) if self.loaded is not None else None
         self.session.layers = {n: {"visible": s.visible, "opacity": s.opacity} for n, s in self.map_view.layers.items()}
         self._guarded("Save session", lambda: self.session.save(path), f"Session saved to {path}")
 
@@ -630,6 +635,7 @@ class QtMainWindow(QMainWindow):
         self.search_panel.set_history(restored.queries)
         if restored.queries:
             self.search_panel.query.setText(restored.queries[-1])
+            self.pending_query = restored.queries[-1]   # run again once the index is ready
         self.open_rasters(restored.rasters)
         for name, layer in restored.layers.items():
             if name in self.map_view.layers:

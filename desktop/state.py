@@ -67,6 +67,9 @@ class Session:
     queries: list[str] = field(default_factory=list)
     layers: dict[str, dict] = field(default_factory=dict)
     view_bounds: list[float] | None = None
+    # Where the index was (informational: it is found again from the model and tile size,
+    # and rebuilt if the cache was cleared).
+    index_dir: str | None = None
     events: Events = field(default_factory=Events, repr=False, compare=False)
 
     # -- changes that views follow -----------------------------------------------------------
@@ -103,7 +106,8 @@ class Session:
     def to_dict(self) -> dict:
         return {"version": SESSION_VERSION, "rasters": self.rasters, "model": self.model_spec,
                 "device": self.device, "tile_ground_m": self.tile_ground_m,
-                "queries": self.queries, "layers": self.layers, "view_bounds": self.view_bounds}
+                "queries": self.queries, "layers": self.layers, "view_bounds": self.view_bounds,
+                "index": self.index_dir}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Session":
@@ -114,7 +118,7 @@ class Session:
         return cls(rasters=list(data.get("rasters", [])), model_spec=data.get("model", SHIPPED_DEFAULT),
                    device=data.get("device", "auto"), tile_ground_m=data.get("tile_ground_m"),
                    queries=list(data.get("queries", [])), layers=dict(data.get("layers", {})),
-                   view_bounds=data.get("view_bounds"))
+                   view_bounds=data.get("view_bounds"), index_dir=data.get("index"))
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)

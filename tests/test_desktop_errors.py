@@ -57,16 +57,20 @@ def test_a_damaged_session_file_is_a_message(qtbot, make_window, tmp_path):
 
 
 def test_an_unexpected_exception_in_a_slot_becomes_a_message(qtbot, make_window, monkeypatch):
+    from PySide6.QtWidgets import QPushButton
     from ssjdn.desktop.app import install_excepthook
     window = make_window(auto_index=False)
     window.show()
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)   # restored after the test
     install_excepthook(lambda: window)
-    try:
+    button = QPushButton("boom", window)
+
+    def broken_slot():
         raise ZeroDivisionError("boom")
-    except ZeroDivisionError:
-        with qtbot.waitSignal(window.errorShown) as shown:
-            sys.excepthook(*sys.exc_info())
+
+    button.clicked.connect(broken_slot)
+    with qtbot.waitSignal(window.errorShown) as shown:
+        button.click()                                       # PySide routes the error to excepthook
     assert shown.args[0] == "Unexpected error: ZeroDivisionError: boom"
     box = message_boxes(window)[0]
     assert "Traceback" in box.detailedText() and "Traceback" not in box.text()

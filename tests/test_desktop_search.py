@@ -117,13 +117,16 @@ def test_hits_and_heatmap_export_and_the_session_round_trips(qtbot, indexed_wind
     restored = make_window()
     with qtbot.waitSignal(restored.modelReady, timeout=INDEX_TIMEOUT_MS):
         restored.load_model()
-    with qtbot.waitSignal(restored.indexReady, timeout=INDEX_TIMEOUT_MS):
+    with qtbot.waitSignal(restored.searchFinished, timeout=INDEX_TIMEOUT_MS) as rerun:
         restored.restore_session(str(tmp_path / "session.json"))
     assert restored.session.rasters == window.session.rasters
     assert restored.session.queries == ["farmland"]
     assert restored.search_panel.query.text() == "farmland"
     assert abs(restored.map_view.layers[raster_layer].opacity - 0.3) < 1e-6
     assert restored.index.count == window.index.count      # the same cached index, reused
+    assert [h.tile_id for h in rerun.args[0]] == [h.tile_id for h in hits]   # the last query ran again
+    saved = json.loads((tmp_path / "session.json").read_text())
+    assert saved["index"] == str(window.current_index_dir())
 
 
 def test_a_closed_raster_leaves_the_map_and_its_tiles_leave_the_results(qtbot, indexed_window, tmp_path):
