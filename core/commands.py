@@ -137,7 +137,7 @@ def run_index(args) -> int:
 
     from ssjdn.core.index_store import TileIndex
     from ssjdn.core.indexing import build_index
-    model, source = load_model_arg(args.model)
+    model, source = load_model_arg(args.model or _recorded_model_source(args.index))
     cancel = threading.Event()
     bar = tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing")
 
@@ -285,6 +285,15 @@ def _open_index(args):
     return index, model
 
 
+def _recorded_model_source(index_dir) -> str | None:
+    """The model an existing index was built with, so adding rasters needs no --model."""
+    from ssjdn.core.index_store import DB_NAME, TileIndex
+    if not (Path(index_dir) / DB_NAME).exists():
+        return None
+    with TileIndex.open(index_dir) as index:
+        return index.model_source
+
+
 def _add_index_arg(parser) -> None:
     parser.add_argument("--index", required=True, metavar="DIR",
                         help="index folder (created by `ssjdn index`)")
@@ -293,7 +302,8 @@ def _add_index_arg(parser) -> None:
 def _add_model_arg(parser) -> None:
     parser.add_argument("--model", metavar="CHECKPOINT",
                         help="model checkpoint (.safetensors) or config name; default: the model that "
-                             "built the index, else the shipped default model")
+                             "built the index, else the shipped default model "
+                             "(resources/ssjdn-default.safetensors)")
 
 
 def _print_hits(hits, label: str) -> None:
