@@ -29,6 +29,7 @@ from ssjdn.desktop.state import Session
 
 RASTER_FILTER = "Rasters (*.tif *.tiff *.jp2 *.vrt *.img *.png *.jpg *.jpeg);;All files (*)"
 APP_TITLE = "SSJDN Explorer"
+CPU_CHUNK_PX = 128   # read-chunk side when indexing on a CPU: frequent progress, same speed
 
 
 class QtMainWindow(QMainWindow):
@@ -315,8 +316,14 @@ class QtMainWindow(QMainWindow):
         index_dir, rasters, model = self.current_index_dir(), list(self.session.rasters), self.loaded.model
         tile_m = self.session.tile_ground_m
 
+        # The engine reports progress once per encoded read chunk. On a CPU a default chunk
+        # (1024 px) can hold the whole sample scene, so the bar would sit at 0 % for minutes;
+        # small chunks cost nothing there (encoding dominates), and on a GPU the default stays.
+        chunking = {} if model.device.type == "cuda" else {"chunk_px": CPU_CHUNK_PX}
+
         def work(progress, cancel):
-            return build_index(index_dir, rasters, model, tile_ground_m=tile_m, progress=progress, cancel=cancel)
+            return build_index(index_dir, rasters, model, tile_ground_m=tile_m, progress=progress,
+                               cancel=cancel, **chunking)
 
         self._drop_index()
         worker = QtFunctionWorker(work, parent=self)
