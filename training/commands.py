@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -52,6 +53,8 @@ def _run_train(args: argparse.Namespace) -> int:
         config["time_budget_min"] = args.time_budget_min
     out = Path(args.out) if args.out else Path("runs") / config.get("name", "train")
     summary = train(config, args.data_root, out, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 validates, saves and reports
     print(f"{summary['status']}: {summary['epochs_done']} epochs in this folder; best val mR "
           f"{summary['best_mR']:.2f} at epoch {summary['best_epoch']} -> "
           f"{summary['best_checkpoint']}")

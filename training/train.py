@@ -109,13 +109,20 @@ class _Distributed:
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
+        self.opened = False
         if self.world > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
+            self.opened = True
 
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def close(self) -> None:
+        """Leave the process group this run opened (torchrun runs one train() per process)."""
+        if self.opened and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -404,6 +411,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
     finally:
         if epoch_log is not None:
             epoch_log.close()
+        dist.close()
     summary = {"status": status, "epochs_done": len(history), "best_epoch": best["epoch"],
                "best_mR": best["score"], "out_dir": str(out_dir),
                "best_checkpoint": str(out_dir / BEST_CHECKPOINT),
