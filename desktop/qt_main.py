@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence, QPixmap
+from PySide6.QtGui import QKeySequence, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QLabel,
                                QMainWindow, QMenu, QMessageBox, QProgressBar, QPushButton,
                                QToolBar)
@@ -160,7 +160,8 @@ class QtMainWindow(QMainWindow):
         self.model_label = QLabel("Model: –")
         self.device_label = QLabel("Device: –")
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(260)
+        self.progress.setMinimumWidth(240)
+        self.progress.setMaximumWidth(320)
         self.progress.setTextVisible(True)
         self.progress.hide()
         self.cancel_button = QPushButton("Cancel")
@@ -351,7 +352,8 @@ class QtMainWindow(QMainWindow):
     def _on_index_progress(self, done: int, total: int, message: str) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
-        self.progress.setFormat(f"Indexing %v / %m tiles ({message})" if message else "Indexing %v / %m tiles")
+        self.progress.setFormat("Indexing %v / %m tiles")
+        self.progress.setToolTip(f"Indexing {message}" if message else "")
 
     def _on_index_done(self, stats, index_dir: Path, model) -> None:
         from ssjdn.core.index_store import TileIndex

@@ -19,7 +19,7 @@ class QtColorLegend(QWidget):
         super().__init__(parent)
         self.colormap = "inferno"
         self.vmin, self.vmax = 0.0, 1.0
-        self.title = ""
+        self.title = "no tile selected"
         self.setMinimumHeight(40)
 
     def set_range(self, colormap: str, vmin: float, vmax: float, title: str = "") -> None:

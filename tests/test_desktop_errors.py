@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from desktop_fixtures import INDEX_TIMEOUT_MS, indexed_window, make_window, small_raster, user_dirs  # noqa: F401
+from desktop_fixtures import indexed_window, make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtWidgets import QMessageBox
 
 SIGNAL_MS = 30_000

@@ -156,3 +156,17 @@ def test_dropping_files_on_the_map_opens_them(qtbot, make_window, small_raster):
     assert list(window.map_view.rasters) == [small_raster]
     assert window.prefs.recent_files[0] == small_raster
     assert [a.text() for a in window.recent_menu.actions()] == [small_raster]
+
+
+def test_captions_loaded_from_a_file_are_ranked_for_the_selected_tile(qtbot, indexed_window, tmp_path):
+    window = indexed_window
+    with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
+        window.select_tile(window.tile_at(500_010.0, 5_699_990.0))
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
+    captions = tmp_path / "captions.txt"
+    captions.write_text("many cars in a parking lot\n\nan orange roof\n", encoding="utf-8")
+    window.caption_panel.load_file(str(captions))
+    with qtbot.waitSignal(window.captionsRanked, timeout=SIGNAL_MS) as ranked:
+        qtbot.mouseClick(window.caption_panel.rank_button, Qt.MouseButton.LeftButton)
+    assert sorted(c for c, _ in ranked.args[0]) == ["an orange roof", "many cars in a parking lot"]
+    assert window.caption_panel.table.rowCount() == 2
