@@ -16,6 +16,9 @@ WGS84 = "EPSG:4326"
 class MapFrame:
     def __init__(self, crs=None) -> None:
         self.crs = crs
+        # Georeferenced y (northing) grows up and is flipped for Qt; a raster without a CRS has
+        # rasterio's identity transform, whose y already grows down like Qt's.
+        self.y_sign = -1.0 if crs is not None else 1.0
 
     def describe(self) -> str:
         if self.crs is None:
@@ -30,11 +33,12 @@ class MapFrame:
         """Coefficients (m11, m12, m21, m22, dx, dy) of a QTransform from raster pixels to scene."""
         if self._same(crs):
             a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
-            return a, -d, b, -e, c, -f
+            sy = self.y_sign
+            return a, sy * d, b, sy * e, c, sy * f
         corners_px = np.array([[0, 0], [width, 0], [0, height]], dtype=np.float64)
         xs = [transform * tuple(p) for p in corners_px]
         mx, my = warp_transform(crs, self.crs, [p[0] for p in xs], [p[1] for p in xs])
-        (x0, y0), (x1, y1), (x2, y2) = zip(mx, [-y for y in my])
+        (x0, y0), (x1, y1), (x2, y2) = zip(mx, [self.y_sign * y for y in my])
         return (x1 - x0) / width, (y1 - y0) / width, (x2 - x0) / height, (y2 - y0) / height, x0, y0
 
     def bounds_to_scene(self, bounds, crs) -> tuple[float, float, float, float]:
@@ -42,10 +46,15 @@ class MapFrame:
         left, bottom, right, top = bounds
         if not self._same(crs):
             left, bottom, right, top = transform_bounds(crs, self.crs, left, bottom, right, top)
-        return left, -top, right - left, top - bottom
+        y0, y1 = sorted((self.y_sign * top, self.y_sign * bottom))
+        return left, y0, right - left, y1 - y0
 
     def scene_to_bounds(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
-        return x, -(y + h), x + w, -y
+        """(left, bottom, right, top) as rasterio gives them (bottom > top without a CRS)."""
+        return x, self.y_sign * (y + h), x + w, self.y_sign * y
+
+    def scene_to_map(self, x: float, y: float) -> tuple[float, float]:
+        return x, self.y_sign * y
 
     def to_lonlat(self, x: float, y: float) -> tuple[float, float] | None:
         """Map coordinates (not scene: y not flipped) -> (lon, lat), None without a CRS."""

@@ -368,7 +368,7 @@ class QtMapView(QGraphicsView):
     # -- interaction --------------------------------------------------------------------------
     def _map_xy(self, pos) -> tuple[float, float]:
         scene = self.mapToScene(pos)
-        return scene.x(), -scene.y()
+        return self.frame.scene_to_map(scene.x(), scene.y())
 
     def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
         factor = 1.25 ** (event.angleDelta().y() / 120.0)

@@ -1,6 +1,7 @@
 """Views follow their models: the session's model, the map's layers."""
 from __future__ import annotations
 
+import numpy as np
 import yaml
 from desktop_fixtures import INDEX_TIMEOUT_MS, indexed_window, make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtCore import Qt
@@ -99,3 +100,16 @@ def test_zooming_in_reads_only_the_visible_window_at_screen_resolution(qtbot, ma
     view.fit_all()
     view.refresh_details()
     assert item.detail is None                                             # the overview suffices
+
+
+def test_a_raster_without_crs_is_shown_upright_in_pixel_coordinates(qtbot, make_window, tmp_path):
+    from engine_fixtures import write_raster
+    window = make_window(auto_index=False)
+    data = np.zeros((3, 40, 60), dtype=np.uint8)
+    data[:, :10, :] = 255                                   # a white band along the top rows
+    path = write_raster(tmp_path / "plain.png.tif", data, crs=None)
+    window.open_rasters([path])
+    item = window.map_view.rasters[path]
+    assert item.mapToScene(0, 0).y() < item.mapToScene(0, 40).y()   # row 0 on top, not flipped
+    window._show_cursor(5.0, 7.0)
+    assert "°" not in window.cursor_label.text() and "pixels (no CRS)" in window.cursor_label.text()
