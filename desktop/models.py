@@ -11,9 +11,11 @@ from pathlib import Path
 
 from ssjdn.desktop.state import SHIPPED_DEFAULT, UNTRAINED_DEFAULT, ModelChoice
 
-FALLBACK_WARNING = ("The shipped model (resources/ssjdn-default.safetensors) is not installed, so the "
-                    "app uses the default config with untrained retrieval heads: results are close to "
-                    "random. Train a model (Tools > Train model) or install the shipped checkpoint.")
+FALLBACK_CONSEQUENCE = ("The app uses the default config with untrained retrieval heads: results are "
+                        "close to random. Train a model (Tools > Train model) or install the shipped "
+                        "checkpoint.")
+FALLBACK_WARNING = ("The shipped model (resources/ssjdn-default.safetensors) is not installed. "
+                    + FALLBACK_CONSEQUENCE)
 
 
 @dataclass
@@ -61,10 +63,14 @@ def load_choice(spec: str, device: str = "auto") -> LoadedModel:
             raise UserError("CUDA was chosen but no CUDA GPU is available here; choose CPU.")
     if spec == SHIPPED_DEFAULT:
         path = shipped_model_path()
+        warning = FALLBACK_WARNING
         if path.is_file():
-            return LoadedModel(load_model(path, device=torch_device), spec, "SSJDN default")
+            try:
+                return LoadedModel(load_model(path, device=torch_device), spec, "SSJDN default")
+            except UserError as exc:   # e.g. a checkpoint from another install: still start
+                warning = f"The shipped model cannot be loaded ({exc}). {FALLBACK_CONSEQUENCE}"
         fallback = load_choice(UNTRAINED_DEFAULT, device)
-        return LoadedModel(fallback.model, spec, "SSJDN default config (untrained fallback)", FALLBACK_WARNING)
+        return LoadedModel(fallback.model, spec, "SSJDN default config (untrained fallback)", warning)
     kind, _, value = spec.partition(":")
     if kind == "file":
         if not Path(value).is_file():

@@ -226,12 +226,20 @@ class QtMainWindow(QMainWindow):
         self._drop_index()
         self.model_label.setText(f"Model: loading {model_choices.label_for(spec)}…")
         self.search_panel.set_ready(False, "Loading the model…")
-        self.run_job(lambda: model_choices.load_choice(spec, device), self._on_model_loaded,
-                     "Loading model")
+        self.run_job(lambda: model_choices.load_choice(spec, device),
+                     lambda loaded: self._on_model_loaded(loaded, device), "Loading model",
+                     on_error=lambda: self._on_model_failed(spec, device))
 
-    def _on_model_loaded(self, loaded) -> None:
-        if loaded.spec != self.session.model_spec:
-            return  # the user picked another model meanwhile; its own load follows
+    def _on_model_failed(self, spec: str, device: str) -> None:
+        if (spec, device) == (self.session.model_spec, self.session.device):
+            self.loaded = None
+            self.model_label.setText(f"Model: {model_choices.label_for(spec)} failed to load")
+            self.model_label.setStyleSheet("color: #c03030; font-weight: bold;")
+            self.search_panel.set_ready(False, "The model could not be loaded: choose another one.")
+
+    def _on_model_loaded(self, loaded, device: str) -> None:
+        if (loaded.spec, device) != (self.session.model_spec, self.session.device):
+            return  # the user picked another model or device meanwhile; its own load follows
         self.loaded = loaded
         device = str(loaded.model.device)
         self.model_label.setText(f"Model: {loaded.label}" + ("  ⚠" if loaded.warning else ""))
@@ -428,17 +436,19 @@ class QtMainWindow(QMainWindow):
         return None
 
     # == engine jobs: one at a time, in order ==================================================
-    def run_job(self, function, on_result, label: str) -> None:
-        self._queue.append((function, on_result, label))
+    def run_job(self, function, on_result, label: str, on_error=None) -> None:
+        self._queue.append((function, on_result, label, on_error))
         self._start_next_job()
 
     def _start_next_job(self) -> None:
         if self._worker is not None or not self._queue:
             return
-        function, on_result, label = self._queue.popleft()
+        function, on_result, label, on_error = self._queue.popleft()
         worker = QtFunctionWorker(function, plain=True, parent=self)
         worker.finished_ok.connect(on_result)
         worker.failed.connect(lambda m, d: self.show_error(f"{label} failed", m, d))
+        if on_error is not None:
+            worker.failed.connect(lambda _m, _d: on_error())
         worker.finished.connect(self._on_job_finished)
         self._worker = worker
         self.statusBar().showMessage(f"{label}…")

@@ -44,6 +44,8 @@ def test_a_missing_checkpoint_is_a_message(qtbot, make_window, tmp_path):
         window.load_model()
     assert "not found" in shown.args[0]
     assert window.loaded is None
+    qtbot.waitUntil(lambda: "failed to load" in window.model_label.text())
+    assert not window.search_panel.search_button.isEnabled()
 
 
 def test_a_damaged_session_file_is_a_message(qtbot, make_window, tmp_path):

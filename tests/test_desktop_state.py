@@ -93,3 +93,14 @@ def test_map_frame_converts_between_map_coordinates_and_lon_lat():
     x, y, w, h = frame.bounds_to_scene((10.0, 20.0, 30.0, 60.0), CRS.from_epsg(32631))
     assert (x, y, w, h) == (10.0, -60.0, 20.0, 40.0)              # y flipped for Qt
     assert MapFrame(None).to_lonlat(1.0, 2.0) is None
+
+
+def test_a_damaged_shipped_model_falls_back_with_the_reason(monkeypatch, tmp_path):
+    from ssjdn.desktop import models
+    damaged = tmp_path / "ssjdn-default.safetensors"
+    damaged.write_bytes(b"not a checkpoint")
+    monkeypatch.setattr(models, "shipped_model_path", lambda: damaged)
+    monkeypatch.setattr(models, "UNTRAINED_DEFAULT", "config:tiny")
+    loaded = models.load_choice("shipped", "cpu")
+    assert loaded.warning.startswith("The shipped model cannot be loaded")
+    assert "untrained retrieval heads" in loaded.warning and loaded.model.name == "tiny"
