@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    if not _has_display():
+        if not args.screenshot:
+            print("ssjdn-explorer: no display found (DISPLAY / WAYLAND_DISPLAY unset). Run it in a "
+                  "desktop session, under xvfb-run, or with --screenshot PATH to render headless.",
+                  file=sys.stderr)
+            return 2
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"   # a screenshot needs no screen
     from PySide6.QtWidgets import QApplication, QMessageBox
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("SSJDN Explorer")
@@ -123,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     code = app.exec()
     _save_last_session(window)
     return code
+
+
+def _has_display() -> bool:
+    """Whether Qt can open a window (without one, Qt aborts the process instead of raising)."""
+    if os.environ.get("QT_QPA_PLATFORM") or sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _save_last_session(window) -> None:

@@ -1,0 +1,33 @@
+"""The `ssjdn-explorer` entry point: start-up, --screenshot, last session."""
+from __future__ import annotations
+
+import json
+
+from desktop_fixtures import small_raster, user_dirs  # noqa: F401
+from PySide6.QtGui import QImage
+
+
+def test_screenshot_renders_the_window_after_indexing_and_a_query_then_exits(qapp, user_dirs, small_raster,
+                                                                             monkeypatch):
+    import sys
+    from ssjdn.desktop.app import last_session_path, main
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)   # main() installs its own; restore it
+    shot = user_dirs / "shot.png"
+    code = main([small_raster, "--model", "config:tiny", "--device", "cpu", "--screenshot", str(shot),
+                 "--query", "a red roof", "--select-hit", "1", "--size", "1200x800", "--timeout", "120"])
+    assert code == 0
+    image = QImage(str(shot))
+    assert (image.width(), image.height()) == (1200, 800)
+    session = json.loads(last_session_path().read_text())
+    assert session["rasters"] == [small_raster] and session["queries"] == ["a red roof"]
+    assert session["model"] == "config:tiny"
+
+
+def test_without_rasters_the_first_launch_opens_the_sample_scene(user_dirs):
+    from argparse import Namespace
+    from ssjdn.desktop.app import initial_session
+    from ssjdn.desktop.qt_main import sample_scene_path
+    args = Namespace(session=None, rasters=[], sample=False, model=None, device=None, tile_m=None)
+    session, rasters = initial_session(args)
+    assert rasters == [str(sample_scene_path())] and sample_scene_path().is_file()
+    assert session.model_spec == "shipped"
