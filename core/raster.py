@@ -119,7 +119,8 @@ def read_window_rgb(path_or_info, window: Window, out_size=None, bands=None,
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
     rgb = _to_uint8(data, info.stretch)
-    rgb[:, ~valid] = 0
+    if not valid.all():
+        rgb[:, ~valid] = 0
     return (rgb, valid) if with_mask else rgb
 
 
