@@ -38,7 +38,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from ssjdn.core.indexing import _Pipeline, build_index  # noqa: F401 - same batch default
+    from ssjdn.core.indexing import build_index
     from ssjdn.core.raster import raster_info, read_window_rgb
     from ssjdn.core.tiling import plan_tiles
 

@@ -57,9 +57,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
-    import faiss
-    import torch
-
     from ssjdn.core.index_store import APPROX_THRESHOLD, build_faiss, measure_recall
     model = load_bench_model(args.model)
     dim = args.dim or int(model.encode_texts(["probe"]).shape[1])
@@ -106,7 +103,6 @@ def main(argv=None) -> None:
                   f"{np.percentile(search_ms, 95):5.2f}ms {np.percentile(total, 50):8.2f}ms "
                   f"{np.percentile(total, 95):5.2f}ms {recall:9.3f} {nprobe or '-':>6}{used}")
         del data, vectors, exact
-    del faiss, torch
 
 
 if __name__ == "__main__":
