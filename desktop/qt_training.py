@@ -24,6 +24,8 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 from ssjdn.desktop.settings import training_runs_dir
 from ssjdn.desktop.train_process import PROGRESS_PREFIX
 
+KILL_AFTER_MS = 10_000   # a trainer that ignores the stop request this long is killed
+
 
 
 def training_configs() -> list[Path]:
@@ -204,11 +206,9 @@ class QtTrainingDialog(QDialog):
         else:
             self.process.terminate()
             from PySide6.QtCore import QTimer
-            QTimer.singleShot(10000, self._kill_if_running)
-
-    def _kill_if_running(self) -> None:
-        if self.is_running():
-            self.process.kill()
+            # Bound to this run's process: a resumed run started meanwhile must not be hit, and a
+            # process already gone makes the timer a no-op.
+            QTimer.singleShot(KILL_AFTER_MS, self.process, self.process.kill)
 
     def stop_training(self) -> None:
         if self.is_running():

@@ -7,15 +7,21 @@ from desktop_fixtures import small_raster, user_dirs  # noqa: F401
 from PySide6.QtGui import QImage
 
 
-def test_screenshot_renders_the_window_after_indexing_and_a_query_then_exits(qapp, user_dirs, small_raster,
-                                                                             monkeypatch):
+def test_screenshot_renders_the_window_after_indexing_and_a_query_then_exits(user_dirs, small_raster):
+    # A separate process: QApplication.exec() may run once per process, and this is the real
+    # console entry point a user starts.
+    import os
+    import subprocess
     import sys
-    from ssjdn.desktop.app import last_session_path, main
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)   # main() installs its own; restore it
+    from ssjdn.desktop.app import last_session_path
     shot = user_dirs / "shot.png"
-    code = main([small_raster, "--model", "config:tiny", "--device", "cpu", "--screenshot", str(shot),
-                 "--query", "a red roof", "--select-hit", "1", "--size", "1200x800", "--timeout", "120"])
-    assert code == 0
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from ssjdn.desktop.app import main; sys.exit(main())",
+         small_raster, "--model", "config:tiny", "--device", "cpu", "--screenshot", str(shot),
+         "--query", "a red roof", "--select-hit", "1", "--size", "1200x800", "--timeout", "120"],
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
     image = QImage(str(shot))
     assert (image.width(), image.height()) == (1200, 800)
     session = json.loads(last_session_path().read_text())

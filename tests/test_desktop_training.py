@@ -90,9 +90,10 @@ def test_a_cancelled_run_resumes_from_its_last_finished_epoch(qtbot, make_window
     saved = max(finished_epochs)
     first_dir = dialog.out_dir
     dialog.epochs.setValue(saved + 1)                 # one more epoch is enough to see it resume
-    with qtbot.waitSignal(dialog.checkpointReady, timeout=PROCESS_MS):
+    with qtbot.waitSignal(dialog.stopped, timeout=PROCESS_MS) as stopped:
         qtbot.mouseClick(dialog.resume_button, Qt.MouseButton.LeftButton)
-    assert dialog.out_dir == first_dir
     log = dialog.log.toPlainText()
+    assert stopped.args == [0, False], log
+    assert window.prefs.checkpoints and dialog.out_dir == first_dir
     assert "--resume" in log and f"resuming after epoch {saved}" in log
     assert finished_epochs[-1] == saved + 1
