@@ -30,8 +30,9 @@ from ssjdn.core.errors import UserError
 FORMAT_VERSION = "1"
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
-# Below this many vectors exact search is fast enough (about 10 ms at 100k x 512 on 2 cores).
-APPROX_THRESHOLD = 100_000
+# Below this many vectors exact search is fast enough: ~6 ms at 50k x 512 on one core, while
+# at 100k it is 12-19 ms, most of the 20 ms budget that text encoding also needs (bench_search).
+APPROX_THRESHOLD = 50_000
 # nprobe is raised until IVF recall@10 against exact search reaches this on a sample.
 TARGET_RECALL = 0.97
 # Never probe fewer lists than this: the calibration sample is small and real queries (text)

@@ -194,3 +194,19 @@ def test_large_indexes_switch_to_ivf_with_measured_recall():
     _, truth = exact.search(queries, 10)
     _, found = approx.search(queries, 10)
     assert measure_recall(found, truth) >= 0.95
+
+
+def test_growing_past_the_threshold_switches_the_saved_index_to_ivf(tmp_path, tiny_model):
+    import faiss
+    first = utm_scene(tmp_path, "a.tif", seed=1)
+    second = utm_scene(tmp_path, "b.tif", seed=2)
+    build_index(tmp_path / "idx", first, tiny_model, tile_px=32, approx_threshold=100)
+    assert not hasattr(faiss.read_index(str(tmp_path / "idx" / FAISS_NAME)), "nprobe")
+    build_index(tmp_path / "idx", [first, second], tiny_model, tile_px=32, approx_threshold=100)
+    saved = faiss.read_index(str(tmp_path / "idx" / FAISS_NAME))
+    assert saved.ntotal == 160 and hasattr(saved, "nprobe")
+    with TileIndex.open(tmp_path / "idx") as index:
+        some = _all_ids(index)[::17]
+        _, found = index.search(index.vectors(some), 1)
+        # Every stored vector finds itself (or an identical twin tile) through the IVF lists.
+        np.testing.assert_allclose(index.vectors(found[:, 0]), index.vectors(some), atol=1e-6)
