@@ -224,6 +224,7 @@ class QtMainWindow(QMainWindow):
         spec, device = self.session.model_spec, self.session.device
         self.cancel_indexing()
         self._drop_index()
+        self.loaded = None   # until the new one is in, no model: a finishing old build is stale
         self.model_label.setText(f"Model: loading {model_choices.label_for(spec)}…")
         self.search_panel.set_ready(False, "Loading the model…")
         self.run_job(lambda: model_choices.load_choice(spec, device),
@@ -579,7 +580,7 @@ class QtMainWindow(QMainWindow):
 
     def rank_captions(self, captions: list[str]) -> None:
         from ssjdn.core.search import rank_captions
-        if self.selected_tile is None or not captions:
+        if self.selected_tile is None or self.index is None or not captions:
             return
         index, model, tile_id = self.index, self.loaded.model, self.selected_tile.tile_id
         highlight = self.caption_panel.single.text().strip() or None
