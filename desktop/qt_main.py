@@ -516,9 +516,13 @@ class QtMainWindow(QMainWindow):
         self.heatmaps = heatmaps
         for name in [n for n in self.map_view.layers if n.startswith("heatmap:")]:
             self.map_view.remove_layer(name)
+        # One colour scale for all rasters, so the same colour means the same score everywhere.
+        value_range = _finite_range([heat.array for heat in heatmaps.values()])
         for path, heat in heatmaps.items():
             self.map_view.set_georaster(f"heatmap:{path}", "heatmap", heat, "viridis",
-                                        f"Score heatmap ({Path(path).name})", opacity=0.35)
+                                        f"Score heatmap ({Path(path).name})", opacity=0.35,
+                                        value_range=value_range)
+        self.search_panel.show_heat_range([value_range] if value_range else [])
         self.searchFinished.emit(hits)
 
     def activate_hit(self, hit) -> None:
@@ -742,6 +746,14 @@ class QtMainWindow(QMainWindow):
 
 def sample_scene_path() -> Path:
     return Path(__file__).resolve().parent.parent / "resources" / "sample" / "haiti_rgbn_5m.tif"
+
+
+def _finite_range(arrays) -> tuple[float, float] | None:
+    finite = [a[np.isfinite(a)] for a in arrays]
+    finite = [a for a in finite if a.size]
+    if not finite:
+        return None
+    return float(min(a.min() for a in finite)), float(max(a.max() for a in finite))
 
 
 def describe_tile(record) -> str:

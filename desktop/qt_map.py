@@ -129,10 +129,12 @@ def _scale_of(t: QTransform) -> tuple[float, float]:
 class QtGeoRasterItem(QGraphicsPixmapItem):
     """A float grid (heatmap, salience) coloured with a colormap and placed by its transform."""
 
-    def __init__(self, georaster, frame: MapFrame, colormap: str = "inferno") -> None:
+    def __init__(self, georaster, frame: MapFrame, colormap: str = "inferno",
+                 value_range: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.georaster = georaster
         self.colormap = colormap
+        self.value_range = value_range      # None: the grid's own finite min..max
         self.vmin = self.vmax = 0.0
         rows, cols = georaster.array.shape
         self.setTransform(qtransform(frame.pixel_to_scene(georaster.transform, georaster.crs, cols, rows)))
@@ -142,7 +144,9 @@ class QtGeoRasterItem(QGraphicsPixmapItem):
     def recolor(self, colormap: str) -> None:
         from PySide6.QtGui import QPixmap
         self.colormap = colormap
-        rgba, self.vmin, self.vmax = colorize(np.asarray(self.georaster.array, dtype=np.float32), colormap)
+        vmin, vmax = self.value_range or (None, None)
+        rgba, self.vmin, self.vmax = colorize(np.asarray(self.georaster.array, dtype=np.float32), colormap,
+                                              vmin, vmax)
         self.setPixmap(QPixmap.fromImage(rgba_to_qimage(rgba)))
 
 
@@ -299,8 +303,8 @@ class QtMapView(QGraphicsView):
 
     # -- raster overlays ----------------------------------------------------------------------
     def set_georaster(self, name: str, kind: str, georaster, colormap: str, label: str,
-                      opacity: float = 0.6) -> QtGeoRasterItem:
-        item = QtGeoRasterItem(georaster, self.frame, colormap)
+                      opacity: float = 0.6, value_range=None) -> QtGeoRasterItem:
+        item = QtGeoRasterItem(georaster, self.frame, colormap, value_range)
         previous = self.layers.get(name)
         state = LayerState(label, kind, previous.visible if previous else True,
                            previous.opacity if previous else opacity)

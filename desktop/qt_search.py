@@ -8,7 +8,14 @@ from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from ssjdn.desktop.qt_salience import QtColorLegend
+
 THUMB_PX = 72
+NAME_CHARS = 30
+
+
+def _elide(name: str) -> str:
+    return name if len(name) <= NAME_CHARS else f"{name[:NAME_CHARS // 2 - 1]}…{name[-(NAME_CHARS // 2):]}"
 
 
 class QtSearchPanel(QWidget):
@@ -23,6 +30,9 @@ class QtSearchPanel(QWidget):
         self.search_button = QPushButton("Search")
         self.k = QSpinBox(minimum=1, maximum=500, value=20, prefix="top ")
         self.heatmap = QCheckBox("Score heatmap", checked=True)
+        self.heat_legend = QtColorLegend()
+        self.heat_legend.set_range("viridis", 0.0, 1.0, "heatmap: tile score")
+        self.heat_legend.hide()
         self.status = QLabel("Open a raster and build its index to search.")
         self.status.setWordWrap(True)
         self.results = QListWidget()
@@ -40,6 +50,7 @@ class QtSearchPanel(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
         layout.addLayout(options)
+        layout.addWidget(self.heat_legend)
         layout.addWidget(self.status)
         layout.addWidget(self.results, 1)
         self.query.returnPressed.connect(self._request)
@@ -66,14 +77,24 @@ class QtSearchPanel(QWidget):
         self.results.clear()
         for rank, (hit, thumb) in enumerate(zip(hits, thumbnails), start=1):
             col, row = int(hit.window.col_off), int(hit.window.row_off)
-            item = QListWidgetItem(f"#{rank}   score {hit.score:.3f}\n{Path(hit.raster_path).name}  "
+            item = QListWidgetItem(f"#{rank}   score {hit.score:.3f}\n{_elide(Path(hit.raster_path).name)}  "
                                    f"px {col},{row}")
             if thumb is not None:
                 item.setIcon(QIcon(thumb))
             item.setData(Qt.ItemDataRole.UserRole, hit)
-            item.setToolTip("Click: zoom to the tile and show its SEM/SSM maps. Right-click: similar tiles.")
+            item.setToolTip(f"{hit.raster_path}\nClick: zoom to the tile and show its SEM/SSM maps. "
+                            "Right-click: similar tiles.")
             self.results.addItem(item)
         self.status.setText(f"{len(hits)} tiles for \u201c{query}\u201d" if hits else f"No tiles for \u201c{query}\u201d")
+
+    def show_heat_range(self, ranges: list[tuple[float, float]]) -> None:
+        """Legend of the heatmap colours: the score range over all shown heatmaps."""
+        if not ranges:
+            self.heat_legend.hide()
+            return
+        self.heat_legend.set_range("viridis", min(r[0] for r in ranges), max(r[1] for r in ranges),
+                                   "heatmap: tile score")
+        self.heat_legend.show()
 
     def _menu(self, pos) -> None:
         item = self.results.itemAt(pos)

@@ -40,6 +40,9 @@ def test_a_search_through_the_ui_shows_hits_on_the_map_and_in_the_list(qtbot, in
         assert rect == QRectF(left, -top, right - left, top - bottom)  # drawn where the tile is
     heat_layers = [n for n, s in window.map_view.layers.items() if s.kind == "heatmap"]
     assert len(heat_layers) == 1
+    heat = window.map_view.overlay_item(heat_layers[0])
+    legend = window.search_panel.heat_legend
+    assert not legend.isHidden() and (legend.vmin, legend.vmax) == (heat.vmin, heat.vmax)
     assert window.session.queries[-1] == "a river next to a road"
 
 
