@@ -408,8 +408,8 @@ class QtMainWindow(QMainWindow):
         self.search_panel.set_ready(True, text)
 
     def _drop_index(self) -> None:
-        if self.index is not None:
-            self.index.close()
+        # Not index.close(): a search or salience job may still hold it; its connection closes
+        # when the last reference goes.
         self.index = None
         self._tiles_by_raster = {}
 
