@@ -134,6 +134,7 @@ class QtMainWindow(QMainWindow):
         tools_menu.addAction("&Train model…", self.open_training_dialog)
         view_menu = bar.addMenu("&View")
         view_menu.addAction("Zoom to all rasters", self.map_view.fit_all)
+        view_menu.addAction("Search…", QKeySequence.StandardKey.Find, self._focus_search)
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
         help_menu = bar.addMenu("&Help")
@@ -701,6 +702,11 @@ class QtMainWindow(QMainWindow):
                 lambda path: self.register_checkpoint(path, label=f"trained {Path(path).parent.name}"))
         self.training_dialog.show()
         self.training_dialog.raise_()
+
+    def _focus_search(self) -> None:
+        self.docks["search"].show()
+        self.search_panel.query.setFocus()
+        self.search_panel.query.selectAll()
 
     # == status and messages ===================================================================
     def _show_cursor(self, x: float, y: float) -> None:
