@@ -221,6 +221,7 @@ def _run(jobs, pipeline, workers, should_stop, stats) -> None:
         finally:
             for future in in_flight:
                 future.cancel()
+            pipeline.close()
 
 
 # -- encoding and committing ------------------------------------------------------------------
@@ -236,6 +237,11 @@ class _Pipeline:
         self._batch: list[_ReadChunk] = []        # chunks whose pixels wait for the model
         self._batch_pixels: list[torch.Tensor] = []
         self._encoded: list[tuple[_ReadChunk, np.ndarray]] = []  # waiting to be committed
+        # SQLite writes of vectors cost ~25-40 us per tile (WAL, 2 KB blobs): as much as a GPU
+        # needs to encode one, so one writer thread commits while the model encodes. A single
+        # thread keeps commits in order; at most two commits wait, so memory stays bounded.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssjdn-write")
+        self._commits: deque = deque()
 
     def add(self, chunk: _ReadChunk) -> None:
         if self._batch_pixels and chunk.pixels.shape[1:] != self._batch_pixels[0].shape[1:]:
@@ -246,8 +252,15 @@ class _Pipeline:
             self._encode()
 
     def flush(self) -> None:
+        """Encode what is batched, commit everything and wait until it is written."""
         self._encode()
         self._commit()
+        while self._commits:
+            self._commits.popleft().result()
+
+    def close(self) -> None:
+        """Let commits already handed to the writer finish (they hold finished work)."""
+        self._writer.shutdown(wait=True)
 
     def _encode(self) -> None:
         if not self._batch:
@@ -278,7 +291,10 @@ class _Pipeline:
             tiles = [t for chunk, _ in items for t in chunk.tiles]
             vectors = [v for _, v in items if len(v)]
             stacked = np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float32)
-            self.store.commit(raster_id, tiles, stacked, [chunk.chunk_id for chunk, _ in items])
+            while len(self._commits) >= 2:
+                self._commits.popleft().result()  # re-raises a failed write here
+            self._commits.append(self._writer.submit(self.store.commit, raster_id, tiles, stacked,
+                                                     [chunk.chunk_id for chunk, _ in items]))
             for chunk, _ in items:
                 self.stats.tiles_encoded += len(chunk.tiles)
                 self.stats.tiles_nodata += chunk.n_nodata
