@@ -9,6 +9,7 @@ interruption skips them, and rasters already indexed with the same tiling are sk
 """
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections import deque
@@ -242,6 +243,9 @@ class _Pipeline:
         # thread keeps commits in order; at most two commits wait, so memory stays bounded.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssjdn-write")
         self._commits: deque = deque()
+        # The model splits its input into its own (small) default batches unless told otherwise;
+        # a GPU needs the whole batch at once to reach its throughput.
+        self._whole_batch = "batch_size" in inspect.signature(model.encode_images).parameters
 
     def add(self, chunk: _ReadChunk) -> None:
         if self._batch_pixels and chunk.pixels.shape[1:] != self._batch_pixels[0].shape[1:]:
@@ -268,7 +272,8 @@ class _Pipeline:
         pixels = torch.cat(self._batch_pixels) if len(self._batch_pixels) > 1 else self._batch_pixels[0]
         self._batch_pixels = []
         if len(pixels):
-            vectors = self.model.encode_images(pixels).float().cpu().numpy()
+            kwargs = {"batch_size": len(pixels)} if self._whole_batch else {}
+            vectors = self.model.encode_images(pixels, **kwargs).float().cpu().numpy()
         else:
             vectors = np.zeros((0, 1), np.float32)
         start = 0
