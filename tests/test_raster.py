@@ -131,3 +131,13 @@ def test_window_outside_the_raster_is_refused(tmp_path):
     path = utm_scene(tmp_path, rows=32, cols=32)
     with pytest.raises(UserError, match="outside"):
         read_window_rgb(path, Window(100, 100, 10, 10))
+
+
+def test_alpha_band_masks_pixels_and_is_not_shown(tmp_path):
+    rgba = np.concatenate([scene(16, 16), np.full((1, 16, 16), 255, np.uint8)])
+    rgba[3, :, :4] = 0  # transparent left strip
+    path = write_raster(tmp_path / "rgba.tif", rgba, photometric="RGB", alpha="YES")
+    assert raster_info(path).rgb_bands == (1, 2, 3)
+    rgb, valid = read_window_rgb(path, Window(0, 0, 16, 16), with_mask=True)
+    assert not valid[:, :4].any() and valid[:, 4:].all()
+    np.testing.assert_array_equal(rgb[:, :, 4:], rgba[:3, :, 4:])
