@@ -164,6 +164,7 @@ def run_index(args) -> int:
     if stats.cancelled:
         print("Stopped early. Run the same command again to continue where it stopped.")
         return 130
+    print(f'Next: ssjdn search "what to find" --index {args.index}')
     return 0
 
 
@@ -190,6 +191,8 @@ def run_search(args) -> int:
     if args.out:
         from ssjdn.core.export import export_hits
         print(f"wrote {export_hits(hits, args.out, query=label)}")
+    elif hits:
+        print(f"To open these in a GIS: ssjdn export --index {args.index} --out hits.geojson")
     return 0
 
 
