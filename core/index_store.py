@@ -240,6 +240,10 @@ class TileIndex:
         with self._lock:
             rows = dict(self._db.execute(
                 f"SELECT id, vector FROM tiles WHERE id IN ({_marks(ids)})", ids).fetchall()) if ids else {}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise UserError(f"Tile {missing[0]} is not in the index {self.index_dir}; tile ids are the "
+                            f"numbers printed by `ssjdn search`.")
         return np.stack([np.frombuffer(rows[i], dtype=np.float32) for i in ids]) if ids \
             else np.zeros((0, self.dim), np.float32)
 

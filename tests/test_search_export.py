@@ -44,6 +44,14 @@ def test_similar_tiles_leave_out_the_tile_itself(indexed, tiny_model):
     np.testing.assert_allclose([h.score for h in hits], others @ own, atol=1e-5)
 
 
+def test_unknown_tile_ids_give_a_user_error(indexed, tiny_model):
+    index, _ = indexed
+    with pytest.raises(UserError, match="not in the index"):
+        search_similar(index, tiny_model, 12345, k=3)
+    with pytest.raises(UserError, match="not in the index"):
+        tile_salience(index, tiny_model, 12345)
+
+
 def test_an_image_finds_the_tile_it_was_cut_from(indexed, tiny_model):
     index, raster = indexed
     from ssjdn.core.raster import read_window_rgb
