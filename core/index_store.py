@@ -38,6 +38,8 @@ TARGET_RECALL = 0.97
 # Never probe fewer lists than this: the calibration sample is small and real queries (text)
 # sit farther from the data than it; 16 lists of a 1M index are ~8k vectors, well under 1 ms.
 MIN_NPROBE = 16
+# Rasters whose vectors stay in memory for heatmaps (each is N x D float32).
+_CACHED_RASTERS = 2
 # Tile ids are raster_id << 32 | tile index, so ids do not depend on the order tiles are written.
 _TILE_BITS = 32
 
@@ -84,6 +86,7 @@ class TileIndex:
         self._db = db
         self._lock = threading.RLock()   # the app searches from worker threads
         self._faiss = None
+        self._raster_cache: dict[int, tuple] = {}
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -157,6 +160,7 @@ class TileIndex:
         """Forget the loaded vectors so the next search sees tiles another process added."""
         with self._lock:
             self._faiss = None
+            self._raster_cache.clear()
 
     def close(self) -> None:
         with self._lock:
@@ -248,15 +252,23 @@ class TileIndex:
             else np.zeros((0, self.dim), np.float32)
 
     def raster_vectors(self, raster_id: int):
-        """(tile ids [N], windows [N, 4] as col, row, width, height, vectors [N, D]) of one raster."""
+        """(tile ids [N], windows [N, 4] as col, row, width, height, vectors [N, D]) of one raster.
+
+        The last few rasters asked for stay in memory: a heatmap per search would otherwise
+        read every vector of the raster from SQLite each time (seconds at a million tiles)."""
         with self._lock:
+            if raster_id in self._raster_cache:
+                return self._raster_cache[raster_id]
             rows = self._db.execute(
                 "SELECT id, col_off, row_off, width, height, vector FROM tiles WHERE raster_id = ?"
                 " ORDER BY id", (raster_id,)).fetchall()
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        windows = np.array([r[1:5] for r in rows], dtype=np.int64).reshape(-1, 4)
-        vectors = _stack_blobs([r[5] for r in rows], self.dim)
-        return ids, windows, vectors
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            windows = np.array([r[1:5] for r in rows], dtype=np.int64).reshape(-1, 4)
+            result = ids, windows, _stack_blobs([r[5] for r in rows], self.dim)
+            while len(self._raster_cache) >= _CACHED_RASTERS:
+                self._raster_cache.pop(next(iter(self._raster_cache)))
+            self._raster_cache[raster_id] = result
+            return result
 
     def search(self, queries: np.ndarray, k: int):
         """(scores [Q, k], tile ids [Q, k]) by inner product; ids of -1 pad missing results."""
@@ -291,6 +303,7 @@ class TileIndex:
                 self._db.execute("DELETE FROM rasters WHERE id = ?", (rid,))
                 self._set_meta("faiss_dirty", "1")  # removed vectors: the faiss file must be rebuilt
                 self._faiss = None
+                self._raster_cache.clear()
             cur = self._db.execute(
                 "INSERT INTO rasters (id, path, mtime_ns, size, width, height, crs_wkt, transform,"
                 " tiling, n_tiles, complete) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
@@ -320,6 +333,7 @@ class TileIndex:
             self._db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)",
                                  [(raster_id, c) for c in chunk_ids])
             self._faiss = None
+            self._raster_cache.clear()
 
     def mark_complete(self, raster_id: int) -> None:
         with self._lock, self._db:
