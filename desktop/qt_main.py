@@ -29,6 +29,7 @@ from ssjdn.desktop.state import Session
 
 RASTER_FILTER = "Rasters (*.tif *.tiff *.jp2 *.vrt *.img *.png *.jpg *.jpeg);;All files (*)"
 APP_TITLE = "SSJDN Explorer"
+COARSE_PIXEL_M = 2.0  # pixels coarser than this get a status-bar note about matching quality
 CPU_CHUNK_PX = 128   # read-chunk side when indexing on a CPU: frequent progress, same speed
 
 
@@ -274,6 +275,7 @@ class QtMainWindow(QMainWindow):
                 info = raster_info(path)
                 if info.path not in self.map_view.rasters:
                     self.map_view.add_raster(info)
+                    self._warn_if_coarse(info)
                 self.session.add_raster(info.path)
                 self.prefs.add_recent(info.path)
                 added = True
@@ -286,6 +288,14 @@ class QtMainWindow(QMainWindow):
             if self.loaded is not None and self.auto_index:
                 self.start_indexing()
         return added
+
+    def _warn_if_coarse(self, info) -> None:
+        """Say when a raster is much coarser than the imagery models are trained on (0.3 m)."""
+        pixel = info.pixel_size_m
+        if pixel is not None and min(pixel) > COARSE_PIXEL_M:
+            self.statusBar().showMessage(
+                f"{Path(info.path).name} has {min(pixel):.1f} m pixels; the models are trained on "
+                f"0.3 m imagery, so matches on it are coarse (land cover rather than objects).", 15000)
 
     def close_raster(self, path: str) -> None:
         """Take a raster off the map; its tiles stay in the cached index for when it returns."""
