@@ -63,6 +63,7 @@ class QtMainWindow(QMainWindow):
         self._queue: deque = deque()
         self._index_worker: QtFunctionWorker | None = None
         self._restart_indexing = False
+        self.coarse_notes: dict[str, str] = {}   # raster path -> note on its coarse pixels
         self.pending_query: str | None = None   # a restored session's last query, run when indexed
         self.training_dialog = None
         self.setWindowTitle(APP_TITLE)
@@ -293,9 +294,10 @@ class QtMainWindow(QMainWindow):
         """Say when a raster is much coarser than the imagery models are trained on (0.3 m)."""
         pixel = info.pixel_size_m
         if pixel is not None and min(pixel) > COARSE_PIXEL_M:
-            self.statusBar().showMessage(
-                f"{Path(info.path).name} has {min(pixel):.1f} m pixels; the models are trained on "
-                f"0.3 m imagery, so matches on it are coarse (land cover rather than objects).", 15000)
+            self.coarse_notes[info.path] = (
+                f"{Path(info.path).name} has {min(pixel):.1f} m pixels; models are trained on 0.3 m "
+                f"imagery, so expect land cover rather than objects.")
+            self.statusBar().showMessage(self.coarse_notes[info.path], 15000)
 
     def close_raster(self, path: str) -> None:
         """Take a raster off the map; its tiles stay in the cached index for when it returns."""
@@ -416,6 +418,9 @@ class QtMainWindow(QMainWindow):
         text = f"{self.index.count} tiles indexed with {self.loaded.label}."
         if partial:
             text += " Indexing was cancelled: Index > Build / resume index finishes it."
+        notes = [self.coarse_notes[p] for p in self.session.rasters if p in self.coarse_notes]
+        if notes:
+            text += " " + " ".join(notes)
         self.search_panel.set_ready(True, text)
 
     def _drop_index(self) -> None:
