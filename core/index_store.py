@@ -282,22 +282,25 @@ class TileIndex:
         return faiss_index.search(queries, min(int(k), faiss_index.ntotal))
 
     # -- writing (used by the indexing pipeline) -------------------------------------------------
-    def begin_raster(self, info, tiling: dict, n_tiles: int) -> tuple[int, bool]:
-        """Register a raster for indexing; returns (raster_id, already_complete).
+    def begin_raster(self, info, tiling: dict, n_tiles: int) -> tuple[int, bool, dict]:
+        """Register a raster for indexing; returns (raster_id, already_complete, stored tiling).
 
         A raster indexed before with the same file and tiling keeps its tiles (incremental and
         resumable); a changed file or tiling drops its old tiles so they are encoded again.
+        "chunk_px" is not part of the comparison: it only says how the work was cut, and a
+        resumed raster keeps its stored chunking (returned) so its done marks stay valid.
         """
         stat = os.stat(info.path)
-        tiling_json = json.dumps(tiling, sort_keys=True)
+        same = _without_chunking(tiling)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT id, mtime_ns, size, tiling, complete FROM rasters "
                                    "WHERE path = ?", (info.path,)).fetchone()
             if row is not None:
                 rid, mtime_ns, size, old_tiling, complete = row
-                if (mtime_ns, size, old_tiling) == (stat.st_mtime_ns, stat.st_size, tiling_json):
-                    return rid, bool(complete)
+                stored = json.loads(old_tiling)
+                if (mtime_ns, size) == (stat.st_mtime_ns, stat.st_size) and _without_chunking(stored) == same:
+                    return rid, bool(complete), stored
                 self._db.execute("DELETE FROM tiles WHERE raster_id = ?", (rid,))
                 self._db.execute("DELETE FROM chunks WHERE raster_id = ?", (rid,))
                 self._db.execute("DELETE FROM rasters WHERE id = ?", (rid,))
@@ -309,8 +312,8 @@ class TileIndex:
                 " tiling, n_tiles, complete) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
                 (row[0] if row else None, info.path, stat.st_mtime_ns, stat.st_size, info.width,
                  info.height, info.crs.to_wkt() if info.crs else None,
-                 json.dumps(list(info.transform)[:6]), tiling_json, n_tiles))
-            return cur.lastrowid, False
+                 json.dumps(list(info.transform)[:6]), json.dumps(tiling, sort_keys=True), n_tiles))
+            return cur.lastrowid, False, tiling
 
     def done_chunks(self, raster_id: int) -> set[int]:
         with self._lock:
@@ -500,6 +503,10 @@ def _model_dim(model) -> int:
     if dim:
         return int(dim)
     return int(model.encode_texts(["dimension probe"]).shape[-1])
+
+
+def _without_chunking(tiling: dict) -> dict:
+    return {key: value for key, value in tiling.items() if key != "chunk_px"}
 
 
 def _crs(wkt):

@@ -139,13 +139,14 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
         tiling = {"tile_px": list(tile_size_px(info, tile_ground_m, tile_px, model)), "overlap": overlap,
                   "bands": list(info.rgb_bands), "chunk_px": chunk_px}
         stats.tiles_planned += len(windows)
-        raster_id, complete = store.begin_raster(info, tiling, len(windows))
+        raster_id, complete, stored = store.begin_raster(info, tiling, len(windows))
         if complete:
             stats.rasters_skipped += 1
             stats.tiles_resumed += len(windows)
             continue
         tiles = tiles_for_windows(info, windows)
-        chunks = chunk_tiles(info, tiles, chunk_px)
+        # A resumed raster keeps the chunking its done marks refer to.
+        chunks = chunk_tiles(info, tiles, stored.get("chunk_px", chunk_px))
         done_chunks = store.done_chunks(raster_id)
         stats.tiles_resumed += sum(len(chunks[c].tile_indices) for c in done_chunks if c < len(chunks))
         pending = [i for i in range(len(chunks)) if i not in done_chunks]

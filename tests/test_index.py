@@ -92,6 +92,23 @@ def test_interrupted_index_resumes_to_the_same_result(tmp_path, tiny_model, how)
                [h.tile_id for h in search_text(b, tiny_model, "houses", k=10)]
 
 
+def test_resuming_with_another_chunk_size_keeps_the_first_chunking(tmp_path, tiny_model):
+    # The app uses small chunks on a CPU and the default on a GPU: a build started on one and
+    # finished on the other must neither start over nor skip or repeat tiles.
+    raster = utm_scene(tmp_path)
+    cancel = threading.Event()
+    stats = build_index(tmp_path / "idx", raster, tiny_model, progress=lambda d, t, m: d >= 20 and cancel.set(),
+                        cancel=cancel, **SMALL)
+    assert stats.cancelled
+    done = stats.tiles_encoded
+    stats = build_index(tmp_path / "idx", raster, tiny_model, tile_px=32, chunk_px=1024)
+    assert stats.tiles_resumed == done and stats.tiles_encoded == 80 - done
+    whole_ids, _ = _contents(tmp_path / "idx")
+    assert len(whole_ids) == 80
+    again = build_index(tmp_path / "idx", raster, tiny_model, tile_px=32, chunk_px=256)
+    assert again.rasters_skipped == 1 and again.tiles_encoded == 0
+
+
 def test_adding_a_raster_encodes_only_the_new_one(tmp_path, tiny_model):
     first = utm_scene(tmp_path, "a.tif", seed=1)
     second = utm_scene(tmp_path, "b.tif", seed=2)
