@@ -25,8 +25,9 @@ from ssjdn.core.index_store import APPROX_THRESHOLD, TileIndex
 from ssjdn.core.raster import raster_info, read_window_rgb
 from ssjdn.core.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
 
+# File names a folder search picks up (ENVI: the .dat, not its .hdr, which GDAL cannot open).
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".vrt", ".img", ".ecw", ".sid", ".nitf", ".ntf",
-                   ".hdr", ".dat", ".png", ".jpg", ".jpeg"}
+                   ".dat", ".png", ".jpg", ".jpeg"}
 # 1024 px: a few compressed blocks per read, and several chunks in flight even on small rasters.
 DEFAULT_CHUNK_PX = 1024
 
