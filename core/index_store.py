@@ -345,6 +345,10 @@ class TileIndex:
     def finalize(self, approx_threshold: int = APPROX_THRESHOLD) -> None:
         """Bring the faiss file up to date with the database (atomically replaced)."""
         with self._lock:
+            current = self._load_faiss_file()
+            if current is not None and (self.count < approx_threshold) == _is_flat(current):
+                self._faiss = current  # nothing changed (e.g. every raster was already indexed)
+                return
             self._faiss = self._updated_faiss(approx_threshold)
             from ssjdn.core.export import atomic_path
             import faiss
