@@ -117,9 +117,9 @@ def tile_salience(index, model, tile_id) -> dict[tuple[str, str, int], GeoRaster
 # ---------------------------------------------------------------------------------------------
 
 def _clean_query(query) -> str:
-    text = (query or "").strip() if isinstance(query, str) or query is None else None
-    if text is None:
+    if query is not None and not isinstance(query, str):
         raise UserError(f"A query is a sentence of text; got {type(query).__name__}.")
+    text = (query or "").strip()
     if not text:
         raise UserError("The query is empty. Describe what to find, e.g. "
                         "'storage tanks next to a river' or 'many cars in a parking lot'.")
