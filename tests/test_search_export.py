@@ -98,8 +98,8 @@ def test_salience_maps_lie_on_the_tiles_footprint(indexed, tiny_model):
     assert {k[0] for k in maps} == {"sem", "ssm"} and {k[2] for k in maps} == {0, 1, 2}
     for grid in maps.values():
         rows, cols = grid.array.shape
-        left, top = grid.transform * (0, 0)
-        right, bottom = grid.transform * (cols, rows)
+        left, top = grid.transform @ (0, 0)
+        right, bottom = grid.transform @ (cols, rows)
         assert (left, bottom, right, top) == pytest.approx(record.bounds, abs=1e-6)
         assert grid.crs == record.crs and 0 <= grid.array.min() and grid.array.max() <= 1
 
