@@ -37,3 +37,4 @@ def test_without_rasters_the_first_launch_opens_the_sample_scene(user_dirs):
     session, rasters = initial_session(args)
     assert rasters == [str(sample_scene_path())] and sample_scene_path().is_file()
     assert session.model_spec == "shipped"
+    assert session.tile_ground_m == 200.0      # 40 px tiles on its 5 m pixels, not 15 px
