@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window after start-up, then exit")
     parser.add_argument("--query", help="run this search after start-up (useful with --screenshot)")
     parser.add_argument("--select-hit", type=int, default=0, metavar="N",
-                        help="with --query: select hit N (1 = best) to show its SEM/SSM overlay")
+                        help="with --query: select hit N (1 = best) to show its SEM/SSM overlay "
+                        "and caption scores (the view stays on the whole scene)")
     parser.add_argument("--size", default="1400x860", help="window size WxH (default 1400x860)")
     parser.add_argument("--timeout", type=float, default=900, help="--screenshot gives up after this many seconds")
     return parser
@@ -178,7 +179,7 @@ class ScreenshotDirector:
         n = self.args.select_hit
         if n and len(hits) >= n:
             self.window.salienceReady.connect(lambda _id: self._grab_soon())
-            self.window.activate_hit(hits[n - 1])
+            self.window.select_tile(hits[n - 1].tile_id)   # no zoom: the shot shows all hits
         else:
             self._grab_soon()
 
