@@ -215,7 +215,8 @@ class SSJDN(nn.Module):
         return self._fingerprint
 
     def train(self, mode: bool = True):
-        self._fingerprint = None  # weights may change from here on
+        if mode:
+            self._fingerprint = None  # weights may change from here on
         return super().train(mode)
 
     # ----------------------------------------------------------------- building blocks
@@ -288,7 +289,8 @@ class SSJDN(nn.Module):
     def encode_images(self, images: torch.Tensor, with_maps: bool = False, batch_size: int = 64):
         """Unit-norm image embeddings [B, D] (float32), optionally with SalienceMaps."""
         was_training = self.training
-        self.eval()
+        if was_training:  # walking every module costs ~10 ms: only when needed
+            self.eval()
         embeddings, all_maps = [], []
         try:
             for start in range(0, len(images), batch_size):
@@ -298,7 +300,8 @@ class SSJDN(nn.Module):
                 embeddings.append(F.normalize(base.float(), dim=-1))
                 all_maps.append(maps)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         emb = torch.cat(embeddings) if embeddings else torch.zeros(0, self.config["embed_dim"], device=self.device)
         if not with_maps:
             return emb
@@ -308,7 +311,8 @@ class SSJDN(nn.Module):
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Unit-norm text embeddings [N, D] (float32)."""
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         out = []
         try:
             for start in range(0, len(texts), batch_size):
@@ -317,7 +321,8 @@ class SSJDN(nn.Module):
                     base, _ = self.text_forward(batch["input_ids"], batch["attention_mask"])
                 out.append(F.normalize(base.float(), dim=-1))
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         return torch.cat(out) if out else torch.zeros(0, self.config["embed_dim"], device=self.device)
 
     @staticmethod
