@@ -1,5 +1,4 @@
 """End-to-end training on tiny fixture datasets, on the CPU, with the `tiny` model."""
-import copy
 import csv
 import json
 import threading

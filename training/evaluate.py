@@ -12,8 +12,6 @@ from ssjdn.training.augment import load_images, test_view
 from ssjdn.training.datasets import CaptionDataset, detect_dataset_name, load_dataset
 from ssjdn.training.metrics import format_metrics, kfold_metrics
 
-# Test-time view of the lineage: a plain resize to 256 (the model's input size).
-DEFAULT_TEST_AUGMENT = {"test_size": 256}
 # Folds of the usual protocol per benchmark: all four report on the whole test split.
 PROTOCOL_FOLDS = {"ucm": 1, "sydney": 1, "rsicd": 1, "rsitmd": 1}
 
