@@ -265,6 +265,11 @@ class QtMainWindow(QMainWindow):
             self.open_rasters(paths)
 
     def open_sample(self) -> None:
+        if not self.session.rasters and self.session.tile_ground_m is None:
+            # The sample's own tile size (see app.SAMPLE_TILE_M), as on the first launch.
+            from ssjdn.desktop.app import SAMPLE_TILE_M
+            self.session.tile_ground_m = SAMPLE_TILE_M
+            self.tile_size.setValue(SAMPLE_TILE_M)
         self.open_rasters([str(sample_scene_path())])
 
     def open_rasters(self, paths: list[str]) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from desktop_fixtures import small_raster, user_dirs  # noqa: F401
+from desktop_fixtures import make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtGui import QImage
 
 
@@ -38,3 +38,10 @@ def test_without_rasters_the_first_launch_opens_the_sample_scene(user_dirs):
     assert rasters == [str(sample_scene_path())] and sample_scene_path().is_file()
     assert session.model_spec == "shipped"
     assert session.tile_ground_m == 200.0      # 40 px tiles on its 5 m pixels, not 15 px
+
+
+def test_the_sample_opened_from_the_menu_in_an_empty_window_gets_its_tile_size(qtbot, make_window):
+    window = make_window(auto_index=False)
+    window.open_sample()
+    assert window.session.tile_ground_m == 200.0 and window.tile_size.value() == 200.0
+    assert len(window.map_view.rasters) == 1
