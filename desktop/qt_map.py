@@ -21,6 +21,10 @@ from ssjdn.desktop.geo import MapFrame
 from ssjdn.desktop.state import LayerState
 
 OVERVIEW_PX = 1024        # longest side of the always-loaded overview of each raster
+# Above this many pixels a decimated read of a file without internal overviews decodes the
+# whole raster (seconds at 20000 x 20000): such overviews are read on a pool thread instead.
+SYNC_OVERVIEW_MAX_PX = 4096 * 4096
+OVERVIEW_GENERATION = -1  # marks an overview read among the detail reads
 DETAIL_DELAY_MS = 80      # wait for the user to stop panning before reading a detail window
 Z_RASTER, Z_HEATMAP, Z_SALIENCE, Z_TILES, Z_HITS, Z_SELECTION = 0, 10, 11, 20, 30, 40
 MAX_ZOOM_SCREEN_PX = 3.0  # zooming to a tile stops at this many screen pixels per raster pixel
@@ -55,7 +59,13 @@ class QtRasterItem(QGraphicsItem):
         self.info = info
         self._read = read_window_rgb
         self.setTransform(qtransform(frame.pixel_to_scene(info.transform, info.crs, info.width, info.height)))
-        self.overview = rgb_to_qimage(read_window_rgb(info, full_window(info), out_size=OVERVIEW_PX))
+        self.overview_loaded = info.width * info.height <= SYNC_OVERVIEW_MAX_PX
+        if self.overview_loaded:
+            self.overview = rgb_to_qimage(read_window_rgb(info, full_window(info), out_size=OVERVIEW_PX))
+        else:  # a grey stand-in of the overview's size until load_overview() delivers it
+            height, width = _overview_shape(info)
+            self.overview = QImage(width, height, QImage.Format.Format_RGB888)
+            self.overview.fill(QColor(90, 92, 96))
         self.detail: tuple[QRectF, QImage] | None = None
         self.generation = 0
         self.setZValue(Z_RASTER)
@@ -106,7 +116,29 @@ class QtRasterItem(QGraphicsItem):
         view.detail_reads.pending += 1
         QThreadPool.globalInstance().start(job)
 
+    def load_overview(self, view: "QtMapView") -> None:
+        """Read a large raster's overview off the GUI thread (see SYNC_OVERVIEW_MAX_PX)."""
+        if self.overview_loaded:
+            return
+        from ssjdn.core.raster import full_window
+        info, read = self.info, self._read
+
+        def job():
+            try:
+                rgb = read(info, full_window(info), out_size=OVERVIEW_PX)
+            except Exception:  # noqa: BLE001 - the grey stand-in stays; detail reads still work
+                rgb = None
+            view.detail_reads.finished.emit(info.path, OVERVIEW_GENERATION, QRectF(), rgb)
+
+        view.detail_reads.pending += 1
+        QThreadPool.globalInstance().start(job)
+
     def apply_detail(self, generation: int, rect: QRectF, rgb) -> None:
+        if generation == OVERVIEW_GENERATION:
+            if rgb is not None:
+                self.overview, self.overview_loaded = rgb_to_qimage(rgb), True
+                self.update()
+            return
         if generation == self.generation and rgb is not None:
             self.detail = (rect, rgb_to_qimage(rgb))
             self.update()
@@ -120,6 +152,11 @@ class QtDetailReads(QObject):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.pending = 0
+
+
+def _overview_shape(info) -> tuple[int, int]:
+    scale = OVERVIEW_PX / max(info.width, info.height)
+    return max(1, round(info.height * scale)), max(1, round(info.width * scale))
 
 
 def _scale_of(t: QTransform) -> tuple[float, float]:
@@ -190,6 +227,7 @@ class QtMapView(QGraphicsView):
         if not self.rasters:
             self.frame = MapFrame(info.crs)
         item = QtRasterItem(info, self.frame)
+        item.load_overview(self)
         self.scene().addItem(item)
         self.rasters[info.path] = item
         self._register(f"raster:{info.path}", "raster", [item], label=_short(info.path))

@@ -113,3 +113,22 @@ def test_a_raster_without_crs_is_shown_upright_in_pixel_coordinates(qtbot, make_
     assert item.mapToScene(0, 0).y() < item.mapToScene(0, 40).y()   # row 0 on top, not flipped
     window._show_cursor(5.0, 7.0)
     assert "°" not in window.cursor_label.text() and "pixels (no CRS)" in window.cursor_label.text()
+
+
+def test_a_large_raster_opens_at_once_and_its_overview_arrives_from_a_worker(qtbot, make_window, tmp_path,
+                                                                             monkeypatch):
+    from engine_fixtures import scene, write_raster
+
+    import ssjdn.desktop.qt_map as qt_map
+    # Stand in for a 20000 px raster: any raster above the threshold takes the background path.
+    monkeypatch.setattr(qt_map, "SYNC_OVERVIEW_MAX_PX", 100 * 100)
+    window = make_window(auto_index=False)
+    path = write_raster(tmp_path / "large.tif", scene(300, 500, seed=5))
+    window.open_rasters([path])
+    view = window.map_view
+    item = view.rasters[path]
+    assert not item.overview_loaded                     # the GUI thread did not read it
+    assert (item.overview.height(), item.overview.width()) == (614, 1024)   # stand-in, real size
+    qtbot.waitUntil(lambda: item.overview_loaded and view.details_settled(), timeout=10_000)
+    colours = {item.overview.pixelColor(x, y).name() for x in range(0, 1024, 97) for y in range(0, 614, 61)}
+    assert len(colours) > 3                             # real pixels, not the grey stand-in
