@@ -157,3 +157,29 @@ def test_training_captions_reach_the_model_as_real_tokens(tiny_model):
     ids = tiny_model.tokenize(["many planes at the airport", "a dense residential area"])
     words = ids["input_ids"][ids["attention_mask"].bool()].tolist()
     assert len(set(words)) >= 8
+
+
+def test_cli_train_stops_cleanly_on_sigterm_and_says_how_to_resume(ucm_root, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    import ssjdn.training.train as train_module
+    from ssjdn.core.cli import main
+
+    real_train = train_module.train
+
+    def train_then_terminated(*args, progress=None, cancel=None, **kwargs):
+        def on_event(event):
+            if event["event"] == "step" and event["epoch"] == 2:
+                os.kill(os.getpid(), signal.SIGTERM)   # what a scheduler or the app sends
+        return real_train(*args, progress=on_event, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", train_then_terminated)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(TINY_CONFIG), "--data-root", str(ucm_root), "--out", str(out),
+                 "--epochs", "3"])
+    assert code == 1
+    assert "--resume" in capsys.readouterr().out
+    assert read_checkpoint_metadata(out / "last.safetensors")["extra"]["epoch"] == 1
+    assert signal.getsignal(signal.SIGTERM) is handler_before   # the previous handler is back

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import threading
 from pathlib import Path
 
 
@@ -52,13 +54,24 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.time_budget_min is not None:
         config["time_budget_min"] = args.time_budget_min
     out = Path(args.out) if args.out else Path("runs") / config.get("name", "train")
-    summary = train(config, args.data_root, out, resume=args.resume)
+    # A scheduler's or the app's SIGTERM stops at the next step like a cancel: finished epochs
+    # stay on disk and --resume continues. (Ctrl-C also stops; the current epoch is redone.)
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    try:
+        summary = train(config, args.data_root, out, resume=args.resume, cancel=cancel)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 validates, saves and reports
     print(f"{summary['status']}: {summary['epochs_done']} epochs in this folder; best val mR "
           f"{summary['best_mR']:.2f} at epoch {summary['best_epoch']} -> "
           f"{summary['best_checkpoint']}")
-    return 0 if summary["status"] != "cancelled" else 1
+    if summary["status"] == "cancelled":
+        print(f"Stopped on request. Continue with: ssjdn train --config {args.config} "
+              f"--data-root {args.data_root} --out {out} --resume")
+        return 1
+    return 0
 
 
 def _run_eval(args: argparse.Namespace) -> int:
