@@ -145,8 +145,9 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> SS
     meta = read_checkpoint_metadata(path)
     external = meta["external"]
     model = SSJDN(meta["config"], pretrained=bool(external))
+    sources = _external_sources(model)
     for prefix, ref in external.items():
-        source = _external_sources(model).get(prefix)
+        source = sources.get(prefix)
         if source is None or source.sha256 != ref["sha256"]:
             raise CheckpointError(f"{path} uses the pretrained weights of pip package {ref['package']} "
                                   f"(sha256 {ref['sha256'][:12]}…), which this install does not have. "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -27,15 +28,6 @@ class SalienceMaps:
 
     sem: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     ssm: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-
-    def select(self, index: int) -> "SalienceMaps":
-        """The maps of one image of the batch, each [h, w]."""
-        pick = lambda maps: {d: [m[index] for m in ms] for d, ms in maps.items()}  # noqa: E731
-        return SalienceMaps(pick(self.sem), pick(self.ssm))
-
-    def to(self, device) -> "SalienceMaps":
-        move = lambda maps: {d: [m.float().to(device) for m in ms] for d, ms in maps.items()}  # noqa: E731
-        return SalienceMaps(move(self.sem), move(self.ssm))
 
 
 @dataclass
@@ -285,24 +277,34 @@ class SSJDN(nn.Module):
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
+    @contextmanager
+    def _eval_mode(self):
+        """Eval mode for the block, restoring training mode after; a no-op when already in
+        eval mode (walking every module costs ~10 ms, and train() drops the fingerprint)."""
+        was_training = self.training
+        if was_training:
+            self.eval()
+        try:
+            yield
+        finally:
+            if was_training:
+                self.train()
+
+    def _stack_embeddings(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts) if parts else torch.zeros(0, self.config["embed_dim"], device=self.device)
+
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor, with_maps: bool = False, batch_size: int = 64):
         """Unit-norm image embeddings [B, D] (float32), optionally with SalienceMaps."""
-        was_training = self.training
-        if was_training:  # walking every module costs ~10 ms: only when needed
-            self.eval()
         embeddings, all_maps = [], []
-        try:
+        with self._eval_mode():
             for start in range(0, len(images), batch_size):
                 with self._autocast():
                     pixels = self.preprocess_images(images[start:start + batch_size])
                     base, _, maps = self.image_from_features(self.backbone_features(pixels))
                 embeddings.append(F.normalize(base.float(), dim=-1))
                 all_maps.append(maps)
-        finally:
-            if was_training:
-                self.train()
-        emb = torch.cat(embeddings) if embeddings else torch.zeros(0, self.config["embed_dim"], device=self.device)
+        emb = self._stack_embeddings(embeddings)
         if not with_maps:
             return emb
         return emb, _concat_maps(all_maps, len(images), self)
@@ -310,20 +312,14 @@ class SSJDN(nn.Module):
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Unit-norm text embeddings [N, D] (float32)."""
-        was_training = self.training
-        if was_training:
-            self.eval()
         out = []
-        try:
+        with self._eval_mode():
             for start in range(0, len(texts), batch_size):
                 batch = self.tokenize(texts[start:start + batch_size])
                 with self._autocast():
                     base, _ = self.text_forward(batch["input_ids"], batch["attention_mask"])
                 out.append(F.normalize(base.float(), dim=-1))
-        finally:
-            if was_training:
-                self.train()
-        return torch.cat(out) if out else torch.zeros(0, self.config["embed_dim"], device=self.device)
+        return self._stack_embeddings(out)
 
     @staticmethod
     def similarity(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
