@@ -1,18 +1,15 @@
 """The training process the app starts: `python -m ssjdn.desktop.train_process ...`.
 
-The same trainer as `ssjdn train` (ssjdn.training.train.train), with two things the app needs
-and a terminal user does not: one machine-readable progress line per step ("@progress {json}")
-so the dialog can show a real progress bar, and SIGTERM turned into the trainer's own cancel
-request, so Cancel stops at the next step and keeps every finished epoch (resumable).
+The same trainer as `ssjdn train`, SIGTERM handling included (Cancel stops at the next step and
+keeps every finished epoch), plus what the app needs and a terminal user does not: one
+machine-readable progress line per step ("@progress {json}") for a real progress bar.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 
 PROGRESS_PREFIX = "@progress "
 
@@ -33,10 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     from ssjdn.core.errors import UserError
-    from ssjdn.training.train import load_training_config, train
-
-    cancel = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    from ssjdn.training.commands import train_until_terminated
+    from ssjdn.training.train import load_training_config
 
     def report(event: dict) -> None:
         if event.get("event") in ("step", "epoch", "done"):
@@ -47,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_training_config(args.config)
         if args.epochs:
             config["epochs"] = args.epochs
-        summary = train(config, args.data_root, args.out, resume=args.resume, progress=report, cancel=cancel)
+        summary = train_until_terminated(config, args.data_root, args.out, resume=args.resume,
+                                         progress=report)
     except UserError as exc:
         print(f"error: {exc}", flush=True)
         return 2

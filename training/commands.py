@@ -45,8 +45,22 @@ def register(subparsers) -> None:
     evaluate.set_defaults(func=_run_eval)
 
 
+def train_until_terminated(config, data_root, out, resume=False, progress=None) -> dict:
+    """train() where SIGTERM (a scheduler's, or the app's Cancel) stops at the next step like
+    a cancel: finished epochs stay on disk and --resume continues. Main thread only.
+    (Ctrl-C also stops; the current epoch is redone.)"""
+    from ssjdn.training.train import train
+
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    try:
+        return train(config, data_root, out, resume=resume, progress=progress, cancel=cancel)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_train(args: argparse.Namespace) -> int:
-    from ssjdn.training.train import load_training_config, train
+    from ssjdn.training.train import load_training_config
 
     config = load_training_config(args.config)
     if args.epochs is not None:
@@ -54,14 +68,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.time_budget_min is not None:
         config["time_budget_min"] = args.time_budget_min
     out = Path(args.out) if args.out else Path("runs") / config.get("name", "train")
-    # A scheduler's or the app's SIGTERM stops at the next step like a cancel: finished epochs
-    # stay on disk and --resume continues. (Ctrl-C also stops; the current epoch is redone.)
-    cancel = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    try:
-        summary = train(config, args.data_root, out, resume=args.resume, cancel=cancel)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    summary = train_until_terminated(config, args.data_root, out, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 validates, saves and reports
     print(f"{summary['status']}: {summary['epochs_done']} epochs in this folder; best val mR "
