@@ -12,6 +12,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="SSJDN Explorer command line: train and evaluate models, index georeferenced "
         "rasters, search them with words, match captions and export results.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (it is always written to a log)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Each layer adds its own subcommands; imports stay inside register() so `ssjdn --help`
     # is fast and a missing optional layer does not break the others.
@@ -39,11 +41,29 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI turns errors into one readable line
-        from ssjdn.core.errors import UserError
-        if isinstance(exc, UserError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+        return _report(exc, args, argv)
+
+
+def _report(exc: Exception, args, argv) -> int:
+    """One line for the user: a UserError's text (exit 2), or what failed and the log file that
+    holds the traceback (exit 1). --debug also prints the traceback."""
+    import traceback
+
+    from ssjdn.core import errors
+    if args.debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    user_error = exc if isinstance(exc, errors.UserError) else errors.os_error_as_user_error(exc)
+    if user_error is not None:
+        print(f"error: {user_error}", file=sys.stderr)
+        return 2
+    command = " ".join(sys.argv[:1] + list(sys.argv[1:] if argv is None else argv))
+    try:
+        log = errors.write_error_log(exc, f"command: {command}")
+    except OSError as log_failure:
+        log = f"nowhere: {log_failure}"
+    print(f"error: {errors.describe_unexpected(exc, log)}. Run with --debug to see it here.",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,19 @@
-"""Errors that carry a message meant for the user: what went wrong and what to do."""
+"""Errors that carry a message meant for the user, and the log that keeps what users need not see.
+
+A UserError's text says what went wrong and what to do; every entry point shows it as is. Any
+other exception is a bug or an unforeseen cause: the entry point shows one line naming the
+error and a log file holding the full traceback (`write_error_log`), never the traceback itself.
+No Qt here: the CLI and the desktop app share these.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -7,3 +22,59 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A file that is not a valid SSJDN checkpoint, or one that does not fit this install."""
+
+
+# errno values a user fixes by choosing another place or making room, not by reporting a bug.
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def os_error_as_user_error(exc: BaseException, path=None, doing: str = "use") -> UserError | None:
+    """A UserError for an OSError a user can fix (no space, no permission, read-only), else None.
+    `doing` is the verb of the message: "Cannot write PATH: ..."."""
+    if not isinstance(exc, OSError) or exc.errno not in _NO_SPACE | _NO_PERMISSION:
+        return None
+    where = path or exc.filename or "a file"
+    if exc.errno in _NO_SPACE:
+        return UserError(f"Cannot {doing} {where}: the disk is full. Free some space (or choose "
+                         f"another place) and run the command again.")
+    return UserError(f"Cannot {doing} {where}: permission denied (or a read-only folder). "
+                     f"Choose a place you can write to, or ask for access.")
+
+
+def log_dir() -> Path:
+    """Where error logs go: $SSJDN_LOG_DIR, else the platform's per-user log/cache folder."""
+    if os.environ.get("SSJDN_LOG_DIR"):
+        return Path(os.environ["SSJDN_LOG_DIR"]).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / "ssjdn" / "logs"
+    if sys.platform == "darwin":
+        return home / "Library" / "Logs" / "ssjdn"
+    return Path(os.environ.get("XDG_STATE_HOME") or home / ".local" / "state") / "ssjdn" / "logs"
+
+
+def write_error_log(exc: BaseException, context: str = "") -> Path:
+    """Write `exc`'s full traceback (and `context`, e.g. the command line) to a new log file and
+    return its path: in log_dir(), or in the temp folder if that cannot be written."""
+    name = f"ssjdn-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = (f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n{context}\n\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    for folder in (log_dir(), Path(tempfile.gettempdir()) / "ssjdn-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    raise OSError(f"cannot write an error log in {log_dir()} or the temp folder")
+
+
+def describe_unexpected(exc: BaseException, log_path) -> str:
+    """The one line shown for an exception that is not a UserError."""
+    if isinstance(exc, MemoryError):
+        what = "Out of memory. Close other programs, or use smaller tiles or batches."
+    else:
+        what = f"Unexpected error: {type(exc).__name__}: {exc}".rstrip(": ")
+    return f"{what} (the full report is in {log_path})"
