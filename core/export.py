@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from ssjdn.core.errors import UserError
+from ssjdn.core.errors import UserError, os_error_as_user_error
 
 # 7 decimals of a degree is about 1 cm: finer than any pixel we tile, and keeps files small.
 _COORD_DECIMALS = 7
@@ -22,17 +22,26 @@ _COORD_DECIMALS = 7
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path` to write to; it replaces `path` only on success."""
+    """Yield a temporary path beside `path` to write to; it replaces `path` only on success.
+
+    A full disk or a folder we may not write to becomes a UserError naming `path`."""
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the real extension: GDAL and fiona pick their driver from it.
     tmp = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        user_error = os_error_as_user_error(exc, path, doing="write")
+        if user_error is None:
+            raise
+        raise user_error from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # e.g. a read-only folder where nothing was written
 
 
 def export_hits(hits, path, query: str | None = None) -> Path:
@@ -84,10 +93,68 @@ def _feature(rank: int, hit, query) -> dict:
     }
     if query is not None:
         properties["query"] = query
-    coords = [[round(float(x), _COORD_DECIMALS), round(float(y), _COORD_DECIMALS)] for x, y in ring]
-    return {"type": "Feature", "id": int(hit.tile_id),
-            "bbox": [round(float(v), _COORD_DECIMALS) for v in np.r_[np.min(ring, 0), np.max(ring, 0)]],
-            "geometry": {"type": "Polygon", "coordinates": [coords]}, "properties": properties}
+    return {"type": "Feature", "id": int(hit.tile_id), "bbox": _bbox(ring),
+            "geometry": geojson_geometry(ring), "properties": properties}
+
+
+def geojson_geometry(ring) -> dict:
+    """A lon/lat ring as an RFC 7946 geometry: latitudes clamped to [-90, 90]; a ring past the
+    antimeridian (longitudes beyond +-180, as `windows_to_wgs84` keeps them continuous) is cut
+    there into a MultiPolygon whose parts lie within [-180, 180] (section 3.1.9)."""
+    ring = _continuous(np.asarray(ring, dtype=np.float64))
+    ring[:, 1] = np.clip(ring[:, 1], -90.0, 90.0)
+    parts = []
+    for low, high in ((-540.0, -180.0), (-180.0, 180.0), (180.0, 540.0)):
+        part = _clip_lon(_clip_lon(ring, low, keep_above=True), high, keep_above=False)
+        part[:, 0] -= 360.0 * round((low + high) / 2 / 360.0)   # shift back into [-180, 180]
+        part = np.round(part, _COORD_DECIMALS)   # a sliver thinner than the rounding is no part
+        if len(part) >= 3 and _area(part) > 0:
+            parts.append([_rounded(np.vstack([part, part[:1]]))])
+    if len(parts) == 1:
+        return {"type": "Polygon", "coordinates": parts[0]}
+    return {"type": "MultiPolygon", "coordinates": parts}
+
+
+def _bbox(ring) -> list[float]:
+    """RFC 7946 bbox (section 5.2): across the antimeridian, west is greater than east."""
+    ring = _continuous(np.asarray(ring, dtype=np.float64))
+    west, south = ring.min(0)
+    east, north = ring.max(0)
+    wrap = lambda lon: (lon + 180.0) % 360.0 - 180.0 if abs(lon) > 180.0 else lon  # noqa: E731
+    box = [wrap(west), max(south, -90.0), wrap(east), min(north, 90.0)]
+    return [round(float(v), _COORD_DECIMALS) for v in box]
+
+
+def _continuous(ring: np.ndarray) -> np.ndarray:
+    """Longitudes without jumps of 360 degrees between neighbours (a ring that was wrapped)."""
+    ring = ring.copy()
+    steps = np.diff(ring[:, 0])
+    ring[1:, 0] -= 360.0 * np.cumsum(np.round(steps / 360.0))
+    return ring
+
+
+def _clip_lon(ring: np.ndarray, lon: float, keep_above: bool) -> np.ndarray:
+    """Sutherland-Hodgman: the part of a closed ring on one side of a meridian (open ring out)."""
+    points = ring[:-1] if len(ring) > 1 and (ring[0] == ring[-1]).all() else ring
+    inside = points[:, 0] >= lon if keep_above else points[:, 0] <= lon
+    out = []
+    for i in range(len(points)):
+        a, b = points[i - 1], points[i]
+        if inside[i] != inside[i - 1]:
+            t = (lon - a[0]) / (b[0] - a[0])
+            out.append([lon, a[1] + t * (b[1] - a[1])])
+        if inside[i]:
+            out.append(b)
+    return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
+def _area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return abs(float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))) / 2
+
+
+def _rounded(points: np.ndarray) -> list[list[float]]:
+    return [[round(float(x), _COORD_DECIMALS), round(float(y), _COORD_DECIMALS)] for x, y in points]
 
 
 def _footprint(hit) -> np.ndarray:
@@ -103,7 +170,9 @@ def _footprint(hit) -> np.ndarray:
 
 def _write_gpkg(features: list[dict], path: Path) -> None:
     import fiona
-    schema = {"geometry": "Polygon", "properties": {
+    # A tile cut at the antimeridian is a MultiPolygon; a layer has one geometry type.
+    multi = any(f["geometry"]["type"] == "MultiPolygon" for f in features)
+    schema = {"geometry": "MultiPolygon" if multi else "Polygon", "properties": {
         "rank": "int", "score": "float", "tile_id": "int", "raster": "str", "col_off": "int",
         "row_off": "int", "width": "int", "height": "int", "raster_crs": "str", "minx": "float",
         "miny": "float", "maxx": "float", "maxy": "float", "query": "str"}}
@@ -111,4 +180,7 @@ def _write_gpkg(features: list[dict], path: Path) -> None:
         with fiona.open(tmp, "w", driver="GPKG", layer="hits", crs="EPSG:4326", schema=schema) as dst:
             for feature in features:
                 props = {key: feature["properties"].get(key) for key in schema["properties"]}
-                dst.write({"type": "Feature", "geometry": feature["geometry"], "properties": props})
+                geometry = feature["geometry"]
+                if multi and geometry["type"] == "Polygon":
+                    geometry = {"type": "MultiPolygon", "coordinates": [geometry["coordinates"]]}
+                dst.write({"type": "Feature", "geometry": geometry, "properties": props})

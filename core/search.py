@@ -5,6 +5,7 @@ the model was trained with, so they compare across queries of the same model.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +120,10 @@ def tile_salience(index, model, tile_id) -> dict[tuple[str, str, int], GeoRaster
 def _clean_query(query) -> str:
     if query is not None and not isinstance(query, str):
         raise UserError(f"A query is a sentence of text; got {type(query).__name__}.")
-    text = (query or "").strip()
+    # Control and format characters (zero-width spaces, BOMs, direction marks) are invisible:
+    # a query made only of them is empty, and inside words they would only confuse the tokenizer.
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in (query or "")
+                   if unicodedata.category(ch) != "Cf").strip()
     if not text:
         raise UserError("The query is empty. Describe what to find, e.g. "
                         "'storage tanks next to a river' or 'many cars in a parking lot'.")

@@ -122,7 +122,8 @@ def windows_to_wgs84(crs, transform, windows):
 
     Returns (bounds [N, 4] as west, south, east, north; rings [N, P, 2] closed, counter-clockwise
     in lon/lat as RFC 7946 asks). The ring follows the tile's true edges, which in lon/lat are
-    not axis-aligned for a projected raster.
+    not axis-aligned for a projected raster. Latitudes are clamped to [-90, 90]; a ring across
+    the antimeridian stays continuous, so its longitudes (and east) may pass 180 (or -180).
     """
     if crs is None:
         raise UserError("This raster has no coordinate system, so its tiles have no longitude/latitude; "
@@ -145,6 +146,10 @@ def windows_to_wgs84(crs, transform, windows):
     ys = d * pix[..., 0] + e * pix[..., 1] + f
     lon, lat = warp_transform(crs, WGS84, xs.ravel().tolist(), ys.ravel().tolist())
     lonlat = np.stack([np.asarray(lon), np.asarray(lat)], -1).reshape(n, -1, 2)
+    # A tile across the antimeridian comes back with longitudes wrapped from 180 to -180: keep
+    # each ring continuous (export cuts it at 180 for GeoJSON), and no latitude past a pole.
+    lonlat[..., 1:, 0] -= 360.0 * np.cumsum(np.round(np.diff(lonlat[..., 0], axis=1) / 360.0), axis=1)
+    lonlat[..., 1] = np.clip(lonlat[..., 1], -90.0, 90.0)
     lonlat = _counter_clockwise(lonlat)
     rings = np.concatenate([lonlat, lonlat[:, :1]], axis=1)  # closed
     bounds = np.concatenate([lonlat.min(1), lonlat.max(1)], axis=1) if n else np.zeros((0, 4))
