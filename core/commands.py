@@ -5,6 +5,7 @@ Each command is a thin layer over ssjdn.core (indexing, search, export): parse, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import signal
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 from ssjdn.core.errors import UserError
 
 LAST_SEARCH = "last_search.json"
+# Exit status of `ssjdn index` when it finished but skipped unreadable files found in folders.
+EXIT_FILES_SKIPPED = 3
 
 INDEX_HELP = """\
 Cut rasters into tiles, encode every tile with the model and store the vectors in an index
@@ -78,18 +81,19 @@ def register(subparsers) -> None:
     _add_index_arg(p)
     _add_model_arg(p)
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--tile-m", type=float, metavar="METRES",
+    size.add_argument("--tile-m", type=_positive_float, metavar="METRES",
                       help="tile side on the ground in metres (default: the model's training ground size)")
-    size.add_argument("--tile-px", type=int, metavar="PIXELS",
+    size.add_argument("--tile-px", type=_tile_px, metavar="PIXELS",
                       help="tile side in pixels of the raster (needed for rasters without a CRS "
                            "if you want another size than the model input)")
-    p.add_argument("--overlap", type=float, default=0.0, metavar="FRACTION",
+    p.add_argument("--overlap", type=_overlap, default=0.0, metavar="FRACTION",
                    help="overlap between neighbouring tiles, 0 to 0.9 (default 0)")
     p.add_argument("--bands", metavar="R,G,B",
                    help="band numbers to use as red,green,blue (1-based), or one band for grey "
                         "(default: by colour interpretation or band names, else the first three)")
-    p.add_argument("--batch-size", type=int, help="tiles per model batch (default 512 on GPU, 32 on CPU)")
-    p.add_argument("--workers", type=int, help="reader threads (default: CPU count, at most 8)")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="tiles per model batch (default 512 on GPU, 32 on CPU)")
+    p.add_argument("--workers", type=_positive_int, help="reader threads (default: CPU count, at most 8)")
     p.set_defaults(func=run_index)
 
     p = subparsers.add_parser("search", help="find tiles by a description or by example",
@@ -97,7 +101,8 @@ def register(subparsers) -> None:
     p.add_argument("query", nargs="?", help='what to find, in words, e.g. "a baseball field"')
     _add_index_arg(p)
     _add_model_arg(p)
-    p.add_argument("-k", "--top", type=int, default=10, dest="k", help="number of results (default 10)")
+    p.add_argument("-k", "--top", type=_positive_int, default=10, dest="k",
+                   help="number of results (default 10)")
     like = p.add_mutually_exclusive_group()
     like.add_argument("--like", type=int, metavar="TILE_ID", help="find tiles that look like this tile")
     like.add_argument("--like-image", metavar="IMAGE", help="find tiles that look like this image file")
@@ -122,8 +127,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="PATH",
                    help="output: .geojson/.gpkg for hits, .tif for a heatmap, a folder for salience")
     p.add_argument("--query", help="run this search instead of exporting the last one")
-    p.add_argument("-k", "--top", type=int, default=None, dest="k",
-                   help="number of hits with --query (default 10)")
+    p.add_argument("-k", "--top", type=_positive_int, default=None, dest="k",
+                   help="number of hits with --query (default 10); of the last search's hits without")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--heatmap", metavar="RASTER", help="write the query's score for every tile of RASTER")
     what.add_argument("--salience", type=int, metavar="TILE_ID", help="write the SEM/SSM maps of a tile")
@@ -151,10 +156,9 @@ def run_index(args) -> int:
         stats = build_index(args.index, args.rasters, model, tile_ground_m=args.tile_m,
                             tile_px=args.tile_px, overlap=args.overlap, bands=args.bands,
                             progress=progress, cancel=cancel, batch_size=args.batch_size,
-                            workers=args.workers)
+                            workers=args.workers, model_source=source)
     bar.close()
     with TileIndex.open(args.index) as index:
-        index.set_model_source(source)
         total = index.count
     for warning in stats.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -164,6 +168,10 @@ def run_index(args) -> int:
     if stats.cancelled:
         print("Stopped early. Run the same command again to continue where it stopped.")
         return 130
+    if stats.skipped_files:
+        print(f"Skipped {len(stats.skipped_files)} unreadable file(s) (see the warnings above); "
+              f"the others are indexed. Fix or remove them and run the same command again.")
+        return EXIT_FILES_SKIPPED
     print(f'Next: ssjdn search "what to find" --index {args.index}')
     return 0
 
@@ -187,7 +195,7 @@ def run_search(args) -> int:
             hits = search.search_text(index, model, args.query, k=args.k)
             label = args.query
         _print_hits(hits, label)
-        _remember(index.index_dir, label, hits)
+        _remember(index, label, hits)
     if args.out:
         from ssjdn.core.export import export_hits
         print(f"wrote {export_hits(hits, args.out, query=label)}")
@@ -201,7 +209,7 @@ def run_match(args) -> int:
     from ssjdn.core.search import rank_captions
     captions = list(args.captions)
     if args.captions_file:
-        captions += Path(args.captions_file).read_text(encoding="utf-8").splitlines()
+        captions += _read_captions(Path(args.captions_file).expanduser())
     if args.tile is not None:
         if not args.index:
             raise UserError("--tile needs the index it comes from: add --index DIR.")
@@ -221,10 +229,17 @@ def run_export(args) -> int:
     from ssjdn.core import export, search
     out = Path(args.out)
     if args.salience is not None:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is an existing file; salience maps go into a folder (one "
+                            f"GeoTIFF per map). Give a folder name, e.g. --out salience_{args.salience}/.")
         index, model = _open_index(args)
         with index:
             maps = search.tile_salience(index, model, args.salience)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from ssjdn.core.errors import os_error_as_user_error
+            raise os_error_as_user_error(exc, out, doing="create the folder") or exc
         for (kind, direction, scale), grid in sorted(maps.items()):
             export.write_geotiff(grid, out / f"tile{args.salience}_{kind}_{direction}_scale{scale}.tif")
         print(f"wrote {len(maps)} salience maps to {out}/")
@@ -318,7 +333,8 @@ def _print_hits(hits, label: str) -> None:
     for rank, hit in enumerate(hits, start=1):
         if hit.bounds_wgs84 is not None:
             west, south, east, north = hit.bounds_wgs84
-            where = f"{(west + east) / 2:11.6f} {(south + north) / 2:10.6f}"
+            lon = ((west + east) / 2 + 180.0) % 360.0 - 180.0   # a tile across 180 E may pass it
+            where = f"{lon:11.6f} {(south + north) / 2:10.6f}"
         else:
             where = f"{'(no CRS)':>22}"
         w = hit.window
@@ -326,25 +342,112 @@ def _print_hits(hits, label: str) -> None:
               f"[{int(w.col_off)}, {int(w.row_off)}, {int(w.width)}, {int(w.height)}]")
 
 
-def _remember(index_dir: Path, label: str, hits) -> None:
+def _read_captions(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"Captions file not found: {path}. Give a text file with one caption "
+                        f"per line.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"Cannot read the captions file {path} ({exc}); give a UTF-8 text file "
+                        f"with one caption per line.") from None
+
+
+def _remember(index, label: str, hits) -> None:
+    """Save the hits for `ssjdn export`, each with a fingerprint of its tile (raster, window,
+    vector) so that an export after the tiles changed is refused instead of exporting others."""
     from ssjdn.core.export import atomic_path
-    record = {"query": label, "hits": [[h.tile_id, h.score] for h in hits]}
-    with atomic_path(Path(index_dir) / LAST_SEARCH) as tmp:
-        tmp.write_text(json.dumps(record), encoding="utf-8")
+    vectors = index.vectors([h.tile_id for h in hits]) if hits else []
+    record = {"query": label,
+              "hits": [[h.tile_id, h.score, _tile_fingerprint(h, v)] for h, v in zip(hits, vectors)]}
+    try:
+        with atomic_path(Path(index.index_dir) / LAST_SEARCH) as tmp:
+            tmp.write_text(json.dumps(record), encoding="utf-8")
+    except (UserError, OSError) as exc:
+        print(f"note: these hits were not remembered for `ssjdn export`: the index folder is "
+              f"read-only or full ({exc}). To save them, add --out hits.geojson to the search, or "
+              f"run `ssjdn export --query ...` with --out in a writable place.", file=sys.stderr)
 
 
 def _recall_last(index_dir, k):
     from ssjdn.core.index_store import TileIndex
     from ssjdn.core.search import hits_for_ids
     path = Path(index_dir) / LAST_SEARCH
-    if not path.exists():
+    if not path.is_file():
         raise UserError(f'No search to export yet in {index_dir}: run `ssjdn search "..." --index '
                         f'{index_dir}` first, or give --query.')
-    record = json.loads(path.read_text(encoding="utf-8"))
-    pairs = record["hits"][:k] if k else record["hits"]
+    query, saved = _read_last_search(path)
+    saved = saved[:k] if k else saved
     with TileIndex.open(index_dir) as index:
-        hits = hits_for_ids(index, [p[0] for p in pairs], [p[1] for p in pairs])
-    return hits, record["query"]
+        hits = hits_for_ids(index, [h[0] for h in saved], [h[1] for h in saved])
+        current = index.vectors([h.tile_id for h in hits]) if hits else []
+        fingerprints = [_tile_fingerprint(h, v) for h, v in zip(hits, current)]
+    if fingerprints != [h[2] for h in saved]:
+        raise UserError(f"The last search in {index_dir} ('{query}') names tiles that `ssjdn index` "
+                        f"has re-tiled, re-encoded or removed since, so its hits would be wrong. "
+                        f"Search again (ssjdn search ... --index {index_dir}), then export.")
+    return hits, query
+
+
+def _read_last_search(path: Path) -> tuple[str, list]:
+    """(query, [[tile_id, score, fingerprint], ...]) from last_search.json, or a UserError."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        query, saved = record["query"], record["hits"]
+        if not isinstance(query, str) or not all(
+                isinstance(h, list) and len(h) == 3 and isinstance(h[0], int)
+                and isinstance(h[1], (int, float)) and isinstance(h[2], str) for h in saved):
+            raise ValueError("unexpected content")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is damaged or from an older version ({exc}), so the last search "
+                        f"cannot be exported. Search again (ssjdn search ... --index "
+                        f"{path.parent}), then export.") from None
+    return query, saved
+
+
+def _tile_fingerprint(hit, vector) -> str:
+    """Short hash of what a hit refers to: its raster file, its window and its stored vector."""
+    w = hit.window
+    key = f"{hit.raster_path}|{int(w.col_off)},{int(w.row_off)},{int(w.width)},{int(w.height)}|"
+    return hashlib.sha1(key.encode() + vector.tobytes()).hexdigest()[:16]
+
+
+# -- argument types: bad numbers are refused by the parser, before anything loads ---------------
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text}: give a whole number of 1 or more")
+    return value
+
+
+def _tile_px(text: str) -> int:
+    value = _number(text, int, "a whole number of pixels")
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"invalid tile size {text}: give at least 8 pixels (typically 256)")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float, "a number")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid value {text}: give a positive number of metres")
+    return value
+
+
+def _overlap(text: str) -> float:
+    value = _number(text, float, "a fraction")
+    if not 0.0 <= value <= 0.9:
+        raise argparse.ArgumentTypeError(f"invalid overlap {text}: give a fraction from 0 to 0.9 "
+                                         f"(e.g. 0.25)")
+    return value
+
+
+def _number(text: str, kind, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: give {what}") from None
 
 
 class _first_ctrl_c_sets:

@@ -11,25 +11,34 @@ trained and its nprobe is chosen by measuring recall@10 against exact search on 
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
+import socket
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ssjdn.core.errors import UserError
+from ssjdn.core.errors import UserError, os_error_as_user_error
 
 FORMAT_VERSION = "1"
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
+LOCK_NAME = "index.lock"
+# A lock file without readable content is being written by its owner for at most this long;
+# older, its owner died between creating and filling it.
+_UNREADABLE_LOCK_GRACE_S = 10.0
 # Below this many vectors exact search is fast enough: ~6 ms at 50k x 512 on one core, while
 # at 100k it is 12-19 ms, most of the 20 ms budget that text encoding also needs (bench_search).
 APPROX_THRESHOLD = 50_000
@@ -46,6 +55,106 @@ _TILE_BITS = 32
 
 class IndexMismatchError(UserError):
     """The index was built with a different model than the one in use."""
+
+
+class IndexLockedError(UserError):
+    """Another process is adding to this index folder."""
+
+
+class IndexLock:
+    """One writer per index folder: a lock file naming its holder (pid, host, since).
+
+    Two indexers on one folder would each encode every tile (correct, but twice the work), so
+    the second is refused with the holder's name. A lock left by a dead process on this host is
+    taken over. Readers (search, export) never need it: SQLite (WAL) keeps them consistent.
+    """
+
+    def __init__(self, index_dir):
+        self.path = Path(index_dir) / LOCK_NAME
+        self._token = None
+
+    def acquire(self) -> "IndexLock":
+        """Take the lock or raise IndexLockedError saying who holds it."""
+        holder = self._try_take()
+        if holder is not None:
+            raise IndexLockedError(self._held_message(holder))
+        return self
+
+    def try_acquire(self) -> bool:
+        return self._try_take() is None
+
+    def release(self) -> None:
+        # Only remove our own lock: a lock taken over after ours went stale belongs to another.
+        if self._token is not None and _read_lock(self.path) == self._token:
+            self.path.unlink(missing_ok=True)
+        self._token = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def _try_take(self):
+        """None once the lock is ours, else the holder's record ({} if not yet readable)."""
+        token = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(self.path)
+                if not _is_stale(self.path, holder):
+                    return holder or {}
+                self.path.unlink(missing_ok=True)   # its owner is gone: take it over
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(token, f)
+            self._token = token
+            return None
+        return _read_lock(self.path) or {}
+
+    def _held_message(self, holder: dict) -> str:
+        folder = self.path.parent
+        if not holder:
+            who = "another process that is just starting"
+        else:
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(holder.get("since", 0))))
+            who = f"pid {holder.get('pid')} on {holder.get('host')}, since {since}"
+        return (f"Another `ssjdn index` (or the app) is adding to {folder}: {who}. Wait until it "
+                f"finishes, or stop it, and run this command again; searching works meanwhile. "
+                f"If that process is no longer running, delete {self.path}.")
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "pid" in record else None
+
+
+def _is_stale(path: Path, holder: dict | None) -> bool:
+    if holder is None:
+        try:
+            return time.time() - path.stat().st_mtime > _UNREADABLE_LOCK_GRACE_S
+        except OSError:
+            return True   # gone meanwhile
+    if holder.get("host") != socket.gethostname():
+        return False      # another machine's process: we cannot tell whether it still runs
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return False      # alive under another user (or an odd record): leave it
+    return False
+
+
+def folder_is_writable(path) -> bool:
+    """True if we may create and replace files in folder `path` (and write its database)."""
+    path = Path(path)
+    db = path / DB_NAME
+    return os.access(path, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
 
 
 @dataclass(frozen=True)
@@ -81,8 +190,9 @@ def tile_id_for(raster_id: int, tile_index: int) -> int:
 class TileIndex:
     """A tile index on disk. Open with TileIndex.open(dir, model=model)."""
 
-    def __init__(self, index_dir: Path, db: sqlite3.Connection):
+    def __init__(self, index_dir: Path, db: sqlite3.Connection, read_only: bool = False):
         self.index_dir = index_dir
+        self.read_only = read_only   # e.g. an archive on a shared drive: search works, nothing is written
         self._db = db
         self._lock = threading.RLock()   # the app searches from worker threads
         self._faiss = None
@@ -95,19 +205,38 @@ class TileIndex:
         Raises IndexMismatchError if `model` is not the model that built the index."""
         index_dir = Path(index_dir).expanduser().resolve()
         db_path = index_dir / DB_NAME
-        if not db_path.exists():
-            if not create:
+        if index_dir.exists() and not index_dir.is_dir():
+            raise UserError(f"--index {index_dir} is a file, not a folder. Give the folder that holds "
+                            f"(or will hold) the index, e.g. --index my_index.")
+        if not create:
+            if not db_path.exists():
                 raise UserError(f"No index in {index_dir}. Build one first: "
                                 f"ssjdn index RASTER --index {index_dir}")
-            if model is None:
-                raise UserError("A new index needs the model that will fill it.")
-            index_dir.mkdir(parents=True, exist_ok=True)
+            if db_path.stat().st_size == 0:
+                raise UserError(f"{db_path} is empty: the index was never built (or was wiped). "
+                                f"Build it again: ssjdn index RASTER --index {index_dir}")
+        elif model is None:
+            raise UserError("A new index needs the model that will fill it.")
+        elif index_dir.exists() and not folder_is_writable(index_dir):
+            raise UserError(f"The index folder {index_dir} is read-only: rasters cannot be added to "
+                            f"it. Index into a folder you can write to (ssjdn index RASTER --index "
+                            f"NEW_FOLDER), or ask for write access.")
         try:
-            db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            index = cls(index_dir, db)
-            index._create_schema(model)
+            index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error_as_user_error(exc, index_dir, doing="create the index folder") or exc
+        read_only = not create and not folder_is_writable(index_dir)
+        try:
+            index = cls(index_dir, _connect(db_path, read_only), read_only)
+            if create:
+                with index._writing("create the index"):
+                    index._create_schema(model)
+            elif index._meta("model_fingerprint") is None:
+                index.close()
+                raise UserError(f"{db_path} holds no finished index (it is empty or was never "
+                                f"filled). Build it again: ssjdn index RASTER --index {index_dir}")
+            elif not read_only:
+                index._create_schema(None)   # tables added since the index was built
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{db_path} is not a readable index ({exc}). Delete the folder and "
                             f"build the index again.") from exc
@@ -195,7 +324,7 @@ class TileIndex:
         return self._meta("model_source")
 
     def set_model_source(self, source: str) -> None:
-        with self._lock, self._db:
+        with self._writing("record the model"), self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._set_meta("model_source", str(source))
 
@@ -292,7 +421,7 @@ class TileIndex:
         """
         stat = os.stat(info.path)
         same = _without_chunking(tiling)
-        with self._lock, self._db:
+        with self._writing("add a raster"), self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT id, mtime_ns, size, tiling, complete FROM rasters "
                                    "WHERE path = ?", (info.path,)).fetchone()
@@ -329,18 +458,49 @@ class TileIndex:
             wgs84 = tile.bounds_wgs84 or (None, None, None, None)
             rows.append((tile_id_for(raster_id, tile.index), raster_id, int(w.col_off), int(w.row_off),
                          int(w.width), int(w.height), *tile.bounds, *wgs84, vector.tobytes()))
-        with self._lock, self._db:
+        with self._writing("save encoded tiles"), self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR REPLACE INTO tiles VALUES "
-                                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)",
-                                 [(raster_id, c) for c in chunk_ids])
+            self._write_batch(rows, [(raster_id, c) for c in chunk_ids])
             self._faiss = None
             self._raster_cache.clear()
 
+    def _write_batch(self, tile_rows, chunk_rows) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO tiles VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", tile_rows)
+        self._db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)", chunk_rows)
+
     def mark_complete(self, raster_id: int) -> None:
-        with self._lock, self._db:
+        with self._writing("finish a raster"), self._lock, self._db:
             self._db.execute("UPDATE rasters SET complete = 1 WHERE id = ?", (raster_id,))
+
+    @contextmanager
+    def _writing(self, what: str):
+        """Turn a full disk or a read-only database into one message; committed work is safe
+        (each batch is one SQLite transaction and the faiss file is replaced atomically)."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "full" in text:
+                raise UserError(self._disk_full_message(what)) from exc
+            if "readonly" in text or "read-only" in text:
+                raise UserError(f"Cannot {what}: the index {self.index_dir} is read-only. Index into "
+                                f"a folder you can write to, or ask for write access.") from exc
+            raise
+        except (OSError, UserError) as exc:
+            # atomic_path already names the file; a full disk still gets the indexing message.
+            cause = exc.__cause__ if isinstance(exc, UserError) else exc
+            if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise UserError(self._disk_full_message(what)) from cause
+            user_error = None if isinstance(exc, UserError) else os_error_as_user_error(exc, self.index_dir)
+            if user_error is None:
+                raise
+            raise user_error from exc
+
+    def _disk_full_message(self, what: str) -> str:
+        return (f"The disk holding {self.index_dir} is full: could not {what}, so indexing stopped. "
+                f"Everything indexed before is saved and safe. Free some space and run the same "
+                f"command again to continue where it stopped.")
 
     def finalize(self, approx_threshold: int = APPROX_THRESHOLD) -> None:
         """Bring the faiss file up to date with the database (atomically replaced)."""
@@ -350,15 +510,8 @@ class TileIndex:
                 self._faiss = current  # nothing changed (e.g. every raster was already indexed)
                 return
             self._faiss = self._updated_faiss(approx_threshold)
-            from ssjdn.core.export import atomic_path
-            import faiss
-            with atomic_path(self.index_dir / FAISS_NAME) as tmp:
-                faiss.write_index(self._faiss, str(tmp))
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._set_meta("faiss_ntotal", str(self._faiss.ntotal))
-                self._set_meta("faiss_max_id", str(self._max_id()))
-                self._set_meta("faiss_dirty", "0")
+            with self._writing("save the search index file"):
+                self._save_faiss(self._faiss)
 
     # -- faiss ---------------------------------------------------------------------------------
     def _faiss_index(self):
@@ -366,18 +519,59 @@ class TileIndex:
             # Checked against the database once per load, not per query: COUNT(*) over a million
             # rows would cost more than the search. Writes through this object reset it.
             if self._faiss is None:
-                self._faiss = self._load_faiss_file() or self._build_faiss_all(APPROX_THRESHOLD)
+                self._faiss = self._load_faiss_file()
+                if self._faiss is None:
+                    self._faiss = self._build_faiss_all(APPROX_THRESHOLD)
+                    self._try_to_save_rebuilt(self._faiss)
             return self._faiss
+
+    def _save_faiss(self, faiss_index) -> None:
+        """Write the faiss file atomically and record what it holds, with its checksum: a file
+        that is damaged, or copied from another index, never matches and is rebuilt."""
+        import faiss
+
+        from ssjdn.core.export import atomic_path
+        with atomic_path(self.index_dir / FAISS_NAME) as tmp:
+            faiss.write_index(faiss_index, str(tmp))
+            checksum = _sha256(tmp)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._set_meta("faiss_ntotal", str(faiss_index.ntotal))
+            self._set_meta("faiss_max_id", str(self._max_id()))
+            self._set_meta("faiss_sha256", checksum)
+            self._set_meta("faiss_dirty", "0")
+
+    def _try_to_save_rebuilt(self, faiss_index) -> None:
+        """After a search had to rebuild the faiss file in memory, save it for the next run when
+        the folder is writable and no indexer holds it; otherwise the next `ssjdn index` will."""
+        if self.read_only:
+            return
+        lock = IndexLock(self.index_dir)
+        if not lock.try_acquire():
+            return
+        try:
+            self._save_faiss(faiss_index)
+        except (OSError, UserError, sqlite3.Error):
+            pass  # a cache of the database, not data: failing to save it loses nothing
+        finally:
+            lock.release()
+
+    def _faiss_file_is_current(self) -> bool:
+        """True if the faiss file is the one last written for exactly this database content."""
+        path = self.index_dir / FAISS_NAME
+        if not path.exists() or self._meta("faiss_dirty") == "1" or self._meta("faiss_sha256") is None:
+            return False
+        if self._meta("faiss_ntotal") != str(self.count) or self._meta("faiss_max_id") != str(self._max_id()):
+            return False
+        return _sha256(path) == self._meta("faiss_sha256")
 
     def _load_faiss_file(self):
         """The saved faiss index if it matches the database exactly, else None."""
-        import faiss
-        path = self.index_dir / FAISS_NAME
-        if not path.exists() or self._meta("faiss_dirty") == "1":
+        if not self._faiss_file_is_current():
             return None
-        if self._meta("faiss_ntotal") != str(self.count) or self._meta("faiss_max_id") != str(self._max_id()):
+        faiss_index = _read_faiss(self.index_dir / FAISS_NAME)
+        if faiss_index is None:
             return None
-        faiss_index = faiss.read_index(str(path))
         _apply_nprobe(faiss_index, self._meta("nprobe"))
         return faiss_index if faiss_index.ntotal == self.count else None
 
@@ -393,18 +587,21 @@ class TileIndex:
         return self._build_faiss_all(approx_threshold)
 
     def _load_saved_for_append(self):
-        import faiss
         path = self.index_dir / FAISS_NAME
         if not path.exists() or self._meta("faiss_dirty") == "1" or self._meta("faiss_max_id") is None:
             return None
-        saved = faiss.read_index(str(path))
+        if self._meta("faiss_sha256") is None or _sha256(path) != self._meta("faiss_sha256"):
+            return None
+        saved = _read_faiss(path)
+        if saved is None:
+            return None
         _apply_nprobe(saved, self._meta("nprobe"))
         return saved if str(saved.ntotal) == self._meta("faiss_ntotal") else None
 
     def _build_faiss_all(self, approx_threshold: int):
         ids, vectors = self._vectors_after(-1)
         faiss_index, nprobe = build_faiss(vectors, ids, self.dim, approx_threshold)
-        if nprobe is not None:
+        if nprobe is not None and not self.read_only:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._set_meta("nprobe", str(nprobe))
@@ -485,6 +682,43 @@ def measure_recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of the true top-k ids found in the returned top-k."""
     hits = sum(len(set(f[f >= 0]) & set(t[t >= 0])) for f, t in zip(found, truth))
     return hits / max(1, truth.size)
+
+
+def _connect(db_path: Path, read_only: bool) -> sqlite3.Connection:
+    """A connection to the index database; read-only ones write nothing, not even WAL files."""
+    if not read_only:
+        db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+    uri = f"file:{quote(str(db_path))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        # A WAL database in a folder we cannot write (no -shm file can be made): nobody can be
+        # writing it either, so read it as immutable.
+        db.close()
+        return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False,
+                               isolation_level=None)
+
+
+def _read_faiss(path: Path):
+    """The faiss index in `path`, or None if faiss cannot read it (damaged, truncated)."""
+    import faiss
+    try:
+        return faiss.read_index(str(path))
+    except (RuntimeError, MemoryError):
+        return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _apply_nprobe(index, nprobe) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ssjdn.core.errors import UserError
-from ssjdn.core.index_store import APPROX_THRESHOLD, TileIndex
+from ssjdn.core.index_store import APPROX_THRESHOLD, IndexLock, TileIndex
 from ssjdn.core.raster import raster_info, read_window_rgb
 from ssjdn.core.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
 
@@ -43,6 +43,7 @@ class IndexStats:
     seconds: float = 0.0
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)   # unreadable files found in folders
 
     @property
     def tiles_per_second(self) -> float:
@@ -56,6 +57,8 @@ class _RasterJob:
     tiles: list
     chunks: list
     pending_chunks: list[int]
+    explicit: bool = True          # named by the user (an error) rather than found in a folder
+    failed: bool = False           # a read failed: the rest of the file is skipped
 
 
 @dataclass
@@ -92,19 +95,27 @@ def find_rasters(inputs) -> list[tuple[str, bool]]:
 
 def build_index(index_dir, rasters, model, tile_ground_m=None, tile_px=None, overlap=0.0, bands=None,
                 progress=None, cancel=None, batch_size=None, workers=None, chunk_px=DEFAULT_CHUNK_PX,
-                commit_every=2048, approx_threshold=APPROX_THRESHOLD) -> IndexStats:
+                commit_every=2048, approx_threshold=APPROX_THRESHOLD, model_source=None) -> IndexStats:
     """Index `rasters` (files and/or folders) into `index_dir` with `model`; see module docstring.
 
     progress(done, total, message) is called as tiles finish; cancel is a threading.Event or a
     callable returning True to stop early (work finished so far is kept; calling again resumes).
+    `model_source` (a checkpoint path or config name) is recorded before any tile is encoded,
+    so later commands find the model even if this run is interrupted. One build per folder at a
+    time: another one in progress raises IndexLockedError naming it.
     """
     start = time.perf_counter()
     stats = IndexStats()
     should_stop = _stop_check(cancel)
     report = progress or (lambda done, total, message: None)
+    found = find_rasters(rasters)   # a typo fails before an index folder is made
     store = TileIndex.open(index_dir, model=model, create=True)
+    lock = IndexLock(store.index_dir)
     try:
-        jobs = _plan_jobs(store, find_rasters(rasters), model, tile_ground_m, tile_px, overlap, bands,
+        lock.acquire()
+        if model_source is not None:
+            store.set_model_source(model_source)
+        jobs = _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands,
                           chunk_px, stats)
         done = _Counter(stats.tiles_resumed)
         report(done.value, stats.tiles_planned, "planned")
@@ -117,6 +128,7 @@ def build_index(index_dir, rasters, model, tile_ground_m=None, tile_px=None, ove
         report(done.value, stats.tiles_planned, "cancelled" if stats.cancelled else "done")
         return stats
     finally:
+        lock.release()
         store.close()
 
 
@@ -131,6 +143,7 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
             if explicit:
                 raise
             stats.warnings.append(f"skipped {path}: {exc}")
+            stats.skipped_files.append(path)
             continue
         stats.rasters += 1
         if info.crs is None:
@@ -151,7 +164,7 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
         done_chunks = store.done_chunks(raster_id)
         stats.tiles_resumed += sum(len(chunks[c].tile_indices) for c in done_chunks if c < len(chunks))
         pending = [i for i in range(len(chunks)) if i not in done_chunks]
-        jobs.append(_RasterJob(raster_id, info, tiles, chunks, pending))
+        jobs.append(_RasterJob(raster_id, info, tiles, chunks, pending, explicit))
     return jobs
 
 
@@ -160,7 +173,7 @@ def _warn_empty_rasters(store, jobs, stats) -> None:
         return
     indexed = {r.raster_id: r.n_indexed for r in store.rasters()}
     for job in jobs:
-        if indexed.get(job.raster_id, 0) == 0:
+        if not job.failed and indexed.get(job.raster_id, 0) == 0:
             stats.warnings.append(f"{job.info.path}: every tile is nodata (no valid pixels), so nothing "
                                   f"from it is in the index. Check its nodata value or mask.")
 
@@ -210,21 +223,44 @@ def _run(jobs, pipeline, workers, should_stop, stats) -> None:
                     item = next(queue, None)
                     if item is None:
                         break
-                    in_flight.append(pool.submit(_read_chunk, *item, pin))
+                    in_flight.append((item[0], pool.submit(_read_chunk, *item, pin)))
                 if not in_flight:
                     break
                 if should_stop():
                     stats.cancelled = True
                     break
-                pipeline.add(in_flight.popleft().result())
+                job, future = in_flight.popleft()
+                chunk = _chunk_or_skip(job, future, stats)
+                if chunk is not None:
+                    pipeline.add(chunk)
             pipeline.flush()
             for job in jobs:
-                if not stats.cancelled:
+                if not stats.cancelled and not job.failed:
                     pipeline.store.mark_complete(job.raster_id)
         finally:
-            for future in in_flight:
+            for _, future in in_flight:
                 future.cancel()
             pipeline.close()
+
+
+def _chunk_or_skip(job: _RasterJob, future, stats):
+    """The chunk a reader produced, or None when its file is (or turned out) unreadable.
+
+    A file found in a folder that fails mid-read (e.g. truncated: its header is fine, its
+    pixels are not) is skipped with a warning so the other files still get indexed; tiles of it
+    already saved stay, and it is not marked complete, so a rerun tries it again. A file the
+    user named is an error."""
+    try:
+        chunk = future.result()
+    except UserError as exc:
+        if job.explicit:
+            raise
+        if not job.failed:
+            job.failed = True
+            stats.warnings.append(f"skipped {job.info.path}: {exc}")
+            stats.skipped_files.append(job.info.path)
+        return None
+    return None if job.failed else chunk
 
 
 # -- encoding and committing ------------------------------------------------------------------
