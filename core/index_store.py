@@ -142,12 +142,27 @@ def _is_stale(path: Path, holder: dict | None) -> bool:
     if holder.get("host") != socket.gethostname():
         return False      # another machine's process: we cannot tell whether it still runs
     try:
-        os.kill(int(holder["pid"]), 0)
+        pid, since = int(holder["pid"]), float(holder.get("since", 0))
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (PermissionError, ValueError, TypeError, OverflowError):
         return False      # alive under another user (or an odd record): leave it
-    return False
+    # The pid lives, but if that process started after the lock was taken (after a reboot, say)
+    # it is another process that reuses the number.
+    started = _process_start_time(pid)
+    return started is not None and started > since + 1.0
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When process `pid` started (epoch seconds), where /proc tells (Linux); else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")   # field 22: start in clock ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def folder_is_writable(path) -> bool:
@@ -533,12 +548,13 @@ class TileIndex:
         from ssjdn.core.export import atomic_path
         with atomic_path(self.index_dir / FAISS_NAME) as tmp:
             faiss.write_index(faiss_index, str(tmp))
-            checksum = _sha256(tmp)
+            checksum, stat_key = _sha256(tmp), _stat_key(tmp)   # a rename keeps inode and mtime
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._set_meta("faiss_ntotal", str(faiss_index.ntotal))
             self._set_meta("faiss_max_id", str(self._max_id()))
             self._set_meta("faiss_sha256", checksum)
+            self._set_meta("faiss_stat", stat_key)
             self._set_meta("faiss_dirty", "0")
 
     def _try_to_save_rebuilt(self, faiss_index) -> None:
@@ -559,11 +575,31 @@ class TileIndex:
     def _faiss_file_is_current(self) -> bool:
         """True if the faiss file is the one last written for exactly this database content."""
         path = self.index_dir / FAISS_NAME
-        if not path.exists() or self._meta("faiss_dirty") == "1" or self._meta("faiss_sha256") is None:
+        if not path.exists() or self._meta("faiss_dirty") == "1":
             return False
         if self._meta("faiss_ntotal") != str(self.count) or self._meta("faiss_max_id") != str(self._max_id()):
             return False
-        return _sha256(path) == self._meta("faiss_sha256")
+        return self._faiss_file_is_the_one_written(path)
+
+    def _faiss_file_is_the_one_written(self, path: Path) -> bool:
+        """True if `path` holds the bytes this database last wrote (not damaged, not another
+        index's file). The checksum decides; hashing costs about as much as reading the file,
+        so it is skipped while the file is provably untouched since it was written (same inode,
+        size and mtime: a copy or any rewrite changes them)."""
+        if self._meta("faiss_sha256") is None:
+            return False
+        if _stat_key(path) == self._meta("faiss_stat"):
+            return True
+        if _sha256(path) != self._meta("faiss_sha256"):
+            return False
+        if not self.read_only:   # e.g. the folder was copied: same content, new inode
+            try:
+                with self._db:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._set_meta("faiss_stat", _stat_key(path))
+            except sqlite3.Error:
+                pass   # only the shortcut is lost
+        return True
 
     def _load_faiss_file(self):
         """The saved faiss index if it matches the database exactly, else None."""
@@ -590,7 +626,7 @@ class TileIndex:
         path = self.index_dir / FAISS_NAME
         if not path.exists() or self._meta("faiss_dirty") == "1" or self._meta("faiss_max_id") is None:
             return None
-        if self._meta("faiss_sha256") is None or _sha256(path) != self._meta("faiss_sha256"):
+        if not self._faiss_file_is_the_one_written(path):
             return None
         saved = _read_faiss(path)
         if saved is None:
@@ -711,6 +747,11 @@ def _read_faiss(path: Path):
         return faiss.read_index(str(path))
     except (RuntimeError, MemoryError):
         return None
+
+
+def _stat_key(path: Path) -> str:
+    stat = os.stat(path)
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
 
 
 def _sha256(path: Path) -> str:

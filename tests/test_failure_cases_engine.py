@@ -6,10 +6,12 @@ concurrent indexers) and nothing cryptic (one clear message, the traceback kept 
 import errno
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -87,8 +89,16 @@ def test_a_faiss_file_from_another_index_with_as_many_tiles_is_not_used(tmp_path
     build_index(tmp_path / "ib", b, tiny_model, tile_px=64)
     # Different pixels, same file name pattern: the rasters get the same ids and tile ids.
     truth = _search_ids(tmp_path / "ia", tiny_model)
-    (tmp_path / "ia" / FAISS_NAME).write_bytes((tmp_path / "ib" / FAISS_NAME).read_bytes())
+    shutil.copy2(tmp_path / "ib" / FAISS_NAME, tmp_path / "ia" / FAISS_NAME)   # keeps its mtime
     assert _search_ids(tmp_path / "ia", tiny_model) == truth
+
+
+def test_a_copied_index_folder_uses_its_faiss_file_without_rebuilding(tmp_path, tiny_model, monkeypatch):
+    build_index(tmp_path / "idx", utm_scene(tmp_path), tiny_model, tile_px=64)
+    truth = _search_ids(tmp_path / "idx", tiny_model)
+    shutil.copytree(tmp_path / "idx", tmp_path / "copy")         # new inodes, same content
+    monkeypatch.setattr(TileIndex, "_build_faiss_all", lambda *a: pytest.fail("faiss rebuilt"))
+    assert _search_ids(tmp_path / "copy", tiny_model) == truth
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random"])
@@ -406,7 +416,7 @@ def test_invisible_queries_are_empty(cli_index, capsys, query):
 
 # -- 17: one indexer per folder at a time ---------------------------------------------------------
 
-def _write_lock(folder, pid, host=None, since=1_700_000_000.0):
+def _write_lock(folder, pid, since, host=None):
     folder.mkdir(exist_ok=True)
     (folder / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
                                                 "since": since}))
@@ -415,13 +425,15 @@ def _write_lock(folder, pid, host=None, since=1_700_000_000.0):
 def test_a_second_indexer_says_who_holds_the_folder(cli_index, tmp_path, capsys, tiny_model):
     raster, idx = cli_index
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    since = time.time() + 0.5       # it took the lock once it ran
     try:
-        _write_lock(tmp_path / "idx", holder.pid)
+        _write_lock(tmp_path / "idx", holder.pid, since)
         with pytest.raises(IndexLockedError):
             build_index(idx, raster, tiny_model, tile_px=64)
         assert main(["index", raster, "--index", idx, "--tile-px", "32"]) == 2
         err = _err(capsys)
-        assert f"pid {holder.pid}" in err and socket.gethostname() in err and "2023-11-14" in err
+        day = time.strftime("%Y-%m-%d", time.gmtime(since))
+        assert f"pid {holder.pid}" in err and socket.gethostname() in err and day in err
         assert main(["search", "a river", "--index", idx]) == 0      # reading needs no lock
     finally:
         holder.kill()
@@ -434,10 +446,25 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(cli_index, tmp_path, tiny_
     raster, idx = cli_index
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    _write_lock(tmp_path / "idx", dead.pid)
+    _write_lock(tmp_path / "idx", dead.pid, time.time())
     stats = build_index(idx, raster, tiny_model, tile_px=32)
     assert stats.tiles_encoded == 80
     assert not (tmp_path / "idx" / LOCK_NAME).exists()
+
+
+def test_a_lock_whose_pid_now_names_a_younger_process_is_taken_over(cli_index, tmp_path, tiny_model):
+    raster, idx = cli_index
+    # Written before a reboot by a process whose pid the running test now has.
+    _write_lock(tmp_path / "idx", os.getpid(), since=time.time() - 10 * 365 * 86400)
+    stats = build_index(idx, raster, tiny_model, tile_px=64)
+    assert stats.rasters_skipped == 1 and not (tmp_path / "idx" / LOCK_NAME).exists()
+
+
+def test_a_lock_on_another_host_is_respected(cli_index, tmp_path, tiny_model):
+    raster, idx = cli_index
+    _write_lock(tmp_path / "idx", 1, time.time(), host="another-machine")
+    with pytest.raises(IndexLockedError, match="another-machine"):
+        build_index(idx, raster, tiny_model, tile_px=64)
 
 
 # -- the rule: one line for the user, the traceback in a log --------------------------------------
