@@ -140,8 +140,10 @@ def register(subparsers) -> None:
 def run_index(args) -> int:
     from tqdm import tqdm
 
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index_store import TileIndex, check_index_dir
+    from ssjdn.core.indexing import build_index, find_rasters
+    check_index_dir(args.index, for_writing=True)   # before the model loads (seconds)
+    find_rasters(args.rasters)
     model, source = load_model_arg(args.model or _recorded_model_source(args.index))
     cancel = threading.Event()
     bar = tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing")

@@ -165,6 +165,20 @@ def _process_start_time(pid: int) -> float | None:
         return None
 
 
+def check_index_dir(index_dir, for_writing: bool = False) -> Path:
+    """The index folder as an absolute path, or a UserError if it is a file, or read-only when
+    `for_writing` (cheap: the CLI checks before loading a model)."""
+    index_dir = Path(index_dir).expanduser().resolve()
+    if index_dir.exists() and not index_dir.is_dir():
+        raise UserError(f"--index {index_dir} is a file, not a folder. Give the folder that holds "
+                        f"(or will hold) the index, e.g. --index my_index.")
+    if for_writing and index_dir.exists() and not folder_is_writable(index_dir):
+        raise UserError(f"The index folder {index_dir} is read-only: rasters cannot be added to "
+                        f"it. Index into a folder you can write to (ssjdn index RASTER --index "
+                        f"NEW_FOLDER), or ask for write access.")
+    return index_dir
+
+
 def folder_is_writable(path) -> bool:
     """True if we may create and replace files in folder `path` (and write its database)."""
     path = Path(path)
@@ -218,11 +232,8 @@ class TileIndex:
     def open(cls, index_dir, model=None, create: bool = False) -> "TileIndex":
         """Open an index folder; with `create=True` make it (for `model`) if it does not exist.
         Raises IndexMismatchError if `model` is not the model that built the index."""
-        index_dir = Path(index_dir).expanduser().resolve()
+        index_dir = check_index_dir(index_dir, for_writing=create)
         db_path = index_dir / DB_NAME
-        if index_dir.exists() and not index_dir.is_dir():
-            raise UserError(f"--index {index_dir} is a file, not a folder. Give the folder that holds "
-                            f"(or will hold) the index, e.g. --index my_index.")
         if not create:
             if not db_path.exists():
                 raise UserError(f"No index in {index_dir}. Build one first: "
@@ -232,10 +243,6 @@ class TileIndex:
                                 f"Build it again: ssjdn index RASTER --index {index_dir}")
         elif model is None:
             raise UserError("A new index needs the model that will fill it.")
-        elif index_dir.exists() and not folder_is_writable(index_dir):
-            raise UserError(f"The index folder {index_dir} is read-only: rasters cannot be added to "
-                            f"it. Index into a folder you can write to (ssjdn index RASTER --index "
-                            f"NEW_FOLDER), or ask for write access.")
         try:
             index_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -201,10 +201,13 @@ def test_search_works_on_a_read_only_index_and_says_hits_were_not_remembered(
     assert "not remembered" in captured.err and "read-only" in captured.err
 
 
-def test_adding_rasters_to_a_read_only_index_says_so(cli_index, tmp_path, capsys, read_only):
+def test_adding_rasters_to_a_read_only_index_says_so(cli_index, tmp_path, capsys, read_only, monkeypatch):
     import pathlib
+
+    from ssjdn.core import commands
     raster, idx = cli_index
     read_only(pathlib.Path(idx))
+    monkeypatch.setattr(commands, "load_model_arg", lambda *a: pytest.fail("model loaded"))
     other = utm_scene(tmp_path, "other.tif", seed=3)
     assert main(["index", other, "--index", idx]) == 2
     assert "read-only" in _err(capsys)
@@ -269,11 +272,13 @@ def test_disk_full_writing_the_faiss_file_is_one_message(tmp_path, tiny_model, m
 
 # -- 11: clear messages for odd paths and damaged small files -------------------------------------
 
-def test_index_pointing_to_a_file_is_a_clear_error(tmp_path, capsys):
+def test_index_pointing_to_a_file_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    from ssjdn.core import commands
+    monkeypatch.setattr(commands, "load_model_arg", lambda *a: pytest.fail("model loaded"))
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
     raster = utm_scene(tmp_path)
-    assert main(["index", raster, "--index", str(not_a_folder), "--model", "tiny"]) == 2
+    assert main(["index", raster, "--index", str(not_a_folder)]) == 2
     assert "not a folder" in _err(capsys)
     assert main(["search", "a river", "--index", str(not_a_folder)]) == 2
     assert "not a folder" in _err(capsys)
