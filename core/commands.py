@@ -25,6 +25,8 @@ folder that `ssjdn search` reads. Tiles cover the ground size the model was trai
 
 Indexing is resumable: press Ctrl-C (once) to stop cleanly, run the same command again to
 continue. It is incremental: adding a raster to an existing index encodes only the new one.
+A damaged file found in a folder is skipped with a warning and the others are indexed (exit
+status 3). One `ssjdn index` per index folder at a time; searching works meanwhile.
 """
 INDEX_EPILOG = """\
 examples:
