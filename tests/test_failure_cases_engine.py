@@ -361,9 +361,14 @@ def test_a_first_index_that_is_interrupted_still_records_its_model(tmp_path, cap
 # -- 15: GeoJSON coordinates stay in range --------------------------------------------------------
 
 def _antimeridian_scene(tmp_path):
-    # Geographic raster from 179.9 E to 180.1 E: its eastern tiles lie past the antimeridian.
-    return write_raster(tmp_path / "fiji.tif", scene(64, 128), crs="EPSG:4326",
+    # Geographic raster from 179.9 E to 180.05 E (96 px of 0.0015625 deg): with 64 px tiles the
+    # first ends on the antimeridian, the second (shifted inwards) straddles it.
+    return write_raster(tmp_path / "fiji.tif", scene(64, 96), crs="EPSG:4326",
                         res=0.2 / 128, origin=(179.9, -16.0))
+
+
+def _polygons(geometry):
+    return geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
 
 
 def test_geojson_splits_tiles_at_the_antimeridian(tmp_path, tiny_model):
@@ -373,19 +378,27 @@ def test_geojson_splits_tiles_at_the_antimeridian(tmp_path, tiny_model):
         hits = search_text(index, tiny_model, "an island", k=2)
     doc = json.loads(export_hits(hits, tmp_path / "h.geojson").read_text())
     by_col = {f["properties"]["col_off"]: f for f in doc["features"]}
-    assert by_col[0]["geometry"]["type"] == "Polygon"        # 179.9 .. 180.0: whole
-    crossing = by_col[64]["geometry"]                       # 180.0 .. 180.1: wrapped west
-    rings = [p[0] for p in crossing["coordinates"]] if crossing["type"] == "MultiPolygon" \
-        else crossing["coordinates"]
+    assert by_col[0]["geometry"]["type"] == "Polygon"          # 179.9 .. 180.0: whole
+    straddling = by_col[32]
+    assert straddling["geometry"]["type"] == "MultiPolygon"    # 179.95 .. 180.05: cut in two
+    east, west = sorted((np.array(p[0]) for p in _polygons(straddling["geometry"])),
+                        key=lambda ring: -ring[:, 0].max())
+    assert east[:, 0].min() == pytest.approx(179.95) and east[:, 0].max() == pytest.approx(180.0)
+    assert west[:, 0].min() == pytest.approx(-180.0) and west[:, 0].max() == pytest.approx(-179.95)
+    west_, _, east_, _ = straddling["bbox"]
+    assert west_ == pytest.approx(179.95) and east_ == pytest.approx(-179.95)   # RFC 7946 5.2
     for feature in doc["features"]:
-        geometry = feature["geometry"]
-        polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
-        for polygon in polygons:
+        for polygon in _polygons(feature["geometry"]):
             ring = np.array(polygon[0])
             assert (np.abs(ring[:, 0]) <= 180).all() and (np.abs(ring[:, 1]) <= 90).all()
             assert (ring[0] == ring[-1]).all()
-    assert min(np.array(r)[:, 0].min() for r in rings) == pytest.approx(-180.0)
-    assert max(np.array(r)[:, 0].max() for r in rings) == pytest.approx(-179.9, abs=1e-6)
+    import fiona
+    with fiona.open(export_hits(hits, tmp_path / "h.gpkg")) as layer:
+        features = list(layer)
+    assert {f["geometry"]["type"] for f in features} == {"MultiPolygon"}
+    for feature in features:
+        for polygon in feature["geometry"]["coordinates"]:
+            assert (np.abs(np.array(polygon[0])[:, 0]) <= 180).all()
 
 
 def test_geojson_splits_a_tile_straddling_the_antimeridian_into_two_parts(tmp_path):
@@ -396,6 +409,9 @@ def test_geojson_splits_a_tile_straddling_the_antimeridian_into_two_parts(tmp_pa
     east, west = sorted((np.array(p[0]) for p in geometry["coordinates"]), key=lambda r: -r[:, 0].max())
     assert east[:, 0].min() == pytest.approx(179.9) and east[:, 0].max() == pytest.approx(180.0)
     assert west[:, 0].min() == pytest.approx(-180.0) and west[:, 0].max() == pytest.approx(-179.8)
+    for part in (east, west):   # still closed and counter-clockwise (right-hand rule)
+        x, y = part[:-1, 0], part[:-1, 1]
+        assert (part[0] == part[-1]).all() and np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) > 0
 
 
 def test_geojson_latitudes_are_clamped_at_the_poles(tmp_path, tiny_model):
