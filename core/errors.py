@@ -32,10 +32,17 @@ _NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
 def os_error_as_user_error(exc: BaseException, path=None, doing: str = "use") -> UserError | None:
     """A UserError for an OSError a user can fix (no space, no permission, read-only), else None.
     `doing` is the verb of the message: "Cannot write PATH: ..."."""
-    if not isinstance(exc, OSError) or exc.errno not in _NO_SPACE | _NO_PERMISSION:
+    if not isinstance(exc, OSError):
+        return None
+    code = exc.errno
+    if code is None:   # GDAL (rasterio, fiona) raises OSErrors that carry only a message
+        text = str(exc)
+        code = errno.ENOSPC if "No space left" in text else \
+            errno.EACCES if "Permission denied" in text or "Read-only file system" in text else None
+    if code not in _NO_SPACE | _NO_PERMISSION:
         return None
     where = path or exc.filename or "a file"
-    if exc.errno in _NO_SPACE:
+    if code in _NO_SPACE:
         return UserError(f"Cannot {doing} {where}: the disk is full. Free some space (or choose "
                          f"another place) and run the command again.")
     return UserError(f"Cannot {doing} {where}: permission denied (or a read-only folder). "

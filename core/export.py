@@ -5,6 +5,7 @@ os.replace, so a crash or a full disk never leaves a half-written file under the
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -30,6 +31,8 @@ def atomic_path(path):
     tmp = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):   # say so before GDAL fails with its own words
+            raise PermissionError(errno.EACCES, "Permission denied", str(path.parent))
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:

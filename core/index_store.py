@@ -179,6 +179,15 @@ def check_index_dir(index_dir, for_writing: bool = False) -> Path:
     return index_dir
 
 
+def _nearly_full(folder: Path) -> bool:
+    """A write to a full disk can also surface as SQLite's "disk I/O error"."""
+    import shutil
+    try:
+        return shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        return False
+
+
 def folder_is_writable(path) -> bool:
     """True if we may create and replace files in folder `path` (and write its database)."""
     path = Path(path)
@@ -503,7 +512,7 @@ class TileIndex:
             yield
         except sqlite3.OperationalError as exc:
             text = str(exc).lower()
-            if "full" in text:
+            if "full" in text or ("disk i/o error" in text and _nearly_full(self.index_dir)):
                 raise UserError(self._disk_full_message(what)) from exc
             if "readonly" in text or "read-only" in text:
                 raise UserError(f"Cannot {what}: the index {self.index_dir} is read-only. Index into "

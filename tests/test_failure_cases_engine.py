@@ -232,6 +232,32 @@ def test_exporting_into_a_read_only_folder_says_so(cli_index, tmp_path, capsys, 
     assert list(target.iterdir()) == []
 
 
+def test_a_geotiff_export_into_a_folder_without_write_access_says_so(cli_index, tmp_path, capsys,
+                                                                     monkeypatch):
+    raster, idx = cli_index
+    target = tmp_path / "locked"
+    target.mkdir()
+    from ssjdn.core import export as export_module
+    real_access = os.access
+    monkeypatch.setattr(export_module.os, "access",
+                        lambda p, mode: False if str(p) == str(target) else real_access(p, mode))
+    out = target / "heat.tif"
+    assert main(["export", "--index", idx, "--query", "a river", "--heatmap", raster, "--out", str(out)]) == 2
+    err = _err(capsys)
+    assert "Cannot write" in err and "permission denied" in err and list(target.iterdir()) == []
+
+
+def test_gdal_messages_of_a_full_disk_or_no_permission_become_user_errors():
+    from rasterio.errors import RasterioIOError
+
+    from ssjdn.core.errors import os_error_as_user_error
+    full = os_error_as_user_error(RasterioIOError("x.tif: No space left on device"), "x.tif", "write")
+    assert "disk is full" in str(full)
+    denied = os_error_as_user_error(RasterioIOError("Attempt to create x.tif failed: Permission denied"))
+    assert "permission denied" in str(denied)
+    assert os_error_as_user_error(RasterioIOError("not a TIFF file")) is None
+
+
 # -- 10: a full disk during indexing -------------------------------------------------------------
 
 def test_disk_full_during_indexing_is_one_message_and_keeps_committed_work(tmp_path, tiny_model, monkeypatch):
