@@ -142,9 +142,10 @@ def register(subparsers) -> None:
 def run_index(args) -> int:
     from tqdm import tqdm
 
-    from ssjdn.core.index_store import TileIndex, check_index_dir
+    from ssjdn.core.index_store import IndexLock, TileIndex, check_index_dir
     from ssjdn.core.indexing import build_index, find_rasters
-    check_index_dir(args.index, for_writing=True)   # before the model loads (seconds)
+    # What can be refused is refused before the model loads (seconds).
+    IndexLock(check_index_dir(args.index, for_writing=True)).raise_if_held()
     find_rasters(args.rasters)
     model, source = load_model_arg(args.model or _recorded_model_source(args.index))
     cancel = threading.Event()

@@ -80,6 +80,14 @@ class IndexLock:
             raise IndexLockedError(self._held_message(holder))
         return self
 
+    def raise_if_held(self) -> None:
+        """IndexLockedError if another live process holds the lock (which is not taken): a cheap
+        check before work that comes ahead of acquire(), such as loading a model."""
+        if self.path.exists():
+            holder = _read_lock(self.path)
+            if not _is_stale(self.path, holder):
+                raise IndexLockedError(self._held_message(holder or {}))
+
     def try_acquire(self) -> bool:
         return self._try_take() is None
 

@@ -469,7 +469,7 @@ def _write_lock(folder, pid, since, host=None):
                                                 "since": since}))
 
 
-def test_a_second_indexer_says_who_holds_the_folder(cli_index, tmp_path, capsys, tiny_model):
+def test_a_second_indexer_says_who_holds_the_folder(cli_index, tmp_path, capsys, tiny_model, monkeypatch):
     raster, idx = cli_index
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     since = time.time() + 0.5       # it took the lock once it ran
@@ -477,7 +477,10 @@ def test_a_second_indexer_says_who_holds_the_folder(cli_index, tmp_path, capsys,
         _write_lock(tmp_path / "idx", holder.pid, since)
         with pytest.raises(IndexLockedError):
             build_index(idx, raster, tiny_model, tile_px=64)
-        assert main(["index", raster, "--index", idx, "--tile-px", "32"]) == 2
+        from ssjdn.core import commands
+        with monkeypatch.context() as patch:
+            patch.setattr(commands, "load_model_arg", lambda *a: pytest.fail("model loaded"))
+            assert main(["index", raster, "--index", idx, "--tile-px", "32"]) == 2
         err = _err(capsys)
         day = time.strftime("%Y-%m-%d", time.gmtime(since))
         assert f"pid {holder.pid}" in err and socket.gethostname() in err and day in err
