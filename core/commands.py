@@ -313,8 +313,11 @@ def _recorded_model_source(index_dir) -> str | None:
     from ssjdn.core.index_store import DB_NAME, TileIndex
     if not (Path(index_dir) / DB_NAME).exists():
         return None
-    with TileIndex.open(index_dir) as index:
-        return index.model_source
+    try:
+        with TileIndex.open(index_dir) as index:
+            return index.model_source
+    except UserError:
+        return None   # empty or unfinished: building it again is what the user is doing
 
 
 def _add_index_arg(parser) -> None:

@@ -336,6 +336,9 @@ def test_an_empty_index_database_is_a_clear_error(tmp_path, capsys):
     err = _err(capsys)
     assert "empty" in err and "ssjdn index" in err
     assert (folder / DB_NAME).stat().st_size == 0   # nothing written into it
+    raster = utm_scene(tmp_path)                    # and building it again works
+    assert main(["index", raster, "--index", str(folder), "--model", "tiny", "--tile-px", "64"]) == 0
+    assert main(["search", "a river", "--index", str(folder)]) == 0
 
 
 def test_a_missing_captions_file_is_a_clear_error(tmp_path, capsys):
