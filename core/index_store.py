@@ -611,19 +611,35 @@ class TileIndex:
         so it is skipped while the file is provably untouched since it was written (same inode,
         size and mtime: a copy or any rewrite changes them)."""
         if self._meta("faiss_sha256") is None:
-            return False
+            return self._adopt_unchecked_faiss(path)
         if _stat_key(path) == self._meta("faiss_stat"):
             return True
         if _sha256(path) != self._meta("faiss_sha256"):
             return False
-        if not self.read_only:   # e.g. the folder was copied: same content, new inode
-            try:
-                with self._db:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    self._set_meta("faiss_stat", _stat_key(path))
-            except sqlite3.Error:
-                pass   # only the shortcut is lost
+        self._record_faiss_file(path, None)   # e.g. the folder was copied: same bytes, new inode
         return True
+
+    def _adopt_unchecked_faiss(self, path: Path) -> bool:
+        """A faiss file written before checksums were recorded: trusted as before (readable, as
+        many vectors as recorded; rebuilding a large IVF index costs minutes), and its checksum
+        recorded now so that any later change to it is caught."""
+        saved = _read_faiss(path)
+        if saved is None or str(saved.ntotal) != self._meta("faiss_ntotal"):
+            return False
+        self._record_faiss_file(path, _sha256(path))
+        return True
+
+    def _record_faiss_file(self, path: Path, checksum: str | None) -> None:
+        if self.read_only:
+            return
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                if checksum is not None:
+                    self._set_meta("faiss_sha256", checksum)
+                self._set_meta("faiss_stat", _stat_key(path))
+        except sqlite3.Error:
+            pass   # only the shortcut is lost: the file is checked again next time
 
     def _load_faiss_file(self):
         """The saved faiss index if it matches the database exactly, else None."""
