@@ -36,6 +36,7 @@ FORMAT_VERSION = "1"
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 LOCK_NAME = "index.lock"
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # A lock file without readable content is being written by its owner for at most this long;
 # older, its owner died between creating and filling it.
 _UNREADABLE_LOCK_GRACE_S = 10.0
@@ -529,7 +530,7 @@ class TileIndex:
         except (OSError, UserError) as exc:
             # atomic_path already names the file; a full disk still gets the indexing message.
             cause = exc.__cause__ if isinstance(exc, UserError) else exc
-            if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            if isinstance(cause, OSError) and cause.errno in _DISK_FULL:
                 raise UserError(self._disk_full_message(what)) from cause
             user_error = None if isinstance(exc, UserError) else os_error_as_user_error(exc, self.index_dir)
             if user_error is None:
