@@ -1,4 +1,8 @@
-"""Retrieval evaluation of a model on one split (the peers' protocol, see metrics.py)."""
+"""Retrieval evaluation of a model on one split (the peers' protocol, see metrics.py).
+
+The metrics are tie-aware: "mR" and the R@K are their expected values when tied candidates
+(identical captions, equal scores) come in a random order; the "_pessimistic" and "_plain"
+(stable sort, this project's numbers before) variants ride along for comparison."""
 from __future__ import annotations
 
 import json
@@ -10,7 +14,11 @@ import torch.nn.functional as F
 
 from ssjdn.training.augment import load_images, test_view
 from ssjdn.training.datasets import CaptionDataset, detect_dataset_name, load_dataset
-from ssjdn.training.metrics import format_metrics, kfold_metrics
+from ssjdn.training.metrics import all_metrics, format_metrics
+
+TIES_NOTE = ("R@K and mR: expected values when tied candidates (identical captions, scores "
+             "within 1e-6) come in a random order; _pessimistic: all tied competitors ranked "
+             "first; _plain: ties broken by candidate order (stable sort)")
 
 # Folds of the usual protocol per benchmark: all four report on the whole test split.
 PROTOCOL_FOLDS = {"ucm": 1, "sydney": 1, "rsicd": 1, "rsitmd": 1}
@@ -53,7 +61,7 @@ def score_matrix(model, dataset: CaptionDataset, images: list[torch.Tensor] | No
 def evaluate_model(model, dataset: CaptionDataset, images=None, features=None,
                    folds: int = 1, test_size: int | None = None) -> dict[str, float]:
     scores = score_matrix(model, dataset, images, features, test_size)
-    return kfold_metrics(scores, folds)
+    return all_metrics(scores, folds, captions=dataset.all_captions)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: str,
@@ -76,7 +84,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
     result = {
         "checkpoint": str(checkpoint), "model": model.name, "dataset": name, "split": split,
         "images": len(dataset), "captions": len(dataset.all_captions), "folds": folds,
-        "metrics": metrics, "seconds": round(time.time() - started, 1),
+        "metrics": metrics, "ties": TIES_NOTE, "seconds": round(time.time() - started, 1),
         "trained_epoch": extra.get("epoch"),
     }
     log(f"{name} {split} ({len(dataset)} images, {len(dataset.all_captions)} captions"
