@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     from ssjdn.core.errors import UserError
-    from ssjdn.training.commands import train_until_terminated
+    from ssjdn.training.commands import summary_line, train_until_terminated
     from ssjdn.training.train import load_training_config
 
     def report(event: dict) -> None:
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the trainer stopped on an unexpected {type(exc).__name__}: "
               f"{_one_line(exc)}. Full trace in {trace}.", flush=True)
         return 1
-    print(f"{summary['status']}: {summary['epochs_done']} epochs; last checkpoint {summary['last_checkpoint']}",
-          flush=True)
+    print(summary_line(summary), flush=True)
     return 3 if summary["status"] == "cancelled" else 0
 
 

@@ -82,7 +82,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return 130
     if not main_rank:
         return 0
-    print(_summary_line(summary))
+    print(summary_line(summary))
     if summary["status"] == "cancelled":
         print(f"Stopped on request. Continue with: {_train_command(args, out, resume=True)}")
         return 1
@@ -110,7 +110,8 @@ def _interrupted_message(args: argparse.Namespace, out: Path) -> str:
             f"Start again with:\n{_train_command(args, out, resume=False)}")
 
 
-def _summary_line(summary: dict) -> str:
+def summary_line(summary: dict) -> str:
+    """A run's result in one line (`ssjdn train` and the app's training process)."""
     head = f"{summary['status']}: {summary['epochs_done']} epochs in this folder"
     if summary["best_checkpoint"]:
         return (f"{head}; best val mR {summary['best_mR']:.2f} at epoch {summary['best_epoch']} "

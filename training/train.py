@@ -574,7 +574,8 @@ def _interrupts_held():
     cut between them, last.safetensors and trainer_state.pt would disagree and the run could
     not be resumed. The interrupt is raised right after. (Main thread only, where signals are
     delivered; elsewhere a no-op.)"""
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is None):   # None: a handler set outside Python
         yield
         return
     caught = []
