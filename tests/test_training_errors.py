@@ -329,3 +329,23 @@ def test_cli_eval_of_a_checkpoint_with_edited_metadata_is_one_line(ucm_root, fin
     assert cli(["eval", "--checkpoint", str(edited), "--data-root", str(ucm_root),
                 "--split", "test", "--report", str(tmp_path / "r.json")]) == 2
     assert "does not fit" in one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------- eval arguments and report
+
+@pytest.mark.parametrize("folds", ["0", "-2"])
+def test_cli_eval_rejects_folds_below_one_before_loading(tmp_path, capsys, folds):
+    assert cli(["eval", "--checkpoint", str(tmp_path / "none.safetensors"), "--data-root",
+                str(tmp_path), "--folds", folds]) == 2
+    assert "--folds" in one_error_line(capsys.readouterr().err)
+
+
+def test_cli_eval_report_that_cannot_be_written_is_one_line(ucm_root, finished_run, tmp_path,
+                                                            capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    code = cli(["eval", "--checkpoint", str(finished_run / "last.safetensors"), "--data-root",
+                str(ucm_root), "--split", "test", "--report", str(blocker / "report.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Cannot write the report" in one_error_line(err) and "--report" in err
