@@ -136,7 +136,45 @@ def read_checkpoint_metadata(path: str | Path) -> dict:
     if metadata.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {metadata.get('version')}; this "
                               f"install reads version {CHECKPOINT_VERSION}. Update SSJDN Explorer.")
-    return {key: json.loads(metadata[key]) for key in ("config", "extra", "external")}
+    meta = {key: _metadata_field(path, metadata, key) for key in ("config", "extra", "external")}
+    _check_external_refs(path, meta["external"])
+    return meta
+
+
+_EDITED = "Use the checkpoint as `ssjdn train` or the app wrote it (was it edited?)."
+
+
+def _metadata_field(path: Path, metadata: dict, key: str) -> dict:
+    """One JSON object of the metadata; a file edited by hand gets a CheckpointError."""
+    try:
+        value = json.loads(metadata[key])
+    except KeyError:
+        raise CheckpointError(f"{path} is damaged: its metadata has no {key!r}. {_EDITED}") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is damaged: its metadata {key!r} is not valid JSON "
+                              f"({exc}). {_EDITED}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} is damaged: its metadata {key!r} is not a JSON object. "
+                              f"{_EDITED}")
+    return value
+
+
+def _check_external_refs(path: Path, external: dict) -> None:
+    for prefix, ref in external.items():
+        if not (isinstance(ref, dict) and isinstance(ref.get("package"), str)
+                and isinstance(ref.get("sha256"), str) and isinstance(ref.get("keys"), list)):
+            raise CheckpointError(f"{path} is damaged: its metadata 'external' entry {prefix!r} "
+                                  f"needs a package, a sha256 and a list of keys. {_EDITED}")
+
+
+def _model_from_config(path: Path, config: dict, pretrained: bool) -> SSJDN:
+    try:
+        return SSJDN(config, pretrained=pretrained)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any fault of an edited config is the file's
+        raise CheckpointError(f"{path} holds a model config this install cannot build "
+                              f"({type(exc).__name__}: {exc}). {_EDITED}") from exc
 
 
 def load_model(path: str | Path, device: str | torch.device | None = None) -> SSJDN:
@@ -144,7 +182,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> SS
 
     meta = read_checkpoint_metadata(path)
     external = meta["external"]
-    model = SSJDN(meta["config"], pretrained=bool(external))
+    model = _model_from_config(Path(path), meta["config"], pretrained=bool(external))
     sources = _external_sources(model)
     for prefix, ref in external.items():
         source = sources.get(prefix)
@@ -156,7 +194,11 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> SS
         tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path} is damaged and its weights cannot be read: {exc}") from exc
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:   # a tensor of another shape: the config was edited
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path} does not fit its own config: {first} {_EDITED}") from None
     referenced = {key for ref in external.values() for key in ref["keys"]}
     if unexpected or set(missing) - referenced:
         raise CheckpointError(f"{path} does not fit its own config (missing "

@@ -3,6 +3,8 @@
 The same trainer as `ssjdn train`, SIGTERM handling included (Cancel stops at the next step and
 keeps every finished epoch), plus what the app needs and a terminal user does not: one
 machine-readable progress line per step ("@progress {json}") for a real progress bar.
+Any failure reaches the app as one "error: ..." line: a user-fixable one (UserError) with
+what to do (exit 2), anything else with the name of the file that keeps its trace (exit 1).
 """
 from __future__ import annotations
 
@@ -10,8 +12,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 
 PROGRESS_PREFIX = "@progress "
+TRACE_FILE = "train_error.log"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     from ssjdn.core.errors import UserError
-    from ssjdn.training.commands import train_until_terminated
+    from ssjdn.training.commands import summary_line, train_until_terminated
     from ssjdn.training.train import load_training_config
 
     def report(event: dict) -> None:
@@ -40,16 +46,40 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_training_config(args.config)
-        if args.epochs:
+        if args.epochs is not None:
             config["epochs"] = args.epochs
         summary = train_until_terminated(config, args.data_root, args.out, resume=args.resume,
                                          progress=report)
     except UserError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {_one_line(exc)}", flush=True)
         return 2
-    print(f"{summary['status']}: {summary['epochs_done']} epochs; last checkpoint {summary['last_checkpoint']}",
-          flush=True)
+    except Exception as exc:  # noqa: BLE001 - the app shows one line; the trace goes to a file
+        trace = _keep_trace(Path(args.out))
+        print(f"error: the trainer stopped on an unexpected {type(exc).__name__}: "
+              f"{_one_line(exc)}. Full trace in {trace}.", flush=True)
+        return 1
+    print(summary_line(summary), flush=True)
     return 3 if summary["status"] == "cancelled" else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _keep_trace(out: Path) -> Path:
+    """Write the current exception's trace into the run folder (else a temp file); its path."""
+    text = traceback.format_exc()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / TRACE_FILE
+        path.write_text(text)
+    except OSError:
+        handle = tempfile.NamedTemporaryFile("w", prefix="ssjdn-train-", suffix=".log",
+                                             delete=False)
+        with handle:
+            handle.write(text)
+        path = Path(handle.name)
+    return path
 
 
 if __name__ == "__main__":

@@ -68,3 +68,50 @@ def test_default_model_loads_packaged_weights_offline_and_references_frozen_ones
                        model.text_encoder.bert.encoder.layer[0].attention.self.query.weight)
     texts = ["a plane parked at the airport", "a green golf course"]
     assert torch.allclose(loaded.encode_texts(texts), model.encode_texts(texts), atol=2e-3)
+
+
+def rewrite_metadata(path, target, **changes):
+    """Copy a checkpoint with some metadata fields replaced, as a user editing it would."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    save_file(tensors, str(target), metadata={**metadata, **changes})
+    return target
+
+
+def test_checkpoint_with_another_embed_dim_is_a_checkpoint_error(tiny_model, tmp_path):
+    import json
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    config = {**tiny_model.config, "embed_dim": 32}
+    edited = rewrite_metadata(path, tmp_path / "e.safetensors", config=json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"e\.safetensors does not fit its own config"):
+        load_model(edited, device="cpu")
+
+
+@pytest.mark.parametrize("field", ["config", "extra", "external"])
+def test_checkpoint_whose_metadata_is_not_json_is_a_checkpoint_error(tiny_model, tmp_path, field):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    edited = rewrite_metadata(path, tmp_path / "e.safetensors", **{field: "{not json"})
+    with pytest.raises(CheckpointError, match=f"damaged.*{field}"):
+        load_model(edited, device="cpu")
+
+
+@pytest.mark.parametrize("config", ['["a", "list"]', '{"name": "x"}',
+                                    '{"embed_dim": "wide", "image": {}, "text": {}}'])
+def test_checkpoint_whose_config_cannot_build_a_model_is_a_checkpoint_error(tiny_model, tmp_path,
+                                                                            config):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    edited = rewrite_metadata(path, tmp_path / "e.safetensors", config=config)
+    with pytest.raises(CheckpointError, match="config"):
+        load_model(edited, device="cpu")
+
+
+def test_checkpoint_whose_external_references_are_garbled_is_a_checkpoint_error(tiny_model,
+                                                                                tmp_path):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    edited = rewrite_metadata(path, tmp_path / "e.safetensors",
+                              external='{"backbone.": {"package": "x"}}')
+    with pytest.raises(CheckpointError, match="external"):
+        load_model(edited, device="cpu")

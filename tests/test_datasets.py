@@ -108,3 +108,69 @@ def test_label_rules_of_each_benchmark():
                               "a river nearby", "buildings"]) == 0
     assert mine_sydney_label(["a river", "the sea"]) == -1
     assert mine_sydney_label(["some trees"] * 5) == -1
+
+
+def edit_ucm_json(root, edit):
+    import json
+    path = root / "dataset_ucm.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("key", ["sentences", "filename", "split"])
+def test_caption_json_record_without_a_field_names_the_file_and_the_field(tmp_path, key):
+    write_ucm_json(tmp_path, {"train": 3, "val": 1})
+    path = edit_ucm_json(tmp_path, lambda data: data["images"][1].pop(key))
+    with pytest.raises(UserError, match=rf"{path}.*image 2 .*'{key}'"):
+        load_dataset(tmp_path, "train")
+
+
+def test_caption_json_sentence_without_raw_names_the_file_and_the_image(tmp_path):
+    write_ucm_json(tmp_path, {"train": 3, "val": 1})
+    path = edit_ucm_json(tmp_path, lambda data: data["images"][2]["sentences"][3].pop("raw"))
+    with pytest.raises(UserError, match=rf"{path}.*image 3 \(.*\.tif\).*sentence 4.*'raw'"):
+        load_dataset(tmp_path, "train")
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"no_images": []}', '{"images": 3}', "[1, 2]",
+                                     '{"images": ["x"]}'])
+def test_caption_json_of_the_wrong_shape_is_a_user_error(tmp_path, content):
+    write_ucm_json(tmp_path, {"train": 2})
+    path = tmp_path / "dataset_ucm.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=str(path)):
+        load_dataset(tmp_path, "train")
+
+
+def test_caption_json_that_is_not_text_is_a_user_error(tmp_path):
+    write_ucm_json(tmp_path, {"train": 2})
+    (tmp_path / "dataset_ucm.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match="dataset_ucm.json"):
+        load_dataset(tmp_path, "train")
+
+
+def test_labels_csv_without_a_column_names_the_file_and_the_column(tmp_path):
+    root = tmp_path / "rsicd"
+    write_labels_csv(root, "rsicd", [("airport_1.jpg", "train", 1)])
+    path = root / "rsicd_labels_splits.csv"
+    path.write_text(path.read_text().replace("sentence", "sentences", 1))
+    with pytest.raises(UserError, match=rf"{path}.*'sentence'"):
+        load_dataset(root, "train", require_images=False)
+
+
+def test_a_missing_images_folder_is_named(tmp_path):
+    write_ucm_json(tmp_path, {"train": 2})
+    for image in (tmp_path / "images").iterdir():
+        image.unlink()
+    (tmp_path / "images").rmdir()
+    with pytest.raises(UserError, match=rf"no images folder.*{tmp_path}.*images/"):
+        load_dataset(tmp_path, "train")
+
+
+def test_a_data_root_that_is_a_file_is_a_user_error(tmp_path):
+    path = tmp_path / "dataset_ucm.json"
+    path.write_text("{}")
+    with pytest.raises(UserError, match="not a folder"):
+        load_dataset(path, "train")

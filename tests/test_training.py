@@ -119,8 +119,40 @@ def test_cli_train_then_eval_writes_a_json_report(ucm_root, tmp_path, capsys):
     assert "image->text R@1" in printed and "mR" in printed
     data = json.loads(report.read_text())
     assert data["split"] == "test" and data["images"] == 4 and data["captions"] == 20
-    assert set(data["metrics"]) == {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5",
-                                    "t2i_R@10", "mR"}
+    headline = {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mR"}
+    assert set(data["metrics"]) == headline | {f"{key}_{ties}" for key in headline
+                                               for ties in ("pessimistic", "plain")}
+    assert "random order" in data["ties"]
+
+
+def test_the_best_epoch_is_chosen_by_the_tie_aware_mR(ucm_root, tmp_path, monkeypatch):
+    import ssjdn.training.train as train_module
+    # Epoch 1 wins by the stable-sort (plain) numbers, epoch 2 by the expected ones.
+    by_epoch = iter([{"mR": 50.0, "mR_plain": 60.0}, {"mR": 55.0, "mR_plain": 40.0}])
+
+    def fake_evaluate(*args, **kwargs):
+        return {**{f"{d}_R@{k}": 0.0 for d in ("i2t", "t2i") for k in (1, 5, 10)},
+                **next(by_epoch)}
+
+    monkeypatch.setattr(train_module, "evaluate_model", fake_evaluate)
+    summary = train(tiny_config(epochs=2), ucm_root, tmp_path)
+    assert summary["best_epoch"] == 2 and summary["best_mR"] == 55.0
+    assert read_checkpoint_metadata(tmp_path / "best.safetensors")["extra"]["epoch"] == 2
+
+
+def test_a_resumed_run_keeps_the_columns_its_log_started_with(ucm_root, tmp_path):
+    train(tiny_config(epochs=1), ucm_root, tmp_path)
+    log = tmp_path / "log.csv"
+    rows = list(csv.DictReader(open(log)))
+    older = ["epoch", "loss", "mR"]       # as a version that logged fewer metrics wrote it
+    with open(log, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=older, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    train(tiny_config(epochs=2), ucm_root, tmp_path, resume=True)
+    resumed = list(csv.DictReader(open(log)))
+    assert [list(row) for row in resumed] == [older, older]
+    assert resumed[1]["epoch"] == "2" and 0 <= float(resumed[1]["mR"]) <= 100
 
 
 def test_cli_reports_an_unknown_split_as_a_one_line_error(ucm_root, tmp_path, capsys):

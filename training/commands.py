@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -48,7 +50,8 @@ def register(subparsers) -> None:
 def train_until_terminated(config, data_root, out, resume=False, progress=None) -> dict:
     """train() where SIGTERM (a scheduler's, or the app's Cancel) stops at the next step like
     a cancel: finished epochs stay on disk and --resume continues. Main thread only.
-    (Ctrl-C also stops; the current epoch is redone.)"""
+    (Ctrl-C stops at once with a KeyboardInterrupt, never between an epoch's files; the
+    current epoch is redone on --resume.)"""
     from ssjdn.training.train import train
 
     cancel = threading.Event()
@@ -68,23 +71,64 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.time_budget_min is not None:
         config["time_budget_min"] = args.time_budget_min
     out = Path(args.out) if args.out else Path("runs") / config.get("name", "train")
-    summary = train_until_terminated(config, args.data_root, out, resume=args.resume)
-    if os.environ.get("RANK", "0") != "0":
-        return 0  # under torchrun only rank 0 validates, saves and reports
-    print(f"{summary['status']}: {summary['epochs_done']} epochs in this folder; best val mR "
-          f"{summary['best_mR']:.2f} at epoch {summary['best_epoch']} -> "
-          f"{summary['best_checkpoint']}")
+    main_rank = os.environ.get("RANK", "0") == "0"   # under torchrun only rank 0 reports
+    try:
+        summary = train_until_terminated(config, args.data_root, out, resume=args.resume)
+    except KeyboardInterrupt:
+        # Ctrl-C: the finished epochs are on disk; say exactly how to go on (the generic
+        # "run the same command again" would start over without --resume).
+        if main_rank:
+            print(_interrupted_message(args, out), file=sys.stderr)
+        return 130
+    if not main_rank:
+        return 0
+    print(summary_line(summary))
     if summary["status"] == "cancelled":
-        print(f"Stopped on request. Continue with: ssjdn train --config {args.config} "
-              f"--data-root {args.data_root} --out {out} --resume")
+        print(f"Stopped on request. Continue with: {_train_command(args, out, resume=True)}")
         return 1
     return 0
+
+
+def _train_command(args: argparse.Namespace, out: Path, resume: bool) -> str:
+    """The `ssjdn train` command line that repeats this run's settings."""
+    parts = ["ssjdn", "train", "--config", str(args.config), "--data-root", str(args.data_root),
+             "--out", str(out)]
+    if args.epochs is not None:
+        parts += ["--epochs", str(args.epochs)]
+    if args.time_budget_min is not None:
+        parts += ["--time-budget-min", str(args.time_budget_min)]
+    return shlex.join(parts + (["--resume"] if resume else []))
+
+
+def _interrupted_message(args: argparse.Namespace, out: Path) -> str:
+    from ssjdn.training.train import LAST_CHECKPOINT, STATE_FILE
+
+    if (out / LAST_CHECKPOINT).is_file() and (out / STATE_FILE).is_file():
+        return (f"Interrupted. The finished epochs are saved in {out}; continue with:\n"
+                f"{_train_command(args, out, resume=True)}")
+    return (f"Interrupted before the first epoch finished: no epoch was saved in {out}. "
+            f"Start again with:\n{_train_command(args, out, resume=False)}")
+
+
+def summary_line(summary: dict) -> str:
+    """A run's result in one line (`ssjdn train` and the app's training process)."""
+    head = f"{summary['status']}: {summary['epochs_done']} epochs in this folder"
+    if summary["best_checkpoint"]:
+        return (f"{head}; best val mR {summary['best_mR']:.2f} at epoch {summary['best_epoch']} "
+                f"-> {summary['best_checkpoint']}")
+    if summary["last_checkpoint"]:
+        return f"{head}; no validation split, so no best epoch -> {summary['last_checkpoint']}"
+    return f"{head}; no checkpoint written"
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from ssjdn.training.evaluate import evaluate_checkpoint
 
-    evaluate_checkpoint(args.checkpoint, args.data_root, args.split, dataset_name=args.dataset,
-                        fmt=args.format, folds=args.folds, report=args.report,
-                        device=args.device)
+    try:
+        evaluate_checkpoint(args.checkpoint, args.data_root, args.split,
+                            dataset_name=args.dataset, fmt=args.format, folds=args.folds,
+                            report=args.report, device=args.device)
+    except KeyboardInterrupt:
+        print("Interrupted; no report written.", file=sys.stderr)
+        return 130
     return 0

@@ -85,6 +85,9 @@ def load_dataset(root: str | Path, split: str, name: str | None = None,
                  fmt: str = "auto", require_images: bool = True) -> CaptionDataset:
     """Read one split from a dataset folder; fmt is auto, json, csv or precomp."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"Dataset folder {root} is not a folder; give the folder that holds the "
+                        "caption file and images/.")
     if not root.is_dir():
         raise UserError(f"Dataset folder {root} does not exist.")
     name = name or detect_dataset_name(root)
@@ -129,9 +132,32 @@ def _pick_format(root: Path, fmt: str) -> str:
     return fmt
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a UTF-8 text file; is it the benchmark's caption "
+                        "file?") from None
+    except OSError as exc:
+        raise UserError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+
+
+KARPATHY_SHAPE = ('{"images": [{"filename": ..., "split": ..., "sentences": [{"raw": ...}, ...]}, '
+                  '...]}')
+
+
 def _read_karpathy_json(root: Path, split: str):
     path = sorted(root.glob("dataset*.json"))[0]
-    records = json.loads(path.read_text(encoding="utf-8"))["images"]
+    try:
+        data = json.loads(_read_text(path))
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}).") from None
+    records = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise UserError(f"{path} has no list of images; a Karpathy-style caption file reads "
+                        f"{KARPATHY_SHAPE}.")
+    for number, record in enumerate(records, 1):
+        _check_karpathy_record(path, number, record)
     _check_split(split, {r["split"] for r in records}, path)
     chosen = [r for r in records if r["split"] == split]
     names = [r["filename"] for r in chosen]
@@ -139,17 +165,42 @@ def _read_karpathy_json(root: Path, split: str):
     return names, captions, None, [r["filename"] for r in records]
 
 
+def _check_karpathy_record(path: Path, number: int, record) -> None:
+    """A KeyError deep in training would name neither the file nor the image: check here."""
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: image {number} is not an object; the file should read "
+                        f"{KARPATHY_SHAPE}.")
+    name = record.get("filename")
+    where = f"{path}: image {number}" + (f" ({name})" if isinstance(name, str) else "")
+    for key, kind in (("filename", str), ("split", str), ("sentences", list)):
+        if not isinstance(record.get(key), kind):
+            problem = "has no" if key not in record else "has a malformed"
+            raise UserError(f"{where} {problem} {key!r}; every image needs filename, split and "
+                            "sentences[].raw.")
+    for index, sentence in enumerate(record["sentences"], 1):
+        if not isinstance(sentence, dict) or not isinstance(sentence.get("raw"), str):
+            raise UserError(f"{where}: sentence {index} has no 'raw' text; every sentence "
+                            "needs one.")
+
+
+LABELS_CSV_COLUMNS = ("filename", "split", "sentence")
+
+
 def _read_labels_csv(root: Path, split: str):
     path = sorted(root.glob("*_labels_splits.csv"))[0]
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    reader = csv.DictReader(_read_text(path).splitlines())
+    missing = [c for c in LABELS_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise UserError(f"{path} has no column {missing[0]!r}; a labels csv needs the columns "
+                        f"{', '.join(LABELS_CSV_COLUMNS)} (label optional).")
+    rows = list(reader)
     _check_split(split, {r["split"] for r in rows}, path)
     chosen = [r for r in rows if r["split"] == split]
     captions = []
     for row in chosen:
         try:
-            captions.append([str(s).strip() for s in ast.literal_eval(row["sentence"])])
-        except (ValueError, SyntaxError) as exc:
+            captions.append([str(s).strip() for s in ast.literal_eval(row["sentence"] or "")])
+        except (ValueError, SyntaxError, TypeError) as exc:
             raise UserError(f"{path}: the sentences of {row['filename']} are not a list "
                             f"literal ({exc}).") from None
     labels = [r.get("label", "") for r in chosen]
@@ -183,7 +234,7 @@ def _precomp_splits(folder: Path) -> set[str]:
 def _read_lines(path: Path) -> list[str]:
     # Blank lines inside are kept: RSITMD's train_caps.txt has 20 empty captions, and
     # dropping them would shift every later caption onto the wrong image.
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in _read_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return lines
@@ -292,22 +343,30 @@ def _assign_labels(name, image_names, captions, all_names, csv_labels):
 
 # ---------------------------------------------------------------------------- images
 
-def image_folder(root: Path) -> Path:
-    for candidate in (root / "images", root / "imgs", root / "image", root):
+IMAGE_FOLDERS = ("images", "imgs", "image")
+
+
+def image_folder(root: Path) -> Path | None:
+    """The first of images/, imgs/, image/ or the root itself that holds image files."""
+    for candidate in [root / name for name in IMAGE_FOLDERS] + [root]:
         if candidate.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES
                                       for p in candidate.iterdir()):
             return candidate
-    return root / "images"
+    return None
 
 
 def find_images(root: Path, image_names: list[str]) -> list[Path]:
     """Resolve each caption-file name to an image by stem (.tif/.jpg/.png/.webp all work)."""
     folder = image_folder(root)
+    if folder is None:
+        raise UserError(f"Found no images folder in {root}: none of "
+                        f"{', '.join(n + '/' for n in IMAGE_FOLDERS)} (nor the folder itself) "
+                        f"holds {', '.join(IMAGE_SUFFIXES)} files. Put the dataset's images in "
+                        f"{root / 'images'}/.")
     by_stem: dict[str, Path] = {}
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                by_stem.setdefault(path.stem, path)
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            by_stem.setdefault(path.stem, path)
     missing = [n for n in image_names if _stem(n) not in by_stem]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")

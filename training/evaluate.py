@@ -1,16 +1,26 @@
-"""Retrieval evaluation of a model on one split (the peers' protocol, see metrics.py)."""
+"""Retrieval evaluation of a model on one split (the peers' protocol, see metrics.py).
+
+The metrics are tie-aware: "mR" and the R@K are their expected values when tied candidates
+(identical captions, equal scores) come in a random order; the "_pessimistic" and "_plain"
+(stable sort, this project's numbers before) variants ride along for comparison."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ssjdn.core.errors import UserError
 from ssjdn.training.augment import load_images, test_view
 from ssjdn.training.datasets import CaptionDataset, detect_dataset_name, load_dataset
-from ssjdn.training.metrics import format_metrics, kfold_metrics
+from ssjdn.training.metrics import all_metrics, format_metrics
+
+TIES_NOTE = ("R@K and mR: expected values when tied candidates (identical captions, scores "
+             "within 1e-6) come in a random order; _pessimistic: all tied competitors ranked "
+             "first; _plain: ties broken by candidate order (stable sort)")
 
 # Folds of the usual protocol per benchmark: all four report on the whole test split.
 PROTOCOL_FOLDS = {"ucm": 1, "sydney": 1, "rsicd": 1, "rsitmd": 1}
@@ -53,7 +63,7 @@ def score_matrix(model, dataset: CaptionDataset, images: list[torch.Tensor] | No
 def evaluate_model(model, dataset: CaptionDataset, images=None, features=None,
                    folds: int = 1, test_size: int | None = None) -> dict[str, float]:
     scores = score_matrix(model, dataset, images, features, test_size)
-    return kfold_metrics(scores, folds)
+    return all_metrics(scores, folds, captions=dataset.all_captions)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: str,
@@ -63,12 +73,17 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
     """`ssjdn eval`: load a checkpoint, score a split, print and write a JSON report."""
     from ssjdn.core.api import load_model
 
+    if folds is not None and folds < 1:
+        raise UserError(f"--folds must be 1 or more, not {folds}.")
     model = load_model(checkpoint, device=device)
     extra = getattr(model, "checkpoint_extra", {}) or {}
     train_cfg = extra.get("train_config") or {}
     name = dataset_name or train_cfg.get("dataset") or detect_dataset_name(Path(data_root))
     dataset = load_dataset(data_root, split, name=name, fmt=fmt)
     folds = folds or PROTOCOL_FOLDS.get(name, 1)
+    if folds > len(dataset):
+        raise UserError(f"--folds {folds} is more than the {len(dataset)} images of split "
+                        f"{split!r}.")
     started = time.time()
     images = load_images(dataset.image_paths)
     test_size = (train_cfg.get("augment") or {}).get("test_size")
@@ -76,14 +91,26 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
     result = {
         "checkpoint": str(checkpoint), "model": model.name, "dataset": name, "split": split,
         "images": len(dataset), "captions": len(dataset.all_captions), "folds": folds,
-        "metrics": metrics, "seconds": round(time.time() - started, 1),
+        "metrics": metrics, "ties": TIES_NOTE, "seconds": round(time.time() - started, 1),
         "trained_epoch": extra.get("epoch"),
     }
     log(f"{name} {split} ({len(dataset)} images, {len(dataset.all_captions)} captions"
         f"{', %d-fold average' % folds if folds > 1 else ''}): {format_metrics(metrics)}")
     report = Path(report) if report else Path(checkpoint).with_suffix(f".eval-{name}-{split}.json")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result, indent=2) + "\n")
+    _write_report(report, result)
     log(f"report written to {report}")
     result["report"] = str(report)
     return result
+
+
+def _write_report(path: Path, result: dict) -> None:
+    """Atomically; a place that cannot take it (read-only install, a file in the way) is the
+    user's to change."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"Cannot write the report {path}: {exc.strerror or exc}. Give another "
+                        "path with --report.") from None

@@ -18,10 +18,13 @@ Under torchrun (WORLD_SIZE > 1) the same command trains with DDP; rank 0 validat
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -86,7 +89,36 @@ def load_training_config(config: str | Path | dict) -> dict:
     unknown = set(data) - set(DEFAULTS) - {"name"}
     if unknown:
         raise UserError(f"Unknown training config keys: {', '.join(sorted(unknown))}.")
-    return deep_merge(DEFAULTS, data)
+    merged = deep_merge(DEFAULTS, data)
+    _check_settings(merged)
+    return merged
+
+
+# Numeric settings: (whole number?, lower bound, bound allowed?). Checked before anything
+# loads: `--epochs 0` used to "finish" at once and name a best.safetensors it never wrote.
+_SETTING_RULES = {
+    "epochs": (True, 1, True), "batch_size": (True, 2, True), "lr": (False, 0, False),
+    "text_lr_scale": (False, 0, True), "weight_decay": (False, 0, True),
+    "lr_step_epochs": (True, 1, True), "lr_gamma": (False, 0, False),
+    "eval_every": (True, 1, True), "time_budget_min": (False, 0, False),
+}
+_SETTING_FLAGS = {"epochs": "--epochs", "time_budget_min": "--time-budget-min"}
+
+
+def _check_settings(cfg: dict) -> None:
+    for key, (whole, bound, inclusive) in _SETTING_RULES.items():
+        value = cfg[key]
+        if key == "time_budget_min" and value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = number and (not whole or isinstance(value, int)) and (
+            value >= bound if inclusive else value > bound)
+        if not fits:
+            what = "a whole number" if whole else "a number"
+            limit = f"of at least {bound}" if inclusive else f"above {bound}"
+            flag = f" or with {_SETTING_FLAGS[key]}" if key in _SETTING_FLAGS else ""
+            raise UserError(f"{key} must be {what} {limit}, not {value!r}; set it in the "
+                            f"training config{flag}.")
 
 
 def _is_cancelled(cancel) -> bool:
@@ -259,6 +291,57 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+# What a run leaves once an epoch is done: a folder holding any of them is that run's.
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, "log.csv")
+
+
+def _check_out_dir(out_dir: Path, resume: bool) -> None:
+    """Never start a new run over an earlier one: its best.safetensors and log.csv would be
+    replaced and mixed. (A folder whose run saved no epoch holds nothing to keep.)"""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder for the run.")
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if found and not resume:
+        raise UserError(f"{out_dir} already holds a training run ({', '.join(found)}); it is "
+                        "left as it is. To continue that run, add --resume; to start another "
+                        "one, give a new --out folder.")
+
+
+_START_AFRESH = ("Its checkpoints are still usable models; to train again, start a new run "
+                 "with a new --out folder.")
+STATE_KEYS = ("epoch", "optimizer", "scheduler", "rng", "best", "history")
+
+
+def _read_trainer_state(path: Path) -> dict:
+    """The trainer state, loaded with weights_only (nothing in it is ever executed)."""
+    import pickle
+
+    damaged = f"{path} is damaged, so this run cannot continue exactly: {{}}. {_START_AFRESH}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(damaged.format("it holds Python objects other than tensors and plain "
+                                       "values, and those are never loaded (they could run "
+                                       "code)")) from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ...
+        raise UserError(damaged.format(f"it is truncated or not a trainer state file "
+                                       f"({type(exc).__name__})")) from None
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UserError(damaged.format(f"it lacks {', '.join(missing)}"))
+    return state
+
+
+def _restore_trainer_state(state: dict, optimizer, scheduler, generator, path: Path) -> None:
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"], generator)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise UserError(f"{path} does not fit this run's model and settings ({exc}); was the "
+                        f"training config changed? {_START_AFRESH}") from None
+
+
 def _load_resume_state(out_dir: Path, device):
     from ssjdn.core.api import load_model, read_checkpoint_metadata
 
@@ -266,12 +349,12 @@ def _load_resume_state(out_dir: Path, device):
     if not state_path.is_file() or not last.is_file():
         raise UserError(f"Nothing to resume in {out_dir}: it needs {LAST_CHECKPOINT} and "
                         f"{STATE_FILE} from an earlier run. Drop --resume to start afresh.")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = _read_trainer_state(state_path)
     saved_epoch = read_checkpoint_metadata(last)["extra"].get("epoch")
     if saved_epoch != state["epoch"]:
         raise UserError(f"{last} (epoch {saved_epoch}) and {STATE_FILE} (epoch "
-                        f"{state['epoch']}) disagree; the run was cut off while saving. "
-                        "Delete the newer one to resume from the older epoch.")
+                        f"{state['epoch']}) disagree; the run was cut off while saving, so it "
+                        f"cannot continue exactly. {_START_AFRESH}")
     return load_model(last, device=device), state
 
 
@@ -291,10 +374,13 @@ class _EpochLog:
                 self.writer = None
 
     def write(self, row: dict) -> None:
-        new = not self.csv_path.exists()
+        header = self._header()
         with open(self.csv_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
+            # A resumed run keeps the columns it started with (an older version may have
+            # logged other metrics): values stay under their own names.
+            writer = csv.DictWriter(handle, fieldnames=header or list(row), restval="",
+                                    extrasaction="ignore")
+            if not header:
                 writer.writeheader()
             writer.writerow(row)
         if self.writer is not None:
@@ -302,6 +388,12 @@ class _EpochLog:
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.writer.add_scalar(key.replace("@", "_at_"), value, row["epoch"])
             self.writer.flush()
+
+    def _header(self) -> list[str] | None:
+        if not self.csv_path.exists():
+            return None
+        with open(self.csv_path, newline="") as handle:
+            return next(csv.reader(handle), None)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -321,6 +413,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
     """
     cfg = load_training_config(config)
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir, resume)
     dist = _Distributed()
     emit = progress or (lambda event: None)
 
@@ -357,9 +450,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
         model = create_model(cfg["model"], overrides=overrides, device=dist.device)
     optimizer, scheduler = _build_optimizer(model, cfg)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"], generator)
+        _restore_trainer_state(state, optimizer, scheduler, generator, out_dir / STATE_FILE)
 
     data = _TrainingData(cfg, train_set, model, out_dir, dist, log)
     val_images, val_features = _validation_inputs(cfg, val_set, model, out_dir, data, log)
@@ -396,10 +487,11 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
                 improved = metrics is not None and metrics["mR"] > best["score"]
                 if improved:
                     best = {"score": metrics["mR"], "epoch": epoch}
-                history.append(row)
-                _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir, epoch,
-                            best, history, improved, metrics)
-                epoch_log.write(row)
+                with _interrupts_held():
+                    history.append(row)
+                    _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir, epoch,
+                                best, history, improved, metrics)
+                    epoch_log.write(row)
                 emit({"event": "epoch", "epoch": epoch, "epochs": int(cfg["epochs"]),
                       "row": row, "best": best})
             dist.barrier()
@@ -412,10 +504,12 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
         if epoch_log is not None:
             epoch_log.close()
         dist.close()
+    saved = {name: str(out_dir / name) if (out_dir / name).is_file() else None
+             for name in (BEST_CHECKPOINT, LAST_CHECKPOINT)}
     summary = {"status": status, "epochs_done": len(history), "best_epoch": best["epoch"],
                "best_mR": best["score"], "out_dir": str(out_dir),
-               "best_checkpoint": str(out_dir / BEST_CHECKPOINT),
-               "last_checkpoint": str(out_dir / LAST_CHECKPOINT), "history": history}
+               "best_checkpoint": saved[BEST_CHECKPOINT],
+               "last_checkpoint": saved[LAST_CHECKPOINT], "history": history}
     emit({"event": "done", **summary})
     return summary
 
@@ -472,6 +566,29 @@ def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, 
               "steps": len(batches), "loss": values["loss"]})
     bar.close()
     return {key: value / max(len(batches), 1) for key, value in totals.items()}
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Ctrl-C waits until an epoch's checkpoint, trainer state and log row are all written:
+    cut between them, last.safetensors and trainer_state.pt would disagree and the run could
+    not be resumed. The interrupt is raised right after. (Main thread only, where signals are
+    delivered; elsewhere a no-op.)"""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is None):   # None: a handler set outside Python
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *received: caught.append(received))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(*caught[0])
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
 
 
 def _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir: Path, epoch: int,
