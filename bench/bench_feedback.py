@@ -66,6 +66,24 @@ QUERIES = [
 ]
 
 
+class TextCache:
+    """The model with its text vectors remembered: the tuning grids ask for the same 21 queries
+    hundreds of times, and the encoder would dominate the run time."""
+
+    def __init__(self, model):
+        self._model, self._vectors = model, {}
+
+    def encode_texts(self, texts):
+        missing = [t for t in texts if t not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self._model.encode_texts(missing).float().cpu()))
+        import torch
+        return torch.stack([self._vectors[t] for t in texts])
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
 def build_mosaic(path: Path, ucm: Path, seed: int = 0) -> tuple[str, np.ndarray, int]:
     """Write the val images as one GeoTIFF grid (kept if already there, so its index is reused);
     returns (path, class per cell, columns)."""
@@ -229,6 +247,7 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     build_index(args.work / "index", raster, model, tile_px=CELL_PX)
     print(f"indexed {raster} in {time.perf_counter() - start:.1f} s")
+    model = TextCache(model)
     with TileIndex.open(args.work / "index", model=model) as index:
         truth = tile_classes(index, classes, cols)
         print(f"{index.count} tiles; Rocchio {DEFAULT_WEIGHTS}; classifier {DEFAULT_CLASSIFIER}")

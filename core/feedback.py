@@ -117,6 +117,15 @@ def classify_tiles(index, positive_ids, negative_ids=(), threshold: float = DEFA
     return [(int(ids[i]), float(probabilities[i])) for i in order if probabilities[i] >= threshold]
 
 
+def probability_heatmap(index, raster_path, tile_ids, probabilities):
+    """Probabilities (e.g. from tile_probabilities) as a GeoRaster grid over one raster of the
+    index, one cell per tile step as search.score_heatmap; cells of unscored tiles are NaN."""
+    from ssjdn.core.search import tile_heatmap
+    lookup = dict(zip((int(i) for i in tile_ids), (float(p) for p in probabilities)))
+    return tile_heatmap(index, raster_path,
+                        lambda ids, _: np.array([lookup.get(int(i), np.nan) for i in ids], np.float64))
+
+
 def check_marks(index, positive_ids, negative_ids) -> tuple[list[int], list[int]]:
     """Marks as lists of unique ints (first-seen order); UserError for unknown or doubly marked ids."""
     positives, negatives = _unique_ints(positive_ids), _unique_ints(negative_ids)

@@ -71,13 +71,20 @@ def rank_captions(model, image_or_tile, captions, index=None) -> list[tuple[str,
 def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
     """Every indexed tile's score for `query` as a grid over the raster, one cell per tile step
     (overlapping tiles are averaged; cells without a tile, e.g. nodata, are NaN)."""
+    text = model.encode_texts([_clean_query(query)]).float().cpu().numpy()[0]
+    return tile_heatmap(index, raster_path, lambda ids, vectors: vectors @ text)
+
+
+def tile_heatmap(index, raster_path, score_tiles) -> GeoRaster:
+    """Any per-tile value as a grid over a raster, laid out as score_heatmap's.
+    `score_tiles(tile ids [N], vectors [N, D]) -> values [N]` (NaN for tiles without a value)."""
     record = index.raster(raster_path)
     if record is None:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}; index it first "
                         f"(ssjdn index {raster_path} --index {index.index_dir}).")
-    text = model.encode_texts([_clean_query(query)]).float().cpu().numpy()[0]
-    _, windows, vectors = index.raster_vectors(record.raster_id)
-    scores = vectors @ text
+    ids, windows, vectors = index.raster_vectors(record.raster_id)
+    scores = np.asarray(score_tiles(ids, vectors), np.float64)
+    windows, scores = windows[np.isfinite(scores)], scores[np.isfinite(scores)]
     tile_w, tile_h = record.tiling["tile_px"]
     overlap = float(record.tiling.get("overlap", 0.0))
     n_cols = max(1, round(record.width / max(1, round(tile_w * (1 - overlap)))))

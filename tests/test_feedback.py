@@ -120,6 +120,23 @@ def test_classify_keeps_tiles_above_the_threshold_best_first(indexed):
         classify_tiles(indexed, ids[:3], threshold=1.5)
 
 
+def test_probability_heatmap_puts_each_tile_probability_in_its_cell(indexed):
+    from ssjdn.core.feedback import probability_heatmap
+    ids = _ids(indexed)
+    tile_ids, probabilities = tile_probabilities(indexed, ids[:3], ids[10:14])
+    raster = indexed.rasters()[0].path
+    scored = {int(t): float(p) for t, p in zip(tile_ids, probabilities)}
+    del scored[ids[-1]]   # an unscored tile stays NaN
+    heat = probability_heatmap(indexed, raster, list(scored), list(scored.values()))
+    assert heat.array.shape == (4, 5)
+    for record in indexed.tiles(ids):
+        cell = heat.array[int(record.window.row_off) // 64, int(record.window.col_off) // 64]
+        if record.tile_id in scored:
+            assert cell == pytest.approx(scored[record.tile_id], abs=1e-6)
+        else:
+            assert np.isnan(cell)
+
+
 def test_sampled_negatives_never_include_a_relevant_tile(indexed):
     ids = np.array(_ids(indexed))
     positives = [int(i) for i in ids[:4]]
