@@ -101,3 +101,17 @@ def test_classify_with_too_few_marks_says_what_to_do(cli_index, tmp_path, capsys
     assert main(["classify", "--index", idx, "--positive", _ids_arg(ids[:3]), "--threshold", "2",
                  "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_classify_stores_its_marks_and_reuses_a_stored_set(cli_index, tmp_path, capsys):
+    idx, ids = cli_index
+    first, again = tmp_path / "first.geojson", tmp_path / "again.geojson"
+    assert main(["classify", "--index", idx, "--positive", _ids_arg(ids[:3]), "--negative", str(ids[9]),
+                 "--threshold", "0", "--save-labels", "round one", "--out", str(first)]) == 0
+    with TileIndex.open(idx) as index:
+        assert index.load_label_set("round one") == {ids[9]: False, ids[0]: True, ids[1]: True, ids[2]: True}
+    assert main(["classify", "--index", idx, "--label-set", "round one", "--threshold", "0",
+                 "--out", str(again)]) == 0
+    assert _features(first) == _features(again)
+    assert main(["classify", "--index", idx, "--label-set", "nope", "--out", str(again)]) == 2
+    assert "No labelled set named 'nope'" in capsys.readouterr().err
