@@ -17,7 +17,7 @@ only on the same residual.
 
     nice -n 19 python bench/bench_feedback.py                      # shipped model, default weights
     nice -n 19 python bench/bench_feedback.py --tune               # grid over weights and settings
-    nice -n 19 python bench/bench_feedback.py --splits val,test    # ~20 images per class
+    nice -n 19 python bench/bench_feedback.py --marks 5            # more of each class left to score
 """
 from __future__ import annotations
 
@@ -155,15 +155,16 @@ def split(marks: dict) -> tuple[list[int], list[int]]:
     return [t for t, ok in marks.items() if ok], [t for t, ok in marks.items() if not ok]
 
 
-def run_class(index, model, query: str, cls: int, truth: dict, weights, settings) -> dict:
+def run_class(index, model, query: str, cls: int, truth: dict, weights, settings,
+              marks_per_round: int = MARKS_PER_ROUND) -> dict:
     from ssjdn.core.feedback import DEFAULT_THRESHOLD, MIN_POSITIVES, search_refined, tile_probabilities
     from ssjdn.core.search import search_text
     n = index.count
     relevant = {t for t, c in truth.items() if c == cls}
     text_rank = [h.tile_id for h in search_text(index, model, query, k=n)]
-    marks1 = mark_next(text_rank, {}, truth, cls)
+    marks1 = mark_next(text_rank, {}, truth, cls, marks_per_round)
     refined1 = [h.tile_id for h in search_refined(index, model, query, *split(marks1), k=n, weights=weights)]
-    marks2 = mark_next(refined1, marks1, truth, cls)
+    marks2 = mark_next(refined1, marks1, truth, cls, marks_per_round)
     refined2 = [h.tile_id for h in search_refined(index, model, query, *split(marks2), k=n, weights=weights)]
     result = {"text@1": residual_ap(text_rank, relevant, set(marks1)),
               "refine1": residual_ap(refined1, relevant, set(marks1)),
@@ -199,21 +200,23 @@ def summarise(results: list[dict]) -> dict:
             "classes_detected": len(detected)}
 
 
-def evaluate(index, model, truth, weights, settings) -> tuple[dict, list[dict]]:
-    results = [run_class(index, model, q, cls, truth, weights, settings) for cls, q in enumerate(QUERIES)]
+def evaluate(index, model, truth, weights, settings, marks_per_round: int = MARKS_PER_ROUND):
+    """(summary, per-class results) of the whole protocol with these weights and settings."""
+    results = [run_class(index, model, q, cls, truth, weights, settings, marks_per_round)
+               for cls, q in enumerate(QUERIES)]
     return summarise(results), results
 
 
-def report(summary: dict) -> str:
+def report(summary: dict, marks: int = MARKS_PER_ROUND) -> str:
     s = summary
     return (f"residual AP, mean over classes ({len(QUERIES)} classes)\n"
-            f"  after 1 round of 10 marks ({s['classes_round1']} classes with a residual):\n"
+            f"  after 1 round of {marks} marks ({s['classes_round1']} classes with a residual):\n"
             f"    text only         {s['text@1']:.3f}\n"
             f"    refined once      {s['refine1']:.3f}   ({s['refine1'] - s['text@1']:+.3f})\n"
-            f"  after 2 rounds, 20 marks ({s['classes_round2']} classes with a residual):\n"
+            f"  after 2 rounds, {2 * marks} marks ({s['classes_round2']} classes with a residual):\n"
             f"    text only         {s['text@2']:.3f}\n"
             f"    refined twice     {s['refine2']:.3f}   ({s['refine2'] - s['text@2']:+.3f})\n"
-            f"  classifier on the 20 marks ({s['classes_classifier']} classes with >= 3 positives):\n"
+            f"  classifier on the {2 * marks} marks ({s['classes_classifier']} classes with >= 3 positives):\n"
             f"    text only         {s['text@cls']:.3f}\n"
             f"    refined twice     {s['refine2@cls']:.3f}\n"
             f"    classifier        {s['classifier']:.3f}   ({s['classifier'] - s['text@cls']:+.3f})\n"
@@ -221,19 +224,20 @@ def report(summary: dict) -> str:
             f"({s['classes_detected']} classes with detections), recall {s['recall@0.5']:.3f}")
 
 
-def tune(index, model, truth) -> None:
+def tune(index, model, truth, marks: int = MARKS_PER_ROUND) -> None:
     """Grids over the Rocchio weights and the classifier settings (one at a time: they are
     independent, the classifier only sees the marks)."""
     from ssjdn.core.feedback import DEFAULT_CLASSIFIER, DEFAULT_WEIGHTS, RocchioWeights
     print("Rocchio (text = 1): positive negative -> refine1 gain, refine2 gain")
     for positive, negative in itertools.product((0.5, 1.0, 2.0, 4.0, 8.0), (0.0, 0.25, 0.5, 1.0, 2.0)):
-        s, _ = evaluate(index, model, truth, RocchioWeights(1.0, positive, negative), DEFAULT_CLASSIFIER)
+        s, _ = evaluate(index, model, truth, RocchioWeights(1.0, positive, negative), DEFAULT_CLASSIFIER,
+                        marks)
         print(f"  {positive:4.2f} {negative:4.2f} -> {s['refine1'] - s['text@1']:+.3f} "
               f"{s['refine2'] - s['text@2']:+.3f}", flush=True)
     print("classifier: C min_negatives balanced -> classifier AP (vs text on the same classes)")
     for c, negatives, balanced in itertools.product((0.1, 1.0, 10.0, 100.0), (20, 50, 100), (True, False)):
         settings = replace(DEFAULT_CLASSIFIER, C=c, min_negatives=negatives, balanced=balanced)
-        s, _ = evaluate(index, model, truth, DEFAULT_WEIGHTS, settings)
+        s, _ = evaluate(index, model, truth, DEFAULT_WEIGHTS, settings, marks)
         print(f"  {c:6.1f} {negatives:4d} {balanced!s:5} -> {s['classifier']:.3f} "
               f"({s['classifier'] - s['text@cls']:+.3f})", flush=True)
 
@@ -245,9 +249,9 @@ def main(argv=None) -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/ssjdn_bench_feedback"),
                         help="folder for the mosaic and its index (reused when present)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
-    parser.add_argument("--splits", default="val",
-                        help="UCM splits to put in the index, one mosaic each (default val; the "
-                             "defaults were tuned on val, so test is held out)")
+    parser.add_argument("--marks", type=int, default=MARKS_PER_ROUND,
+                        help=f"tiles the analyst marks per round (default {MARKS_PER_ROUND}; fewer "
+                             "leave more of each class unmarked to score)")
     parser.add_argument("--tune", action="store_true", help="print grids over weights and settings")
     parser.add_argument("--per-class", action="store_true", help="print each class's figures")
     args = parser.parse_args(argv)
@@ -259,28 +263,26 @@ def main(argv=None) -> None:
     from ssjdn.core.indexing import build_index
 
     model = load_bench_model(args.model)
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    mosaics = {}
-    for name in splits:
-        raster, classes, cols = build_mosaic(args.work / f"ucm_{name}_mosaic.tif", args.ucm, name)
-        mosaics[str(Path(raster).resolve())] = (classes, cols)
-    index_dir = args.work / f"index_{'_'.join(splits)}"
+    # The val split: the checkout's shared folder holds train + val, and train taught the model.
+    raster, classes, cols = build_mosaic(args.work / "ucm_val_mosaic.tif", args.ucm, "val")
+    mosaics = {str(Path(raster).resolve()): (classes, cols)}
+    index_dir = args.work / "index_val"
     start = time.perf_counter()
-    build_index(index_dir, list(mosaics), model, tile_px=CELL_PX)
-    print(f"indexed the {'+'.join(splits)} mosaic(s) into {index_dir} in {time.perf_counter() - start:.1f} s")
+    build_index(index_dir, raster, model, tile_px=CELL_PX)
+    print(f"indexed {raster} into {index_dir} in {time.perf_counter() - start:.1f} s")
     model = TextCache(model)
     with TileIndex.open(index_dir, model=model) as index:
         truth = tile_classes(index, mosaics)
         print(f"{index.count} tiles; Rocchio {DEFAULT_WEIGHTS}; classifier {DEFAULT_CLASSIFIER}")
         if args.tune:
-            tune(index, model, truth)
-        summary, results = evaluate(index, model, truth, DEFAULT_WEIGHTS, DEFAULT_CLASSIFIER)
+            tune(index, model, truth, args.marks)
+        summary, results = evaluate(index, model, truth, DEFAULT_WEIGHTS, DEFAULT_CLASSIFIER, args.marks)
         if args.per_class:
             for query, r in zip(QUERIES, results):
                 print(f"  {query[:44]:44} " + " ".join(
                     f"{key}={'-' if r[key] is None else format(r[key], '.3f')}"
                     for key in ("text@1", "refine1", "text@2", "refine2", "classifier")))
-        print(report(summary))
+        print(report(summary, args.marks))
 
 
 if __name__ == "__main__":

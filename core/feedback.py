@@ -128,10 +128,13 @@ def classify_tiles(index, positive_ids, negative_ids=(), threshold: float = DEFA
 def probability_heatmap(index, raster_path, tile_ids, probabilities):
     """Probabilities (e.g. from tile_probabilities) as a GeoRaster grid over one raster of the
     index, one cell per tile step as search.score_heatmap; cells of unscored tiles are NaN."""
-    from ssjdn.core.search import tile_heatmap
+    from ssjdn.core.search import tile_grid
+    record = index.raster(raster_path)
+    if record is None:
+        raise UserError(f"{raster_path} is not in the index {index.index_dir}.")
     lookup = dict(zip((int(i) for i in tile_ids), (float(p) for p in probabilities)))
-    return tile_heatmap(index, raster_path,
-                        lambda ids, _: np.array([lookup.get(int(i), np.nan) for i in ids], np.float64))
+    ids, windows, _ = index.raster_vectors(record.raster_id)
+    return tile_grid(record, windows, np.array([lookup.get(int(i), np.nan) for i in ids], np.float64))
 
 
 def check_marks(index, positive_ids, negative_ids) -> tuple[list[int], list[int]]:
