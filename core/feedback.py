@@ -167,8 +167,7 @@ def _negatives(ids: np.ndarray, positives: list[int], negatives: list[int],
     wanted = max(settings.min_negatives, settings.sampled_per_positive * len(positives))
     if len(negatives) >= wanted:
         return negatives
-    marked = set(positives) | set(negatives)
-    pool = np.array([i for i in ids.tolist() if i not in marked], np.int64)
+    pool = ids[~np.isin(ids, np.array(positives + negatives, np.int64))]
     rng = np.random.default_rng(settings.seed)
     sampled = rng.choice(pool, size=min(len(pool), wanted - len(negatives)), replace=False)
     return negatives + sorted(int(i) for i in sampled)
@@ -184,11 +183,11 @@ def _fit(positive_vectors: np.ndarray, negative_vectors: np.ndarray, settings: C
 
 
 def _optional_text(text) -> str | None:
-    if text is None:
+    """The cleaned words, or None when there are none (blank is allowed here, unlike search_text)."""
+    from ssjdn.core.search import _clean_query
+    if text is None or (isinstance(text, str) and not text.strip()):
         return None
-    if not isinstance(text, str):
-        raise UserError(f"A query is a sentence of text; got {type(text).__name__}.")
-    return text.strip() or None
+    return _clean_query(text)
 
 
 def _unique_ints(values) -> list[int]:
