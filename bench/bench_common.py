@@ -1,13 +1,11 @@
 """Helpers shared by the engine benchmarks: thread limits, a model by name, a synthetic GeoTIFF."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from ssjdn.core.offline import use_offline_hub
+
+use_offline_hub()
 
 
 def set_threads(threads: int) -> None:
@@ -18,15 +16,11 @@ def set_threads(threads: int) -> None:
     faiss.omp_set_num_threads(threads)
 
 
-def load_bench_model(spec: str):
-    """A checkpoint path, else a config name (seeded: untrained heads, real architecture and speed)."""
-    import torch
-
-    from ssjdn.core import api
-    if Path(spec).is_file():
-        return api.load_model(spec)
-    torch.manual_seed(0)
-    return api.create_model(spec)
+def load_bench_model(spec: str | None = None):
+    """A checkpoint path, "shipped" (default), or a config name (seeded: untrained heads, real
+    architecture and speed)."""
+    from ssjdn.core.api import model_from_spec
+    return model_from_spec(spec).model
 
 
 def write_synthetic_geotiff(path, size: int, res: float = 0.3, block: int = 512) -> str:

@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -205,3 +206,47 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> SS
                               f"{sorted(set(missing) - referenced)[:3]}, unexpected {sorted(unexpected)[:3]}).")
     model.checkpoint_extra = meta["extra"]
     return model.to(device or default_device()).eval()
+
+
+SHIPPED_SPECS = (None, "", "shipped", "default")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model loaded from a spec, with what to record about where it came from."""
+    model: SSJDN
+    source: str      # a resolved checkpoint path or a config name: pass it back to model_from_spec
+    trained: bool    # False for a config: untrained retrieval heads, results close to random
+
+
+def model_from_spec(spec: str | Path | dict | None = None,
+                    device: str | torch.device | None = None) -> ResolvedModel:
+    """The one way to turn a model spec into a model.
+
+    `spec` is None / "shipped" / "default" (the shipped checkpoint), a checkpoint path
+    (.safetensors), a config name or YAML path (untrained heads, seeded so the same name gives the
+    same weights and fingerprint in every run, which lets an index built with it be searched
+    later), or a config dict. "file:PATH" and "config:NAME" (the app's saved choices) also work.
+    Raises UserError / CheckpointError with what to do when the spec names nothing usable.
+    """
+    if isinstance(spec, dict):
+        torch.manual_seed(0)
+        return ResolvedModel(create_model(spec, device=device), str(spec.get("name", "config")), False)
+    text = "" if spec is None else str(spec)
+    kind, sep, value = text.partition(":")
+    if sep and kind in ("file", "config"):
+        text = value
+    if text in SHIPPED_SPECS:
+        path = default_model_path()
+        if not path.is_file():
+            raise UserError(f"No trained model found at {path}. Pass a checkpoint "
+                            "(PATH.safetensors), or the config name 'tiny' to try the pipeline "
+                            "with an untrained model.")
+        return ResolvedModel(load_model(path, device=device), str(path), True)
+    path = Path(text).expanduser()
+    if kind != "config" and path.is_file() and path.suffix.lower() not in (".yaml", ".yml"):
+        return ResolvedModel(load_model(path, device=device), str(path.resolve()), True)
+    if kind == "file" or path.suffix.lower() == ".safetensors":
+        raise UserError(f"Model file not found: {path}.")
+    torch.manual_seed(0)
+    return ResolvedModel(create_model(text, device=device), text, False)

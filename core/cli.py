@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -29,9 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Never reach a model hub: every weight we use ships in a pip package or a user's file.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from ssjdn.core.offline import use_offline_hub
+    use_offline_hub()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,4 +1,4 @@
-"""Engine subcommands of the `ssjdn` CLI: index, search, match, export.
+"""Engine subcommands of the `ssjdn` CLI: index, search, classify, match, export.
 
 Each command is a thin layer over ssjdn.core (indexing, search, export): parse, call, print.
 """
@@ -48,6 +48,35 @@ examples:
   ssjdn search "many cars in a parking lot" --index my_index -k 50 --out cars.geojson
   ssjdn search --like 4294967301 --index my_index             # tiles like tile 4294967301
   ssjdn search --like-image example.png --index my_index      # tiles like an image
+
+refine by example (relevance feedback; ids are those printed in the tile id column):
+  ssjdn search "solar panels on a field" --index my_index --positive 4294967301,4294967307 \\
+      --negative 4294967302 -k 30 --out solar.geojson
+  ssjdn search --index my_index --positive 4294967301,4294967307   # words are optional
+"""
+CLASSIFY_HELP = """\
+Find all: train a light classifier (logistic regression on the index's vectors) from tiles
+marked relevant (at least 3) and not relevant, score every tile of the index with the
+probability that it is relevant, and write those at or above --threshold, most probable
+first, as polygons with `probability` and `tile_id` properties (.geojson or .gpkg).
+
+When fewer than 50 tiles are marked not relevant, random unmarked tiles of the index fill
+up the negatives (a rare target is almost never among them).
+
+--labels reads marks drawn in a GIS: a GeoJSON or GeoPackage of points or polygons in any
+CRS. A point marks the tiles that contain it; a polygon the tiles whose centre it covers (a
+polygon smaller than a tile marks the tile under it). Its `label` property says which:
+relevant, positive, yes, true or 1 = relevant; not relevant, irrelevant, negative, no,
+false or 0 = not relevant; a file without a `label` property marks every feature relevant.
+"""
+CLASSIFY_EPILOG = """\
+examples:
+  ssjdn classify --index my_index --positive 4294967301,4294967307,4294967311 --out all.geojson
+  ssjdn classify --index my_index --positive 4294967301,4294967307,4294967311 \\
+      --negative 4294967302,4294967309 --threshold 0.8 --out all.gpkg
+  ssjdn classify --index my_index --labels marks_from_qgis.gpkg --out all.geojson \\
+      --save-labels "solar farms"                    # keep the marks in the index
+  ssjdn classify --index my_index --label-set "solar farms" --out all.geojson
 """
 MATCH_HELP = """\
 Rank captions for one tile of the index or for any image: which description fits best?
@@ -108,8 +137,30 @@ def register(subparsers) -> None:
     like = p.add_mutually_exclusive_group()
     like.add_argument("--like", type=int, metavar="TILE_ID", help="find tiles that look like this tile")
     like.add_argument("--like-image", metavar="IMAGE", help="find tiles that look like this image file")
+    p.add_argument("--positive", type=tile_id_list, default=[], metavar="ID,ID,...",
+                   help="refine the query towards these tiles (marked relevant); with it the "
+                        "words are optional")
+    p.add_argument("--negative", type=tile_id_list, default=[], metavar="ID,ID,...",
+                   help="refine the query away from these tiles (marked not relevant)")
     p.add_argument("--out", metavar="FILE", help="also write the hits to a .geojson or .gpkg file")
     p.set_defaults(func=run_search)
+
+    p = subparsers.add_parser("classify", help="find all tiles like the marked examples",
+                              description=CLASSIFY_HELP, epilog=CLASSIFY_EPILOG, formatter_class=fmt)
+    _add_index_arg(p)
+    p.add_argument("--positive", type=tile_id_list, default=[], metavar="ID,ID,...",
+                   help="tiles marked relevant (at least 3 in all, with --labels)")
+    p.add_argument("--negative", type=tile_id_list, default=[], metavar="ID,ID,...",
+                   help="tiles marked not relevant")
+    p.add_argument("--labels", metavar="FILE",
+                   help="a .geojson/.gpkg of points or polygons whose `label` marks the tiles they cover")
+    p.add_argument("--label-set", metavar="NAME", help="also use the marks of a labelled set stored in the index")
+    p.add_argument("--save-labels", metavar="NAME",
+                   help="store the marks used as a labelled set in the index (the app can reload it)")
+    p.add_argument("--threshold", type=float, default=0.5, metavar="P",
+                   help="write tiles whose probability is at least P, 0 to 1 (default 0.5)")
+    p.add_argument("--out", required=True, metavar="FILE", help="a .geojson or .gpkg file to write")
+    p.set_defaults(func=run_classify)
 
     p = subparsers.add_parser("match", help="rank captions for a tile or an image",
                               description=MATCH_HELP, epilog=MATCH_EPILOG, formatter_class=fmt)
@@ -183,14 +234,22 @@ def run_index(args) -> int:
 
 def run_search(args) -> int:
     from ssjdn.core import search
-    if args.query is None and args.like is None and args.like_image is None:
+    marks = bool(args.positive or args.negative)
+    if marks and (args.like is not None or args.like_image is not None):
+        raise UserError("--positive/--negative refine a search in words or by marked tiles; "
+                        "use them without --like/--like-image.")
+    if args.query is None and not args.positive and args.like is None and args.like_image is None:
         raise UserError('Say what to find: ssjdn search "a river with boats" --index DIR '
-                        '(or --like TILE_ID, or --like-image IMAGE).')
-    if args.query is not None:
+                        '(or --positive TILE_ID,..., --like TILE_ID, or --like-image IMAGE).')
+    if args.query is not None and not args.positive:
         search._clean_query(args.query)  # an empty query fails before the model loads
     index, model = _open_index(args)
     with index:
-        if args.like is not None:
+        if marks:
+            from ssjdn.core.feedback import search_refined
+            hits = search_refined(index, model, args.query, args.positive, args.negative, k=args.k)
+            label = _refined_label(args.query, args.positive, args.negative)
+        elif args.like is not None:
             hits = search.search_similar(index, model, args.like, k=args.k)
             label = f"like tile {args.like}"
         elif args.like_image is not None:
@@ -207,6 +266,49 @@ def run_search(args) -> int:
     elif hits:
         print(f"To open these in a GIS: ssjdn export --index {args.index} --out hits.geojson")
     return 0
+
+
+def run_classify(args) -> int:
+    from ssjdn.core.export import export_hits
+    from ssjdn.core.feedback import classify_tiles
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.search import hits_for_ids
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"--threshold is a probability between 0 and 1; got {args.threshold}.")
+    with TileIndex.open(args.index) as index:
+        positives, negatives = _classify_marks(index, args)
+        if not positives:
+            raise UserError("Mark the tiles to find: --positive ID,ID,ID (at least 3), --labels FILE "
+                            "or --label-set NAME.")
+        scored = classify_tiles(index, positives, negatives, threshold=args.threshold)
+        if args.save_labels:
+            marks = {**dict.fromkeys(negatives, False), **dict.fromkeys(positives, True)}
+            index.save_label_set(args.save_labels, marks, overwrite=True)
+            print(f"stored {len(set(positives) | set(negatives))} marks as labelled set '{args.save_labels}'")
+        hits = hits_for_ids(index, [t for t, _ in scored], [p for _, p in scored])
+        label = f"classifier ({len(set(positives))} relevant, {len(set(negatives))} not relevant marked)"
+        print(f"{len(hits)} of {index.count} tiles have probability >= {args.threshold:g}")
+        _print_hits(hits[:20], label)
+        path = export_hits(hits, args.out, query=label,
+                           extra=[{"probability": round(h.score, 6)} for h in hits])
+    print(f"wrote {path} ({len(hits)} tiles, most probable first)")
+    return 0
+
+
+def _classify_marks(index, args) -> tuple[list[int], list[int]]:
+    """Marks from --positive/--negative, --label-set and --labels, in that order."""
+    positives, negatives = list(args.positive), list(args.negative)
+    sources = []
+    if args.label_set:
+        sources.append((f"labelled set '{args.label_set}'", index.load_label_set(args.label_set)))
+    if args.labels:
+        from ssjdn.core.labels import import_labels
+        sources.append((args.labels, import_labels(index, args.labels)))
+    for name, marks in sources:
+        positives += [t for t, relevant in marks.items() if relevant]
+        negatives += [t for t, relevant in marks.items() if not relevant]
+        print(f"{name}: {sum(marks.values())} relevant, {len(marks) - sum(marks.values())} not relevant tiles")
+    return positives, negatives
 
 
 def run_match(args) -> int:
@@ -272,26 +374,26 @@ def run_export(args) -> int:
 
 def load_model_arg(spec: str | None):
     """(model, source) from --model: a checkpoint path, a config name, or the shipped default."""
-    import torch
+    from ssjdn.core.api import model_from_spec
+    resolved = model_from_spec(spec)
+    if not resolved.trained:
+        print(f"note: '{spec}' is a model config, not a trained checkpoint; results are only "
+              f"meaningful with a trained model.", file=sys.stderr)
+    return resolved.model, resolved.source
 
-    from ssjdn.core import api
-    if spec is None:
-        path = Path(api.default_model_path())
-        if not path.exists():
-            raise UserError(f"No trained model found at {path}. Pass --model PATH.safetensors, or "
-                            f"--model tiny to try the pipeline with an untrained model.")
-        return api.load_model(path), str(path)
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return api.load_model(path), str(path.resolve())
-    if path.suffix == ".safetensors":
-        raise UserError(f"Model file not found: {path}.")
-    # A config name: untrained heads, seeded so the same name gives the same model (and the same
-    # fingerprint) in every run, which lets an index built with it be searched later.
-    print(f"note: '{spec}' is a model config, not a trained checkpoint; results are only "
-          f"meaningful with a trained model.", file=sys.stderr)
-    torch.manual_seed(0)
-    return api.create_model(spec), spec
+
+def tile_id_list(text: str) -> list[int]:
+    """ "ID,ID,..." -> [int, ...] (argparse type for --positive / --negative)."""
+    try:
+        return [int(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of tile ids; give the numbers "
+                                         "printed by `ssjdn search`, comma-separated.") from None
+
+
+def _refined_label(query, positives, negatives) -> str:
+    marks = f"+{len(positives)} relevant, -{len(negatives)} not relevant"
+    return f"{query} ({marks})" if query and query.strip() else f"tiles like the marked ones ({marks})"
 
 
 def _open_index(args):

@@ -47,15 +47,20 @@ def atomic_path(path):
             pass  # e.g. a read-only folder where nothing was written
 
 
-def export_hits(hits, path, query: str | None = None) -> Path:
-    """Write search hits as polygons in EPSG:4326: `.geojson`/`.json` (RFC 7946) or `.gpkg`."""
+def export_hits(hits, path, query: str | None = None, extra: list[dict] | None = None) -> Path:
+    """Write search hits as polygons in EPSG:4326: `.geojson`/`.json` (RFC 7946) or `.gpkg`.
+
+    `extra` holds one dict of further properties per hit (e.g. a probability or a label); every
+    dict has the same keys, whose values are int, float or str."""
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix not in (".geojson", ".json", ".gpkg"):
         raise UserError(f"Cannot export to '{path.name}': use a .geojson or .gpkg file name.")
     features = [_feature(rank, hit, query) for rank, hit in enumerate(hits, start=1)]
+    for feature, more in zip(features, extra or ()):
+        feature["properties"].update(more)
     if suffix == ".gpkg":
-        _write_gpkg(features, path)
+        _write_gpkg(features, path, _field_types(extra[0]) if extra else {})
     else:
         collection = {"type": "FeatureCollection", "features": features}
         with atomic_path(path) as tmp:
@@ -171,14 +176,20 @@ def _footprint(hit) -> np.ndarray:
     return windows_to_wgs84(hit.crs, hit.transform, [hit.window])[1][0]
 
 
-def _write_gpkg(features: list[dict], path: Path) -> None:
+def _field_types(properties: dict) -> dict[str, str]:
+    """fiona field types of extra properties ("int", "float" or "str")."""
+    kinds = {bool: "int", int: "int", float: "float"}
+    return {key: kinds.get(type(value), "str") for key, value in properties.items()}
+
+
+def _write_gpkg(features: list[dict], path: Path, extra_fields: dict[str, str] | None = None) -> None:
     import fiona
     # A tile cut at the antimeridian is a MultiPolygon; a layer has one geometry type.
     multi = any(f["geometry"]["type"] == "MultiPolygon" for f in features)
     schema = {"geometry": "MultiPolygon" if multi else "Polygon", "properties": {
         "rank": "int", "score": "float", "tile_id": "int", "raster": "str", "col_off": "int",
         "row_off": "int", "width": "int", "height": "int", "raster_crs": "str", "minx": "float",
-        "miny": "float", "maxx": "float", "maxy": "float", "query": "str"}}
+        "miny": "float", "maxx": "float", "maxy": "float", "query": "str", **(extra_fields or {})}}
     with atomic_path(path) as tmp:
         with fiona.open(tmp, "w", driver="GPKG", layer="hits", crs="EPSG:4326", schema=schema) as dst:
             for feature in features:

@@ -553,6 +553,68 @@ class TileIndex:
             with self._writing("save the search index file"):
                 self._save_faiss(self._faiss)
 
+    # -- labelled sets (relevance marks, issue 10) ----------------------------------------------
+    # Tables are created on first use, so indexes built before labelled sets existed still open.
+    def save_label_set(self, name: str, labels: dict, overwrite: bool = False) -> None:
+        """Store `labels` ({tile_id: True relevant / False not relevant}) as the set `name`, in one
+        transaction. An existing set is replaced only with `overwrite` (else UserError)."""
+        name = _label_set_name(name)
+        rows = [(name, int(tile_id), int(bool(label))) for tile_id, label in labels.items()]
+        with self._lock, self._db:
+            self._ensure_label_tables()
+            self._db.execute("BEGIN IMMEDIATE")
+            exists = self._db.execute("SELECT 1 FROM label_sets WHERE name = ?", (name,)).fetchone()
+            if exists and not overwrite:
+                raise UserError(f"A labelled set named '{name}' already exists in {self.index_dir}; "
+                                "choose another name or replace it.")
+            known = {r.tile_id for r in self.tiles([r[1] for r in rows])}
+            unknown = [r[1] for r in rows if r[1] not in known]
+            if unknown:
+                raise UserError(f"Tile {unknown[0]} is not in the index {self.index_dir}; a labelled "
+                                "set holds tiles of its own index only.")
+            self._db.execute("DELETE FROM labels WHERE set_name = ?", (name,))
+            self._db.execute("INSERT OR REPLACE INTO label_sets VALUES (?, ?)", (name, time.time()))
+            self._db.executemany("INSERT INTO labels VALUES (?, ?, ?)", rows)
+
+    def label_sets(self) -> list[tuple[str, int, int]]:
+        """(name, relevant count, not relevant count) of every stored set, by name."""
+        with self._lock:
+            if not self._has_label_tables():
+                return []
+            return [tuple(r) for r in self._db.execute(
+                "SELECT s.name, COALESCE(SUM(l.label = 1), 0), COALESCE(SUM(l.label = 0), 0)"
+                " FROM label_sets s LEFT JOIN labels l ON l.set_name = s.name"
+                " GROUP BY s.name ORDER BY s.name")]
+
+    def load_label_set(self, name: str) -> dict[int, bool]:
+        """{tile_id: relevant?} of a stored set; UserError naming the stored sets if unknown."""
+        with self._lock:
+            if not self._has_label_tables() or not self._db.execute(
+                    "SELECT 1 FROM label_sets WHERE name = ?", (name,)).fetchone():
+                names = ", ".join(s[0] for s in self.label_sets()) or "none yet"
+                raise UserError(f"No labelled set named '{name}' in {self.index_dir} (stored: {names}).")
+            return {tid: bool(label) for tid, label in self._db.execute(
+                "SELECT tile_id, label FROM labels WHERE set_name = ? ORDER BY rowid", (name,))}
+
+    def delete_label_set(self, name: str) -> bool:
+        """Remove a stored set; False if there was none of that name."""
+        with self._lock, self._db:
+            if not self._has_label_tables():
+                return False
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM labels WHERE set_name = ?", (name,))
+            return self._db.execute("DELETE FROM label_sets WHERE name = ?", (name,)).rowcount > 0
+
+    def _has_label_tables(self) -> bool:
+        # Reading never creates them: a read-only index must still list (no) sets.
+        return self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND "
+                                "name IN ('label_sets', 'labels')").fetchone()[0] == 2
+
+    def _ensure_label_tables(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS label_sets (name TEXT PRIMARY KEY, updated REAL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS labels (set_name TEXT NOT NULL, tile_id INTEGER "
+                         "NOT NULL, label INTEGER NOT NULL, PRIMARY KEY (set_name, tile_id))")
+
     # -- faiss ---------------------------------------------------------------------------------
     def _faiss_index(self):
         with self._lock:
@@ -823,6 +885,13 @@ def _model_dim(model) -> int:
     if dim:
         return int(dim)
     return int(model.encode_texts(["dimension probe"]).shape[-1])
+
+
+def _label_set_name(name) -> str:
+    text = str(name or "").strip()
+    if not text:
+        raise UserError("A labelled set needs a name, e.g. 'solar farms'.")
+    return text
 
 
 def _without_chunking(tiling: dict) -> dict:
