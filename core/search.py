@@ -77,7 +77,12 @@ def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
                         f"(ssjdn index {raster_path} --index {index.index_dir}).")
     text = model.encode_texts([_clean_query(query)]).float().cpu().numpy()[0]
     _, windows, vectors = index.raster_vectors(record.raster_id)
-    scores = vectors @ text
+    return tile_grid(record, windows, vectors @ text)
+
+
+def tile_grid(record, windows: np.ndarray, values: np.ndarray) -> GeoRaster:
+    """Per-tile values (one per row of `windows`, a raster's tiles) as a grid over the raster,
+    one cell per tile step (overlapping tiles are averaged; cells without a tile are NaN)."""
     tile_w, tile_h = record.tiling["tile_px"]
     overlap = float(record.tiling.get("overlap", 0.0))
     n_cols = max(1, round(record.width / max(1, round(tile_w * (1 - overlap)))))
@@ -90,7 +95,7 @@ def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
     for dr in range(int((r1 - r0).max(initial=0))):
         for dc in range(int((c1 - c0).max(initial=0))):
             inside = (r0 + dr < r1) & (c0 + dc < c1)
-            np.add.at(total, (r0[inside] + dr, c0[inside] + dc), scores[inside])
+            np.add.at(total, (r0[inside] + dr, c0[inside] + dc), values[inside])
             np.add.at(count, (r0[inside] + dr, c0[inside] + dc), 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         heat = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
