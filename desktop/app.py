@@ -13,11 +13,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, icon_path, sample_scene_path
+
 SCREENSHOT_SETTLE_MS = 400    # let the map read its detail images before grabbing
-# The sample scene has 5 m pixels: a tile of the training ground size (76.8 m) would be 15 px,
-# an unrecognisable blur to the model and to the user. 200 m tiles (40 px) gave clearly better
-# hits with a trained checkpoint (river bed, town, fields, woods) and index 6x faster.
-SAMPLE_TILE_M = 200.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +45,6 @@ def last_session_path() -> Path:
 
 def initial_session(args):
     """The session to start with and the rasters to open in it."""
-    from ssjdn.desktop.qt_main import sample_scene_path
     from ssjdn.desktop.state import Session
     session, rasters = Session(), []
     source = Path(args.session) if args.session else last_session_path()
@@ -92,8 +89,8 @@ def install_excepthook(window_getter) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from ssjdn.core.offline import use_offline_hub
+    use_offline_hub()
     args = build_parser().parse_args(argv)
     if not _has_display():
         if not args.screenshot:
@@ -104,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"   # a screenshot needs no screen
     from PySide6.QtWidgets import QApplication, QMessageBox
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("SSJDN Explorer")
+    app.setApplicationName(APP_TITLE)
     app.setOrganizationName("ssjdn")
     from PySide6.QtGui import QIcon
-    app.setWindowIcon(QIcon(str(Path(__file__).resolve().parent.parent / "resources" / "icons" / "ssjdn-explorer.png")))
+    app.setWindowIcon(QIcon(str(icon_path())))
     try:
         from ssjdn.desktop.qt_main import QtMainWindow
         session, rasters = initial_session(args)
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         window.search_panel.query.setText(args.query)
     elif session.queries and not args.screenshot:
         window.search_panel.query.setText(session.queries[-1])
-        window.pending_query = session.queries[-1]     # the last session's results come back
+        window.model.pending_query = session.queries[-1]     # the last session's results come back
     window.search_panel.set_history(session.queries)
     director = ScreenshotDirector(window, args, app) if args.screenshot else None
     if director is not None:

@@ -32,7 +32,7 @@ def test_screenshot_renders_the_window_after_indexing_and_a_query_then_exits(use
 def test_without_rasters_the_first_launch_opens_the_sample_scene(user_dirs):
     from argparse import Namespace
     from ssjdn.desktop.app import initial_session
-    from ssjdn.desktop.qt_main import sample_scene_path
+    from ssjdn.desktop.resources import sample_scene_path
     args = Namespace(session=None, rasters=[], sample=False, model=None, device=None, tile_m=None)
     session, rasters = initial_session(args)
     assert rasters == [str(sample_scene_path())] and sample_scene_path().is_file()
