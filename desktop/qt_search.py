@@ -29,7 +29,7 @@ class QtSearchPanel(QWidget):
     searchRequested = Signal(str, int)     # query, k
     hitActivated = Signal(object)          # Hit: zoom to it and select it
     similarRequested = Signal(object)      # Hit: find tiles like it
-    markRequested = Signal(int, object)    # tile id, True relevant / False not / None clear
+    markRequested = Signal(object, object)  # tile id (64-bit), True relevant / False not / None clear
     refineRequested = Signal()
 
     def __init__(self, parent=None) -> None:
