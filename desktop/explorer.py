@@ -55,6 +55,7 @@ class ExplorerModel:
         self.pending_query: str | None = None   # a restored session's last query, run when indexed
         # Relevance feedback.
         self.marks: dict[int, bool] = {}          # tile id -> RELEVANT / NOT_RELEVANT
+        self.marks_index_dir: Path | None = None   # tile ids are ids of this index
         self.probabilities: dict[int, float] = {}  # tile id -> P(relevant) from find-all
         self.probability_maps: dict = {}           # raster path -> GeoRaster of probabilities
         self.threshold = 0.5
@@ -114,6 +115,8 @@ class ExplorerModel:
         self.probability_maps.pop(path, None)
         self.events.emit("raster_closed", path=path)
         self.events.emit("tiles", windows_by_raster=self.tile_windows())
+        if self.probabilities:
+            self.set_threshold(self.threshold)   # its tiles leave the detections
 
     # == index =================================================================================
     def current_index_dir(self) -> Path:
@@ -148,6 +151,12 @@ class ExplorerModel:
             return False
         self.index_stats = stats
         self.index = TileIndex.open(index_dir, model=model)
+        if index_dir != self.marks_index_dir:
+            # Tile ids are per index (model and tiling): marks of another index would name other
+            # tiles. Saved labelled sets stay in the index they were made in.
+            self.marks_index_dir = index_dir
+            if self.marks:
+                self.set_marks({})
         self.tiles_by_raster = {}
         for record in self.index.rasters():
             if record.path in self.rasters:

@@ -17,7 +17,7 @@ from ssjdn.desktop.qt_salience import QtColorLegend
 
 SLIDER_STEPS = 100          # threshold slider: probability in hundredths
 PROBABILITY_COLORMAP = "inferno"
-MAX_LISTED = 500            # detections listed (all are exported)
+MAX_LISTED = 200            # detections listed (all are exported)
 
 
 class QtFeedbackPanel(QWidget):
@@ -42,6 +42,9 @@ class QtFeedbackPanel(QWidget):
         self.threshold = QSlider(Qt.Orientation.Horizontal)
         self.threshold.setRange(0, SLIDER_STEPS)
         self.threshold.setValue(SLIDER_STEPS // 2)
+        # Relist on release, not on every step of a drag (a list of detections is read from the
+        # index each time); the label follows the drag live.
+        self.threshold.setTracking(False)
         self.threshold_label = QLabel()
         self.legend = QtColorLegend()
         self.legend.set_range(PROBABILITY_COLORMAP, 0.0, 1.0, "probability of a match")
@@ -64,6 +67,8 @@ class QtFeedbackPanel(QWidget):
         self.find_all_button.clicked.connect(self.findAllRequested.emit)
         self.clear_button.clicked.connect(self.clearMarksRequested.emit)
         self.threshold.valueChanged.connect(self._on_threshold)
+        self.threshold.sliderMoved.connect(
+            lambda value: self.threshold_label.setText(f"p \u2265 {value / SLIDER_STEPS:.2f}"))
         self.detections.itemClicked.connect(
             lambda item: self.detectionActivated.emit(item.data(Qt.ItemDataRole.UserRole)))
         self.export_button.clicked.connect(self.exportDetectionsRequested.emit)

@@ -190,6 +190,7 @@ class QtMainWindow(QMainWindow):
         self.map_view.filesDropped.connect(self.open_rasters)
         self.map_view.mapClicked.connect(self._on_map_clicked)
         self.map_view.tileMenuRequested.connect(self._on_map_menu)
+        self.map_view.layerChanged.connect(self._follow_heat_legend)
         self.model_combo.currentIndexChanged.connect(
             lambda _: self.session.set_model(self.model_combo.currentData()))
         self.device_combo.currentIndexChanged.connect(
@@ -335,6 +336,7 @@ class QtMainWindow(QMainWindow):
         for name in (f"heatmap:{path}", f"probability:{path}"):
             if name in self.map_view.layers:
                 self.map_view.remove_layer(name)
+        self._on_marks(self.model.marks)   # its marks leave the map (they stay in the model)
 
     def refresh_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -497,6 +499,13 @@ class QtMainWindow(QMainWindow):
         self._on_marks(self.model.marks)
         self.searchFinished.emit(hits)
 
+    def _follow_heat_legend(self, name: str) -> None:
+        """The score legend shows while a score heatmap does (find-all hides it, the Layers
+        panel may bring it back)."""
+        if name.startswith("heatmap:"):
+            shown = any(s.visible for n, s in self.map_view.layers.items() if n.startswith("heatmap:"))
+            self.search_panel.heat_legend.setVisible(shown and bool(self.model.heatmaps))
+
     def activate_hit(self, hit) -> None:
         self.map_view.zoom_to_bounds(hit.bounds, hit.crs)
         self.select_tile(hit.tile_id)
@@ -533,6 +542,11 @@ class QtMainWindow(QMainWindow):
     def _on_probabilities(self, maps) -> None:
         for name in [n for n in self.map_view.layers if n.startswith("probability:")]:
             self.map_view.remove_layer(name)
+        # Two heatmaps over each other read as mud: the score heatmap steps back (Layers panel
+        # brings it back).
+        for name, state in list(self.map_view.layers.items()):
+            if state.kind == "heatmap" and maps:
+                self.map_view.set_layer_visible(name, False)
 
     def _on_detections(self, detections, threshold) -> None:
         """The threshold or the probabilities changed: redraw the heatmap above it, relist."""

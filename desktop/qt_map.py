@@ -344,13 +344,16 @@ class QtMapView(QGraphicsView):
         for bounds, crs, relevant in marks:
             x, y, w, h = self.frame.bounds_to_scene(bounds, crs)
             rect = QGraphicsRectItem(QRectF(x, y, w, h))
-            rect.setPen(_cosmetic_pen(MARK_COLORS[relevant], 3))
+            rect.setPen(_cosmetic_pen(MARK_COLORS[relevant], 4))
             rect.setToolTip("marked relevant" if relevant else "marked not relevant")
             sign = QGraphicsSimpleTextItem(MARK_SIGNS[relevant], rect)
             sign.setBrush(QBrush(MARK_COLORS[relevant]))
-            sign.setFont(QFont("Sans", 12, QFont.Weight.Bold))
+            sign.setFont(QFont("Sans", 13, QFont.Weight.Bold))
             sign.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
-            sign.setPos(x + w, y)   # top-right corner: the hit's rank sits top-left
+            # Inside the top-right corner (the hit's rank sits top-left): anchored at the corner,
+            # shifted left by its own width in screen pixels, which zooming does not change.
+            sign.setPos(x + w, y)
+            sign.setTransform(QTransform.fromTranslate(-sign.boundingRect().width() - 4, 0))
             items.append(rect)
         self._replace_layer("marks", "marks", items, label="Relevance marks")
 

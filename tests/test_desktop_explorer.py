@@ -200,3 +200,13 @@ def test_a_stale_index_build_is_dropped(explorer):
     explorer.session.set_tile_ground_m(40.0)                       # the user changed the tiling
     assert not explorer.apply_index(work(), token)
     assert explorer.index is None
+
+
+def test_marks_are_dropped_when_another_index_takes_over_but_kept_on_a_resume(explorer):
+    hits = search(explorer, k=2)
+    explorer.mark(hits[0].tile_id, True)
+    work, token = explorer.index_job()                              # the same index, resumed
+    assert explorer.apply_index(work(), token) and explorer.marks == {hits[0].tile_id: True}
+    explorer.session.set_tile_ground_m(38.4)                        # another tiling: other tile ids
+    work, token = explorer.index_job()
+    assert explorer.apply_index(work(), token) and explorer.marks == {}

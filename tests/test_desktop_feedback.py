@@ -84,6 +84,9 @@ def test_find_all_shows_a_probability_heatmap_that_the_threshold_slider_filters(
     find_all(qtbot, window)
 
     layer = next(n for n, s in window.map_view.layers.items() if s.kind == "probability")
+    heat = next(n for n, s in window.map_view.layers.items() if s.kind == "heatmap")
+    assert not window.map_view.layers[heat].visible                  # one heatmap at a time
+    assert window.search_panel.heat_legend.isHidden()                # and its legend with it
     assert panel.detections.count() == len(window.model.detections) > 0
     assert panel.detections.item(0).text().startswith("p ")
     panel.threshold.setValue(0)
