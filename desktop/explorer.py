@@ -321,6 +321,13 @@ class ExplorerModel:
     def marked(self, label: bool) -> list[int]:
         return [t for t, v in self.marks.items() if v is label]
 
+    def mark_footprints(self) -> list[tuple]:
+        """(bounds, crs, relevant) of the marked tiles on the open rasters, for the map."""
+        if self.index is None or not self.marks:
+            return []
+        return [(r.bounds, r.crs, self.marks[r.tile_id]) for r in self.index.tiles(list(self.marks))
+                if r.raster_path in self.rasters]
+
     def can_refine(self) -> bool:
         """A refined query needs a relevant tile, or words to move away from the others."""
         return bool(self.marked(RELEVANT)) or bool(self.marks and self.words)

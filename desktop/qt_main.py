@@ -522,11 +522,8 @@ class QtMainWindow(QMainWindow):
         self.model.mark(tile_id, label)
 
     def _on_marks(self, marks: dict) -> None:
-        index = self.model.index
-        records = index.tiles(list(marks)) if index is not None and marks else []
-        self.map_view.set_marks([(r.bounds, r.crs, marks[r.tile_id]) for r in records
-                                 if r.raster_path in self.map_view.rasters])
-        self.search_panel.set_marks(marks, self.model.can_refine() and index is not None)
+        self.map_view.set_marks(self.model.mark_footprints())
+        self.search_panel.set_marks(marks, self.model.can_refine() and self.model.index is not None)
         self.feedback_panel.set_marks(marks, self.model.can_find_all())
 
     def find_all(self) -> None:

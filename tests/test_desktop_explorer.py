@@ -71,6 +71,8 @@ def test_marks_change_with_an_event_and_survive_a_refined_search(explorer):
     explorer.mark(hits[2].tile_id, None)                          # cleared again
     assert explorer.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
     assert len(seen) == 4 and seen[-1][1]["marks"] == explorer.marks
+    footprints = explorer.mark_footprints()                       # what the map outlines
+    assert sorted((b, r) for b, _, r in footprints) == sorted([(hits[0].bounds, True), (hits[1].bounds, False)])
 
     explorer.show_results(explorer.refine_job(k=8)())
     expected = search_refined(explorer.index, explorer.loaded.model, "a river next to a road",
