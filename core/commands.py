@@ -69,7 +69,9 @@ examples:
   ssjdn classify --index my_index --positive 4294967301,4294967307,4294967311 --out all.geojson
   ssjdn classify --index my_index --positive 4294967301,4294967307,4294967311 \\
       --negative 4294967302,4294967309 --threshold 0.8 --out all.gpkg
-  ssjdn classify --index my_index --labels marks_from_qgis.gpkg --out all.geojson
+  ssjdn classify --index my_index --labels marks_from_qgis.gpkg --out all.geojson \\
+      --save-labels "solar farms"                    # keep the marks in the index
+  ssjdn classify --index my_index --label-set "solar farms" --out all.geojson
 """
 MATCH_HELP = """\
 Rank captions for one tile of the index or for any image: which description fits best?
@@ -145,6 +147,9 @@ def register(subparsers) -> None:
                    help="tiles marked not relevant")
     p.add_argument("--labels", metavar="FILE",
                    help="a .geojson/.gpkg of points or polygons whose `label` marks the tiles they cover")
+    p.add_argument("--label-set", metavar="NAME", help="also use the marks of a labelled set stored in the index")
+    p.add_argument("--save-labels", metavar="NAME",
+                   help="store the marks used as a labelled set in the index (the app can reload it)")
     p.add_argument("--threshold", type=float, default=0.5, metavar="P",
                    help="write tiles whose probability is at least P, 0 to 1 (default 0.5)")
     p.add_argument("--out", required=True, metavar="FILE", help="a .geojson or .gpkg file to write")
@@ -258,17 +263,15 @@ def run_classify(args) -> int:
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold is a probability between 0 and 1; got {args.threshold}.")
     with TileIndex.open(args.index) as index:
-        positives, negatives = list(args.positive), list(args.negative)
-        if args.labels:
-            from ssjdn.core.labels import import_labels
-            marks = import_labels(index, args.labels)
-            positives += [t for t, relevant in marks.items() if relevant]
-            negatives += [t for t, relevant in marks.items() if not relevant]
-            print(f"{args.labels}: {sum(marks.values())} relevant, "
-                  f"{len(marks) - sum(marks.values())} not relevant tiles")
+        positives, negatives = _classify_marks(index, args)
         if not positives:
-            raise UserError("Mark the tiles to find: --positive ID,ID,ID (at least 3), or --labels FILE.")
+            raise UserError("Mark the tiles to find: --positive ID,ID,ID (at least 3), --labels FILE "
+                            "or --label-set NAME.")
         scored = classify_tiles(index, positives, negatives, threshold=args.threshold)
+        if args.save_labels:
+            marks = {**dict.fromkeys(negatives, False), **dict.fromkeys(positives, True)}
+            index.save_label_set(args.save_labels, marks, overwrite=True)
+            print(f"stored {len(set(positives) | set(negatives))} marks as labelled set '{args.save_labels}'")
         hits = hits_for_ids(index, [t for t, _ in scored], [p for _, p in scored])
         label = f"classifier ({len(set(positives))} relevant, {len(set(negatives))} not relevant marked)"
         print(f"{len(hits)} of {index.count} tiles have probability >= {args.threshold:g}")
@@ -277,6 +280,22 @@ def run_classify(args) -> int:
                            extra=[{"probability": round(h.score, 6)} for h in hits])
     print(f"wrote {path} ({len(hits)} tiles, most probable first)")
     return 0
+
+
+def _classify_marks(index, args) -> tuple[list[int], list[int]]:
+    """Marks from --positive/--negative, --label-set and --labels, in that order."""
+    positives, negatives = list(args.positive), list(args.negative)
+    sources = []
+    if args.label_set:
+        sources.append((f"labelled set '{args.label_set}'", index.load_label_set(args.label_set)))
+    if args.labels:
+        from ssjdn.core.labels import import_labels
+        sources.append((args.labels, import_labels(index, args.labels)))
+    for name, marks in sources:
+        positives += [t for t, relevant in marks.items() if relevant]
+        negatives += [t for t, relevant in marks.items() if not relevant]
+        print(f"{name}: {sum(marks.values())} relevant, {len(marks) - sum(marks.values())} not relevant tiles")
+    return positives, negatives
 
 
 def run_match(args) -> int:

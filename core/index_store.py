@@ -386,7 +386,8 @@ class TileIndex:
     def label_sets(self) -> list[tuple[str, int, int]]:
         """(name, relevant count, not relevant count) of every stored set, by name."""
         with self._lock:
-            self._ensure_label_tables()
+            if not self._has_label_tables():
+                return []
             return [tuple(r) for r in self._db.execute(
                 "SELECT s.name, COALESCE(SUM(l.label = 1), 0), COALESCE(SUM(l.label = 0), 0)"
                 " FROM label_sets s LEFT JOIN labels l ON l.set_name = s.name"
@@ -395,8 +396,8 @@ class TileIndex:
     def load_label_set(self, name: str) -> dict[int, bool]:
         """{tile_id: relevant?} of a stored set; UserError naming the stored sets if unknown."""
         with self._lock:
-            self._ensure_label_tables()
-            if not self._db.execute("SELECT 1 FROM label_sets WHERE name = ?", (name,)).fetchone():
+            if not self._has_label_tables() or not self._db.execute(
+                    "SELECT 1 FROM label_sets WHERE name = ?", (name,)).fetchone():
                 names = ", ".join(s[0] for s in self.label_sets()) or "none yet"
                 raise UserError(f"No labelled set named '{name}' in {self.index_dir} (stored: {names}).")
             return {tid: bool(label) for tid, label in self._db.execute(
@@ -405,10 +406,16 @@ class TileIndex:
     def delete_label_set(self, name: str) -> bool:
         """Remove a stored set; False if there was none of that name."""
         with self._lock, self._db:
-            self._ensure_label_tables()
+            if not self._has_label_tables():
+                return False
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM labels WHERE set_name = ?", (name,))
             return self._db.execute("DELETE FROM label_sets WHERE name = ?", (name,)).rowcount > 0
+
+    def _has_label_tables(self) -> bool:
+        # Reading never creates them: a read-only index must still list (no) sets.
+        return self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND "
+                                "name IN ('label_sets', 'labels')").fetchone()[0] == 2
 
     def _ensure_label_tables(self) -> None:
         self._db.execute("CREATE TABLE IF NOT EXISTS label_sets (name TEXT PRIMARY KEY, updated REAL)")

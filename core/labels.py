@@ -92,20 +92,15 @@ def import_labels(index, path) -> dict[int, bool]:
 # ---------------------------------------------------------------------------------------------
 
 def _read_features(path) -> tuple[list[tuple[dict, bool]], str]:
-    """[(GeoJSON-like geometry, relevant?)] and the file's CRS (as WKT or EPSG string)."""
-    import fiona
+    """[(GeoJSON-like geometry, relevant?)] and the file's CRS (as WKT or an EPSG string)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"Label file not found: {path}.")
-    try:
-        with fiona.open(path) as source:
-            crs = source.crs.to_wkt() if source.crs else "EPSG:4326"
-            rows = [(feature.geometry, dict(feature.properties or {})) for feature in source]
-    except fiona.errors.FionaError as exc:
-        raise UserError(f"Cannot read {path} as GeoJSON or GeoPackage ({exc}).") from exc
+    reader = _read_geojson if path.suffix.lower() in (".geojson", ".json") else _read_with_fiona
+    rows, crs = reader(path)
     features = []
     for geometry, properties in rows:
-        if geometry is None:
+        if not geometry:
             continue
         kind = geometry["type"]
         if kind not in ("Point", "MultiPoint", "Polygon", "MultiPolygon"):
@@ -116,6 +111,32 @@ def _read_features(path) -> tuple[list[tuple[dict, bool]], str]:
     if not features:
         raise UserError(f"{path} holds no features with a geometry.")
     return features, crs
+
+
+def _read_geojson(path: Path):
+    """Read GeoJSON ourselves: GDAL types a `label` column mixing words and numbers as JSON and
+    then fails on it. CRS: RFC 7946 (EPSG:4326) unless an old-style "crs" member names one."""
+    import json
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        features = data["features"] if data.get("type") == "FeatureCollection" else [data]
+        rows = [(f.get("geometry"), dict(f.get("properties") or {})) for f in features]
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise UserError(f"{path} is not a GeoJSON FeatureCollection ({exc}).") from exc
+    name = ((data.get("crs") or {}).get("properties") or {}).get("name")
+    return rows, name or "EPSG:4326"
+
+
+def _read_with_fiona(path: Path):
+    import fiona
+    try:
+        with fiona.open(path) as source:
+            crs = source.crs.to_wkt() if source.crs else "EPSG:4326"
+            rows = [(f.geometry and {"type": f.geometry["type"], "coordinates": f.geometry["coordinates"]},
+                     dict(f.properties or {})) for f in source]
+    except Exception as exc:  # noqa: BLE001 - fiona/GDAL raise several types for unreadable files
+        raise UserError(f"Cannot read {path} as a GeoPackage or other GIS vector file ({exc}).") from exc
+    return rows, crs
 
 
 def _covered_tiles(geometry: dict, crs: str, raster, ids: np.ndarray, windows: np.ndarray) -> list[int]:
