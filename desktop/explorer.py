@@ -267,7 +267,7 @@ class ExplorerModel:
             heat = {}
             if with_heatmap:
                 query = refine_query(index, model, words, positives, negatives)
-                heat = {r.path: _grid(index, r, lambda ids, vectors: vectors @ query) for r in records}
+                heat = {r.path: _query_heatmap(index, r, query) for r in records}
             return label, shown_words, hits, heat, read_thumbnails(hits)
 
         return work
@@ -339,18 +339,15 @@ class ExplorerModel:
     def find_all_job(self):
         """Train a classifier on the marks and score every tile; the job returns
         ({tile id: probability}, {raster path: probability grid})."""
-        from ssjdn.core.feedback import tile_probabilities
+        from ssjdn.core.feedback import probability_heatmap, tile_probabilities
         self._require_index()
         index, positives, negatives = self.index, self.marked(RELEVANT), self.marked(NOT_RELEVANT)
-        records = [index.raster(p) for p in self.session.rasters if p in self.tiles_by_raster]
+        rasters = [p for p in self.session.rasters if p in self.tiles_by_raster]
 
         def work():
             ids, probabilities = tile_probabilities(index, positives, negatives)
-            by_id = dict(zip(ids.tolist(), probabilities.tolist()))
-            maps = {r.path: _grid(index, r, lambda tile_ids, _v: np.array([by_id.get(int(t), np.nan)
-                                                                           for t in tile_ids]))
-                    for r in records}
-            return by_id, maps
+            maps = {p: probability_heatmap(index, p, ids, probabilities) for p in rasters}
+            return dict(zip(ids.tolist(), probabilities.tolist())), maps
 
         return work
 
@@ -460,11 +457,11 @@ class ExplorerModel:
         return restored
 
 
-def _grid(index, record, values_of):
-    """A raster's per-tile values as a grid: values_of(tile ids, vectors) -> values [N]."""
+def _query_heatmap(index, record, query: np.ndarray):
+    """Every tile's score for a query vector (e.g. a refined one) as a grid over its raster."""
     from ssjdn.core.search import tile_grid
-    ids, windows, vectors = index.raster_vectors(record.raster_id)
-    return tile_grid(record, windows, np.asarray(values_of(ids, vectors), dtype=np.float64))
+    _, windows, vectors = index.raster_vectors(record.raster_id)
+    return tile_grid(record, windows, (vectors @ query).astype(np.float64))
 
 
 def read_thumbnails(hits) -> list:
