@@ -22,7 +22,7 @@ from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.explorer import NOT_RELEVANT, RELEVANT, ExplorerModel, describe_tile
 from ssjdn.desktop.geo import format_lonlat
 from ssjdn.desktop.qt_captions import QtCaptionPanel
-from ssjdn.desktop.qt_feedback import MAX_LISTED, PROBABILITY_COLORMAP, QtFeedbackPanel
+from ssjdn.desktop.qt_feedback import PROBABILITY_COLORMAP, QtFeedbackPanel
 from ssjdn.desktop.qt_layers import QtLayerPanel
 from ssjdn.desktop.qt_map import HIT_COLOR, QtMapView, rgb_to_qimage
 from ssjdn.desktop.qt_salience import QtSaliencePanel
@@ -33,7 +33,6 @@ from ssjdn.desktop.settings import Preferences
 from ssjdn.desktop.state import Session
 
 RASTER_FILTER = "Rasters (*.tif *.tiff *.jp2 *.vrt *.img *.png *.jpg *.jpeg);;All files (*)"
-VECTOR_FILTER = "GeoJSON (*.geojson *.json);;GeoPackage (*.gpkg)"
 
 
 class QtMainWindow(QMainWindow):
@@ -76,7 +75,7 @@ class QtMainWindow(QMainWindow):
         self.search_panel = QtSearchPanel()
         self.caption_panel = QtCaptionPanel()
         self.salience_panel = QtSaliencePanel()
-        self.feedback_panel = QtFeedbackPanel()
+        self.feedback_panel = QtFeedbackPanel(self.model)
         self.docks = {}
         for key, title, widget, area in (
                 ("layers", "Layers", self.layer_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
@@ -120,7 +119,7 @@ class QtMainWindow(QMainWindow):
         file_menu.addSeparator()
         self.export_hits_action = file_menu.addAction("Export hits (GeoJSON / GeoPackage)…", self.export_hits_dialog)
         self.export_heatmap_action = file_menu.addAction("Export heatmap (GeoTIFF)…", self.export_heatmap_dialog)
-        file_menu.addAction("Export detections (GeoJSON / GeoPackage)…", self.export_detections_dialog)
+        file_menu.addAction("Export detections (GeoJSON / GeoPackage)…", self.feedback_panel.export_detections_dialog)
         file_menu.addSeparator()
         file_menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
 
@@ -204,16 +203,10 @@ class QtMainWindow(QMainWindow):
         self.caption_panel.rankRequested.connect(self.rank_captions)
         self.salience_panel.changed.connect(self._show_salience_overlay)
         self.layer_panel.closeRasterRequested.connect(self.close_raster)
-        panel = self.feedback_panel
-        panel.findAllRequested.connect(self.find_all)
-        panel.clearMarksRequested.connect(lambda: self.model.set_marks({}))
-        panel.thresholdChanged.connect(self.model.set_threshold)
-        panel.detectionActivated.connect(self.activate_hit)
-        panel.exportDetectionsRequested.connect(self.export_detections_dialog)
-        panel.saveSetRequested.connect(self.save_label_set)
-        panel.loadSetRequested.connect(self.load_label_set)
-        panel.exportSetRequested.connect(self.export_marks_dialog)
-        panel.importSetRequested.connect(self.import_marks_dialog)
+        self.feedback_panel.findAllRequested.connect(self.find_all)
+        self.feedback_panel.detectionActivated.connect(self.activate_hit)
+        self.feedback_panel.failed.connect(self.show_error)
+        self.feedback_panel.succeeded.connect(lambda message: self.statusBar().showMessage(message, 8000))
 
     def _listen(self) -> None:
         """The model's and the session's changes, shown."""
@@ -232,7 +225,6 @@ class QtMainWindow(QMainWindow):
         events.connect("marks", self._on_marks)
         events.connect("probabilities", self._on_probabilities)
         events.connect("detections", self._on_detections)
-        events.connect("index", lambda index: self._show_label_sets())
 
     # == model choice ==========================================================================
     def refresh_model_choices(self) -> None:
@@ -524,7 +516,6 @@ class QtMainWindow(QMainWindow):
     def _on_marks(self, marks: dict) -> None:
         self.map_view.set_marks(self.model.mark_footprints())
         self.search_panel.set_marks(marks, self.model.can_refine() and self.model.index is not None)
-        self.feedback_panel.set_marks(marks, self.model.can_find_all())
 
     def find_all(self) -> None:
         """Train the classifier on the marks (off the GUI thread) and score every tile."""
@@ -546,63 +537,12 @@ class QtMainWindow(QMainWindow):
                 self.map_view.set_layer_visible(name, False)
 
     def _on_detections(self, detections, threshold) -> None:
-        """The threshold or the probabilities changed: redraw the heatmap above it, relist."""
+        """The threshold or the probabilities changed: redraw the map above the threshold."""
         for path, grid in self.model.thresholded_maps().items():
             self.map_view.set_georaster(f"probability:{path}", "probability", grid, PROBABILITY_COLORMAP,
                                         f"Find all: probability \u2265 {threshold:.2f} ({Path(path).name})",
                                         opacity=0.6, value_range=(0.0, 1.0))
         self.layer_panel.refresh()
-        self.feedback_panel.show_detections(self.model.detection_hits(MAX_LISTED), len(detections), threshold)
-
-    def export_detections_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export detections", "detections.gpkg",
-                                              "GeoPackage (*.gpkg);;GeoJSON (*.geojson)")
-        if path:
-            self.export_detections(path)
-
-    def export_detections(self, path: str) -> None:
-        self._guarded("Export detections", lambda: self.model.export_detections(path),
-                      f"Exported the detections (p \u2265 {self.model.threshold:.2f}) to {path}")
-
-    # == labelled sets =========================================================================
-    def _show_label_sets(self) -> None:
-        self.feedback_panel.set_label_sets(self.model.label_sets())
-
-    def save_label_set(self, name: str, overwrite: bool | None = None) -> None:
-        """Store the marks under `name` in the index; asks before replacing a stored set."""
-        if overwrite is None:
-            overwrite = False
-            if name in [n for n, _, _ in self.model.label_sets()]:
-                answer = QMessageBox.question(self, "Save labelled set",
-                                              f"Replace the stored set '{name}' with the current marks?")
-                if answer != QMessageBox.StandardButton.Yes:
-                    return
-                overwrite = True
-        self._guarded("Save labelled set", lambda: self.model.save_label_set(name, overwrite=overwrite),
-                      f"Saved {len(self.model.marks)} marks as '{name}'")
-        self._show_label_sets()
-
-    def load_label_set(self, name: str) -> None:
-        self._guarded("Load labelled set", lambda: self.model.load_label_set(name),
-                      f"Loaded the labelled set '{name}'")
-
-    def export_marks_dialog(self, name: str = "") -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export marks", f"{name or 'marks'}.gpkg",
-                                              "GeoPackage (*.gpkg);;GeoJSON (*.geojson)")
-        if path:
-            self.export_marks(path, name or None)
-
-    def export_marks(self, path: str, name: str | None = None) -> None:
-        self._guarded("Export marks", lambda: self.model.export_marks(path, name),
-                      f"Exported {len(self.model.marks)} marks to {path}")
-
-    def import_marks_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import marks", "", VECTOR_FILTER)
-        if path:
-            self.import_marks(path)
-
-    def import_marks(self, path: str) -> None:
-        self._guarded("Import marks", lambda: self.model.import_marks(path), f"Marked the tiles under {path}")
 
     # == selected tile: salience and captions ==================================================
     def _on_map_clicked(self, x: float, y: float) -> None:
@@ -799,6 +739,7 @@ class QtMainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.cancel_indexing()
+        self._queue.clear()   # queued jobs must not start a thread on a closing window
         for worker in (self._index_worker, self._worker):
             if worker is not None:
                 worker.wait(30000)   # a worker thread must not outlive its window

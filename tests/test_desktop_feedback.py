@@ -102,6 +102,7 @@ def test_find_all_shows_a_probability_heatmap_that_the_threshold_slider_filters(
     with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
         panel.detections.itemClicked.emit(panel.detections.item(0))   # a detection is a tile to look at
     assert window.model.selected_tile.tile_id == window.model.detections[0][0]
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
 
 
 def test_detections_export_from_the_window_with_their_probability(qtbot, indexed_window, tmp_path):
@@ -111,7 +112,7 @@ def test_detections_export_from_the_window_with_their_probability(qtbot, indexed
         window.model.mark(hit.tile_id, True)
     find_all(qtbot, window)
     window.feedback_panel.threshold.setValue(0)
-    window.export_detections(str(tmp_path / "found.geojson"))
+    window.feedback_panel.export_detections(str(tmp_path / "found.geojson"))
     features = json.loads((tmp_path / "found.geojson").read_text())["features"]
     assert len(features) == window.model.index.count
     probabilities = [f["properties"]["probability"] for f in features]
@@ -134,9 +135,9 @@ def test_a_labelled_set_saved_in_the_panel_loads_back_and_exports(qtbot, indexed
     assert window.model.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
     assert len(window.map_view.layer_items("marks")) == 2
 
-    window.export_marks(str(tmp_path / "fields.gpkg"), "fields")
+    window.feedback_panel.export_marks(str(tmp_path / "fields.gpkg"), "fields")
     window.model.set_marks({})
-    window.import_marks(str(tmp_path / "fields.gpkg"))
+    window.feedback_panel.import_marks(str(tmp_path / "fields.gpkg"))
     assert window.model.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
 
 
@@ -154,3 +155,18 @@ def test_the_tile_size_box_follows_the_session_and_reindexes(qtbot, indexed_wind
     assert window.tile_size.value() == 38.4
     assert window.model.current_index_dir().name != ""
     assert window.model.index.count < 20                       # bigger tiles, fewer of them
+
+
+def test_the_find_all_panel_follows_its_model_and_drives_it(qtbot):
+    from ssjdn.desktop.explorer import ExplorerModel
+    from ssjdn.desktop.qt_feedback import QtFeedbackPanel
+    model = ExplorerModel()
+    panel = QtFeedbackPanel(model)
+    qtbot.addWidget(panel)
+    model.set_marks({11: True, 12: False})
+    assert panel.summary.text().startswith("1 relevant, 1 not relevant marked")
+    assert panel.clear_button.isEnabled() and not panel.find_all_button.isEnabled()
+    panel.threshold.setValue(70)
+    assert model.threshold == 0.7 and panel.threshold_label.text() == "p \u2265 0.70: 0 tiles"
+    qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
+    assert model.marks == {} and not panel.clear_button.isEnabled()
