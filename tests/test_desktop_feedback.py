@@ -47,6 +47,12 @@ def test_keys_mark_hits_which_are_tinted_in_the_list_and_outlined_on_the_map(qtb
     mark_rows(qtbot, window, [2], Qt.Key.Key_0)                # 0 clears a mark
     assert hits[2].tile_id not in window.model.marks and len(window.map_view.layer_items("marks")) == 2
 
+    query = window.search_panel.query
+    query.setFocus()
+    qtbot.waitUntil(query.hasFocus, timeout=5000)
+    qtbot.keyClick(query, Qt.Key.Key_Plus)                     # typing a query is not marking
+    assert query.text().endswith("+") and len(window.model.marks) == 2
+
 
 def test_the_buttons_mark_the_current_hit_and_refine_keeps_the_marks(qtbot, indexed_window):
     window = indexed_window
