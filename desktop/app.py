@@ -13,11 +13,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, icon_path, sample_scene_path
+
 SCREENSHOT_SETTLE_MS = 400    # let the map read its detail images before grabbing
-# The sample scene has 5 m pixels: a tile of the training ground size (76.8 m) would be 15 px,
-# an unrecognisable blur to the model and to the user. 200 m tiles (40 px) gave clearly better
-# hits with a trained checkpoint (river bed, town, fields, woods) and index 6x faster.
-SAMPLE_TILE_M = 200.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--select-hit", type=int, default=0, metavar="N",
                         help="with --query: select hit N (1 = best) to show its SEM/SSM overlay "
                         "and caption scores (the view stays on the whole scene)")
+    parser.add_argument("--relevant", type=_ranks, default=[], metavar="N,N,...",
+                        help="with --query: mark these hits (1 = best) relevant")
+    parser.add_argument("--not-relevant", type=_ranks, default=[], metavar="N,N,...",
+                        help="with --query: mark these hits not relevant")
+    parser.add_argument("--refine", action="store_true", help="with marks: refine the search once")
+    parser.add_argument("--find-all", action="store_true",
+                        help="with 3 or more relevant marks: find all, shown at --threshold")
+    parser.add_argument("--threshold", type=float, default=0.5, help="find-all threshold (default 0.5)")
+    parser.add_argument("--dock", help="raise this dock before the screenshot (e.g. findall)")
     parser.add_argument("--size", default="1400x860", help="window size WxH (default 1400x860)")
     parser.add_argument("--timeout", type=float, default=900, help="--screenshot gives up after this many seconds")
     return parser
+
+
+def _ranks(text: str) -> list[int]:
+    try:
+        ranks = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hit ranks like 1,2,5; got {text!r}") from None
+    if any(r < 1 for r in ranks):
+        raise argparse.ArgumentTypeError("hit ranks start at 1 (the best hit)")
+    return ranks
 
 
 def last_session_path() -> Path:
@@ -47,7 +64,6 @@ def last_session_path() -> Path:
 
 def initial_session(args):
     """The session to start with and the rasters to open in it."""
-    from ssjdn.desktop.qt_main import sample_scene_path
     from ssjdn.desktop.state import Session
     session, rasters = Session(), []
     source = Path(args.session) if args.session else last_session_path()
@@ -92,8 +108,8 @@ def install_excepthook(window_getter) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from ssjdn.core.offline import use_offline_hub
+    use_offline_hub()
     args = build_parser().parse_args(argv)
     if not _has_display():
         if not args.screenshot:
@@ -104,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"   # a screenshot needs no screen
     from PySide6.QtWidgets import QApplication, QMessageBox
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("SSJDN Explorer")
+    app.setApplicationName(APP_TITLE)
     app.setOrganizationName("ssjdn")
     from PySide6.QtGui import QIcon
-    app.setWindowIcon(QIcon(str(Path(__file__).resolve().parent.parent / "resources" / "icons" / "ssjdn-explorer.png")))
+    app.setWindowIcon(QIcon(str(icon_path())))
     try:
         from ssjdn.desktop.qt_main import QtMainWindow
         session, rasters = initial_session(args)
@@ -129,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         window.search_panel.query.setText(args.query)
     elif session.queries and not args.screenshot:
         window.search_panel.query.setText(session.queries[-1])
-        window.pending_query = session.queries[-1]     # the last session's results come back
+        window.model.pending_query = session.queries[-1]     # the last session's results come back
     window.search_panel.set_history(session.queries)
     director = ScreenshotDirector(window, args, app) if args.screenshot else None
     if director is not None:
@@ -161,6 +177,7 @@ class ScreenshotDirector:
         self.window, self.args, self.app = window, args, app
         self.exit_code = 0
         self.done = False
+        self.step = None
 
     def arm(self) -> None:
         from PySide6.QtCore import QTimer
@@ -169,6 +186,9 @@ class ScreenshotDirector:
         QTimer.singleShot(int(self.args.timeout * 1000), self._on_timeout)
 
     def _on_index_ready(self, _stats) -> None:
+        if self.step is not None:
+            return   # a second build (e.g. resumed) must not start the script again
+        self.step = "search"
         if self.args.query:
             self.window.searchFinished.connect(self._on_search)
             self.window.search(self.args.query, self.window.search_panel.k.value())
@@ -176,9 +196,36 @@ class ScreenshotDirector:
             self._grab_soon()
 
     def _on_search(self, hits) -> None:
+        """The script after the search: marks, a refinement, find-all, a selected hit."""
+        args, window = self.args, self.window
+        if self.step == "search":
+            marks = [(n, True) for n in args.relevant] + [(n, False) for n in args.not_relevant]
+            for n, label in marks:
+                if n <= len(hits):
+                    window.model.mark(hits[n - 1].tile_id, label)
+            self.step = "refine"
+            if args.refine and marks:
+                window.refine()
+                return
+        if self.step == "refine":
+            self.step = "find all"
+            if args.find_all:
+                window.findAllFinished.connect(lambda _n: self._on_search(window.model.hits))
+                window.find_all()
+                return
+        if self.step == "find all":
+            self.step = "select"
+            window.feedback_panel.threshold.setValue(round(args.threshold * 100))
+            if args.dock in window.docks:
+                window.docks[args.dock].show()
+                window.docks[args.dock].raise_()
+            self._select_hit(hits)
+
+    def _select_hit(self, hits) -> None:
         n = self.args.select_hit
         if n and len(hits) >= n:
-            self.window.salienceReady.connect(lambda _id: self._grab_soon())
+            # Grab when idle: after the salience maps and the caption ranking that follow.
+            self.window.idle.connect(self._grab_soon)
             self.window.select_tile(hits[n - 1].tile_id)   # no zoom: the shot shows all hits
         else:
             self._grab_soon()

@@ -53,8 +53,11 @@ def label_for(spec: str) -> str:
 
 
 def load_choice(spec: str, device: str = "auto") -> LoadedModel:
-    """Load the model a spec names on `device` ("auto", "cpu", "cuda"). Slow: call off the GUI thread."""
-    from ssjdn.core.api import create_model, load_model
+    """Load the model a spec names on `device` ("auto", "cpu", "cuda"). Slow: call off the GUI thread.
+
+    The spec goes to core's model_from_spec (the one way from a spec to a model); this adds the
+    shipped model's untrained fallback and the labels and warnings the app shows."""
+    from ssjdn.core.api import model_from_spec
     from ssjdn.core.errors import UserError
     torch_device = None if device == "auto" else device
     if torch_device == "cuda":
@@ -66,24 +69,21 @@ def load_choice(spec: str, device: str = "auto") -> LoadedModel:
         warning = FALLBACK_WARNING
         if path.is_file():
             try:
-                return LoadedModel(load_model(path, device=torch_device), spec, "SSJDN default")
+                return LoadedModel(model_from_spec(f"file:{path}", torch_device).model, spec, "SSJDN default")
             except UserError as exc:   # e.g. a checkpoint from another install: still start
                 warning = f"The shipped model cannot be loaded ({exc}). {FALLBACK_CONSEQUENCE}"
         fallback = load_choice(UNTRAINED_DEFAULT, device)
         return LoadedModel(fallback.model, spec, "SSJDN default config (untrained fallback)", warning)
     kind, _, value = spec.partition(":")
-    if kind == "file":
-        if not Path(value).is_file():
-            raise UserError(f"Checkpoint not found: {value}. It was moved or deleted; choose another model.")
-        return LoadedModel(load_model(value, device=torch_device), spec, Path(value).name)
-    if kind == "config":
-        import torch
-        # A fixed seed gives an untrained model the same weights, hence the same fingerprint,
-        # on every start, so its index in the cache is found again instead of rebuilt.
-        torch.manual_seed(0)
-        return LoadedModel(create_model(value, device=torch_device), spec, f"{value} (untrained)",
-                           f"'{value}' is a config with untrained retrieval heads: results are close to random.")
-    raise UserError(f"Unknown model choice {spec!r}.")
+    if kind not in ("file", "config"):
+        raise UserError(f"Unknown model choice {spec!r}.")
+    if kind == "file" and not Path(value).is_file():
+        raise UserError(f"Checkpoint not found: {value}. It was moved or deleted; choose another model.")
+    resolved = model_from_spec(spec, torch_device)
+    if resolved.trained:
+        return LoadedModel(resolved.model, spec, Path(value).name)
+    return LoadedModel(resolved.model, spec, f"{value} (untrained)",
+                       f"'{value}' is a config with untrained retrieval heads: results are close to random.")
 
 
 def device_choices() -> list[str]:

@@ -7,9 +7,11 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem
 
 from ssjdn.desktop.qt_map import QtMapView
 
-KIND_ORDER = {"selection": 0, "hits": 1, "tiles": 2, "salience": 3, "heatmap": 4, "raster": 5}
+KIND_ORDER = {"selection": 0, "marks": 1, "hits": 2, "tiles": 3, "salience": 4, "probability": 5,
+              "heatmap": 6, "raster": 7}
 KIND_LABEL = {"raster": "raster", "tiles": "grid", "hits": "hits", "heatmap": "heatmap",
-              "salience": "SEM/SSM", "selection": "selection"}
+              "salience": "SEM/SSM", "selection": "selection", "marks": "marks",
+              "probability": "find all"}
 
 
 class QtLayerPanel(QWidget):

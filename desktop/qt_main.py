@@ -1,8 +1,10 @@
 """The main window: the map in the middle, panels in docks, long work in QtFunctionWorkers.
 
-It is the controller between the views and ssjdn.core. Engine calls run off the GUI thread,
-one at a time (the model and the index are shared), queued in order; results come back as
-signals. Every failure ends in a message box, never a traceback on the terminal.
+The window shows an `ExplorerModel` (desktop/explorer.py, no Qt) and forwards the user's actions
+to it; it adds only what needs Qt: the views, dialogs, and the threads that run the model's jobs.
+Engine jobs run off the GUI thread one at a time (the model and the index are shared), queued in
+order; results go back to the model, whose events update the views. Every failure ends in a
+message box, never a traceback on the terminal.
 """
 from __future__ import annotations
 
@@ -17,20 +19,20 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDial
                                QToolBar)
 
 from ssjdn.desktop import models as model_choices
+from ssjdn.desktop.explorer import NOT_RELEVANT, RELEVANT, ExplorerModel, describe_tile
 from ssjdn.desktop.geo import format_lonlat
 from ssjdn.desktop.qt_captions import QtCaptionPanel
+from ssjdn.desktop.qt_feedback import PROBABILITY_COLORMAP, QtFeedbackPanel
 from ssjdn.desktop.qt_layers import QtLayerPanel
 from ssjdn.desktop.qt_map import HIT_COLOR, QtMapView, rgb_to_qimage
 from ssjdn.desktop.qt_salience import QtSaliencePanel
-from ssjdn.desktop.qt_search import THUMB_PX, QtSearchPanel
+from ssjdn.desktop.qt_search import QtSearchPanel
 from ssjdn.desktop.qt_workers import QtFunctionWorker, describe_error
-from ssjdn.desktop.settings import Preferences, index_dir_for
+from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, THUMB_PX, sample_scene_path
+from ssjdn.desktop.settings import Preferences
 from ssjdn.desktop.state import Session
 
 RASTER_FILTER = "Rasters (*.tif *.tiff *.jp2 *.vrt *.img *.png *.jpg *.jpeg);;All files (*)"
-APP_TITLE = "SSJDN Explorer"
-COARSE_PIXEL_M = 2.0  # pixels coarser than this get a status-bar note about matching quality
-CPU_CHUNK_PX = 128   # read-chunk side when indexing on a CPU: frequent progress, same speed
 
 
 class QtMainWindow(QMainWindow):
@@ -38,33 +40,24 @@ class QtMainWindow(QMainWindow):
     modelReady = Signal(str)         # label of the loaded model
     indexReady = Signal(object)      # IndexStats of the finished (or cancelled) build
     indexingStarted = Signal()
-    searchFinished = Signal(list)    # hits
+    searchFinished = Signal(list)    # hits (of a search, a similar-tiles search or a refinement)
     salienceReady = Signal(object)   # tile id (64-bit: raster id << 32 | tile index)
     captionsRanked = Signal(list)    # [(caption, score)]
+    findAllFinished = Signal(int)    # number of tiles scored
     errorShown = Signal(str)         # the message a box shows
     idle = Signal()                  # nothing running or queued
 
     def __init__(self, session: Session | None = None, preferences: Preferences | None = None,
                  auto_index: bool = True) -> None:
         super().__init__()
-        self.session = session or Session()
+        self.model = ExplorerModel(session)
+        self.session = self.model.session
         self.prefs = preferences or Preferences()
         self.auto_index = auto_index
-        self.loaded = None               # models.LoadedModel
-        self.index = None                # ssjdn.core.index_store.TileIndex
-        self.index_stats = None
-        self.hits: list = []
-        self.last_query = ""
-        self.heatmaps: dict = {}         # raster path -> GeoRaster of the last query
-        self.selected_tile = None        # TileRecord
-        self.salience: dict = {}
-        self._tiles_by_raster: dict = {}  # raster path -> (ids, windows)
         self._worker: QtFunctionWorker | None = None
         self._queue: deque = deque()
         self._index_worker: QtFunctionWorker | None = None
         self._restart_indexing = False
-        self.coarse_notes: dict[str, str] = {}   # raster path -> note on its coarse pixels
-        self.pending_query: str | None = None   # a restored session's last query, run when indexed
         self.training_dialog = None
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 860)
@@ -72,8 +65,7 @@ class QtMainWindow(QMainWindow):
         self._build_actions()
         self._build_status_bar()
         self._connect()
-        self.session.events.connect("model", self._on_session_model)
-        self.session.events.connect("device", self._on_session_device)
+        self._listen()
 
     # == construction ==========================================================================
     def _build_views(self) -> None:
@@ -83,11 +75,13 @@ class QtMainWindow(QMainWindow):
         self.search_panel = QtSearchPanel()
         self.caption_panel = QtCaptionPanel()
         self.salience_panel = QtSaliencePanel()
+        self.feedback_panel = QtFeedbackPanel(self.model)
         self.docks = {}
         for key, title, widget, area in (
                 ("layers", "Layers", self.layer_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
                 ("search", "Search", self.search_panel, Qt.DockWidgetArea.RightDockWidgetArea),
                 ("salience", "SEM / SSM salience", self.salience_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+                ("findall", "Find all (by example)", self.feedback_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
                 ("captions", "Caption matching", self.caption_panel, Qt.DockWidgetArea.RightDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{key}")
@@ -96,6 +90,8 @@ class QtMainWindow(QMainWindow):
             self.docks[key] = dock
         self.splitDockWidget(self.docks["search"], self.docks["captions"], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["search"], self.docks["captions"]], [560, 300], Qt.Orientation.Vertical)
+        self.tabifyDockWidget(self.docks["salience"], self.docks["findall"])
+        self.docks["salience"].raise_()
         self.resizeDocks([self.docks["layers"], self.docks["search"]], [300, 380], Qt.Orientation.Horizontal)
 
         self.model_combo = QComboBox()
@@ -123,6 +119,7 @@ class QtMainWindow(QMainWindow):
         file_menu.addSeparator()
         self.export_hits_action = file_menu.addAction("Export hits (GeoJSON / GeoPackage)…", self.export_hits_dialog)
         self.export_heatmap_action = file_menu.addAction("Export heatmap (GeoTIFF)…", self.export_heatmap_dialog)
+        file_menu.addAction("Export detections (GeoJSON / GeoPackage)…", self.feedback_panel.export_detections_dialog)
         file_menu.addSeparator()
         file_menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
 
@@ -132,6 +129,15 @@ class QtMainWindow(QMainWindow):
         self.index_action = index_menu.addAction("Build / resume index", self.start_indexing)
         self.cancel_action = index_menu.addAction("Cancel indexing", self.cancel_indexing)
         self.cancel_action.setEnabled(False)
+        mark_menu = bar.addMenu("M&ark")
+        # Single keys: a line edit with focus takes them as text first (Qt's shortcut override).
+        mark_menu.addAction("Mark relevant", QKeySequence("+"), lambda: self.mark_current(RELEVANT))
+        mark_menu.addAction("Mark not relevant", QKeySequence("-"), lambda: self.mark_current(NOT_RELEVANT))
+        mark_menu.addAction("Clear mark", QKeySequence("0"), lambda: self.mark_current(None))
+        mark_menu.addSeparator()
+        mark_menu.addAction("Refine search", QKeySequence("Ctrl+R"), self.refine)
+        mark_menu.addAction("Find all", QKeySequence("Ctrl+Shift+F"), self.find_all)
+        mark_menu.addAction("Clear all marks", lambda: self.model.set_marks({}))
         tools_menu = bar.addMenu("&Tools")
         tools_menu.addAction("&Train model…", self.open_training_dialog)
         view_menu = bar.addMenu("&View")
@@ -178,21 +184,47 @@ class QtMainWindow(QMainWindow):
         status.addPermanentWidget(self.cancel_button)
 
     def _connect(self) -> None:
+        """The user's actions in the views, forwarded."""
         self.map_view.cursorMoved.connect(self._show_cursor)
         self.map_view.filesDropped.connect(self.open_rasters)
         self.map_view.mapClicked.connect(self._on_map_clicked)
         self.map_view.tileMenuRequested.connect(self._on_map_menu)
+        self.map_view.layerChanged.connect(self._follow_heat_legend)
         self.model_combo.currentIndexChanged.connect(
             lambda _: self.session.set_model(self.model_combo.currentData()))
         self.device_combo.currentIndexChanged.connect(
             lambda _: self.session.set_device(self.device_combo.currentData()))
-        self.tile_size.editingFinished.connect(self._on_tile_size)
+        self.tile_size.editingFinished.connect(lambda: self.session.set_tile_ground_m(self.tile_size.value()))
         self.search_panel.searchRequested.connect(self.search)
         self.search_panel.hitActivated.connect(self.activate_hit)
         self.search_panel.similarRequested.connect(self.search_similar)
+        self.search_panel.markRequested.connect(self.model.mark)
+        self.search_panel.refineRequested.connect(self.refine)
         self.caption_panel.rankRequested.connect(self.rank_captions)
         self.salience_panel.changed.connect(self._show_salience_overlay)
         self.layer_panel.closeRasterRequested.connect(self.close_raster)
+        self.feedback_panel.findAllRequested.connect(self.find_all)
+        self.feedback_panel.detectionActivated.connect(self.activate_hit)
+        self.feedback_panel.failed.connect(self.show_error)
+        self.feedback_panel.succeeded.connect(lambda message: self.statusBar().showMessage(message, 8000))
+
+    def _listen(self) -> None:
+        """The model's and the session's changes, shown."""
+        self.session.events.connect("model", lambda spec: self._on_session_model())
+        self.session.events.connect("device", lambda device: self._on_session_device(device))
+        self.session.events.connect("tile_size", self._on_tile_size)
+        events = self.model.events
+        events.connect("raster_opened", self._on_raster_opened)
+        events.connect("raster_closed", self._on_raster_closed)
+        events.connect("model_loading", self._on_model_loading)
+        events.connect("model", self._on_model_loaded)
+        events.connect("tiles", lambda windows_by_raster: self.map_view.set_tile_grid(windows_by_raster))
+        events.connect("results", self._on_results)
+        events.connect("selection", self._on_selection)
+        events.connect("salience", self._on_salience)
+        events.connect("marks", self._on_marks)
+        events.connect("probabilities", self._on_probabilities)
+        events.connect("detections", self._on_detections)
 
     # == model choice ==========================================================================
     def refresh_model_choices(self) -> None:
@@ -208,9 +240,9 @@ class QtMainWindow(QMainWindow):
         self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(self.session.device)))
         self.device_combo.blockSignals(False)
 
-    def _on_session_model(self, spec: str) -> None:
+    def _on_session_model(self) -> None:
         """The session's model changed (from the combo, a session file or code): follow it."""
-        if self.model_combo.currentData() != spec:
+        if self.model_combo.currentData() != self.session.model_spec:
             self.refresh_model_choices()
         self.load_model()
 
@@ -224,32 +256,26 @@ class QtMainWindow(QMainWindow):
 
     def load_model(self) -> None:
         """Load the session's model off the GUI thread, then index the open rasters with it."""
-        spec, device = self.session.model_spec, self.session.device
         self.cancel_indexing()
-        self._drop_index()
-        self.loaded = None   # until the new one is in, no model: a finishing old build is stale
+        spec = self.session.model_spec
+        self.run_job(self.model.load_job(), self.model.apply_loaded, "Loading model",
+                     on_error=lambda: self._on_model_failed(spec))
+
+    def _on_model_loading(self, spec: str) -> None:
         self.model_label.setText(f"Model: loading {model_choices.label_for(spec)}…")
         self.search_panel.set_ready(False, "Loading the model…")
-        self.run_job(lambda: model_choices.load_choice(spec, device),
-                     lambda loaded: self._on_model_loaded(loaded, device), "Loading model",
-                     on_error=lambda: self._on_model_failed(spec, device))
 
-    def _on_model_failed(self, spec: str, device: str) -> None:
-        if (spec, device) == (self.session.model_spec, self.session.device):
-            self.loaded = None
+    def _on_model_failed(self, spec: str) -> None:
+        if spec == self.session.model_spec and self.model.loaded is None:
             self.model_label.setText(f"Model: {model_choices.label_for(spec)} failed to load")
             self.model_label.setStyleSheet("color: #c03030; font-weight: bold;")
             self.search_panel.set_ready(False, "The model could not be loaded: choose another one.")
 
-    def _on_model_loaded(self, loaded, device: str) -> None:
-        if (loaded.spec, device) != (self.session.model_spec, self.session.device):
-            return  # the user picked another model or device meanwhile; its own load follows
-        self.loaded = loaded
-        device = str(loaded.model.device)
+    def _on_model_loaded(self, loaded) -> None:
         self.model_label.setText(f"Model: {loaded.label}" + ("  ⚠" if loaded.warning else ""))
         self.model_label.setToolTip(loaded.warning or loaded.label)
         self.model_label.setStyleSheet("color: #d08000; font-weight: bold;" if loaded.warning else "")
-        self.device_label.setText(f"Device: {device}")
+        self.device_label.setText(f"Device: {loaded.model.device}")
         if loaded.warning:
             self.statusBar().showMessage(loaded.warning, 15000)
         self.modelReady.emit(loaded.label)
@@ -266,23 +292,15 @@ class QtMainWindow(QMainWindow):
 
     def open_sample(self) -> None:
         if not self.session.rasters and self.session.tile_ground_m is None:
-            # The sample's own tile size (see app.SAMPLE_TILE_M), as on the first launch.
-            from ssjdn.desktop.app import SAMPLE_TILE_M
-            self.session.tile_ground_m = SAMPLE_TILE_M
-            self.tile_size.setValue(SAMPLE_TILE_M)
+            self.session.set_tile_ground_m(SAMPLE_TILE_M)   # the sample's own, as on the first launch
         self.open_rasters([str(sample_scene_path())])
 
     def open_rasters(self, paths: list[str]) -> bool:
         """Show rasters on the map (errors as messages) and index the new ones."""
-        from ssjdn.core.raster import raster_info
         added = False
         for path in paths:
             try:
-                info = raster_info(path)
-                if info.path not in self.map_view.rasters:
-                    self.map_view.add_raster(info)
-                    self._warn_if_coarse(info)
-                self.session.add_raster(info.path)
+                info = self.model.open_raster(path)
                 self.prefs.add_recent(info.path)
                 added = True
             except Exception as exc:  # noqa: BLE001 - a bad file is a message, the app goes on
@@ -291,28 +309,26 @@ class QtMainWindow(QMainWindow):
             self.refresh_recent_menu()
             self.map_view.fit_all()
             self.crs_label.setText(f"CRS: {self.map_view.frame.describe()}")
-            if self.loaded is not None and self.auto_index:
+            if self.model.loaded is not None and self.auto_index:
                 self.start_indexing()
         return added
 
-    def _warn_if_coarse(self, info) -> None:
-        """Say when a raster is much coarser than the imagery models are trained on (0.3 m)."""
-        pixel = info.pixel_size_m
-        if pixel is not None and min(pixel) > COARSE_PIXEL_M:
-            self.coarse_notes[info.path] = (
-                f"{Path(info.path).name} has {min(pixel):.1f} m pixels; models are trained on 0.3 m "
-                f"imagery, so expect land cover rather than objects.")
-            self.statusBar().showMessage(self.coarse_notes[info.path], 15000)
+    def _on_raster_opened(self, info, note) -> None:
+        self.map_view.add_raster(info)
+        if note:
+            self.statusBar().showMessage(note, 15000)
 
     def close_raster(self, path: str) -> None:
         """Take a raster off the map; its tiles stay in the cached index for when it returns."""
+        self.model.close_raster(path)
+
+    def _on_raster_closed(self, path: str) -> None:
         self.map_view.remove_raster(path)
-        self.session.remove_raster(path)
-        self._tiles_by_raster.pop(path, None)
-        self.map_view.set_tile_grid({p: w for p, (_, w) in self._tiles_by_raster.items()})
-        self.map_view.set_hits([h for h in self.hits if h.raster_path != path])
-        if f"heatmap:{path}" in self.map_view.layers:
-            self.map_view.remove_layer(f"heatmap:{path}")
+        self.map_view.set_hits(self.model.hits)
+        for name in (f"heatmap:{path}", f"probability:{path}"):
+            if name in self.map_view.layers:
+                self.map_view.remove_layer(name)
+        self._on_marks(self.model.marks)   # its marks leave the map (they stay in the model)
 
     def refresh_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -321,43 +337,29 @@ class QtMainWindow(QMainWindow):
         self.recent_menu.setEnabled(bool(self.prefs.recent_files))
 
     # == indexing ==============================================================================
-    def current_index_dir(self) -> Path:
-        return index_dir_for(self.loaded.model.fingerprint, self.session.tile_ground_m)
-
-    def _on_tile_size(self) -> None:
-        value = self.tile_size.value() or None
-        if value != self.session.tile_ground_m:
-            self.session.tile_ground_m = value
-            self.cancel_indexing()
-            self._drop_index()
-            if self.loaded is not None and self.session.rasters:
-                self.start_indexing()
+    def _on_tile_size(self, tile_ground_m) -> None:
+        """The session's tile size changed: show it, and index again at that size."""
+        if (self.tile_size.value() or None) != tile_ground_m:
+            self.tile_size.blockSignals(True)
+            self.tile_size.setValue(tile_ground_m or 0.0)
+            self.tile_size.blockSignals(False)
+        self.cancel_indexing()
+        self.model.drop_index()
+        if self.model.can_index():
+            self.start_indexing()
 
     def start_indexing(self) -> None:
         """Build the index of the open rasters, or resume it: finished work is never redone."""
         if self._index_worker is not None:
             self._restart_indexing = True   # e.g. the model changed while a build was cancelling
             return
-        if self.loaded is None or not self.session.rasters:
+        if not self.model.can_index():
             return
-        from ssjdn.core.indexing import build_index
-        index_dir, rasters, model = self.current_index_dir(), list(self.session.rasters), self.loaded.model
-        tile_m = self.session.tile_ground_m
-
-        # The engine reports progress once per encoded read chunk. On a CPU a default chunk
-        # (1024 px) can hold the whole sample scene, so the bar would sit at 0 % for minutes;
-        # small chunks cost nothing there (encoding dominates), and on a GPU the default stays.
-        chunking = {} if model.device.type == "cuda" else {"chunk_px": CPU_CHUNK_PX}
-
-        def work(progress, cancel):
-            return build_index(index_dir, rasters, model, tile_ground_m=tile_m, progress=progress,
-                               cancel=cancel, **chunking)
-
-        self._drop_index()
+        work, token = self.model.index_job()
         worker = QtFunctionWorker(work, parent=self)
         worker.progressed.connect(self._on_index_progress)
-        worker.finished_ok.connect(lambda stats: self._on_index_done(stats, index_dir, model))
-        worker.cancelled.connect(lambda stats: self._on_index_done(stats, index_dir, model))
+        worker.finished_ok.connect(lambda stats: self._on_index_done(stats, token))
+        worker.cancelled.connect(lambda stats: self._on_index_done(stats, token))
         worker.failed.connect(lambda m, d: self.show_error("Indexing failed", m, d))
         worker.finished.connect(self._on_index_worker_finished)
         self._index_worker = worker
@@ -382,17 +384,13 @@ class QtMainWindow(QMainWindow):
         self.progress.setFormat("Indexing %v / %m tiles")
         self.progress.setToolTip(f"Indexing {message}" if message else "")
 
-    def _on_index_done(self, stats, index_dir: Path, model) -> None:
-        from ssjdn.core.index_store import TileIndex
-        if self.loaded is None or model is not self.loaded.model or index_dir != self.current_index_dir():
-            return   # a build for a model or tile size the user has since left
-        self.index_stats = stats
+    def _on_index_done(self, stats, token) -> None:
         try:
-            self.index = TileIndex.open(self.current_index_dir(), model=self.loaded.model)
+            if not self.model.apply_index(stats, token):
+                return   # a build for a model or tile size the user has since left
         except Exception as exc:  # noqa: BLE001
             self.show_error("Cannot open the index", *describe_error(exc))
             return
-        self._load_tile_grid()
         for warning in getattr(stats, "warnings", []):
             self.statusBar().showMessage(warning, 10000)
         self.indexReady.emit(stats)
@@ -408,59 +406,29 @@ class QtMainWindow(QMainWindow):
         self.progress.hide()
         self.cancel_button.hide()
         self._update_search_ready()
-        if self.pending_query and self.index is not None:
-            query, self.pending_query = self.pending_query, None
+        if self.model.pending_query and self.model.index is not None:
+            query, self.model.pending_query = self.model.pending_query, None
             self.search(query, self.search_panel.k.value())
         self._maybe_idle()
 
     def _update_search_ready(self) -> None:
-        if self.index is None:
-            self.search_panel.set_ready(False, "Open a raster and build its index to search."
-                                        if self.loaded else "Loading the model…")
-            return
-        stats = self.index_stats
-        partial = stats is not None and getattr(stats, "cancelled", False)
-        text = f"{self.index.count} tiles indexed with {self.loaded.label}."
-        if partial:
-            text += " Indexing was cancelled: Index > Build / resume index finishes it."
-        notes = [self.coarse_notes[p] for p in self.session.rasters if p in self.coarse_notes]
-        if notes:
-            text += " " + " ".join(notes)
-        self.search_panel.set_ready(True, text)
-
-    def _drop_index(self) -> None:
-        # Not index.close(): a search or salience job may still hold it; its connection closes
-        # when the last reference goes.
-        self.index = None
-        self._tiles_by_raster = {}
-
-    def _load_tile_grid(self) -> None:
-        self._tiles_by_raster = {}
-        for record in self.index.rasters():
-            if record.path in self.map_view.rasters:
-                ids, windows, _ = self.index.raster_vectors(record.raster_id)
-                self._tiles_by_raster[record.path] = (ids, windows)
-        self.map_view.set_tile_grid({p: w for p, (_, w) in self._tiles_by_raster.items()})
-
-    def tile_at(self, x: float, y: float) -> int | None:
-        """Id of the indexed tile under a map point (the one whose centre is nearest)."""
-        for path, (ids, windows) in self._tiles_by_raster.items():
-            info = self.map_view.rasters[path].info
-            rx, ry = self.map_view.frame.to_crs(x, y, info.crs)
-            col, row = ~info.transform @ (rx, ry)
-            inside = ((windows[:, 0] <= col) & (col < windows[:, 0] + windows[:, 2]) &
-                      (windows[:, 1] <= row) & (row < windows[:, 1] + windows[:, 3]))
-            if inside.any():
-                candidates = np.flatnonzero(inside)
-                centres = windows[candidates, :2] + windows[candidates, 2:] / 2
-                best = candidates[np.argmin(((centres - (col, row)) ** 2).sum(axis=1))]
-                return int(ids[best])
-        return None
+        self.search_panel.set_ready(*self.model.ready_text())
+        self._on_marks(self.model.marks)
 
     # == engine jobs: one at a time, in order ==================================================
     def run_job(self, function, on_result, label: str, on_error=None) -> None:
         self._queue.append((function, on_result, label, on_error))
         self._start_next_job()
+
+    def _guarded_job(self, title: str, make_job, on_result, label: str) -> None:
+        """Make a job from the model (a UserError there, e.g. no index, is a message) and run it."""
+        try:
+            job = make_job()
+        except Exception as exc:  # noqa: BLE001
+            self.show_error(title, *describe_error(exc))
+            return
+        if job is not None:
+            self.run_job(job, on_result, label)
 
     def _start_next_job(self) -> None:
         if self._worker is not None or not self._queue:
@@ -491,50 +459,26 @@ class QtMainWindow(QMainWindow):
 
     # == search ================================================================================
     def search(self, query: str, k: int = 20) -> None:
-        from ssjdn.core.search import score_heatmap, search_text
-        if self.index is None:
-            self.show_error("Search", "There is no index yet: open a raster and wait for indexing to end.")
-            return
-        index, model = self.index, self.loaded.model
-        rasters = [p for p in self.session.rasters if p in self._tiles_by_raster]
         with_heatmap = self.search_panel.heatmap.isChecked()
-
-        open_rasters = set(self.session.rasters)
-        # The index may also hold rasters closed since (it is per model, not per raster set):
-        # ask for more and keep those on the map.
-        others = sum(r.n_indexed for r in index.rasters() if r.path not in open_rasters)
-        ask = k if others == 0 else k + min(others, 4 * k)
-
-        def work():
-            hits = [h for h in search_text(index, model, query, k=ask) if h.raster_path in open_rasters][:k]
-            heat = {p: score_heatmap(index, model, query, p) for p in rasters} if with_heatmap else {}
-            return hits, heat, _thumbnails(hits)
-
-        self.session.add_query(query.strip())
+        self._guarded_job("Search", lambda: self.model.search_job(query, k, with_heatmap),
+                          self.model.show_results, "Searching")
         self.search_panel.set_history(self.session.queries)
-        self.run_job(work, lambda result: self._show_results(query.strip(), *result), "Searching")
 
     def search_similar(self, tile) -> None:
-        from ssjdn.core.search import search_similar
-        if self.index is None:
-            return
         tile_id = tile if isinstance(tile, int) else tile.tile_id
-        index, model, k = self.index, self.loaded.model, self.search_panel.k.value()
-
-        def work():
-            hits = search_similar(index, model, tile_id, k=k)
-            return hits, {}, _thumbnails(hits)
-
         self.search_panel.query.setText("")
-        self.run_job(work, lambda result: self._show_results(f"tiles like tile {tile_id & 0xFFFFFFFF}", *result),
-                     "Finding similar tiles")
+        self._guarded_job("Similar tiles", lambda: self.model.similar_job(tile_id, self.search_panel.k.value()),
+                          self.model.show_results, "Finding similar tiles")
 
-    def _show_results(self, query: str, hits, heatmaps, thumbnails) -> None:
-        self.hits, self.last_query = hits, query
-        pixmaps = [_thumbnail_pixmap(t) for t in thumbnails]
-        self.search_panel.show_hits(query, hits, pixmaps)
+    def refine(self) -> None:
+        """Search again with the words and the marks; the marks stay."""
+        with_heatmap = self.search_panel.heatmap.isChecked()
+        self._guarded_job("Refine", lambda: self.model.refine_job(self.search_panel.k.value(), with_heatmap),
+                          self.model.show_results, "Refining the search")
+
+    def _on_results(self, query, hits, heatmaps, thumbnails) -> None:
+        self.search_panel.show_hits(query, hits, [_thumbnail_pixmap(t) for t in thumbnails])
         self.map_view.set_hits(hits)
-        self.heatmaps = heatmaps
         for name in [n for n in self.map_view.layers if n.startswith("heatmap:")]:
             self.map_view.remove_layer(name)
         # One colour scale for all rasters, so the same colour means the same score everywhere.
@@ -544,56 +488,104 @@ class QtMainWindow(QMainWindow):
                                         f"Score heatmap ({Path(path).name})", opacity=0.35,
                                         value_range=value_range)
         self.search_panel.show_heat_range([value_range] if value_range else [])
+        self._on_marks(self.model.marks)
         self.searchFinished.emit(hits)
+
+    def _follow_heat_legend(self, name: str) -> None:
+        """The score legend shows while a score heatmap does (find-all hides it, the Layers
+        panel may bring it back)."""
+        if name.startswith("heatmap:"):
+            shown = any(s.visible for n, s in self.map_view.layers.items() if n.startswith("heatmap:"))
+            self.search_panel.heat_legend.setVisible(shown and bool(self.model.heatmaps))
 
     def activate_hit(self, hit) -> None:
         self.map_view.zoom_to_bounds(hit.bounds, hit.crs)
         self.select_tile(hit.tile_id)
 
+    # == relevance feedback and find all =======================================================
+    def mark_current(self, label) -> None:
+        """Mark the hit current in the list (when the list has focus), else the selected tile."""
+        tile_id = self.search_panel.current_tile_id() if self.search_panel.results.hasFocus() else None
+        if tile_id is None and self.model.selected_tile is not None:
+            tile_id = self.model.selected_tile.tile_id
+        if tile_id is None:
+            self.statusBar().showMessage("Select a tile first: click a hit or a tile on the map.", 8000)
+            return
+        self.model.mark(tile_id, label)
+
+    def _on_marks(self, marks: dict) -> None:
+        self.map_view.set_marks(self.model.mark_footprints())
+        self.search_panel.set_marks(marks, self.model.can_refine() and self.model.index is not None)
+
+    def find_all(self) -> None:
+        """Train the classifier on the marks (off the GUI thread) and score every tile."""
+        def done(result):
+            self.model.apply_find_all(result)
+            self.docks["findall"].show()
+            self.docks["findall"].raise_()
+            self.findAllFinished.emit(len(self.model.probabilities))
+
+        self._guarded_job("Find all", self.model.find_all_job, done, "Training a classifier on the marks")
+
+    def _on_probabilities(self, maps) -> None:
+        for name in [n for n in self.map_view.layers if n.startswith("probability:")]:
+            self.map_view.remove_layer(name)
+        # Two heatmaps over each other read as mud: the score heatmap steps back (Layers panel
+        # brings it back).
+        for name, state in list(self.map_view.layers.items()):
+            if state.kind == "heatmap" and maps:
+                self.map_view.set_layer_visible(name, False)
+
+    def _on_detections(self, detections, threshold) -> None:
+        """The threshold or the probabilities changed: redraw the map above the threshold."""
+        for path, grid in self.model.thresholded_maps().items():
+            self.map_view.set_georaster(f"probability:{path}", "probability", grid, PROBABILITY_COLORMAP,
+                                        f"Find all: probability \u2265 {threshold:.2f} ({Path(path).name})",
+                                        opacity=0.6, value_range=(0.0, 1.0))
+        self.layer_panel.refresh()
+
     # == selected tile: salience and captions ==================================================
     def _on_map_clicked(self, x: float, y: float) -> None:
-        tile_id = self.tile_at(x, y)
+        tile_id = self.model.tile_at(x, y)
         if tile_id is not None:
             self.select_tile(tile_id)
 
     def _on_map_menu(self, x: float, y: float, global_pos) -> None:
-        tile_id = self.tile_at(x, y)
+        tile_id = self.model.tile_at(x, y)
         menu = QMenu(self)
         if tile_id is None:
             menu.addAction("No indexed tile here").setEnabled(False)
         else:
             menu.addAction("Find similar tiles", lambda: self.search_similar(tile_id))
             menu.addAction("Select tile (SEM/SSM, captions)", lambda: self.select_tile(tile_id))
+            menu.addSeparator()
+            menu.addAction("Mark relevant (+)", lambda: self.model.mark(tile_id, RELEVANT))
+            menu.addAction("Mark not relevant (-)", lambda: self.model.mark(tile_id, NOT_RELEVANT))
+            if tile_id in self.model.marks:
+                menu.addAction("Clear mark (0)", lambda: self.model.mark(tile_id, None))
         menu.addSeparator()
         menu.addAction("Zoom to all rasters", self.map_view.fit_all)
         menu.popup(global_pos)
 
     def select_tile(self, tile_id: int) -> None:
-        from ssjdn.core.search import tile_salience
-        if self.index is None:
-            return
-        record = self.index.tile(tile_id)
-        self.selected_tile = record
+        job = self.model.select_tile(tile_id)
+        if job is not None:
+            self.run_job(job, self.model.apply_salience, "Computing SEM/SSM maps")
+            if self.caption_panel.caption_list():
+                self.rank_captions(self.caption_panel.caption_list())
+
+    def _on_selection(self, record) -> None:
         self.map_view.select_tile(record.bounds, record.crs)
         description = describe_tile(record)
         self.caption_panel.set_tile(description)
         self.salience_panel.info.setText(f"Tile {description}")
-        index, model = self.index, self.loaded.model
-        self.run_job(lambda: tile_salience(index, model, tile_id),
-                     lambda maps: self._on_salience(tile_id, maps), "Computing SEM/SSM maps")
-        if self.caption_panel.caption_list():
-            self.rank_captions(self.caption_panel.caption_list())
 
-    def _on_salience(self, tile_id: int, maps: dict) -> None:
-        if self.selected_tile is None or self.selected_tile.tile_id != tile_id:
-            return
-        self.salience = maps
+    def _on_salience(self, tile_id, maps) -> None:
         self._show_salience_overlay()
         self.salienceReady.emit(tile_id)
 
     def _show_salience_overlay(self) -> None:
-        key = self.salience_panel.selection()
-        georaster = self.salience.get(key)
+        georaster = self.model.salience.get(self.salience_panel.selection())
         if georaster is None:
             return
         colormap = self.salience_panel.colormap.currentText()
@@ -604,21 +596,20 @@ class QtMainWindow(QMainWindow):
         self.salience_panel.legend.set_range(colormap, item.vmin, item.vmax, self.salience_panel.key_label())
 
     def rank_captions(self, captions: list[str]) -> None:
-        from ssjdn.core.search import rank_captions
-        if self.selected_tile is None or self.index is None or not captions:
+        job = self.model.captions_job(captions)
+        if job is None:
             return
-        index, model, tile_id = self.index, self.loaded.model, self.selected_tile.tile_id
         highlight = self.caption_panel.single.text().strip() or None
 
         def show(ranked):
             self.caption_panel.show_ranking(ranked, highlight)
             self.captionsRanked.emit(ranked)
 
-        self.run_job(lambda: rank_captions(model, tile_id, captions, index=index), show, "Ranking captions")
+        self.run_job(job, show, "Ranking captions")
 
     # == export and sessions ===================================================================
     def export_hits_dialog(self) -> None:
-        if not self.hits:
+        if not self.model.hits:
             self.show_error("Export hits", "There are no hits to export: run a search first.")
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export hits", "hits.geojson",
@@ -627,12 +618,11 @@ class QtMainWindow(QMainWindow):
             self.export_hits(path)
 
     def export_hits(self, path: str) -> None:
-        from ssjdn.core.export import export_hits
-        self._guarded("Export hits", lambda: export_hits(self.hits, path, query=self.last_query),
-                      f"Exported {len(self.hits)} hits to {path}")
+        self._guarded("Export hits", lambda: self.model.export_hits(path),
+                      f"Exported {len(self.model.hits)} hits to {path}")
 
     def export_heatmap_dialog(self) -> None:
-        if not self.heatmaps:
+        if not self.model.heatmaps:
             self.show_error("Export heatmap", "There is no heatmap: search with 'Score heatmap' checked.")
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export heatmap", "heatmap.tif", "GeoTIFF (*.tif)")
@@ -640,15 +630,7 @@ class QtMainWindow(QMainWindow):
             self.export_heatmap(path)
 
     def export_heatmap(self, path: str) -> None:
-        """One GeoTIFF per raster: the path as given for the first, name-suffixed for the others."""
-        from ssjdn.core.export import write_geotiff
-        target = Path(path)
-
-        def write():
-            for i, heat in enumerate(self.heatmaps.values()):
-                write_geotiff(heat, target if i == 0 else target.with_name(f"{target.stem}_{i + 1}{target.suffix}"))
-
-        self._guarded("Export heatmap", write, f"Exported the heatmap to {path}")
+        self._guarded("Export heatmap", lambda: self.model.export_heatmap(path), f"Exported the heatmap to {path}")
 
     def save_session_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save session", "session.json", "Session (*.json)")
@@ -657,7 +639,7 @@ class QtMainWindow(QMainWindow):
 
     def save_session(self, path: str) -> None:
         self.session.view_bounds = list(self.map_view.visible_bounds()) if self.map_view.rasters else None
-        self.session.index_dir = str(self.current_index_dir()) if self.loaded is not None else None
+        self.session.index_dir = str(self.model.current_index_dir()) if self.model.loaded is not None else None
         self.session.layers = {n: {"visible": s.visible, "opacity": s.opacity} for n, s in self.map_view.layers.items()}
         self._guarded("Save session", lambda: self.session.save(path), f"Session saved to {path}")
 
@@ -667,20 +649,15 @@ class QtMainWindow(QMainWindow):
             self.restore_session(path)
 
     def restore_session(self, path: str) -> None:
+        self.cancel_indexing()
         try:
-            restored = Session.load(path)
+            restored = self.model.restore_session(path)
         except Exception as exc:  # noqa: BLE001
             self.show_error("Open session", *describe_error(exc))
             return
-        for raster in list(self.session.rasters):
-            self.close_raster(raster)
-        self.session.tile_ground_m = restored.tile_ground_m
-        self.tile_size.setValue(restored.tile_ground_m or 0.0)
-        self.session.queries = restored.queries
         self.search_panel.set_history(restored.queries)
         if restored.queries:
             self.search_panel.query.setText(restored.queries[-1])
-            self.pending_query = restored.queries[-1]   # run again once the index is ready
         self.open_rasters(restored.rasters)
         for name, layer in restored.layers.items():
             if name in self.map_view.layers:
@@ -692,7 +669,7 @@ class QtMainWindow(QMainWindow):
         self.session.set_device(restored.device)
         if restored.model_spec != self.session.model_spec:
             self.session.set_model(restored.model_spec)   # reloads and re-indexes
-        elif self.loaded is not None:
+        elif self.model.loaded is not None:
             self.start_indexing()
 
     def add_checkpoint_dialog(self) -> None:
@@ -762,6 +739,7 @@ class QtMainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.cancel_indexing()
+        self._queue.clear()   # queued jobs must not start a thread on a closing window
         for worker in (self._index_worker, self._worker):
             if worker is not None:
                 worker.wait(30000)   # a worker thread must not outlive its window
@@ -770,52 +748,12 @@ class QtMainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def sample_scene_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "resources" / "sample" / "haiti_rgbn_5m.tif"
-
-
 def _finite_range(arrays) -> tuple[float, float] | None:
     finite = [a[np.isfinite(a)] for a in arrays]
     finite = [a for a in finite if a.size]
     if not finite:
         return None
     return float(min(a.min() for a in finite)), float(max(a.max() for a in finite))
-
-
-def describe_tile(record) -> str:
-    """'name.tif, tile 12 at px 180,45' (ids pack the raster id in their high bits)."""
-    col, row = int(record.window.col_off), int(record.window.row_off)
-    return f"{Path(record.raster_path).name}, tile {record.tile_id & 0xFFFFFFFF} at px {col},{row}"
-
-
-def _thumbnails(hits) -> list:
-    """Thumbnails of hits as (RGB uint8 [3, h, w], tile rect in it as x, y, w, h) or None.
-
-    A tile smaller than the thumbnail is shown in up to 3x its size of surroundings, outlined:
-    a 15 px tile of a 5 m scene blown up alone is a blur nobody recognises. Read in the worker;
-    QPixmaps are made in the GUI thread.
-    """
-    from rasterio.windows import Window
-    from ssjdn.core.raster import raster_info, read_window_rgb
-    thumbs = []
-    for hit in hits:
-        try:
-            info = raster_info(hit.raster_path)
-            window = hit.window
-            side = max(int(window.width), int(window.height))
-            context = min(3.0, max(1.0, THUMB_PX / side))
-            pad = int(round(side * (context - 1) / 2))
-            col0, row0 = max(0, int(window.col_off) - pad), max(0, int(window.row_off) - pad)
-            col1 = min(info.width, int(window.col_off + window.width) + pad)
-            row1 = min(info.height, int(window.row_off + window.height) + pad)
-            rgb = read_window_rgb(info, Window(col0, row0, col1 - col0, row1 - row0), out_size=THUMB_PX)
-            scale = rgb.shape[2] / (col1 - col0)
-            rect = ((window.col_off - col0) * scale, (window.row_off - row0) * scale,
-                    window.width * scale, window.height * scale)
-            thumbs.append((rgb, rect))
-        except Exception:  # noqa: BLE001 - a missing thumbnail must not lose the results
-            thumbs.append(None)
-    return thumbs
 
 
 def _thumbnail_pixmap(thumb) -> QPixmap | None:

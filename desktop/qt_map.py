@@ -26,10 +26,15 @@ OVERVIEW_PX = 1024        # longest side of the always-loaded overview of each r
 SYNC_OVERVIEW_MAX_PX = 4096 * 4096
 OVERVIEW_GENERATION = -1  # marks an overview read among the detail reads
 DETAIL_DELAY_MS = 80      # wait for the user to stop panning before reading a detail window
-Z_RASTER, Z_HEATMAP, Z_SALIENCE, Z_TILES, Z_HITS, Z_SELECTION = 0, 10, 11, 20, 30, 40
+Z_ORDER = {"raster": 0, "heatmap": 10, "probability": 11, "salience": 12, "tiles": 20,
+           "hits": 30, "marks": 35, "selection": 40}
 MAX_ZOOM_SCREEN_PX = 3.0  # zooming to a tile stops at this many screen pixels per raster pixel
 HIT_COLOR = QColor(0, 229, 255)
 SELECTION_COLOR = QColor(255, 214, 0)
+# Relevance marks: green relevant, magenta not relevant (told apart from the cyan hits, the
+# yellow selection, and by red-green colour-blind users by their +/- sign too).
+MARK_COLORS = {True: QColor(40, 230, 80), False: QColor(255, 40, 160)}
+MARK_SIGNS = {True: "+", False: "−"}
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
@@ -68,7 +73,7 @@ class QtRasterItem(QGraphicsItem):
             self.overview.fill(QColor(90, 92, 96))
         self.detail: tuple[QRectF, QImage] | None = None
         self.generation = 0
-        self.setZValue(Z_RASTER)
+        self.setZValue(Z_ORDER["raster"])
 
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt API
         return QRectF(0, 0, self.info.width, self.info.height)
@@ -333,6 +338,25 @@ class QtMapView(QGraphicsView):
         self.hit_items = items
         self._replace_layer("hits", "hits", items, label="Search hits")
 
+    def set_marks(self, marks) -> None:
+        """Outline marked tiles: [(bounds, crs, relevant)], green + or magenta −."""
+        items = []
+        for bounds, crs, relevant in marks:
+            x, y, w, h = self.frame.bounds_to_scene(bounds, crs)
+            rect = QGraphicsRectItem(QRectF(x, y, w, h))
+            rect.setPen(_cosmetic_pen(MARK_COLORS[relevant], 4))
+            rect.setToolTip("marked relevant" if relevant else "marked not relevant")
+            sign = QGraphicsSimpleTextItem(MARK_SIGNS[relevant], rect)
+            sign.setBrush(QBrush(MARK_COLORS[relevant]))
+            sign.setFont(QFont("Sans", 13, QFont.Weight.Bold))
+            sign.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+            # Inside the top-right corner (the hit's rank sits top-left): anchored at the corner,
+            # shifted left by its own width in screen pixels, which zooming does not change.
+            sign.setPos(x + w, y)
+            sign.setTransform(QTransform.fromTranslate(-sign.boundingRect().width() - 4, 0))
+            items.append(rect)
+        self._replace_layer("marks", "marks", items, label="Relevance marks")
+
     def select_tile(self, bounds, crs) -> None:
         x, y, w, h = self.frame.bounds_to_scene(bounds, crs)
         item = QGraphicsRectItem(QRectF(x, y, w, h))
@@ -356,8 +380,7 @@ class QtMapView(QGraphicsView):
     # -- layer bookkeeping -------------------------------------------------------------------
     def _register(self, name, kind, items, label, state=None, default_visible=True) -> None:
         state = state or self.layers.get(name) or LayerState(label, kind, default_visible, 1.0)
-        z = {"raster": Z_RASTER, "heatmap": Z_HEATMAP, "salience": Z_SALIENCE, "tiles": Z_TILES,
-             "hits": Z_HITS, "selection": Z_SELECTION}[kind]
+        z = Z_ORDER[kind]
         for item in items:
             if item.scene() is None:
                 self.scene().addItem(item)

@@ -1,17 +1,24 @@
-"""Search panel: a query box and the ranked hits with thumbnails and scores."""
+"""Search panel: a query box, the ranked hits with thumbnails and scores, and relevance marks.
+
+A hit is marked relevant / not relevant with the buttons under the list or the + / - / 0 keys
+(the window's Mark menu); marked hits are tinted in the mark's colour, as on the map. 'Refine'
+searches again with the words and the marks.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtGui import QBrush, QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
 from ssjdn.desktop.qt_salience import QtColorLegend
+from ssjdn.desktop.resources import THUMB_PX
 
-THUMB_PX = 72
 NAME_CHARS = 30
+MARK_TINT_ALPHA = 70
 
 
 def _elide(name: str) -> str:
@@ -22,6 +29,8 @@ class QtSearchPanel(QWidget):
     searchRequested = Signal(str, int)     # query, k
     hitActivated = Signal(object)          # Hit: zoom to it and select it
     similarRequested = Signal(object)      # Hit: find tiles like it
+    markRequested = Signal(object, object)  # tile id (64-bit), True relevant / False not / None clear
+    refineRequested = Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -39,6 +48,18 @@ class QtSearchPanel(QWidget):
         self.results.setIconSize(QSize(THUMB_PX, THUMB_PX))
         self.results.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.results.setUniformItemSizes(True)
+        self.relevant_button = QPushButton("+ Relevant")
+        self.relevant_button.setToolTip("Mark the current hit relevant (key +)")
+        self.not_relevant_button = QPushButton("− Not relevant")
+        self.not_relevant_button.setToolTip("Mark the current hit not relevant (key -); 0 clears a mark")
+        self.refine_button = QPushButton("Refine")
+        self.refine_button.setToolTip("Search again with the words and the marked tiles (Ctrl+R)")
+        self.refine_button.setEnabled(False)
+        marks = QHBoxLayout()
+        marks.addWidget(self.relevant_button)
+        marks.addWidget(self.not_relevant_button)
+        marks.addStretch(1)
+        marks.addWidget(self.refine_button)
         top = QHBoxLayout()
         top.addWidget(self.query, 1)
         top.addWidget(self.search_button)
@@ -53,11 +74,16 @@ class QtSearchPanel(QWidget):
         layout.addWidget(self.heat_legend)
         layout.addWidget(self.status)
         layout.addWidget(self.results, 1)
+        layout.addLayout(marks)
         self.query.returnPressed.connect(self._request)
         self.search_button.clicked.connect(self._request)
         self.results.itemClicked.connect(lambda item: self.hitActivated.emit(item.data(Qt.ItemDataRole.UserRole)))
         self.results.customContextMenuRequested.connect(self._menu)
+        self.relevant_button.clicked.connect(lambda: self._mark_current(True))
+        self.not_relevant_button.clicked.connect(lambda: self._mark_current(False))
+        self.refine_button.clicked.connect(self.refineRequested.emit)
         self.hits: list = []
+        self.marks: dict[int, bool] = {}
 
     def set_history(self, queries: list[str]) -> None:
         completer = QCompleter(list(reversed(queries)), self)
@@ -75,17 +101,45 @@ class QtSearchPanel(QWidget):
     def show_hits(self, query: str, hits: list, thumbnails: list[QPixmap | None]) -> None:
         self.hits = list(hits)
         self.results.clear()
-        for rank, (hit, thumb) in enumerate(zip(hits, thumbnails), start=1):
-            col, row = int(hit.window.col_off), int(hit.window.row_off)
-            item = QListWidgetItem(f"#{rank}   score {hit.score:.3f}\n{_elide(Path(hit.raster_path).name)}  "
-                                   f"px {col},{row}")
+        for hit, thumb in zip(hits, thumbnails):
+            item = QListWidgetItem()
             if thumb is not None:
                 item.setIcon(QIcon(thumb))
             item.setData(Qt.ItemDataRole.UserRole, hit)
             item.setToolTip(f"{hit.raster_path}\nClick: zoom to the tile and show its SEM/SSM maps. "
-                            "Right-click: similar tiles.")
+                            "+ / - / 0: mark relevant, not relevant, clear. Right-click: similar tiles.")
             self.results.addItem(item)
+        self._label_items()
         self.status.setText(f"{len(hits)} tiles for \u201c{query}\u201d" if hits else f"No tiles for \u201c{query}\u201d")
+
+    def set_marks(self, marks: dict[int, bool], can_refine: bool) -> None:
+        self.marks = dict(marks)
+        self.refine_button.setEnabled(can_refine)
+        self._label_items()
+
+    def _label_items(self) -> None:
+        """Each hit's text and tint: rank, score, and its mark if it has one."""
+        for rank in range(1, self.results.count() + 1):
+            item = self.results.item(rank - 1)
+            hit = item.data(Qt.ItemDataRole.UserRole)
+            mark = self.marks.get(int(hit.tile_id))
+            col, row = int(hit.window.col_off), int(hit.window.row_off)
+            tag = "" if mark is None else f"   {MARK_SIGNS[mark]} {'relevant' if mark else 'not relevant'}"
+            item.setText(f"#{rank}   score {hit.score:.3f}{tag}\n{_elide(Path(hit.raster_path).name)}  "
+                         f"px {col},{row}")
+            tint = QColor(MARK_COLORS[mark]) if mark is not None else None
+            if tint is not None:
+                tint.setAlpha(MARK_TINT_ALPHA)
+            item.setBackground(QBrush(tint) if tint is not None else QBrush())
+
+    def current_tile_id(self) -> int | None:
+        item = self.results.currentItem()
+        return None if item is None else int(item.data(Qt.ItemDataRole.UserRole).tile_id)
+
+    def _mark_current(self, label: bool | None) -> None:
+        tile_id = self.current_tile_id()
+        if tile_id is not None:
+            self.markRequested.emit(tile_id, label)
 
     def show_heat_range(self, ranges: list[tuple[float, float]]) -> None:
         """Legend of the heatmap colours: the score range over all shown heatmaps."""
@@ -103,4 +157,9 @@ class QtSearchPanel(QWidget):
         menu = QMenu(self)
         menu.addAction("Zoom to tile", lambda: self.hitActivated.emit(item.data(Qt.ItemDataRole.UserRole)))
         menu.addAction("Find similar tiles", lambda: self.similarRequested.emit(item.data(Qt.ItemDataRole.UserRole)))
+        tile_id = int(item.data(Qt.ItemDataRole.UserRole).tile_id)
+        menu.addSeparator()
+        menu.addAction("Mark relevant (+)", lambda: self.markRequested.emit(tile_id, True))
+        menu.addAction("Mark not relevant (-)", lambda: self.markRequested.emit(tile_id, False))
+        menu.addAction("Clear mark (0)", lambda: self.markRequested.emit(tile_id, None))
         menu.exec(self.results.viewport().mapToGlobal(pos))

@@ -175,10 +175,12 @@ class QtTrainingDialog(QDialog):
         self._buffer = ""
         self.log.clear()
         process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")   # lines must arrive as they are printed
-        env.insert("HF_HUB_OFFLINE", "1")
-        env.insert("TRANSFORMERS_OFFLINE", "1")
+        from ssjdn.core.offline import use_offline_hub
+        variables = dict(os.environ, PYTHONUNBUFFERED="1")   # lines must arrive as they are printed
+        use_offline_hub(variables)
+        env = QProcessEnvironment()
+        for name, value in variables.items():
+            env.insert(name, value)
         process.setProcessEnvironment(env)
         process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         process.readyReadStandardOutput.connect(self._read_output)

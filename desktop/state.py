@@ -36,7 +36,8 @@ class Events:
 
 @dataclass
 class LayerState:
-    """One entry of the layer panel. `kind` is raster, tiles, hits, heatmap or salience."""
+    """One entry of the layer panel. `kind` is raster, tiles, hits, heatmap, probability,
+    salience, marks or selection."""
 
     name: str
     kind: str
@@ -82,6 +83,13 @@ class Session:
         if device != self.device:
             self.device = device
             self.events.emit("device", device=device)
+
+    def set_tile_ground_m(self, tile_ground_m: float | None) -> None:
+        """Ground size of a tile in metres; None (or 0): the model's training ground size."""
+        tile_ground_m = float(tile_ground_m) if tile_ground_m else None
+        if tile_ground_m != self.tile_ground_m:
+            self.tile_ground_m = tile_ground_m
+            self.events.emit("tile_size", tile_ground_m=tile_ground_m)
 
     def add_raster(self, path: str) -> bool:
         path = str(Path(path).expanduser().resolve())

@@ -7,7 +7,7 @@ from desktop_fixtures import make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtGui import QImage
 
 
-def test_screenshot_renders_the_window_after_indexing_and_a_query_then_exits(user_dirs, small_raster):
+def test_screenshot_renders_the_window_after_indexing_a_query_marks_and_find_all_then_exits(user_dirs, small_raster):
     # A separate process: QApplication.exec() may run once per process, and this is the real
     # console entry point a user starts.
     import os
@@ -18,9 +18,10 @@ def test_screenshot_renders_the_window_after_indexing_and_a_query_then_exits(use
     done = subprocess.run(
         [sys.executable, "-c", "import sys; from ssjdn.desktop.app import main; sys.exit(main())",
          small_raster, "--model", "config:tiny", "--device", "cpu", "--screenshot", str(shot),
-         "--query", "a red roof", "--select-hit", "1", "--size", "1200x800", "--timeout", "120"],
+         "--query", "a red roof", "--select-hit", "1", "--relevant", "1,2,3", "--not-relevant", "4",
+         "--refine", "--find-all", "--dock", "findall", "--size", "1200x800", "--timeout", "120"],
         env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr      # any error shown on the way exits with 1
     assert "Traceback" not in done.stderr
     image = QImage(str(shot))
     assert (image.width(), image.height()) == (1200, 800)
@@ -32,7 +33,7 @@ def test_screenshot_renders_the_window_after_indexing_and_a_query_then_exits(use
 def test_without_rasters_the_first_launch_opens_the_sample_scene(user_dirs):
     from argparse import Namespace
     from ssjdn.desktop.app import initial_session
-    from ssjdn.desktop.qt_main import sample_scene_path
+    from ssjdn.desktop.resources import sample_scene_path
     args = Namespace(session=None, rasters=[], sample=False, model=None, device=None, tile_m=None)
     session, rasters = initial_session(args)
     assert rasters == [str(sample_scene_path())] and sample_scene_path().is_file()
@@ -45,3 +46,13 @@ def test_the_sample_opened_from_the_menu_in_an_empty_window_gets_its_tile_size(q
     window.open_sample()
     assert window.session.tile_ground_m == 200.0 and window.tile_size.value() == 200.0
     assert len(window.map_view.rasters) == 1
+
+
+def test_screenshot_hit_ranks_are_checked_when_parsed():
+    import pytest
+    from ssjdn.desktop.app import build_parser
+    assert build_parser().parse_args(["--relevant", "1,3"]).relevant == [1, 3]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--relevant", "0"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--not-relevant", "one"])

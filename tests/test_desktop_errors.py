@@ -43,7 +43,7 @@ def test_a_missing_checkpoint_is_a_message(qtbot, make_window, tmp_path):
     with qtbot.waitSignal(window.errorShown, timeout=SIGNAL_MS) as shown:
         window.load_model()
     assert "not found" in shown.args[0]
-    assert window.loaded is None
+    assert window.model.loaded is None
     qtbot.waitUntil(lambda: "failed to load" in window.model_label.text())
     assert not window.search_panel.search_button.isEnabled()
 

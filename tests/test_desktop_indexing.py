@@ -27,11 +27,11 @@ def test_cancel_stops_indexing_and_leaves_a_resumable_index(qtbot, make_window, 
 
     partial = stopped.args[0]
     assert partial.cancelled
-    assert 0 < window.index.count < partial.tiles_planned     # some work kept, not all done
+    assert 0 < window.model.index.count < partial.tiles_planned     # some work kept, not all done
     assert "cancelled" in window.search_panel.status.text()
     assert window.search_panel.search_button.isEnabled()       # a partial index is searchable
     assert window.progress.isHidden() and window.index_action.isEnabled()
-    kept = window.index.count
+    kept = window.model.index.count
 
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as resumed:
         qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)  # hidden: does nothing
@@ -40,7 +40,7 @@ def test_cancel_stops_indexing_and_leaves_a_resumable_index(qtbot, make_window, 
     assert not finished.cancelled
     assert finished.tiles_resumed == kept                      # nothing encoded twice
     assert finished.tiles_encoded == finished.tiles_planned - kept
-    assert window.index.count == finished.tiles_planned
+    assert window.model.index.count == finished.tiles_planned
 
 
 def test_progress_bar_and_cancel_button_show_while_indexing(qtbot, make_window, wide_raster):
@@ -66,10 +66,10 @@ def test_changing_the_model_during_indexing_indexes_with_the_new_one(qtbot, make
     with qtbot.waitSignal(window.indexingStarted, timeout=INDEX_TIMEOUT_MS):
         window.open_rasters([wide_raster])
     other = tmp_path / "tiny-other.yaml"
-    other.write_text(yaml.safe_dump(dict(window.loaded.model.config, name="tiny-other", embed_dim=8)))
+    other.write_text(yaml.safe_dump(dict(window.model.loaded.model.config, name="tiny-other", embed_dim=8)))
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as ready:
         window.session.set_model(f"config:{other}")
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
     assert not ready.args[0].cancelled
-    assert window.loaded.model.name == "tiny-other"
-    assert window.index.dim == 8 and window.index.count == ready.args[0].tiles_planned
+    assert window.model.loaded.model.name == "tiny-other"
+    assert window.model.index.dim == 8 and window.model.index.count == ready.args[0].tiles_planned

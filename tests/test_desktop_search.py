@@ -54,13 +54,13 @@ def test_clicking_a_hit_zooms_to_it_and_shows_its_salience_and_captions(qtbot, i
             qtbot.waitSignal(window.captionsRanked, timeout=SIGNAL_MS) as ranked:
         window.search_panel.results.itemClicked.emit(first)
 
-    assert window.selected_tile.tile_id == hits[0].tile_id
+    assert window.model.selected_tile.tile_id == hits[0].tile_id
     visible = window.map_view.mapToScene(window.map_view.viewport().rect()).boundingRect()
     assert visible.contains(window.map_view.layer_items("selection")[0].rect().center())
-    assert len(window.salience) == 12                     # SEM and SSM x 2 directions x 3 scales
+    assert len(window.model.salience) == 12                     # SEM and SSM x 2 directions x 3 scales
     assert window.map_view.overlay_item("salience") is not None
     window.salience_panel.scale.setCurrentIndex(2)        # coarsest map replaces the overlay
-    assert window.map_view.overlay_item("salience").georaster is window.salience[("sem", "coarse_to_fine", 2)]
+    assert window.map_view.overlay_item("salience").georaster is window.model.salience[("sem", "coarse_to_fine", 2)]
     captions = window.caption_panel.caption_list()
     assert sorted(c for c, _ in ranked.args[0]) == sorted(captions)
     assert window.caption_panel.table.rowCount() == len(captions)
@@ -68,7 +68,7 @@ def test_clicking_a_hit_zooms_to_it_and_shows_its_salience_and_captions(qtbot, i
 
 def test_a_typed_caption_is_scored_for_the_selected_tile(qtbot, indexed_window):
     window = indexed_window
-    tile_id = window.tile_at(500_010.0, 5_699_990.0)
+    tile_id = window.model.tile_at(500_010.0, 5_699_990.0)
     with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
         window.select_tile(tile_id)
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
@@ -83,18 +83,18 @@ def test_a_typed_caption_is_scored_for_the_selected_tile(qtbot, indexed_window):
 
 def test_clicking_the_map_selects_the_tile_under_the_cursor(qtbot, indexed_window):
     window = indexed_window
-    tile_id = window.tile_at(500_001.0, 5_699_999.0)       # top-left corner of the raster
-    record = window.index.tile(tile_id)
+    tile_id = window.model.tile_at(500_001.0, 5_699_999.0)       # top-left corner of the raster
+    record = window.model.index.tile(tile_id)
     assert (int(record.window.col_off), int(record.window.row_off)) == (0, 0)
     with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
         window.map_view.mapClicked.emit(500_001.0, 5_699_999.0)
-    assert window.selected_tile.tile_id == tile_id
-    assert window.tile_at(400_000.0, 5_699_999.0) is None  # off the raster: no tile
+    assert window.model.selected_tile.tile_id == tile_id
+    assert window.model.tile_at(400_000.0, 5_699_999.0) is None  # off the raster: no tile
 
 
 def test_similar_tiles_leave_out_the_tile_itself(qtbot, indexed_window):
     window = indexed_window
-    tile_id = window.tile_at(500_001.0, 5_699_999.0)
+    tile_id = window.model.tile_at(500_001.0, 5_699_999.0)
     with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS) as blocker:
         window.search_similar(tile_id)
     hits = blocker.args[0]
@@ -126,10 +126,10 @@ def test_hits_and_heatmap_export_and_the_session_round_trips(qtbot, indexed_wind
     assert restored.session.queries == ["farmland"]
     assert restored.search_panel.query.text() == "farmland"
     assert abs(restored.map_view.layers[raster_layer].opacity - 0.3) < 1e-6
-    assert restored.index.count == window.index.count      # the same cached index, reused
+    assert restored.model.index.count == window.model.index.count      # the same cached index, reused
     assert [h.tile_id for h in rerun.args[0]] == [h.tile_id for h in hits]   # the last query ran again
     saved = json.loads((tmp_path / "session.json").read_text())
-    assert saved["index"] == str(window.current_index_dir())
+    assert saved["index"] == str(window.model.current_index_dir())
 
 
 def test_a_closed_raster_leaves_the_map_and_its_tiles_leave_the_results(qtbot, indexed_window, tmp_path):
@@ -144,7 +144,7 @@ def test_a_closed_raster_leaves_the_map_and_its_tiles_leave_the_results(qtbot, i
     assert first not in window.map_view.rasters and window.session.rasters == [second]
     hits = search_through_ui(qtbot, window, "houses")
     assert hits and {h.raster_path for h in hits} == {second}   # the closed raster's tiles stay out
-    assert window.index.raster(first) is not None               # but stay cached for later
+    assert window.model.index.raster(first) is not None               # but stay cached for later
 
 
 def test_dropping_files_on_the_map_opens_them(qtbot, make_window, small_raster):
@@ -164,7 +164,7 @@ def test_dropping_files_on_the_map_opens_them(qtbot, make_window, small_raster):
 def test_captions_loaded_from_a_file_are_ranked_for_the_selected_tile(qtbot, indexed_window, tmp_path):
     window = indexed_window
     with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
-        window.select_tile(window.tile_at(500_010.0, 5_699_990.0))
+        window.select_tile(window.model.tile_at(500_010.0, 5_699_990.0))
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
     captions = tmp_path / "captions.txt"
     captions.write_text("many cars in a parking lot\n\nan orange roof\n", encoding="utf-8")

@@ -14,7 +14,8 @@ def test_model_modules_import_without_any_qt_binding():
     code = ("import sys\n"
             "for name in ('PySide6', 'PyQt5', 'PyQt6', 'PySide2'): sys.modules[name] = None\n"
             "import ssjdn.desktop.state, ssjdn.desktop.settings, ssjdn.desktop.models, "
-            "ssjdn.desktop.geo, ssjdn.desktop.colormaps, ssjdn.desktop.train_process\n")
+            "ssjdn.desktop.geo, ssjdn.desktop.colormaps, ssjdn.desktop.train_process, "
+            "ssjdn.desktop.explorer, ssjdn.desktop.resources\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -66,7 +66,7 @@ def test_a_finished_run_registers_its_checkpoint_as_a_model_choice(qtbot, make_w
     assert "@progress" not in dialog.log.toPlainText()        # progress lines drive the bar, not the log
     with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
         window.model_combo.setCurrentIndex(window.model_combo.findData(spec))
-    assert window.loaded.model.name == "tiny"
+    assert window.model.loaded.model.name == "tiny"
 
 
 def test_progress_lines_give_the_fraction_of_the_whole_run():

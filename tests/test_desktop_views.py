@@ -9,8 +9,8 @@ from PySide6.QtCore import Qt
 
 def test_changing_the_model_updates_the_view_and_reindexes(qtbot, indexed_window, tmp_path):
     window = indexed_window
-    first_dir = window.current_index_dir()
-    config = dict(window.loaded.model.config, name="tiny-narrow", embed_dim=8)
+    first_dir = window.model.current_index_dir()
+    config = dict(window.model.loaded.model.config, name="tiny-narrow", embed_dim=8)
     other = tmp_path / "tiny-narrow.yaml"
     other.write_text(yaml.safe_dump(config))
 
@@ -19,9 +19,9 @@ def test_changing_the_model_updates_the_view_and_reindexes(qtbot, indexed_window
         assert window.model_combo.currentData() == f"config:{other}"   # the view followed at once
 
     assert "tiny-narrow" in window.model_label.text()
-    assert window.loaded.model.name == "tiny-narrow"
-    assert window.current_index_dir() != first_dir   # one index per model, never mixed
-    assert window.index.dim == 8
+    assert window.model.loaded.model.name == "tiny-narrow"
+    assert window.model.current_index_dir() != first_dir   # one index per model, never mixed
+    assert window.model.index.dim == 8
 
 
 def test_choosing_a_model_in_the_combo_changes_the_session(qtbot, indexed_window):
@@ -66,7 +66,7 @@ def test_tile_grid_layer_outlines_every_indexed_tile(indexed_window):
     grid = window.map_view.layer_items("tiles")
     assert len(grid) == 1
     path = grid[0].path()
-    assert path.elementCount() == 5 * window.index.count   # a closed rectangle per tile
+    assert path.elementCount() == 5 * window.model.index.count   # a closed rectangle per tile
 
 
 def test_cursor_position_shows_lat_lon_and_raster_crs(indexed_window):

@@ -1,0 +1,500 @@
+"""The explorer's state and logic with no Qt (the napari rule): `ExplorerModel`.
+
+It holds what the app has loaded and found: the model and the index, the open rasters, the hits
+and heatmaps of the last search, the selected tile and its salience maps, and the relevance
+feedback (tiles marked relevant / not relevant, the find-all probabilities and threshold).
+Qt views listen to its `events` and forward the user's actions to its methods; tests drive it
+with no window.
+
+Slow work is not run here but handed out: a `*_job` method returns a plain function that the
+caller runs off the GUI thread (the window in a QtFunctionWorker, a test directly) and whose
+result goes back to the matching `apply_*` / `show_*` method on the caller's thread. A result
+that arrives for a model, tile or tile size the user has since left is dropped there.
+
+Events (keyword arguments):
+  raster_opened(info, note)   raster_closed(path)   model_loading(spec)   model(loaded)
+  index(index)   tiles(windows_by_raster)   results(query, hits, heatmaps, thumbnails)
+  selection(record)   salience(tile_id, maps)   marks(marks)   probabilities(maps)
+  detections(detections, threshold)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ssjdn.desktop import models as model_choices
+from ssjdn.desktop.geo import MapFrame
+from ssjdn.desktop.resources import THUMB_PX
+from ssjdn.desktop.settings import index_dir_for
+from ssjdn.desktop.state import Events, Session
+
+COARSE_PIXEL_M = 2.0  # pixels coarser than this get a note about matching quality
+CPU_CHUNK_PX = 128    # read-chunk side when indexing on a CPU: frequent progress, same speed
+RELEVANT, NOT_RELEVANT = True, False
+
+
+class ExplorerModel:
+    def __init__(self, session: Session | None = None) -> None:
+        self.session = session or Session()
+        self.events = Events()
+        self.loaded = None               # models.LoadedModel
+        self.index = None                # ssjdn.core.index_store.TileIndex
+        self.index_stats = None
+        self.rasters: dict = {}          # raster path -> RasterInfo of the open rasters
+        self.frame = MapFrame()          # the map's CRS: the first open raster's
+        self.tiles_by_raster: dict = {}  # raster path -> (tile ids [N], windows [N, 4])
+        self.coarse_notes: dict[str, str] = {}
+        self.hits: list = []
+        self.last_query = ""             # what the result list is for, as shown
+        self.words = ""                  # the words of the last text search ("" after 'similar')
+        self.heatmaps: dict = {}         # raster path -> GeoRaster of the last query's scores
+        self.thumbnails: list = []
+        self.selected_tile = None        # TileRecord
+        self.salience: dict = {}
+        self.pending_query: str | None = None   # a restored session's last query, run when indexed
+        # Relevance feedback.
+        self.marks: dict[int, bool] = {}          # tile id -> RELEVANT / NOT_RELEVANT
+        self.marks_index_dir: Path | None = None   # tile ids are ids of this index
+        self.probabilities: dict[int, float] = {}  # tile id -> P(relevant) from find-all
+        self.probability_maps: dict = {}           # raster path -> GeoRaster of probabilities
+        self.threshold = 0.5
+        self.detections: list[tuple[int, float]] = []
+
+    # == model =================================================================================
+    def load_job(self):
+        """Forget the index and the model (a build or search still running for them is stale)
+        and return the job that loads the session's model and device."""
+        spec, device = self.session.model_spec, self.session.device
+        self.drop_index()
+        self.loaded = None
+        self.events.emit("model_loading", spec=spec)
+        return lambda: (model_choices.load_choice(spec, device), spec, device)
+
+    def apply_loaded(self, result) -> bool:
+        """Take a loaded model if the session still asks for it; False if it is stale."""
+        loaded, spec, device = result
+        if (spec, device) != (self.session.model_spec, self.session.device):
+            return False
+        self.loaded = loaded
+        self.events.emit("model", loaded=loaded)
+        return True
+
+    # == rasters ===============================================================================
+    def open_raster(self, path: str):
+        """Open one raster (UserError for a bad file); returns its RasterInfo."""
+        from ssjdn.core.raster import raster_info
+        info = raster_info(path)
+        if info.path not in self.rasters:
+            if not self.rasters:
+                self.frame = MapFrame(info.crs)
+            self.rasters[info.path] = info
+            self.events.emit("raster_opened", info=info, note=self._coarse_note(info))
+        self.session.add_raster(info.path)
+        return info
+
+    def _coarse_note(self, info) -> str | None:
+        """Say when a raster is much coarser than the imagery models are trained on (0.3 m)."""
+        pixel = info.pixel_size_m
+        if pixel is None or min(pixel) <= COARSE_PIXEL_M:
+            return None
+        self.coarse_notes[info.path] = (
+            f"{Path(info.path).name} has {min(pixel):.1f} m pixels; models are trained on 0.3 m "
+            f"imagery, so expect land cover rather than objects.")
+        return self.coarse_notes[info.path]
+
+    def close_raster(self, path: str) -> None:
+        """Take a raster away; its tiles stay in the cached index for when it returns."""
+        self.rasters.pop(path, None)
+        if not self.rasters:
+            self.frame = MapFrame()
+        self.session.remove_raster(path)
+        self.tiles_by_raster.pop(path, None)
+        self.hits = [h for h in self.hits if h.raster_path != path]
+        self.heatmaps.pop(path, None)
+        self.probability_maps.pop(path, None)
+        self.events.emit("raster_closed", path=path)
+        self.events.emit("tiles", windows_by_raster=self.tile_windows())
+        if self.probabilities:
+            self.set_threshold(self.threshold)   # its tiles leave the detections
+
+    # == index =================================================================================
+    def current_index_dir(self) -> Path:
+        return index_dir_for(self.loaded.model.fingerprint, self.session.tile_ground_m)
+
+    def can_index(self) -> bool:
+        return self.loaded is not None and bool(self.session.rasters)
+
+    def index_job(self):
+        """(work(progress, cancel), token) building or resuming the open rasters' index; pass the
+        token back to apply_index with the IndexStats."""
+        from ssjdn.core.indexing import build_index
+        index_dir, rasters, model = self.current_index_dir(), list(self.session.rasters), self.loaded.model
+        tile_m = self.session.tile_ground_m
+        # The engine reports progress once per encoded read chunk. On a CPU a default chunk
+        # (1024 px) can hold the whole sample scene, so the bar would sit at 0 % for minutes;
+        # small chunks cost nothing there (encoding dominates), and on a GPU the default stays.
+        chunking = {} if model.device.type == "cuda" else {"chunk_px": CPU_CHUNK_PX}
+
+        def work(progress=None, cancel=None):
+            return build_index(index_dir, rasters, model, tile_ground_m=tile_m, progress=progress,
+                               cancel=cancel, **chunking)
+
+        self.drop_index()
+        return work, (index_dir, model)
+
+    def apply_index(self, stats, token) -> bool:
+        """Open the built index unless the user has since left its model or tile size."""
+        from ssjdn.core.index_store import TileIndex
+        index_dir, model = token
+        if self.loaded is None or model is not self.loaded.model or index_dir != self.current_index_dir():
+            return False
+        self.index_stats = stats
+        self.index = TileIndex.open(index_dir, model=model)
+        if index_dir != self.marks_index_dir:
+            # Tile ids are per index (model and tiling): marks of another index would name other
+            # tiles. Saved labelled sets stay in the index they were made in.
+            self.marks_index_dir = index_dir
+            if self.marks:
+                self.set_marks({})
+        self.tiles_by_raster = {}
+        for record in self.index.rasters():
+            if record.path in self.rasters:
+                ids, windows, _ = self.index.raster_vectors(record.raster_id)
+                self.tiles_by_raster[record.path] = (ids, windows)
+        self.events.emit("index", index=self.index)
+        self.events.emit("tiles", windows_by_raster=self.tile_windows())
+        return True
+
+    def drop_index(self) -> None:
+        # Not index.close(): a search or salience job may still hold it; its connection closes
+        # when the last reference goes.
+        had = self.index is not None
+        self.index = None
+        self.tiles_by_raster = {}
+        self.probabilities, self.probability_maps, self.detections = {}, {}, []
+        if had:
+            self.events.emit("index", index=None)
+
+    def tile_windows(self) -> dict:
+        return {path: windows for path, (_, windows) in self.tiles_by_raster.items()}
+
+    def ready_text(self) -> tuple[bool, str]:
+        """Whether search can run, and the line the search panel shows about it."""
+        if self.index is None:
+            return False, ("Open a raster and build its index to search." if self.loaded
+                           else "Loading the model…")
+        text = f"{self.index.count} tiles indexed with {self.loaded.label}."
+        if self.index_stats is not None and getattr(self.index_stats, "cancelled", False):
+            text += " Indexing was cancelled: Index > Build / resume index finishes it."
+        notes = [self.coarse_notes[p] for p in self.session.rasters if p in self.coarse_notes]
+        return True, " ".join([text] + notes)
+
+    def tile_at(self, x: float, y: float) -> int | None:
+        """Id of the indexed tile under a map point (the one whose centre is nearest)."""
+        for path, (ids, windows) in self.tiles_by_raster.items():
+            info = self.rasters[path]
+            rx, ry = self.frame.to_crs(x, y, info.crs)
+            col, row = ~info.transform @ (rx, ry)
+            inside = ((windows[:, 0] <= col) & (col < windows[:, 0] + windows[:, 2]) &
+                      (windows[:, 1] <= row) & (row < windows[:, 1] + windows[:, 3]))
+            if inside.any():
+                candidates = np.flatnonzero(inside)
+                centres = windows[candidates, :2] + windows[candidates, 2:] / 2
+                best = candidates[np.argmin(((centres - (col, row)) ** 2).sum(axis=1))]
+                return int(ids[best])
+        return None
+
+    def _require_index(self) -> None:
+        from ssjdn.core.errors import UserError
+        if self.index is None:
+            raise UserError("There is no index yet: open a raster and wait for indexing to end.")
+
+    # == search ================================================================================
+    def _fetch(self, k: int):
+        """(how many to ask the index for, a filter keeping the first k hits on the map).
+
+        The index may also hold rasters closed since (it is per model, not per raster set):
+        ask for more, so k remain after keeping those on the map. The filter runs in the job."""
+        open_rasters = set(self.session.rasters)
+        others = sum(r.n_indexed for r in self.index.rasters() if r.path not in open_rasters)
+        ask = k if others == 0 else k + min(others, 4 * k)
+        return ask, lambda hits: [h for h in hits if h.raster_path in open_rasters][:k]
+
+    def search_job(self, query: str, k: int = 20, with_heatmap: bool = True):
+        """A text search (recorded in the session's history): hits, heatmaps, thumbnails."""
+        from ssjdn.core.search import score_heatmap, search_text
+        self._require_index()
+        query = query.strip()
+        (index, model), (ask, keep) = (self.index, self.loaded.model), self._fetch(k)
+        rasters = [p for p in self.session.rasters if p in self.tiles_by_raster]
+        self.session.add_query(query)
+
+        def work():
+            hits = keep(search_text(index, model, query, k=ask))
+            heat = {p: score_heatmap(index, model, query, p) for p in rasters} if with_heatmap else {}
+            return query, query, hits, heat, read_thumbnails(hits)
+
+        return work
+
+    def similar_job(self, tile_id: int, k: int = 20):
+        from ssjdn.core.search import search_similar
+        self._require_index()
+        (index, model), (ask, keep) = (self.index, self.loaded.model), self._fetch(k)
+
+        def work():
+            hits = keep(search_similar(index, model, tile_id, k=ask))
+            return f"tiles like tile {tile_id & 0xFFFFFFFF}", "", hits, {}, read_thumbnails(hits)
+
+        return work
+
+    def refine_job(self, k: int = 20, with_heatmap: bool = True):
+        """Search again with the last words moved towards the relevant tiles and away from the
+        not relevant ones (Rocchio in the joint space); the marks stay as they are."""
+        from ssjdn.core.errors import UserError
+        from ssjdn.core.feedback import refine_query, search_refined
+        self._require_index()
+        positives, negatives = self.marked(RELEVANT), self.marked(NOT_RELEVANT)
+        if not self.can_refine():
+            raise UserError("Mark at least one tile relevant (+) to refine the search.")
+        index, model, words, (ask, keep) = self.index, self.loaded.model, self.words or None, self._fetch(k)
+        shown_words = self.words
+        records = [index.raster(p) for p in self.session.rasters if p in self.tiles_by_raster]
+        label = f"{self.words or 'examples'} + {len(positives)} relevant, {len(negatives)} not relevant"
+
+        def work():
+            hits = keep(search_refined(index, model, words, positives, negatives, k=ask))
+            heat = {}
+            if with_heatmap:
+                query = refine_query(index, model, words, positives, negatives)
+                heat = {r.path: _query_heatmap(index, r, query) for r in records}
+            return label, shown_words, hits, heat, read_thumbnails(hits)
+
+        return work
+
+    def show_results(self, result) -> None:
+        """Take a search job's result: (label, words, hits, heatmaps, thumbnails)."""
+        self.last_query, self.words, self.hits, self.heatmaps, self.thumbnails = result
+        self.events.emit("results", query=self.last_query, hits=self.hits, heatmaps=self.heatmaps,
+                         thumbnails=self.thumbnails)
+
+    # == the selected tile =====================================================================
+    def select_tile(self, tile_id: int):
+        """Select a tile; returns the job computing its SEM/SSM maps (None without an index)."""
+        from ssjdn.core.search import tile_salience
+        if self.index is None:
+            return None
+        self.selected_tile = self.index.tile(tile_id)
+        self.events.emit("selection", record=self.selected_tile)
+        index, model = self.index, self.loaded.model
+        return lambda: (tile_id, tile_salience(index, model, tile_id))
+
+    def apply_salience(self, result) -> bool:
+        tile_id, maps = result
+        if self.selected_tile is None or self.selected_tile.tile_id != tile_id:
+            return False
+        self.salience = maps
+        self.events.emit("salience", tile_id=tile_id, maps=maps)
+        return True
+
+    def captions_job(self, captions: list[str]):
+        from ssjdn.core.search import rank_captions
+        if self.selected_tile is None or self.index is None or not captions:
+            return None
+        index, model, tile_id = self.index, self.loaded.model, self.selected_tile.tile_id
+        return lambda: rank_captions(model, tile_id, captions, index=index)
+
+    # == relevance feedback ====================================================================
+    def mark(self, tile_id: int, label: bool | None) -> None:
+        """Mark a tile relevant (True), not relevant (False), or clear its mark (None)."""
+        tile_id = int(tile_id)
+        if label is None:
+            self.marks.pop(tile_id, None)
+        else:
+            self.marks[tile_id] = bool(label)
+        self.events.emit("marks", marks=dict(self.marks))
+
+    def set_marks(self, marks: dict) -> None:
+        self.marks = {int(t): bool(v) for t, v in marks.items()}
+        self.events.emit("marks", marks=dict(self.marks))
+
+    def marked(self, label: bool) -> list[int]:
+        return [t for t, v in self.marks.items() if v is label]
+
+    def mark_footprints(self) -> list[tuple]:
+        """(bounds, crs, relevant) of the marked tiles on the open rasters, for the map."""
+        if self.index is None or not self.marks:
+            return []
+        return [(r.bounds, r.crs, self.marks[r.tile_id]) for r in self.index.tiles(list(self.marks))
+                if r.raster_path in self.rasters]
+
+    def can_refine(self) -> bool:
+        """A refined query needs a relevant tile, or words to move away from the others."""
+        return bool(self.marked(RELEVANT)) or bool(self.marks and self.words)
+
+    def can_find_all(self) -> bool:
+        from ssjdn.core.feedback import MIN_POSITIVES
+        return self.index is not None and len(self.marked(RELEVANT)) >= MIN_POSITIVES
+
+    def find_all_job(self):
+        """Train a classifier on the marks and score every tile; the job returns
+        ({tile id: probability}, {raster path: probability grid})."""
+        from ssjdn.core.feedback import probability_heatmap, tile_probabilities
+        self._require_index()
+        index, positives, negatives = self.index, self.marked(RELEVANT), self.marked(NOT_RELEVANT)
+        rasters = [p for p in self.session.rasters if p in self.tiles_by_raster]
+
+        def work():
+            ids, probabilities = tile_probabilities(index, positives, negatives)
+            maps = {p: probability_heatmap(index, p, ids, probabilities) for p in rasters}
+            return dict(zip(ids.tolist(), probabilities.tolist())), maps
+
+        return work
+
+    def apply_find_all(self, result) -> None:
+        self.probabilities, self.probability_maps = result
+        self.events.emit("probabilities", maps=self.probability_maps)
+        self.set_threshold(self.threshold)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Keep the tiles of the open rasters at or above `threshold`, most probable first."""
+        self.threshold = float(threshold)
+        on_map = {int(t) for ids, _ in self.tiles_by_raster.values() for t in ids}
+        found = [(t, p) for t, p in self.probabilities.items() if p >= self.threshold and t in on_map]
+        self.detections = sorted(found, key=lambda tp: (-tp[1], tp[0]))
+        self.events.emit("detections", detections=self.detections, threshold=self.threshold)
+
+    def thresholded_maps(self) -> dict:
+        """The probability grids with cells under the threshold blanked (NaN), for display."""
+        from ssjdn.core.raster import GeoRaster
+        result = {}
+        for path, grid in self.probability_maps.items():
+            array = np.where(grid.array >= self.threshold, grid.array, np.nan).astype(np.float32)
+            result[path] = GeoRaster(array, grid.transform, grid.crs, grid.nodata)
+        return result
+
+    def detection_hits(self, limit: int | None = None) -> list:
+        """The detections as search hits whose score is the probability."""
+        from ssjdn.core.search import hits_for_ids
+        chosen = self.detections[:limit] if limit else self.detections
+        if self.index is None or not chosen:
+            return []
+        return hits_for_ids(self.index, [t for t, _ in chosen], [p for _, p in chosen])
+
+    # == labelled sets =========================================================================
+    def label_sets(self) -> list[tuple[str, int, int]]:
+        """(name, relevant, not relevant) of the sets stored in the index."""
+        return self.index.label_sets() if self.index is not None else []
+
+    def save_label_set(self, name: str, overwrite: bool = False) -> None:
+        from ssjdn.core.errors import UserError
+        self._require_index()
+        if not self.marks:
+            raise UserError("There are no marks to save: mark tiles relevant (+) or not relevant (-) first.")
+        self.index.save_label_set(name, self.marks, overwrite=overwrite)
+
+    def load_label_set(self, name: str) -> None:
+        self._require_index()
+        self.set_marks(self.index.load_label_set(name))
+
+    def export_marks(self, path: str, name: str | None = None) -> None:
+        """The marks as GeoJSON / GeoPackage polygons with their label."""
+        from ssjdn.core.errors import UserError
+        from ssjdn.core.labels import export_labels
+        self._require_index()
+        if not self.marks:
+            raise UserError("There are no marks to export: mark tiles relevant (+) or not relevant (-) first.")
+        export_labels(self.index, self.marks, path, name=name)
+
+    def import_marks(self, path: str) -> int:
+        """Mark the tiles a GIS file's points / polygons cover (its labels win over existing
+        marks); returns how many tiles it marked."""
+        from ssjdn.core.labels import import_labels
+        self._require_index()
+        imported = import_labels(self.index, path)
+        self.set_marks({**self.marks, **imported})
+        return len(imported)
+
+    # == export ================================================================================
+    def export_hits(self, path: str) -> None:
+        from ssjdn.core.errors import UserError
+        from ssjdn.core.export import export_hits
+        if not self.hits:
+            raise UserError("There are no hits to export: run a search first.")
+        export_hits(self.hits, path, query=self.last_query)
+
+    def export_heatmap(self, path: str) -> None:
+        """One GeoTIFF per raster: the path as given for the first, name-suffixed for the others."""
+        from ssjdn.core.errors import UserError
+        from ssjdn.core.export import write_geotiff
+        if not self.heatmaps:
+            raise UserError("There is no heatmap: search with 'Score heatmap' checked.")
+        target = Path(path)
+        for i, heat in enumerate(self.heatmaps.values()):
+            write_geotiff(heat, target if i == 0 else target.with_name(f"{target.stem}_{i + 1}{target.suffix}"))
+
+    def export_detections(self, path: str) -> int:
+        """Write the detections (tiles at or above the threshold) with their probability."""
+        from ssjdn.core.errors import UserError
+        from ssjdn.core.export import export_hits
+        hits = self.detection_hits()
+        if not hits:
+            raise UserError("There are no detections to export: run Find all, or lower the threshold.")
+        export_hits(hits, path, query=self.words or None,
+                    extra=[{"probability": round(float(h.score), 6)} for h in hits])
+        return len(hits)
+
+    # == sessions ==============================================================================
+    def restore_session(self, path: str) -> Session:
+        """Make the session look like a saved one; returns it (the view applies its layers and
+        view bounds). The last query runs again once the index is ready."""
+        restored = Session.load(path)
+        for raster in list(self.session.rasters):
+            self.close_raster(raster)
+        self.session.set_tile_ground_m(restored.tile_ground_m)
+        self.session.queries = restored.queries
+        self.pending_query = restored.queries[-1] if restored.queries else None
+        return restored
+
+
+def _query_heatmap(index, record, query: np.ndarray):
+    """Every tile's score for a query vector (e.g. a refined one) as a grid over its raster."""
+    from ssjdn.core.search import tile_grid
+    _, windows, vectors = index.raster_vectors(record.raster_id)
+    return tile_grid(record, windows, (vectors @ query).astype(np.float64))
+
+
+def read_thumbnails(hits) -> list:
+    """Thumbnails of hits as (RGB uint8 [3, h, w], tile rect in it as x, y, w, h) or None.
+
+    A tile smaller than the thumbnail is shown in up to 3x its size of surroundings, outlined:
+    a 15 px tile of a 5 m scene blown up alone is a blur nobody recognises. Read in a worker;
+    the view makes its images from them.
+    """
+    from rasterio.windows import Window
+    from ssjdn.core.raster import raster_info, read_window_rgb
+    thumbs = []
+    for hit in hits:
+        try:
+            info = raster_info(hit.raster_path)
+            window = hit.window
+            side = max(int(window.width), int(window.height))
+            context = min(3.0, max(1.0, THUMB_PX / side))
+            pad = int(round(side * (context - 1) / 2))
+            col0, row0 = max(0, int(window.col_off) - pad), max(0, int(window.row_off) - pad)
+            col1 = min(info.width, int(window.col_off + window.width) + pad)
+            row1 = min(info.height, int(window.row_off + window.height) + pad)
+            rgb = read_window_rgb(info, Window(col0, row0, col1 - col0, row1 - row0), out_size=THUMB_PX)
+            scale = rgb.shape[2] / (col1 - col0)
+            rect = ((window.col_off - col0) * scale, (window.row_off - row0) * scale,
+                    window.width * scale, window.height * scale)
+            thumbs.append((rgb, rect))
+        except Exception:  # noqa: BLE001 - a missing thumbnail must not lose the results
+            thumbs.append(None)
+    return thumbs
+
+
+def describe_tile(record) -> str:
+    """'name.tif, tile 12 at px 180,45' (ids pack the raster id in their high bits)."""
+    col, row = int(record.window.col_off), int(record.window.row_off)
+    return f"{Path(record.raster_path).name}, tile {record.tile_id & 0xFFFFFFFF} at px {col},{row}"

@@ -1,0 +1,214 @@
+"""The explorer model with no window (plain pytest, no qtbot): search, selection, relevance
+feedback, find-all, labelled sets. Jobs are run directly, as a worker thread would run them."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from desktop_fixtures import small_raster, user_dirs  # noqa: F401
+
+
+@pytest.fixture
+def explorer(user_dirs, small_raster):
+    """An ExplorerModel on the tiny model with the small raster (20 tiles) indexed."""
+    from ssjdn.desktop.explorer import ExplorerModel
+    from ssjdn.desktop.state import Session
+    model = ExplorerModel(Session(model_spec="config:tiny", device="cpu"))
+    model.open_raster(small_raster)
+    assert model.apply_loaded(model.load_job()())
+    work, token = model.index_job()
+    assert model.apply_index(work(), token)
+    return model
+
+
+def recorder(model, *names):
+    seen = []
+    for name in names:
+        model.events.connect(name, lambda name=name, **kwargs: seen.append((name, kwargs)))
+    return seen
+
+
+def search(model, query="a river next to a road", k=5):
+    model.show_results(model.search_job(query, k)())
+    return model.hits
+
+
+def test_a_text_search_gives_hits_heatmaps_thumbnails_and_a_results_event(explorer, small_raster):
+    seen = recorder(explorer, "results")
+    hits = search(explorer, k=5)
+    assert len(hits) == 5 and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert list(explorer.heatmaps) == [small_raster]
+    assert len(explorer.thumbnails) == 5 and explorer.thumbnails[0][0].shape[0] == 3
+    assert [name for name, _ in seen] == ["results"] and seen[0][1]["hits"] == hits
+    assert explorer.session.queries == ["a river next to a road"] and explorer.words == "a river next to a road"
+
+
+def test_the_tile_at_a_map_point_is_the_tile_covering_it(explorer):
+    tile_id = explorer.tile_at(500_001.0, 5_699_999.0)           # top-left corner of the raster
+    record = explorer.index.tile(tile_id)
+    assert (int(record.window.col_off), int(record.window.row_off)) == (0, 0)
+    assert explorer.tile_at(400_000.0, 5_699_999.0) is None     # off the raster
+
+
+def test_selecting_a_tile_computes_its_salience_unless_another_was_selected_since(explorer):
+    first, second = (explorer.tile_at(500_001.0 + 20 * i, 5_699_999.0) for i in range(2))
+    stale = explorer.select_tile(first)()
+    explorer.select_tile(second)
+    assert not explorer.apply_salience(stale)                    # the user moved on: dropped
+    assert explorer.apply_salience(explorer.select_tile(second)())
+    assert len(explorer.salience) == 12
+
+
+def test_marks_change_with_an_event_and_survive_a_refined_search(explorer):
+    from ssjdn.core.feedback import search_refined
+    hits = search(explorer, k=8)
+    seen = recorder(explorer, "marks")
+    explorer.mark(hits[0].tile_id, True)
+    explorer.mark(hits[1].tile_id, False)
+    explorer.mark(hits[2].tile_id, True)
+    explorer.mark(hits[2].tile_id, None)                          # cleared again
+    assert explorer.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
+    assert len(seen) == 4 and seen[-1][1]["marks"] == explorer.marks
+    footprints = explorer.mark_footprints()                       # what the map outlines
+    assert sorted((b, r) for b, _, r in footprints) == sorted([(hits[0].bounds, True), (hits[1].bounds, False)])
+
+    explorer.show_results(explorer.refine_job(k=8)())
+    expected = search_refined(explorer.index, explorer.loaded.model, "a river next to a road",
+                              [hits[0].tile_id], [hits[1].tile_id], k=8)
+    assert [h.tile_id for h in explorer.hits] == [h.tile_id for h in expected]
+    assert explorer.marks == {hits[0].tile_id: True, hits[1].tile_id: False}    # marks kept
+    assert explorer.words == "a river next to a road"                          # refine again from them
+    assert "1 relevant, 1 not relevant" in explorer.last_query
+    assert set(explorer.heatmaps) == set(explorer.session.rasters)
+
+
+def test_refining_needs_a_relevant_mark(explorer):
+    from ssjdn.core.errors import UserError
+    explorer.show_results(explorer.similar_job(explorer.tile_at(500_001.0, 5_699_999.0))())
+    explorer.mark(explorer.hits[0].tile_id, False)
+    assert not explorer.can_refine()                 # no words after 'similar', no relevant tile
+    with pytest.raises(UserError, match="relevant"):
+        explorer.refine_job()
+
+
+def test_find_all_needs_three_relevant_tiles_then_scores_every_tile(explorer, small_raster):
+    from ssjdn.core.errors import UserError
+    hits = search(explorer, k=6)
+    for hit in hits[:2]:
+        explorer.mark(hit.tile_id, True)
+    assert not explorer.can_find_all()
+    with pytest.raises(UserError, match="at least 3"):
+        explorer.find_all_job()()
+    explorer.mark(hits[2].tile_id, True)
+    explorer.mark(hits[5].tile_id, False)
+    assert explorer.can_find_all()
+    seen = recorder(explorer, "probabilities", "detections")
+    explorer.apply_find_all(explorer.find_all_job()())
+
+    assert len(explorer.probabilities) == explorer.index.count
+    assert all(0.0 <= p <= 1.0 for p in explorer.probabilities.values())
+    grid = explorer.probability_maps[small_raster].array
+    assert np.isfinite(grid).all() and grid.max() <= 1.0
+    assert [name for name, _ in seen] == ["probabilities", "detections"]
+    probabilities = [p for _, p in explorer.detections]
+    assert probabilities == sorted(probabilities, reverse=True) and min(probabilities) >= 0.5
+
+
+def test_the_threshold_filters_the_detections_and_blanks_the_map_below_it(explorer, small_raster):
+    hits = search(explorer, k=4)
+    for hit in hits[:3]:
+        explorer.mark(hit.tile_id, True)
+    explorer.apply_find_all(explorer.find_all_job()())
+    explorer.set_threshold(0.0)
+    assert len(explorer.detections) == explorer.index.count
+    middle = float(np.median(list(explorer.probabilities.values())))
+    explorer.set_threshold(middle)
+    assert 0 < len(explorer.detections) < explorer.index.count
+    assert all(p >= middle for _, p in explorer.detections)
+    shown = explorer.thresholded_maps()[small_raster].array
+    full = explorer.probability_maps[small_raster].array
+    assert np.isnan(shown[full < middle]).all() and (shown[full >= middle] == full[full >= middle]).all()
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".gpkg"])
+def test_detections_export_with_their_probability_and_tile_id(explorer, tmp_path, suffix):
+    import fiona
+    hits = search(explorer, k=4)
+    for hit in hits[:3]:
+        explorer.mark(hit.tile_id, True)
+    explorer.apply_find_all(explorer.find_all_job()())
+    explorer.set_threshold(0.0)
+    path = tmp_path / f"detections{suffix}"
+    assert explorer.export_detections(str(path)) == explorer.index.count
+    with fiona.open(path) as features:
+        rows = [(f["properties"]["tile_id"], f["properties"]["probability"]) for f in features]
+    assert rows == [(t, pytest.approx(p, abs=1e-6)) for t, p in explorer.detections]
+
+
+def test_exporting_with_nothing_found_says_what_to_do(explorer, tmp_path):
+    from ssjdn.core.errors import UserError
+    with pytest.raises(UserError, match="Find all"):
+        explorer.export_detections(str(tmp_path / "none.geojson"))
+    with pytest.raises(UserError, match="run a search"):
+        explorer.export_hits(str(tmp_path / "none.geojson"))
+
+
+def test_labelled_sets_round_trip_through_the_index_and_a_gis_file(explorer, tmp_path):
+    from ssjdn.core.errors import UserError
+    hits = search(explorer, k=4)
+    marks = {hits[0].tile_id: True, hits[1].tile_id: True, hits[3].tile_id: False}
+    explorer.set_marks(marks)
+    explorer.save_label_set("roofs")
+    with pytest.raises(UserError, match="already exists"):
+        explorer.save_label_set("roofs")                          # never overwritten silently
+    assert explorer.label_sets() == [("roofs", 2, 1)]
+    explorer.set_marks({})
+    explorer.load_label_set("roofs")
+    assert explorer.marks == marks
+
+    explorer.export_marks(str(tmp_path / "roofs.geojson"), "roofs")
+    labels = {f["properties"]["tile_id"]: f["properties"]["label"]
+              for f in json.loads((tmp_path / "roofs.geojson").read_text())["features"]}
+    assert labels == {hits[0].tile_id: "relevant", hits[1].tile_id: "relevant", hits[3].tile_id: "not relevant"}
+    explorer.set_marks({hits[2].tile_id: True})
+    assert explorer.import_marks(str(tmp_path / "roofs.geojson")) == 3
+    assert explorer.marks == {**marks, hits[2].tile_id: True}    # imported marks join the others
+
+
+def test_the_session_owns_the_tile_size_and_announces_changes():
+    from ssjdn.desktop.state import Session
+    session, seen = Session(), []
+    session.events.connect("tile_size", lambda tile_ground_m: seen.append(tile_ground_m))
+    session.set_tile_ground_m(120)
+    session.set_tile_ground_m(120.0)                               # no change, no event
+    session.set_tile_ground_m(0.0)                                 # 0 means the model's own size
+    assert seen == [120.0, None] and session.tile_ground_m is None
+
+
+def test_closing_a_raster_takes_its_tiles_hits_and_maps_away(explorer, small_raster):
+    search(explorer, k=4)
+    seen = recorder(explorer, "raster_closed", "tiles")
+    explorer.close_raster(small_raster)
+    assert explorer.hits == [] and explorer.heatmaps == {} and explorer.tile_windows() == {}
+    assert [name for name, _ in seen] == ["raster_closed", "tiles"]
+    assert explorer.tile_at(500_001.0, 5_699_999.0) is None
+    assert explorer.index.raster(small_raster) is not None        # still cached in the index
+
+
+def test_a_stale_index_build_is_dropped(explorer):
+    work, token = explorer.index_job()
+    explorer.session.set_tile_ground_m(40.0)                       # the user changed the tiling
+    assert not explorer.apply_index(work(), token)
+    assert explorer.index is None
+
+
+def test_marks_are_dropped_when_another_index_takes_over_but_kept_on_a_resume(explorer):
+    hits = search(explorer, k=2)
+    explorer.mark(hits[0].tile_id, True)
+    work, token = explorer.index_job()                              # the same index, resumed
+    assert explorer.apply_index(work(), token) and explorer.marks == {hits[0].tile_id: True}
+    explorer.session.set_tile_ground_m(38.4)                        # another tiling: other tile ids
+    work, token = explorer.index_job()
+    assert explorer.apply_index(work(), token) and explorer.marks == {}
