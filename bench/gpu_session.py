@@ -51,11 +51,15 @@ VARIANTS = {"full": {"bsd": True, "lsd": True, "stl": True},
 
 # Everything that differs between the device run and the CPU dry run.
 PLANS = {
-    "full": {"config": BENCH / "gpu_ucm.yaml", "seeds": {"full": 3, "other": 2}, "lanes": 4,
-             "budget_s": 285, "reserve_s": 85, "run_overhead_s": 10, "epoch_slack_s": 5,
-             "bench_model": "ssjdn-lite0-minilm", "bench_batch": 100, "bench_steps": 10,
+    # 6 lanes: the 11 runs in 2 waves, ~25-40 GB of an H100's 80 (each lane holds its
+    # model, Adam state, batch activations and a CUDA context).
+    "full": {"config": BENCH / "gpu_ucm.yaml", "seeds": {"full": 3, "other": 2}, "lanes": 6,
+             "budget_s": 285, "reserve_s": 70, "run_overhead_s": 10, "epoch_slack_s": 5,
+             "bench_model": "ssjdn-lite0-minilm", "bench_batch": 100, "bench_steps": 5,
              "raster_px": 16384, "index_batch": 512, "repeat": 2, "queries": 100},
-    "tiny": {"config": BENCH / "gpu_tiny.yaml", "seeds": {"full": 3, "other": 2}, "lanes": 2,
+    # Fewer seeds in the dry run (model builds dominate its time); test_gpu_session checks
+    # the full plan's runs separately.
+    "tiny": {"config": BENCH / "gpu_tiny.yaml", "seeds": {"full": 2, "other": 1}, "lanes": 2,
              "budget_s": 900, "reserve_s": 120, "run_overhead_s": 2, "epoch_slack_s": 1,
              "bench_model": "tiny", "bench_batch": 4, "bench_steps": 1,
              "raster_px": 512, "index_batch": 32, "repeat": 1, "queries": 5},
@@ -162,6 +166,7 @@ class Session:
         self.runs = {"runs": [], "variants": {}, "best_full": None}
         self.model_path: Path | None = None  # the best full-model checkpoint, once there
         self.index_dir: Path | None = None   # the index phase's index, for the search phase
+        self.model = None                    # (model_path, model) shared by the last phases
 
     def left(self) -> float:
         return self.deadline - time.time()
@@ -241,15 +246,20 @@ def _sync() -> None:
 
 def _session_model(session: Session):
     """The best full-model checkpoint of this session if there is one, else a fresh model
-    (real architecture, untrained heads: the speed figures hold, the retrieval ones do not)."""
+    (real architecture, untrained heads: the speed figures hold, the retrieval ones do not).
+    Built once and shared by the phases after training."""
     import torch
 
     from ssjdn.core.api import create_model, load_model
 
-    if session.model_path is not None:
-        return load_model(session.model_path, device=_device())
-    torch.manual_seed(0)
-    return create_model(session.plan["bench_model"], device=_device())
+    if session.model is None or session.model[0] != session.model_path:
+        if session.model_path is not None:
+            model = load_model(session.model_path, device=_device())
+        else:
+            torch.manual_seed(0)
+            model = create_model(session.plan["bench_model"], device=_device())
+        session.model = (session.model_path, model)
+    return session.model[1]
 
 
 def _staged_vocabulary_misses(model, texts: list[str]) -> int:

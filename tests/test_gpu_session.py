@@ -219,6 +219,18 @@ def test_training_with_the_training_set_on_the_device(tmp_path):
 
 # ---------------------------------------------------------------------------- dry run
 
+def test_device_plan_trains_the_full_model_on_three_seeds_and_each_ablation_on_two():
+    import gpu_session
+
+    session = type("S", (), {"plan": gpu_session.PLANS["full"]})
+    runs = gpu_session.training_plan(session)
+    seeds = {v: sorted(r["seed"] for r in runs if r["variant"] == v) for v in gpu_session.VARIANTS}
+    assert seeds == {"full": [0, 1, 2], "no_bsd": [0, 1], "no_lsd": [0, 1], "no_stl": [0, 1],
+                     "vsepp": [0, 1]}
+    assert [r["variant"] for r in runs[:5]] == list(gpu_session.VARIANTS)  # one of each first
+    assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
+
+
 def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     """The device call sequence on the CPU: one call per part (the last one runs every phase
     with the tiny model), the weight packages hidden, results in OUT as the tool returns it."""
@@ -251,11 +263,10 @@ def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     assert gpu["env"]["site_modules_from"]["ssjdn_probe_site"].startswith(str(stage / "site"))
     assert gpu["tokens_outside_staged_vocabulary"] == 0
     runs = json.loads((out / "runs.json").read_text())
-    names = sorted(r["name"] for r in runs["runs"])
-    assert names == sorted([f"full_s{s}" for s in range(3)] + [
-        f"{v}_s{s}" for v in ("no_bsd", "no_lsd", "no_stl", "vsepp") for s in range(2)])
+    assert sorted(r["name"] for r in runs["runs"]) == sorted(
+        ["full_s0", "full_s1", "no_bsd_s0", "no_lsd_s0", "no_stl_s0", "vsepp_s0"])
     assert all(r["status"] == "finished" and r["best_epoch"] >= 1 for r in runs["runs"])
-    assert runs["variants"]["full"]["seeds"] == 3 and runs["variants"]["vsepp"]["seeds"] == 2
+    assert runs["variants"]["full"]["seeds"] == 2 and runs["variants"]["vsepp"]["seeds"] == 1
     best = runs["best_full"]
     data = b"".join((out / name).read_bytes() for name in best["parts"])
     assert hashlib.sha256(data).hexdigest() == best["sha256"]
