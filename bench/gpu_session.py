@@ -387,6 +387,11 @@ def phase_training(session: Session) -> None:
             print(f"lane {lane} exited {p.returncode}; its log ends:")
             print("".join(open(root / f"lane{lane}.log").readlines()[-15:]))
     _summarise_variants(session)
+    epoch_s = sorted(r["epoch_train_seconds_median"] for r in session.runs["runs"]
+                     if r.get("epoch_train_seconds_median"))
+    session.gpu.update(training_runs=len(runs), training_lanes=lanes,
+                       training_run_budget_s=round(budget_min * 60),
+                       training_epoch_seconds_median=epoch_s[len(epoch_s) // 2] if epoch_s else None)
     if not any(r["status"] in ("finished", "budget", "cancelled") and r.get("best_epoch")
                for r in session.runs["runs"]):
         raise RuntimeError("no training run finished an epoch")
