@@ -137,9 +137,12 @@ def cmd_assemble(args) -> int:
     shutil.rmtree(stage / "site", ignore_errors=True)
     wheels = sorted((stage / "bundle" / "wheels").glob("*.whl"))
     if wheels:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                        "--no-compile", "--no-cache-dir", "--upgrade", "--target",
-                        str(stage / "site"), *map(str, wheels)], check=True)
+        installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index",
+                                    "--no-deps", "--no-compile", "--no-cache-dir", "--upgrade",
+                                    "--target", str(stage / "site"), *map(str, wheels)])
+        if installed.returncode != 0:  # training needs none of them: run, and let env say it
+            print(f"!! pip could not install the carried wheels (exit {installed.returncode}); "
+                  "the index and search phases will fail")
     ready.write_text(bundle_id + "\n")
     print(f"== bundle {bundle_id[:16]} assembled ({len(doc['parts'])} parts, {len(wheels)} "
           f"wheels) in {time.time() - started:.1f} s")
