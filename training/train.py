@@ -63,6 +63,7 @@ DEFAULTS: dict = {
     "time_budget_min": None,      # stop after the epoch that passes this many minutes
     "seed": 0,
     "amp": True,                  # bf16 autocast on CUDA; ignored on CPU
+    "gpu_data": False,            # training images resident on the device, augmented there
     "tensorboard": True,
     "progress_bar": True,
 }
@@ -240,6 +241,12 @@ class _TrainingData:
                                        cache_dir, tag, self.views, int(cfg["seed"]), log)
             if dist.main:
                 dist.barrier()
+        self.on_device = None
+        if cfg["gpu_data"] and self.cached is None:
+            from ssjdn.training.gpu_data import DeviceImages, prepare_model
+
+            self.on_device = DeviceImages(self.images, cfg["augment"], dist.device)
+            prepare_model(model, dist.device)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -258,6 +265,8 @@ class _TrainingData:
                                     for v, i in zip(view.tolist(), indices.tolist())])
                 features.append(maps.to(device).float())
             return None, features, captions, labels
+        if self.on_device is not None:
+            return self.on_device.draw(indices, generator), None, captions, labels
         views = [train_view(self.images[i], self.cfg["augment"], generator)
                  for i in indices.tolist()]
         return torch.stack(views), None, captions, labels

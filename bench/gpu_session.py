@@ -1,0 +1,707 @@
+"""The GPU session's work, called by bench/gpu_session.sh (see docs/gpu.md).
+
+    gpu_session.py assemble --stage DIR --parts-from DIR   collect parts, build the bundle
+    gpu_session.py run --bundle DIR --out DIR [--tiny]     the phases below, into --out
+    gpu_session.py lane --spec FILE                        (internal) a few training runs
+    gpu_session.py write-raster --path TIF --size N        (internal) the synthetic GeoTIFF
+
+`run` goes through phases, each with its own time budget inside one deadline; after each
+phase it rewrites gpu.json and runs.json in --out, so a phase that fails or runs out of time
+keeps what the others measured:
+  env          device, versions, the carried packages import
+  train_bench  (a) images/s: full SSJDN training step vs backbone-only forward+backward
+  training     every variant x seeds through train() (gpu_data, bf16, channels_last), in
+               parallel lanes; each run's val metrics into runs.json
+  checkpoint   the best full-model run's best epoch in fp16, cut into parts of <= 15 MiB
+  precision    (c) bf16 vs fp32 embeddings of the same images: min cosine, top-10 overlap
+  index        (b) a >= 16384^2 GeoTIFF on local disk: end to end vs model-only tiles/s
+  search       (d) text query -> top-10 latency with the model on the device
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+MIB = 1 << 20
+# Search queries (the stager keeps their vocabulary rows, so use only words UCM captions use).
+QUERIES = ["many planes are parked at the airport", "a river with some boats",
+           "storage tanks next to a road", "a parking lot full of cars",
+           "dense residential area with many houses", "a green golf course with trees",
+           "a baseball field beside some buildings", "a beach with white waves",
+           "a freeway crossing an overpass", "a harbor with many boats"]
+VARIANTS = {"full": {"bsd": True, "lsd": True, "stl": True},
+            "no_bsd": {"bsd": False, "lsd": True, "stl": True},
+            "no_lsd": {"bsd": True, "lsd": False, "stl": True},
+            "no_stl": {"bsd": True, "lsd": True, "stl": False},
+            "vsepp": {"bsd": False, "lsd": False, "stl": False}}
+
+# Everything that differs between the device run and the CPU dry run.
+PLANS = {
+    # 6 lanes: the 11 runs in 2 waves, ~25-40 GB of an H100's 80 (each lane holds its
+    # model, Adam state, batch activations and a CUDA context).
+    "full": {"config": BENCH / "gpu_ucm.yaml", "seeds": {"full": 3, "other": 2}, "lanes": 6,
+             "budget_s": 285, "reserve_s": 70, "run_overhead_s": 10, "epoch_slack_s": 5,
+             "bench_model": "ssjdn-lite0-minilm", "bench_batch": 100, "bench_steps": 5,
+             "raster_px": 16384, "index_batch": 512, "repeat": 2, "queries": 100},
+    # Fewer seeds in the dry run (model builds dominate its time); test_gpu_session checks
+    # the full plan's runs separately.
+    "tiny": {"config": BENCH / "gpu_tiny.yaml", "seeds": {"full": 2, "other": 1}, "lanes": 2,
+             "budget_s": 900, "reserve_s": 120, "run_overhead_s": 2, "epoch_slack_s": 1,
+             "bench_model": "tiny", "bench_batch": 4, "bench_steps": 1,
+             "raster_px": 512, "index_batch": 32, "repeat": 1, "queries": 5},
+}
+PHASE_BUDGET_S = {"env": 20, "train_bench": 40, "checkpoint": 20, "precision": 20, "index": 45,
+                  "search": 15}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(MIB), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+# ============================================================================ assemble
+
+def cmd_assemble(args) -> int:
+    """Keep the parts this call carried; once a bundle's parts are all here, unpack it and
+    install its wheels. Prints what is still missing; never fails for a missing part."""
+    stage = Path(args.stage)
+    ready = stage / "READY"
+    carried = {}
+    for doc_path in sorted(Path(args.parts_from).glob("part*/parts.json")):
+        doc = json.loads(doc_path.read_text())
+        keep = stage / "parts" / doc["bundle_id"][:16]
+        keep.mkdir(parents=True, exist_ok=True)
+        for part in doc["parts"]:
+            source, target = doc_path.parent / part["name"], keep / part["name"]
+            if source.is_file() and not target.is_file():
+                if sha256_of(source) != part["sha256"]:
+                    print(f"!! {source} is damaged (sha256 differs); stage again")
+                    continue
+                shutil.copyfile(source, target)
+        carried[doc["bundle_id"]] = doc
+    if ready.is_file() and (not carried or ready.read_text().strip() in carried):
+        print(f"== bundle {ready.read_text().strip()[:16]} already assembled in {stage}")
+        return 0
+    if not carried:
+        print(f"!! no staged parts carried (looked in {args.parts_from}) and none assembled: "
+              "run bench/gpu_stage.py here and carry .gpu_stage/part1")
+        return 0
+    ready.unlink(missing_ok=True)
+    bundle_id, doc = max(carried.items(), key=lambda item: sum(
+        (stage / "parts" / item[0][:16] / p["name"]).is_file() for p in item[1]["parts"]))
+    keep = stage / "parts" / bundle_id[:16]
+    have = [n for n, p in enumerate(doc["parts"], 1) if (keep / p["name"]).is_file()]
+    if len(have) < len(doc["parts"]):
+        missing = [n for n in range(1, len(doc["parts"]) + 1) if n not in have]
+        print(f"== parts {have} of {len(doc['parts'])} here; next call carries "
+              f"{', '.join(f'.gpu_stage/part{n}' for n in missing)}")
+        return 0
+    started = time.time()
+    tar_path = stage / "bundle.tar"
+    digest = hashlib.sha256()
+    with open(tar_path, "wb") as out:
+        for part in doc["parts"]:
+            data = (keep / part["name"]).read_bytes()
+            digest.update(data)
+            out.write(data)
+    if digest.hexdigest() != bundle_id:
+        print("!! the assembled bundle's sha256 differs from the staged one; stage again")
+        return 1
+    shutil.rmtree(stage / "bundle", ignore_errors=True)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(stage, filter="data")
+    tar_path.unlink()
+    shutil.rmtree(stage / "site", ignore_errors=True)
+    wheels = sorted((stage / "bundle" / "wheels").glob("*.whl"))
+    if wheels:
+        installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index",
+                                    "--no-deps", "--no-compile", "--no-cache-dir", "--upgrade",
+                                    "--target", str(stage / "site"), *map(str, wheels)])
+        if installed.returncode != 0:  # training needs none of them: run, and let env say it
+            print(f"!! pip could not install the carried wheels (exit {installed.returncode}); "
+                  "the index and search phases will fail")
+    ready.write_text(bundle_id + "\n")
+    print(f"== bundle {bundle_id[:16]} assembled ({len(doc['parts'])} parts, {len(wheels)} "
+          f"wheels) in {time.time() - started:.1f} s")
+    return 0
+
+
+# ============================================================================ run
+
+class Session:
+    """Phases with budgets inside one deadline; results rewritten after every phase."""
+
+    def __init__(self, args, plan: dict):
+        self.args, self.plan = args, plan
+        self.out = Path(args.out)
+        self.bundle = Path(args.bundle)
+        self.data_root = self.bundle / "ucm"
+        self.work = Path(args.work or os.environ.get("SSJDN_WORK", "/tmp/ssjdn_work"))
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        self.started = float(args.started or time.time())
+        self.deadline = self.started + float(args.budget_s or plan["budget_s"])
+        self.gpu = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "mode": "tiny" if args.tiny else "full", "phases": {}}
+        self.runs = {"runs": [], "variants": {}, "best_full": None}
+        self.model_path: Path | None = None  # the best full-model checkpoint, once there
+        self.index_dir: Path | None = None   # the index phase's index, for the search phase
+        self.model = None                    # (model_path, model) shared by the last phases
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+    def save(self) -> None:
+        write_json(self.out / "gpu.json", self.gpu)
+        write_json(self.out / "runs.json", self.runs)
+
+    def phase(self, name: str, fn, budget_s: float) -> None:
+        budget = min(budget_s, self.left())
+        record = {"status": "skipped", "budget_s": round(budget, 1)}
+        if budget < 3:
+            record["note"] = "no time left in the session's deadline"
+        else:
+            print(f"\n== phase {name} (budget {budget:.0f} s, {self.left():.0f} s left)", flush=True)
+            started = time.time()
+            try:
+                fn(time.time() + budget)
+                record["status"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - one phase's failure must not stop the rest
+                traceback.print_exc()
+                record.update(status="error", error=f"{type(exc).__name__}: {exc}")
+            record["seconds"] = round(time.time() - started, 1)
+            print(f"== phase {name}: {record['status']} in {record['seconds']} s", flush=True)
+        self.gpu["phases"][name] = record
+        self.save()
+
+
+def cmd_run(args) -> int:
+    plan = PLANS["tiny" if args.tiny else "full"]
+    _tune_cuda()
+    session = Session(args, plan)
+    session.out.mkdir(parents=True, exist_ok=True)
+    session.save()
+    raster = session.work / f"scene_{plan['raster_px']}.tif"
+    writer = subprocess.Popen([sys.executable, __file__, "write-raster", "--path", str(raster),
+                               "--size", str(plan["raster_px"])],
+                              stdout=open(session.work / "raster.log", "w"), stderr=subprocess.STDOUT)
+    session.phase("env", lambda d: phase_env(session), PHASE_BUDGET_S["env"])
+    session.phase("train_bench", lambda d: phase_train_bench(session), PHASE_BUDGET_S["train_bench"])
+    session.phase("training", lambda d: phase_training(session),
+                  session.left() - plan["reserve_s"])
+    session.phase("checkpoint", lambda d: phase_checkpoint(session), PHASE_BUDGET_S["checkpoint"])
+    session.phase("precision", lambda d: phase_precision(session), PHASE_BUDGET_S["precision"])
+    session.phase("index", lambda d: phase_index(session, raster, writer, d), PHASE_BUDGET_S["index"])
+    session.phase("search", lambda d: phase_search(session, d), PHASE_BUDGET_S["search"])
+    if writer.poll() is None:
+        writer.kill()
+    pack_run_logs(session)
+    session.gpu["total_seconds"] = round(time.time() - session.started, 1)
+    session.save()
+    failed = [n for n, r in session.gpu["phases"].items() if r["status"] != "ok"]
+    print(f"\n== session done in {session.gpu['total_seconds']} s; phases not ok: {failed or 'none'}")
+    print(json.dumps({k: v for k, v in session.gpu.items() if k != "phases"}, indent=1, default=str))
+    return 0
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _device():
+    import torch
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _tune_cuda() -> None:
+    """Fixed shapes everywhere: let cuDNN pick its fastest kernels once per shape."""
+    import torch
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def _sync() -> None:
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _session_model(session: Session):
+    """The best full-model checkpoint of this session if there is one, else a fresh model
+    (real architecture, untrained heads: the speed figures hold, the retrieval ones do not).
+    Built once and shared by the phases after training."""
+    import torch
+
+    from ssjdn.core.api import create_model, load_model
+
+    if session.model is None or session.model[0] != session.model_path:
+        if session.model_path is not None:
+            model = load_model(session.model_path, device=_device())
+        else:
+            torch.manual_seed(0)
+            model = create_model(session.plan["bench_model"], device=_device())
+        session.model = (session.model_path, model)
+    return session.model[1]
+
+
+def _staged_vocabulary_misses(model, texts: list[str]) -> int:
+    """Tokens outside a staged word-embedding table (they would embed as zeros)."""
+    staged = getattr(model.text_encoder.bert, "staged_token_ids", None)
+    if staged is None:
+        return 0
+    ids = model.tokenizer(list(texts))["input_ids"]
+    return sum(1 for row in ids for i in row if i not in staged)
+
+
+# ---------------------------------------------------------------------------- phases
+
+def phase_env(session: Session) -> None:
+    import platform
+
+    import torch
+    import transformers
+
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "cpu_count": os.cpu_count(),
+            "cuda": torch.version.cuda, "weights_dir": os.environ.get("SSJDN_WEIGHTS_DIR")}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        session.gpu["device"] = torch.cuda.get_device_name(0)
+        info.update(gpu_memory_gib=round(props.total_memory / 2 ** 30, 1),
+                    multiprocessors=props.multi_processor_count,
+                    cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported())
+    else:
+        session.gpu["device"] = f"cpu ({platform.processor() or platform.machine()})"
+    bundle = json.loads((session.bundle / "bundle.json").read_text())
+    for module in bundle.get("site_modules", []):
+        imported = __import__(module)
+        info[f"{module}_version"] = getattr(imported, "__version__", "?")
+    info["bundle"] = {k: bundle[k] for k in ("created", "images", "weights", "wheels") if k in bundle}
+    info["site_modules_from"] = {m: str(Path(sys.modules[m].__file__).parent)
+                                 for m in bundle.get("site_modules", [])}
+    session.gpu["env"] = info
+    print(json.dumps(info, indent=1, default=str))
+
+
+def phase_train_bench(session: Session) -> None:
+    """(a) bench_train's measurement: same batch, same process, one after the other."""
+    sys.path.insert(0, str(BENCH))
+    import torch
+    from bench_train import bench
+
+    from ssjdn.core.api import load_config
+
+    plan = session.plan
+    config = load_config(plan["bench_model"])
+    if len(config.get("categories") or []) < 21:  # bench_train draws labels of 21 classes
+        config["categories"] = [f"class {i}" for i in range(21)]
+    result = bench(config, plan["bench_batch"], plan["bench_steps"], _device())
+    session.gpu.update(train_full_images_per_s=round(result["train_step_img_s"], 1),
+                       train_backbone_only_images_per_s=round(result["backbone_fwd_bwd_img_s"], 1),
+                       train_full_vs_backbone=round(result["step_vs_backbone"], 3),
+                       train_cached_step_images_per_s=round(result["cached_step_img_s"], 1),
+                       train_bench_batch=plan["bench_batch"])
+    print(json.dumps({k: v for k, v in result.items() if k != "config"}))
+    del result
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def training_plan(session: Session) -> list[dict]:
+    """Runs in the order they start: one seed of every variant first, then more seeds."""
+    seeds = session.plan["seeds"]
+    runs = []
+    for seed in range(max(seeds.values())):
+        for variant in VARIANTS:
+            if seed < seeds["full" if variant == "full" else "other"]:
+                runs.append({"name": f"{variant}_s{seed}", "variant": variant, "seed": seed})
+    return runs
+
+
+def phase_training(session: Session) -> None:
+    import yaml
+
+    plan = session.plan
+    base = yaml.safe_load(Path(plan["config"]).read_text())
+    runs = training_plan(session)
+    lanes = min(plan["lanes"], len(runs))
+    waves = math.ceil(len(runs) / lanes)
+    train_deadline = time.time() + max(session.left() - plan["reserve_s"], 0)
+    per_run_s = (train_deadline - time.time()) / waves - plan["run_overhead_s"]
+    budget_min = max(per_run_s - plan["epoch_slack_s"], 5) / 60
+    print(f"{len(runs)} runs in {lanes} lanes ({waves} waves), {budget_min * 60:.0f} s of "
+          f"training each, until {time.strftime('%H:%M:%S', time.localtime(train_deadline))}")
+    root = session.work / "runs"
+    specs = [[] for _ in range(lanes)]
+    for index, run in enumerate(runs):
+        config = {**base, **VARIANTS[run["variant"]], "seed": run["seed"],
+                  "time_budget_min": round(budget_min, 3), "name": run["name"]}
+        specs[index % lanes].append({**run, "config": config, "out": str(root / run["name"])})
+    procs = []
+    for lane, lane_runs in enumerate(specs):
+        spec = root / f"lane{lane}.json"
+        spec.parent.mkdir(parents=True, exist_ok=True)
+        write_json(spec, {"data_root": str(session.data_root), "deadline": train_deadline,
+                          "min_run_s": plan["run_overhead_s"] + 2 * plan["epoch_slack_s"],
+                          "runs": lane_runs})
+        log = open(root / f"lane{lane}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, __file__, "lane", "--spec", str(spec)],
+                                      stdout=log, stderr=subprocess.STDOUT))
+    reported = set()
+    stopping = None
+    while any(p.poll() is None for p in procs):
+        _collect_runs(session, runs, root, reported)
+        now = time.time()
+        if stopping is None and now > train_deadline:
+            print("training deadline: asking the lanes to stop (finished epochs are kept)")
+            stopping = now
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+        if stopping is not None and now > stopping + 25:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        time.sleep(1)
+    _collect_runs(session, runs, root, reported)
+    for lane, p in enumerate(procs):
+        if p.returncode != 0:
+            print(f"lane {lane} exited {p.returncode}; its log ends:")
+            print("".join(open(root / f"lane{lane}.log").readlines()[-15:]))
+    _summarise_variants(session)
+    epoch_s = sorted(r["epoch_train_seconds_median"] for r in session.runs["runs"]
+                     if r.get("epoch_train_seconds_median"))
+    session.gpu.update(training_runs=len(runs), training_lanes=lanes,
+                       training_run_budget_s=round(budget_min * 60),
+                       training_epoch_seconds_median=epoch_s[len(epoch_s) // 2] if epoch_s else None)
+    if not any(r["status"] in ("finished", "budget", "cancelled") and r.get("best_epoch")
+               for r in session.runs["runs"]):
+        raise RuntimeError("no training run finished an epoch")
+
+
+def _collect_runs(session: Session, runs: list[dict], root: Path, reported: set) -> None:
+    for run in runs:
+        result = root / run["name"] / "result.json"
+        if run["name"] in reported or not result.is_file():
+            continue
+        reported.add(run["name"])
+        data = json.loads(result.read_text())
+        session.runs["runs"].append(data)
+        print(f"run {data['name']}: {data['status']}, {data.get('epochs_done', 0)} epochs, "
+              f"best val mR {data.get('best_mR')} at epoch {data.get('best_epoch')}", flush=True)
+        session.save()
+
+
+def _summarise_variants(session: Session) -> None:
+    import statistics
+
+    for variant in VARIANTS:
+        scores = [r["best_mR"] for r in session.runs["runs"]
+                  if r["variant"] == variant and r.get("best_epoch")]
+        if scores:
+            session.runs["variants"][variant] = {
+                "seeds": len(scores), "mean_mR": round(statistics.mean(scores), 2),
+                "std_mR": round(statistics.stdev(scores), 2) if len(scores) > 1 else None,
+                "mR": scores}
+    print(json.dumps(session.runs["variants"], indent=1))
+
+
+def cmd_lane(args) -> int:
+    """Run a lane's training runs one after another through train(); SIGTERM stops a run at
+    its next step like the app's Cancel (train_until_terminated)."""
+    from ssjdn.training.commands import train_until_terminated
+
+    spec = json.loads(Path(args.spec).read_text())
+    _tune_cuda()
+    for run in spec["runs"]:
+        out = Path(run["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        result = {k: run[k] for k in ("name", "variant", "seed")}
+        result["switches"] = VARIANTS[run["variant"]]
+        if time.time() + spec["min_run_s"] > spec["deadline"]:
+            result["status"] = "skipped (no time left)"
+        else:
+            started = time.time()
+            print(f"== {run['name']} starts", flush=True)
+            try:
+                summary = train_until_terminated(run["config"], spec["data_root"], out)
+                history = summary["history"]
+                best = next((row for row in history if row["epoch"] == summary["best_epoch"]), {})
+                seconds = sorted(row["train_seconds"] for row in history)
+                result.update(status=summary["status"], epochs_done=summary["epochs_done"],
+                              best_epoch=summary["best_epoch"],
+                              best_mR=round(summary["best_mR"], 2) if history else None,
+                              best_row=best,
+                              epoch_train_seconds_median=seconds[len(seconds) // 2] if seconds else None,
+                              best_checkpoint=summary["best_checkpoint"], history=history)
+            except Exception as exc:  # noqa: BLE001 - the lane goes on with its next run
+                traceback.print_exc()
+                result.update(status="error", error=f"{type(exc).__name__}: {exc}")
+            result["wall_seconds"] = round(time.time() - started, 1)
+        write_json(out / "result.json", result)
+    return 0
+
+
+def phase_checkpoint(session: Session) -> None:
+    """The best full-model run's best epoch, fp16, referencing the packaged frozen weights."""
+    from ssjdn.core.api import load_model, save_checkpoint
+
+    full = [r for r in session.runs["runs"] if r["variant"] == "full" and r.get("best_epoch")
+            and Path(r.get("best_checkpoint", "")).is_file()]
+    if not full:
+        raise RuntimeError("no full-model run left a best checkpoint")
+    best = max(full, key=lambda r: r["best_mR"])
+    model = load_model(best["best_checkpoint"], device="cpu")
+    extra = {**(model.checkpoint_extra or {}),
+             "gpu_session": {"run": best["name"], "device": session.gpu.get("device"),
+                             "date": session.gpu["date"]}}
+    path = session.work / "best_full.safetensors"
+    save_checkpoint(model, path, extra=extra, half=True)
+    session.model_path = path
+    part_bytes = 15 * MIB
+    data = path.read_bytes()
+    names = []
+    for index in range(0, len(data), part_bytes):
+        name = f"best_full.safetensors.part{index // part_bytes + 1}"
+        (session.out / name).write_bytes(data[index:index + part_bytes])
+        names.append(name)
+    session.runs["best_full"] = {"run": best["name"], "val_mR": best["best_mR"],
+                                 "epoch": best["best_epoch"], "bytes": len(data),
+                                 "sha256": hashlib.sha256(data).hexdigest(), "parts": names}
+    print(json.dumps(session.runs["best_full"], indent=1))
+
+
+def _val_and_train_images(session: Session):
+    import torch
+
+    from ssjdn.training.augment import load_images, test_view
+    from ssjdn.training.datasets import load_dataset
+
+    images, captions = [], []
+    for split in ("val", "train"):
+        dataset = load_dataset(session.data_root, split, name="ucm", fmt="json")
+        images += [test_view(i, {"test_size": 256}) for i in load_images(dataset.image_paths)]
+        captions += dataset.all_captions if split == "val" else []
+    return torch.stack(images), captions
+
+
+@contextlib.contextmanager
+def _fp32(model):
+    """The model's own encode path with autocast off and without TF32 (cuDNN's default), so
+    the reference is true fp32."""
+    import torch
+
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    model._autocast = contextlib.nullcontext  # an instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del model._autocast
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def phase_precision(session: Session) -> None:
+    """(c) the same images and captions encoded under bf16 autocast and in fp32."""
+    import torch
+
+    model = _session_model(session)
+    pixels, captions = _val_and_train_images(session)
+    pixels = pixels.to(model.device)
+    texts = list(dict.fromkeys(captions))
+    queries = texts[:100] + QUERIES
+    session.gpu["tokens_outside_staged_vocabulary"] = _staged_vocabulary_misses(model, texts + QUERIES)
+    bf16_img = model.encode_images(pixels, batch_size=256)
+    bf16_txt, q_bf16 = model.encode_texts(texts), model.encode_texts(queries)
+    with _fp32(model):
+        fp32_img = model.encode_images(pixels, batch_size=256)
+        fp32_txt, q_fp32 = model.encode_texts(texts), model.encode_texts(queries)
+    top_bf16 = (q_bf16 @ bf16_img.T).topk(10, dim=1).indices.tolist()
+    top_fp32 = (q_fp32 @ fp32_img.T).topk(10, dim=1).indices.tolist()
+    overlap = [len(set(a) & set(b)) / 10 for a, b in zip(top_bf16, top_fp32)]
+    session.gpu.update(
+        bf16_fp32_min_cosine=round(float((bf16_img * fp32_img).sum(1).min()), 5),
+        bf16_fp32_min_cosine_text=round(float((bf16_txt * fp32_txt).sum(1).min()), 5),
+        bf16_fp32_top10_overlap_mean=round(sum(overlap) / len(overlap), 4),
+        bf16_fp32_top10_overlap_min=min(overlap),
+        precision_images=len(pixels), precision_texts=len(texts), precision_queries=len(queries),
+        precision_model="trained (best full run)" if session.model_path else "untrained heads")
+    del pixels
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def cmd_write_raster(args) -> int:
+    sys.path.insert(0, str(BENCH))
+    from bench_common import write_synthetic_geotiff
+
+    started = time.time()
+    Path(args.path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(args.path).with_suffix(".partial.tif")
+    write_synthetic_geotiff(tmp, args.size)
+    os.replace(tmp, args.path)
+    print(f"wrote {args.path} ({args.size}^2 px) in {time.time() - started:.1f} s")
+    return 0
+
+
+def phase_index(session: Session, raster: Path, writer, deadline: float) -> None:
+    """(b) bench_index's two rates on the same tiles: model-only from device memory, and
+    build_index end to end from the file on local disk."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import torch
+
+    from ssjdn.core.indexing import build_index
+    from ssjdn.core.raster import raster_info, read_window_rgb
+    from ssjdn.core.tiling import plan_tiles
+
+    while writer.poll() is None and time.time() < deadline - 10:
+        time.sleep(0.5)
+    if writer.poll() != 0 or not raster.is_file():
+        raise RuntimeError(f"the synthetic GeoTIFF was not written: "
+                           f"{(session.work / 'raster.log').read_text()[-500:]}")
+    print((session.work / "raster.log").read_text().strip())
+    plan = session.plan
+    model = _session_model(session)
+    info = raster_info(raster)
+    tiles = plan_tiles(info, model=model)
+    batch = plan["index_batch"]
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 2)) as pool:
+        read_started = time.time()
+        arrays = list(pool.map(lambda t: read_window_rgb(info, t.window), tiles))
+    read_s = time.time() - read_started
+    pixels = torch.from_numpy(np.stack(arrays)).to(model.device)
+    del arrays
+    model.encode_images(pixels[:batch], batch_size=batch)  # warm-up: kernels, autotuning
+    model_rates = []
+    for _ in range(plan["repeat"]):
+        _sync()
+        started = time.perf_counter()
+        for i in range(0, len(pixels), batch):
+            model.encode_images(pixels[i:i + batch], batch_size=batch)
+        _sync()
+        model_rates.append(len(pixels) / (time.perf_counter() - started))
+    del pixels
+    end_to_end = []
+    for run in range(plan["repeat"]):
+        index_dir = session.work / f"index{run}"
+        stats = build_index(index_dir, str(raster), model, batch_size=batch,
+                            cancel=lambda: time.time() > deadline)
+        end_to_end.append(stats.tiles_encoded / max(stats.seconds, 1e-9))
+        session.index_dir = index_dir
+        if stats.cancelled:
+            break
+    model_rate, e2e_rate = max(model_rates), max(end_to_end)
+    session.gpu.update(index_end_to_end_tiles_per_s=round(e2e_rate, 1),
+                       index_model_only_tiles_per_s=round(model_rate, 1),
+                       index_end_to_end_vs_model_only=round(e2e_rate / model_rate, 3),
+                       index_tiles=len(tiles), index_raster_px=plan["raster_px"],
+                       index_tile_px=int(tiles[0].window.width), index_batch=batch,
+                       index_raster_mib=round(raster.stat().st_size / MIB, 1),
+                       index_tile_read_s=round(read_s, 2),
+                       index_runs={"model_only": [round(r, 1) for r in model_rates],
+                                   "end_to_end": [round(r, 1) for r in end_to_end]})
+    print(f"model-only {model_rate:.1f} tiles/s, end to end {e2e_rate:.1f} tiles/s, "
+          f"ratio {e2e_rate / model_rate:.2f}")
+
+
+def phase_search(session: Session, deadline: float) -> None:
+    """(d) one query at a time, as a user types them: encode on the device, faiss top-10."""
+    import numpy as np
+
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.search import search_text
+
+    index_dir = session.index_dir
+    if index_dir is None:
+        raise RuntimeError("no index from the index phase to search")
+    model = _session_model(session)
+    count = session.plan["queries"]
+    with TileIndex.open(index_dir, model=model) as index:
+        for query in QUERIES[:5]:
+            search_text(index, model, query, k=10)  # warm-up
+        total, encode = [], []
+        for i in range(count):
+            if time.time() > deadline:
+                break
+            query = QUERIES[i % len(QUERIES)]
+            started = time.perf_counter()
+            hits = search_text(index, model, query, k=10)
+            total.append((time.perf_counter() - started) * 1e3)
+            started = time.perf_counter()
+            model.encode_texts([query]).cpu()
+            encode.append((time.perf_counter() - started) * 1e3)
+        tiles = index.count
+    session.gpu.update(search_p50_ms=round(float(np.percentile(total, 50)), 3),
+                       search_p95_ms=round(float(np.percentile(total, 95)), 3),
+                       search_text_encode_p50_ms=round(float(np.percentile(encode, 50)), 3),
+                       search_queries=len(total), search_index_tiles=tiles,
+                       search_hits_returned=len(hits))
+    print(f"search p50 {np.percentile(total, 50):.2f} ms over {len(total)} queries, "
+          f"{tiles} tiles")
+
+
+def pack_run_logs(session: Session) -> None:
+    """Each run's log.csv and config, the lanes' logs: one small tar.gz in --out."""
+    root = session.work / "runs"
+    if not root.is_dir():
+        return
+    with tarfile.open(session.out / "run_logs.tar.gz", "w:gz") as tar:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix in (".csv", ".yaml", ".json", ".log"):
+                tar.add(path, arcname=str(path.relative_to(root)))
+        if (session.work / "raster.log").is_file():
+            tar.add(session.work / "raster.log", arcname="raster.log")
+
+
+# ============================================================================ main
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    assemble = sub.add_parser("assemble")
+    assemble.add_argument("--stage", required=True)
+    assemble.add_argument("--parts-from", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--bundle", required=True)
+    run.add_argument("--out", required=True)
+    run.add_argument("--started", type=float, help="the session's start (epoch seconds)")
+    run.add_argument("--budget-s", type=float, help="the session's deadline after --started")
+    run.add_argument("--work", help="scratch folder (default /tmp/ssjdn_work)")
+    run.add_argument("--tiny", action="store_true", help="the CPU dry run: tiny model, seconds")
+    lane = sub.add_parser("lane")
+    lane.add_argument("--spec", required=True)
+    raster = sub.add_parser("write-raster")
+    raster.add_argument("--path", required=True)
+    raster.add_argument("--size", type=int, required=True)
+    args = parser.parse_args(argv)
+    handlers = {"assemble": cmd_assemble, "run": cmd_run, "lane": cmd_lane,
+                "write-raster": cmd_write_raster}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

