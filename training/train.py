@@ -194,12 +194,13 @@ class _TrainingData:
         self.views = int(cfg["feature_cache"].get("views") or 0)
         self.cached = None
         if self.views > 0:
-            from ssjdn.training.feature_cache import backbone_is_frozen, cached_views
+            from ssjdn.training.feature_cache import backbone_can_be_cached, cached_views
 
-            if not backbone_is_frozen(model):
-                raise UserError("feature_cache.views needs the whole backbone frozen: set "
-                                "model_overrides.image.freeze_stages to the backbone's stage "
-                                "count (8 for EfficientNet-Lite0, 5 for ResNets).")
+            if not backbone_can_be_cached(model):
+                raise UserError("feature_cache.views needs frozen backbone stages: set "
+                                "model_overrides.image.freeze_stages to 1-8 for EfficientNet-Lite0 "
+                                "(8 = all; the cache holds the frozen stages' outputs), or to 5 "
+                                "(all) for ResNets.")
             cache_dir = Path(cfg["feature_cache"].get("dir") or out_dir / "feature_cache")
             tag = f"{dataset.name}_{dataset.split}"
             if not dist.main:
@@ -221,7 +222,7 @@ class _TrainingData:
         if self.cached is not None:
             view = torch.randint(0, self.views, (len(indices),), generator=generator)
             features = []
-            for scale in range(3):
+            for scale in range(len(self.cached[0])):
                 maps = torch.stack([self.cached[v][scale][i]
                                     for v, i in zip(view.tolist(), indices.tolist())])
                 features.append(maps.to(device).float())
