@@ -459,7 +459,8 @@ def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, 
         with _autocast(dist.device, cfg["amp"]):
             x = model.preprocess_images(pixels) if pixels is not None else None
             out = wrapped(x, tokens["input_ids"], tokens["attention_mask"], features=features)
-        loss, parts = model.criterion(out, labels, negative_mask_for(captions, dist.device))
+        loss, parts = model.criterion(out, labels, negative_mask_for(captions, dist.device),
+                                      captions=captions)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
