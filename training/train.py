@@ -55,7 +55,8 @@ DEFAULTS: dict = {
     "lr_step_epochs": 20,
     "lr_gamma": 0.7,
     "augment": {"resize": 278, "rotation": 90, "crop": 256, "test_size": 256},
-    "feature_cache": {"views": 0, "dir": None},
+    # seed: the views' seed (default: `seed`), so runs of several seeds can share one cache
+    "feature_cache": {"views": 0, "dir": None, "seed": None},
     "eval_every": 1,
     "time_budget_min": None,      # stop after the epoch that passes this many minutes
     "seed": 0,
@@ -206,7 +207,7 @@ class _TrainingData:
             if not dist.main:
                 dist.barrier()  # rank 0 builds the cache first
             self.cached = cached_views(model, self.images, dataset.image_names, cfg["augment"],
-                                       cache_dir, tag, self.views, int(cfg["seed"]), log)
+                                       cache_dir, tag, self.views, _cache_seed(cfg), log)
             if dist.main:
                 dist.barrier()
 
@@ -431,8 +432,13 @@ def _validation_inputs(cfg, val_set, model, out_dir, data: _TrainingData, log):
 
     cache_dir = Path(cfg["feature_cache"].get("dir") or out_dir / "feature_cache")
     features = cached_views(model, images, val_set.image_names, cfg["augment"], cache_dir,
-                            f"{val_set.name}_{val_set.split}", 0, int(cfg["seed"]), log)[0]
+                            f"{val_set.name}_{val_set.split}", 0, _cache_seed(cfg), log)[0]
     return images, features
+
+
+def _cache_seed(cfg: dict) -> int:
+    seed = cfg["feature_cache"].get("seed")
+    return int(cfg["seed"] if seed is None else seed)
 
 
 def _autocast(device: torch.device, enabled: bool):
