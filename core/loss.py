@@ -36,6 +36,10 @@ class SemanticTripleLoss(nn.Module):
         # Optional InfoNCE term over all negatives; 0 keeps the paper's pure triplet objective.
         self.infonce_weight = float(cfg.get("infonce_weight", 0.0))
         self.temperature = float(cfg.get("temperature", 0.05))
+        # SEM supervision (0 = off): class CE on each SEM-pooled clue, and a penalty on the
+        # mean SEM value so that a map stays low where nothing needs keeping.
+        self.sem_weight = float(cfg.get("sem_weight", 0.0))
+        self.sem_sparsity = float(cfg.get("sem_sparsity", 0.0))
         self.use_stl = switches.get("stl", True)
         self.use_lsd = switches.get("lsd", True)
         self.similarity_source = str(cfg.get("stl_similarity", "labels"))
@@ -94,6 +98,15 @@ class SemanticTripleLoss(nn.Module):
             parts["image_ce"] = F.cross_entropy(out.img_logits[known].float(), labels[known])
             parts["text_ce"] = F.cross_entropy(out.txt_logits[known].float(), labels[known])
             loss = loss + self.ce_weight * (parts["image_ce"] + parts["text_ce"])
+        if self.sem_weight > 0 and out.sem_logits is not None and labels is not None and (labels >= 0).any():
+            known = labels >= 0
+            clue_logits = out.sem_logits[known].float()          # [b, 6, K]
+            clue_labels = labels[known, None].expand(-1, clue_logits.shape[1])
+            parts["sem_ce"] = F.cross_entropy(clue_logits.flatten(0, 1), clue_labels.flatten())
+            loss = loss + self.sem_weight * parts["sem_ce"]
+        if self.sem_sparsity > 0 and out.sem_mean is not None:
+            parts["sem_mass"] = out.sem_mean.float().mean()
+            loss = loss + self.sem_sparsity * parts["sem_mass"]
         return loss, parts
 
 
