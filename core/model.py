@@ -36,6 +36,10 @@ class ModelOutput:
     txt_emb: torch.Tensor
     img_logits: torch.Tensor | None = None
     txt_logits: torch.Tensor | None = None
+    # SEM supervision (loss.sem_weight / loss.sem_sparsity): class logits of each of the six
+    # SEM-pooled clues [B, 6, K], and the mean SEM value over all maps [B].
+    sem_logits: torch.Tensor | None = None
+    sem_mean: torch.Tensor | None = None
 
 
 def projection_head(in_dim: int, out_dim: int) -> nn.Module:
@@ -72,7 +76,8 @@ class BidirectionalScaleDecoupling(nn.Module):
         self.suppression_logit = nn.Parameter(torch.zeros(len(DIRECTIONS)))
         self.fuse = projection_head(width * scales * len(DIRECTIONS), out_dim)
 
-    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, SalienceMaps]:
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, SalienceMaps, torch.Tensor]:
+        """(fused feature, maps, the six clues [B, 6, width])."""
         maps = SalienceMaps()
         clues = []
         for index, direction in enumerate(DIRECTIONS):
@@ -91,7 +96,7 @@ class BidirectionalScaleDecoupling(nn.Module):
                 clues.append((f * weight).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6))
             maps.sem[direction] = [a.squeeze(1) for a in extraction]
             maps.ssm[direction] = [m.squeeze(1) for m in suppression]
-        return self.fuse(torch.cat(clues, dim=1)), maps
+        return self.fuse(torch.cat(clues, dim=1)), maps, torch.stack(clues, dim=1)
 
 
 class CategoryAttention(nn.Module):
@@ -163,6 +168,10 @@ class SSJDN(nn.Module):
                                      for c in self.backbone.channels)
         if self.switches["bsd"]:
             self.bsd = BidirectionalScaleDecoupling(width, dim)
+            if float(config.get("loss", {}).get("sem_weight", 0)) > 0 and self.categories:
+                # SEM supervision: each SEM-pooled clue alone must tell the scene class, so a
+                # map has to weight the regions that show it (the object, not the background).
+                self.sem_classifier = nn.Linear(width, len(self.categories))
         else:  # VSE++: one global pooled feature of the coarsest scale
             self.image_head = projection_head(width, dim)
         self.text_encoder = TextEncoder(text_cfg, pretrained)
@@ -243,10 +252,14 @@ class SSJDN(nn.Module):
 
         Split from the backbone so training can cache frozen backbone features.
         """
+        return self._image_branch(feats)[:3]
+
+    def _image_branch(self, feats: list[torch.Tensor]):
+        """image_from_features plus the BSD clues [B, 6, width] (None with BSD off)."""
         feats = [lateral(f.float()) for lateral, f in zip(self.lateral, feats)]
-        maps = None
+        maps = clues = None
         if self.switches["bsd"]:
-            base, maps = self.bsd(feats)
+            base, maps, clues = self.bsd(feats)
         else:
             base = self.image_head(feats[-1].mean((2, 3)))
         logits = None
@@ -256,7 +269,7 @@ class SSJDN(nn.Module):
                                                  align_corners=False) for f in feats[1:])
             base, logits = self.lsd.image(self.lsd.category_embeddings,
                                           fused.flatten(2).transpose(1, 2), base)
-        return base, logits, maps
+        return base, logits, maps, clues
 
     def text_forward(self, input_ids, attention_mask):
         tokens = self.text_encoder(input_ids, attention_mask)
@@ -267,11 +280,18 @@ class SSJDN(nn.Module):
         return base, logits
 
     def forward(self, pixels, input_ids, attention_mask, features=None) -> ModelOutput:
-        feats = features if features is not None else self.backbone_features(pixels)
-        img, img_logits, _ = self.image_from_features(feats)
+        """`features`: the frozen backbone prefix's cached output (see backbone.frozen_prefix);
+        only the trainable stages then run."""
+        feats = self.backbone.resume(features) if features is not None else self.backbone_features(pixels)
+        img, img_logits, maps, clues = self._image_branch(feats)
         txt, txt_logits = self.text_forward(input_ids, attention_mask)
+        sem_logits = self.sem_classifier(clues.float()) if hasattr(self, "sem_classifier") else None
+        sem_mean = None
+        if maps is not None and float(self.config.get("loss", {}).get("sem_sparsity", 0)) > 0:
+            sem_mean = torch.stack([a.flatten(1).mean(1) for per in maps.sem.values()
+                                    for a in per]).mean(0)
         return ModelOutput(F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1),
-                           img_logits, txt_logits)
+                           img_logits, txt_logits, sem_logits, sem_mean)
 
     # ----------------------------------------------------------------- inference API
     def _autocast(self):

@@ -94,3 +94,51 @@ def test_classification_term_skips_unlabelled_samples():
     _, parts = loss(out, torch.tensor([0, 1, -1]))
     expected = F.cross_entropy(out.img_logits[:2], torch.tensor([0, 1]))
     assert torch.isclose(parts["image_ce"], expected)
+
+
+def test_caption_similarity_with_the_label_indicator_reproduces_the_label_margins():
+    loss = SemanticTripleLoss({"margin": 0.2}, ALL_ON)
+    labels = torch.tensor([0, 0, 1, 1, 2, -1])
+    scores = torch.eye(6) * 0.8 + 0.1
+    scores[0, 1] = scores[1, 0] = scores[2, 3] = scores[3, 2] = 0.5
+    by_labels, kappa_labels = loss.margins(scores, labels)
+    same = ((labels[:, None] == labels[None, :]) & (labels[:, None] >= 0)).float()
+    by_similarity, kappa_similarity = loss.margins(scores, None, similarity=same)
+    assert torch.allclose(by_labels, by_similarity) and torch.isclose(kappa_labels, kappa_similarity)
+
+
+def test_a_more_similar_caption_gets_a_smaller_margin():
+    from ssjdn.core.loss import caption_similarity
+    captions = ["many planes are parked at the airport",
+                "several planes parked near the terminal",
+                "a long runway with some grass beside it",
+                "a piece of green farmland"]
+    sim = caption_similarity(captions)
+    assert torch.allclose(sim, sim.T) and torch.all(sim.diagonal() == 1)
+    assert sim[0, 1] > sim[0, 2] >= sim[0, 3] == 0  # "plane" and "parked" are shared
+    loss = SemanticTripleLoss({"margin": 0.2, "stl_similarity": "captions"}, ALL_ON)
+    scores = torch.full((4, 4), 0.2).fill_diagonal_(0.9)
+    scores[0, 1] = scores[1, 0] = 0.5
+    margins, kappa = loss.margins(scores, None, similarity=sim)
+    assert kappa > 0
+    assert margins[0, 1] < margins[0, 2] <= margins[0, 3] == 0.2
+
+
+def test_caption_similarity_ignores_filler_words_case_and_plurals():
+    from ssjdn.core.loss import caption_similarity
+    sim = caption_similarity(["There are many Planes .", "a plane", "there is a road"])
+    assert sim[0, 1] == 1.0 and sim[0, 2] == 0.0
+
+
+def test_stl_with_caption_similarity_needs_no_labels():
+    loss = SemanticTripleLoss({"margin": 0.2, "stl_similarity": "captions", "ce_weight": 0.0}, ALL_ON)
+    img = torch.eye(6)
+    txt = torch.eye(6)
+    txt[0] = F.normalize(torch.eye(6)[0] + torch.eye(6)[1], dim=0)
+    txt[1] = F.normalize(torch.eye(6)[1] + 0.9 * torch.eye(6)[0], dim=0)
+    out = ModelOutput(img, txt)  # images 0 and 1 each have the other's caption as hardest negative
+    captions = ["two planes", "two planes parked", "a river", "a road", "green trees", "a beach"]
+    with_captions, parts = loss(out, None, captions=captions)
+    plain, _ = SemanticTripleLoss({"margin": 0.2, "ce_weight": 0.0}, ALL_ON)(out, None)
+    assert parts["kappa"] > 0
+    assert with_captions < plain  # the similar pair's margin shrank

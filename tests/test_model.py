@@ -80,3 +80,29 @@ def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics():
     assert frozen and all(not p.requires_grad for p in model.text_encoder.bert.embeddings.parameters())
     model.train()
     assert not model.backbone.body.stem.training and model.backbone.body.s16.training
+
+
+def test_sem_supervision_trains_a_clue_classifier_and_penalises_sem_mass():
+    torch.manual_seed(0)
+    model = create_model("tiny", overrides={"loss": {"sem_weight": 0.5, "sem_sparsity": 0.1}}).train()
+    images, texts = _batch(model)
+    batch = model.tokenize(texts)
+    out = model(model.preprocess_images(images), batch["input_ids"], batch["attention_mask"])
+    labels = torch.tensor([0, 2, 0, -1])
+    loss, parts = model.criterion(out, labels)
+    assert out.sem_logits.shape == (4, 6, len(model.categories))
+    assert out.sem_mean.shape == (4,) and bool(((out.sem_mean > 0) & (out.sem_mean < 1)).all())
+    assert {"sem_ce", "sem_mass"} <= set(parts)
+    loss.backward()
+    assert model.sem_classifier.weight.grad.abs().sum() > 0
+    sem_conv = model.bsd.sem_units["coarse_to_fine"][0].net[0].weight
+    assert sem_conv.grad.abs().sum() > 0
+
+
+def test_sem_supervision_is_off_by_default():
+    model = create_model("tiny")
+    assert not hasattr(model, "sem_classifier")
+    images, texts = _batch(model, 2)
+    batch = model.tokenize(texts)
+    out = model(model.preprocess_images(images), batch["input_ids"], batch["attention_mask"])
+    assert out.sem_logits is None and out.sem_mean is None

@@ -103,7 +103,7 @@ def test_feature_cache_trains_on_precomputed_backbone_maps(ucm_root, tmp_path):
 
 
 def test_feature_cache_refuses_a_trainable_backbone(ucm_root, tmp_path):
-    with pytest.raises(UserError, match="whole backbone frozen"):
+    with pytest.raises(UserError, match="needs frozen backbone stages"):
         train(tiny_config(feature_cache={"views": 2}), ucm_root, tmp_path)
 
 

@@ -29,15 +29,15 @@ PROTOCOL_FOLDS = {"ucm": 1, "sydney": 1, "rsicd": 1, "rsitmd": 1}
 @torch.no_grad()
 def image_embeddings_from_features(model, features: list[torch.Tensor],
                                    batch_size: int = 64) -> torch.Tensor:
-    """Unit-norm embeddings from cached backbone maps (same path as encode_images)."""
+    """Unit-norm embeddings from the cached frozen backbone prefix (same path as encode_images)."""
     was_training = model.training
     model.eval()
     out = []
     try:
         for start in range(0, len(features[0]), batch_size):
-            batch = [f[start:start + batch_size].to(model.device) for f in features]
+            batch = [f[start:start + batch_size].to(model.device).float() for f in features]
             with model._autocast():
-                base, _, _ = model.image_from_features(batch)
+                base, _, _ = model.image_from_features(model.backbone.resume(batch))
             out.append(F.normalize(base.float(), dim=-1))
     finally:
         model.train(was_training)

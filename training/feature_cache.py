@@ -1,9 +1,11 @@
-"""Precomputed backbone features for training with a frozen backbone (the CPU fast path).
+"""Precomputed backbone features for training with frozen backbone stages (the CPU fast path).
 
-With every backbone stage frozen (BatchNorm in eval mode), the backbone is a fixed function:
-its three feature maps for a few fixed random views per image are computed once and each
-training step reads one of them instead of running the backbone forward. On 2 CPU cores the
-EfficientNet-Lite0 forward is most of a step's cost, so this buys many more epochs.
+The frozen lower stages (BatchNorm in eval mode) are a fixed function: their outputs for a few
+fixed random views per image (`backbone.frozen_prefix`: the scale maps they emit and the last
+frozen stage's output) are computed once, and each training step reads one of them and runs
+only the trainable top stages (`backbone.resume`) and the heads. With the whole backbone frozen
+the cache holds the three maps themselves. On 2 CPU cores the lower EfficientNet stages are
+most of a step's cost (high resolution), so this buys many more epochs.
 Views are seeded per (view, image), so a cache is reproducible and can be rebuilt exactly.
 """
 from __future__ import annotations
@@ -22,12 +24,19 @@ def backbone_is_frozen(model) -> bool:
     return not any(p.requires_grad for p in model.backbone.parameters())
 
 
+def backbone_can_be_cached(model) -> bool:
+    """Whole backbone frozen, or a frozen prefix of stages that the rest can resume from."""
+    return backbone_is_frozen(model) or model.backbone.can_split
+
+
 def _backbone_digest(model) -> str:
     source = model.backbone.pretrained_source
     if source is not None:
         return source.sha256
     digest = hashlib.sha256()
-    for key, tensor in sorted(model.backbone.state_dict().items()):
+    # Only the frozen stages: the trainable ones change every step and are not cached.
+    frozen = torch.nn.ModuleList(model.backbone._stages[:model.backbone.frozen_count])
+    for key, tensor in sorted(frozen.state_dict().items()):
         digest.update(key.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
@@ -38,6 +47,7 @@ def cache_key(model, image_names: list[str], augment: dict, view: int | None, se
     names = hashlib.sha256("\n".join(image_names).encode()).hexdigest()
     return {"backbone": _backbone_digest(model), "images": names, "augment": augment,
             "view": view, "seed": seed, "input_size": model.input_size,
+            "frozen_stages": model.backbone.frozen_count,
             "normalise": [model.config["image"]["mean"], model.config["image"]["std"]]}
 
 
@@ -50,14 +60,15 @@ def view_generator(seed: int, view: int, image_index: int) -> torch.Generator:
 @torch.inference_mode()
 def compute_features(model, views: list[torch.Tensor], batch_size: int = 32
                      ) -> list[torch.Tensor]:
-    """Backbone maps [N, C_s, h_s, w_s] (float16, CPU) for a list of uint8 views."""
+    """The frozen prefix's outputs [N, C, h, w] (float16, CPU) for a list of uint8 views."""
     model.eval()
-    per_scale: list[list[torch.Tensor]] = [[], [], []]
+    per_scale: list[list[torch.Tensor]] = []
     for start in range(0, len(views), batch_size):
         pixels = model.preprocess_images(torch.stack(views[start:start + batch_size]))
         pixels = pixels.contiguous(memory_format=torch.channels_last)
         with model._autocast():
-            feats = model.backbone_features(pixels)
+            feats = model.backbone.frozen_prefix(pixels)
+        per_scale = per_scale or [[] for _ in feats]
         for scale, f in enumerate(feats):
             per_scale[scale].append(f.to("cpu", torch.float16).contiguous())
     return [torch.cat(chunks) for chunks in per_scale]
@@ -73,7 +84,7 @@ def _load(path: Path, key: dict) -> list[torch.Tensor] | None:
         if json.loads((handle.metadata() or {}).get("key", "null")) != key:
             return None
     tensors = load_file(str(path))
-    return [tensors[f"scale{s}"] for s in range(3)]
+    return [tensors[f"scale{s}"] for s in range(len(tensors))]
 
 
 def _save(path: Path, feats: list[torch.Tensor], key: dict) -> None:
@@ -91,7 +102,8 @@ def cached_views(model, images: list[torch.Tensor], image_names: list[str], augm
                  ) -> list[list[torch.Tensor]]:
     """Features of `views` random training views per image (views=0: the one test view).
 
-    Returns one [scale0, scale1, scale2] list per view, each tensor [N, C, h, w] float16.
+    Returns one list per view of the frozen prefix's outputs (the three scale maps when the
+    whole backbone is frozen), each tensor [N, C, h, w] float16.
     """
     results = []
     for view in range(max(views, 1)):

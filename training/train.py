@@ -58,7 +58,8 @@ DEFAULTS: dict = {
     "lr_step_epochs": 20,
     "lr_gamma": 0.7,
     "augment": {"resize": 278, "rotation": 90, "crop": 256, "test_size": 256},
-    "feature_cache": {"views": 0, "dir": None},
+    # seed: the views' seed (default: `seed`), so runs of several seeds can share one cache
+    "feature_cache": {"views": 0, "dir": None, "seed": None},
     "eval_every": 1,
     "time_budget_min": None,      # stop after the epoch that passes this many minutes
     "seed": 0,
@@ -227,18 +228,19 @@ class _TrainingData:
         self.views = int(cfg["feature_cache"].get("views") or 0)
         self.cached = None
         if self.views > 0:
-            from ssjdn.training.feature_cache import backbone_is_frozen, cached_views
+            from ssjdn.training.feature_cache import backbone_can_be_cached, cached_views
 
-            if not backbone_is_frozen(model):
-                raise UserError("feature_cache.views needs the whole backbone frozen: set "
-                                "model_overrides.image.freeze_stages to the backbone's stage "
-                                "count (8 for EfficientNet-Lite0, 5 for ResNets).")
+            if not backbone_can_be_cached(model):
+                raise UserError("feature_cache.views needs frozen backbone stages: set "
+                                "model_overrides.image.freeze_stages to 1-8 for EfficientNet-Lite0 "
+                                "(8 = all; the cache holds the frozen stages' outputs), or to 5 "
+                                "(all) for ResNets.")
             cache_dir = Path(cfg["feature_cache"].get("dir") or out_dir / "feature_cache")
             tag = f"{dataset.name}_{dataset.split}"
             if not dist.main:
                 dist.barrier()  # rank 0 builds the cache first
             self.cached = cached_views(model, self.images, dataset.image_names, cfg["augment"],
-                                       cache_dir, tag, self.views, int(cfg["seed"]), log)
+                                       cache_dir, tag, self.views, _cache_seed(cfg), log)
             if dist.main:
                 dist.barrier()
         self.on_device = None
@@ -260,7 +262,7 @@ class _TrainingData:
         if self.cached is not None:
             view = torch.randint(0, self.views, (len(indices),), generator=generator)
             features = []
-            for scale in range(3):
+            for scale in range(len(self.cached[0])):
                 maps = torch.stack([self.cached[v][scale][i]
                                     for v, i in zip(view.tolist(), indices.tolist())])
                 features.append(maps.to(device).float())
@@ -533,8 +535,13 @@ def _validation_inputs(cfg, val_set, model, out_dir, data: _TrainingData, log):
 
     cache_dir = Path(cfg["feature_cache"].get("dir") or out_dir / "feature_cache")
     features = cached_views(model, images, val_set.image_names, cfg["augment"], cache_dir,
-                            f"{val_set.name}_{val_set.split}", 0, int(cfg["seed"]), log)[0]
+                            f"{val_set.name}_{val_set.split}", 0, _cache_seed(cfg), log)[0]
     return images, features
+
+
+def _cache_seed(cfg: dict) -> int:
+    seed = cfg["feature_cache"].get("seed")
+    return int(cfg["seed"] if seed is None else seed)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -561,7 +568,8 @@ def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, 
         with _autocast(dist.device, cfg["amp"]):
             x = model.preprocess_images(pixels) if pixels is not None else None
             out = wrapped(x, tokens["input_ids"], tokens["attention_mask"], features=features)
-        loss, parts = model.criterion(out, labels, negative_mask_for(captions, dist.device))
+        loss, parts = model.criterion(out, labels, negative_mask_for(captions, dist.device),
+                                      captions=captions)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
