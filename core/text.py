@@ -7,6 +7,7 @@ vocabulary, config and weights of `minilm` come from the staged folder instead o
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -131,6 +132,11 @@ class TextEncoder(nn.Module):
             # The vocabulary table is half of MiniLM: frozen, a checkpoint references it by
             # sha256, and words a training set never shows keep their pretrained meaning.
             self.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        if getattr(self.bert, "staged_token_ids", None) is not None and \
+                self.bert.embeddings.word_embeddings.weight.requires_grad:
+            warnings.warn("MiniLM comes from a staged folder that holds only part of its "
+                          "vocabulary: set text.freeze_word_embeddings: true before training, or "
+                          "a checkpoint stores a table whose other rows are zero.", stacklevel=3)
 
     def freeze_layers(self, count: int) -> None:
         """Freeze the embeddings and the first `count` transformer layers (count>0)."""

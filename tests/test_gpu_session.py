@@ -103,8 +103,9 @@ def test_staging_cuts_a_bundle_into_parts_that_fit_a_call(staged):
 
 def test_staged_weights_build_the_default_model_without_the_weight_packages(staged, tmp_path):
     """Under SSJDN_WEIGHTS_DIR with the packages unimportable, the default model builds from
-    the staged fp16 files, says it holds the packages' weights, embeds like the package-built
-    model, and its checkpoint loads here from the packages."""
+    the staged fp16 files, says it holds the packages' weights, encodes like the package-built
+    model, warns if the partly staged vocabulary table would train, and its checkpoint loads
+    here from the packages."""
     from ssjdn.core.api import create_model, load_model
 
     stage_dir = tmp_path / "assembled"
@@ -120,12 +121,20 @@ import json, sys, torch
 sys.path.insert(0, r"{tmp_path}")
 from probe import features
 from ssjdn.core.api import create_model, save_checkpoint
-model = create_model("ssjdn-lite0-minilm", device="cpu",
-                     overrides={{"text": {{"freeze_word_embeddings": True}}}})
+import warnings
+from ssjdn.core.text import TextEncoder
+with warnings.catch_warnings(record=True) as frozen:
+    warnings.simplefilter("always")
+    model = create_model("ssjdn-lite0-minilm", device="cpu",
+                         overrides={{"text": {{"freeze_word_embeddings": True}}}})
+with warnings.catch_warnings(record=True) as trainable:
+    warnings.simplefilter("always")
+    TextEncoder({{"encoder": "minilm"}}, pretrained=True)
+warns = lambda caught: any("freeze_word_embeddings" in str(w.message) for w in caught)
 save_checkpoint(model, r"{tmp_path / 'staged.safetensors'}", half=True)
 print(json.dumps({{"backbone": model.backbone.pretrained_source.sha256,
                   "text": model.text_encoder.pretrained_source.sha256,
-                  **features(model)}}))
+                  "warned": [warns(frozen), warns(trainable)], **features(model)}}))
 '''
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=_device_like_env(tmp_path, weights), timeout=300)
@@ -133,6 +142,8 @@ print(json.dumps({{"backbone": model.backbone.pretrained_source.sha256,
     staged_out = json.loads(done.stdout.strip().splitlines()[-1])
     packaged = create_model("ssjdn-lite0-minilm", device="cpu",
                             overrides={"text": {"freeze_word_embeddings": True}})
+    # Training the partly staged vocabulary table would store zero rows: that is warned of.
+    assert staged_out["warned"] == [False, True]
     assert staged_out["backbone"] == packaged.backbone.pretrained_source.sha256
     assert staged_out["text"] == packaged.text_encoder.pretrained_source.sha256
     here = features(packaged)
