@@ -560,7 +560,7 @@ class TileIndex:
         transaction. An existing set is replaced only with `overwrite` (else UserError)."""
         name = _label_set_name(name)
         rows = [(name, int(tile_id), int(bool(label))) for tile_id, label in labels.items()]
-        with self._lock, self._db:
+        with self._writing("save a labelled set"), self._lock, self._db:
             self._ensure_label_tables()
             self._db.execute("BEGIN IMMEDIATE")
             exists = self._db.execute("SELECT 1 FROM label_sets WHERE name = ?", (name,)).fetchone()
@@ -598,7 +598,7 @@ class TileIndex:
 
     def delete_label_set(self, name: str) -> bool:
         """Remove a stored set; False if there was none of that name."""
-        with self._lock, self._db:
+        with self._writing("delete a labelled set"), self._lock, self._db:
             if not self._has_label_tables():
                 return False
             self._db.execute("BEGIN IMMEDIATE")

@@ -576,3 +576,17 @@ def test_keyboard_interrupt_still_exits_130(cli_index, capsys, monkeypatch):
     monkeypatch.setattr(search, "search_text", interrupted)
     assert main(["search", "a river", "--index", idx]) == 130
     assert "Interrupted" in _err(capsys)
+
+
+def test_saving_a_labelled_set_in_a_read_only_index_says_so(cli_index, tmp_path, capsys, read_only):
+    import pathlib
+    import sqlite3
+    raster, idx = cli_index
+    with sqlite3.connect(pathlib.Path(idx) / "index.sqlite") as db:
+        ids = [r[0] for r in db.execute("SELECT id FROM tiles ORDER BY id LIMIT 4")]
+    read_only(pathlib.Path(idx))
+    out = tmp_path / "found.geojson"
+    assert main(["classify", "--index", idx, "--positive", ",".join(map(str, ids[:3])),
+                 "--negative", str(ids[3]), "--threshold", "0", "--save-labels", "marks",
+                 "--out", str(out)]) == 2
+    assert "read-only" in _err(capsys)
