@@ -275,7 +275,7 @@ def run_classify(args) -> int:
         hits = hits_for_ids(index, [t for t, _ in scored], [p for _, p in scored])
         label = f"classifier ({len(set(positives))} relevant, {len(set(negatives))} not relevant marked)"
         print(f"{len(hits)} of {index.count} tiles have probability >= {args.threshold:g}")
-        _print_hits(hits[:20], label)
+        _print_hits(hits[:20], label, score_name="prob.")
         path = export_hits(hits, args.out, query=label,
                            extra=[{"probability": round(h.score, 6)} for h in hits])
     print(f"wrote {path} ({len(hits)} tiles, most probable first)")
@@ -411,12 +411,12 @@ def _add_model_arg(parser) -> None:
                              "(resources/ssjdn-default.safetensors)")
 
 
-def _print_hits(hits, label: str) -> None:
+def _print_hits(hits, label: str, score_name: str = "score") -> None:
     if not hits:
         print("No tiles in the index yet; build it with `ssjdn index`.")
         return
     print(f"top {len(hits)} for: {label}")
-    print(f"{'rank':>4}  {'score':>7}  {'tile id':>12}  {'lon':>11} {'lat':>10}  raster [col, row, w, h]")
+    print(f"{'rank':>4}  {score_name:>7}  {'tile id':>12}  {'lon':>11} {'lat':>10}  raster [col, row, w, h]")
     for rank, hit in enumerate(hits, start=1):
         if hit.bounds_wgs84 is not None:
             west, south, east, north = hit.bounds_wgs84
