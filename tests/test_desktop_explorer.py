@@ -212,3 +212,32 @@ def test_marks_are_dropped_when_another_index_takes_over_but_kept_on_a_resume(ex
     explorer.session.set_tile_ground_m(38.4)                        # another tiling: other tile ids
     work, token = explorer.index_job()
     assert explorer.apply_index(work(), token) and explorer.marks == {}
+
+
+def test_search_refine_and_find_all_run_with_no_qt_binding_installed(user_dirs, small_raster):
+    # The napari rule, enforced: the model layer works where no Qt binding can be imported.
+    import os
+    import subprocess
+    import sys
+    code = f"""
+import sys
+for name in ('PySide6', 'PyQt5', 'PyQt6', 'PySide2'):
+    sys.modules[name] = None
+from ssjdn.desktop.explorer import ExplorerModel
+from ssjdn.desktop.state import Session
+model = ExplorerModel(Session(model_spec='config:tiny', device='cpu'))
+model.open_raster({small_raster!r})
+model.apply_loaded(model.load_job()())
+work, token = model.index_job()
+model.apply_index(work(), token)
+model.show_results(model.search_job('a river', 5)())
+for hit in model.hits[:3]:
+    model.mark(hit.tile_id, True)
+model.show_results(model.refine_job(5)())
+model.apply_find_all(model.find_all_job()())
+print(len(model.hits), len(model.probabilities))
+"""
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["5", "20"]
