@@ -50,17 +50,12 @@ def _report(exc: Exception, args, argv) -> int:
     from ssjdn.core import errors
     if args.debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    user_error = exc if isinstance(exc, errors.UserError) else errors.os_error_as_user_error(exc)
-    if user_error is not None:
-        print(f"error: {user_error}", file=sys.stderr)
-        return 2
     command = " ".join(sys.argv[:1] + list(sys.argv[1:] if argv is None else argv))
-    try:
-        log = errors.write_error_log(exc, f"command: {command}")
-    except OSError as log_failure:
-        log = f"nowhere: {log_failure}"
-    print(f"error: {errors.describe_unexpected(exc, log)}. Run with --debug to see it here.",
-          file=sys.stderr)
+    message, log = errors.message_for(exc, f"command: {command}")
+    if log is None:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    print(f"error: {message}. Run with --debug to see it here.", file=sys.stderr)
     return 1
 
 

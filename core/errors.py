@@ -78,6 +78,19 @@ def write_error_log(exc: BaseException, context: str = "") -> Path:
     raise OSError(f"cannot write an error log in {log_dir()} or the temp folder")
 
 
+def message_for(exc: BaseException, context: str = "") -> tuple[str, Path | str | None]:
+    """The one line a user sees for `exc`, and the error log written for it (None for an error
+    the user can fix, whose text says what to do; no log is needed then)."""
+    user_error = exc if isinstance(exc, UserError) else os_error_as_user_error(exc)
+    if user_error is not None:
+        return str(user_error), None
+    try:
+        log = write_error_log(exc, context)
+    except OSError as log_failure:
+        log = f"nowhere: {log_failure}"
+    return describe_unexpected(exc, log), log
+
+
 def describe_unexpected(exc: BaseException, log_path) -> str:
     """The one line shown for an exception that is not a UserError."""
     if isinstance(exc, MemoryError):

@@ -14,14 +14,12 @@ from PySide6.QtCore import QThread, Signal
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
-    """(text for the user, details). A UserError's text is meant for users as is."""
-    from ssjdn.core.errors import UserError
+    """(one line for the user, details). A UserError's text is shown as is; anything else is
+    named in one line pointing at the error log that keeps its traceback (as the CLI does)."""
+    from ssjdn.core.errors import message_for
     details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if isinstance(exc, UserError):
-        return str(exc), details
-    if isinstance(exc, MemoryError):
-        return "Out of memory. Close other programs or choose a smaller tile size / the CPU.", details
-    return f"Unexpected error: {type(exc).__name__}: {exc}", details
+    message, _ = message_for(exc, "SSJDN Explorer")
+    return message, details
 
 
 class QtFunctionWorker(QThread):

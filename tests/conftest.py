@@ -8,6 +8,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # CI has 2 cores; keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Error logs written by tests stay out of the user's own log folder.
+if "SSJDN_LOG_DIR" not in os.environ:
+    import tempfile
+    os.environ["SSJDN_LOG_DIR"] = tempfile.mkdtemp(prefix="ssjdn-test-logs-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

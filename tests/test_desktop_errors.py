@@ -73,6 +73,27 @@ def test_an_unexpected_exception_in_a_slot_becomes_a_message(qtbot, make_window,
     button.clicked.connect(broken_slot)
     with qtbot.waitSignal(window.errorShown) as shown:
         button.click()                                       # PySide routes the error to excepthook
-    assert shown.args[0] == "Unexpected error: ZeroDivisionError: boom"
+    assert shown.args[0].startswith("Unexpected error: ZeroDivisionError: boom (the full report is in ")
     box = message_boxes(window)[0]
     assert "Traceback" in box.detailedText() and "Traceback" not in box.text()
+
+
+def test_an_unexpected_worker_error_is_one_line_naming_a_log_that_holds_the_trace(tmp_path, monkeypatch):
+    from ssjdn.desktop.qt_workers import describe_error
+    monkeypatch.setenv("SSJDN_LOG_DIR", str(tmp_path))
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        message, details = describe_error(exc)
+    assert "\n" not in message and "KeyError" in message
+    logs = list(tmp_path.glob("*.log"))
+    assert len(logs) == 1 and str(logs[0]) in message
+    assert "Traceback" in logs[0].read_text() and "Traceback" in details
+
+
+def test_a_user_error_in_a_worker_is_shown_as_is_and_logs_nothing(tmp_path, monkeypatch):
+    from ssjdn.core.errors import UserError
+    from ssjdn.desktop.qt_workers import describe_error
+    monkeypatch.setenv("SSJDN_LOG_DIR", str(tmp_path))
+    message, _ = describe_error(UserError("Pick a GeoTIFF."))
+    assert message == "Pick a GeoTIFF." and not list(tmp_path.glob("*.log"))
