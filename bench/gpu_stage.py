@@ -44,11 +44,8 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(MIB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from ssjdn.core.backbones import file_sha256   # the same digest the model checks at load
+    return file_sha256(path)
 
 
 # ---------------------------------------------------------------------------- images

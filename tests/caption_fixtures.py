@@ -11,7 +11,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
+
+TINY_CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
+
+
+def tiny_config(**changes) -> dict:
+    """The tiny training config as a dict, with `changes` applied on top."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config.update(changes)
+    return config
 
 CLASS_COLOURS = {0: (200, 180, 60), 1: (90, 90, 100), 2: (30, 120, 40)}
 CLASS_WORDS = {0: "farmland", 1: "airplane", 2: "baseball field"}

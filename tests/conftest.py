@@ -25,3 +25,12 @@ def tiny_model():
     from ssjdn.core.api import create_model
     torch.manual_seed(0)
     return create_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def ucm_root(tmp_path_factory):
+    """A tiny UCM-Captions folder (json + images), one per test module."""
+    from caption_fixtures import write_ucm_json
+    root = tmp_path_factory.mktemp("ucm")
+    write_ucm_json(root, {"train": 10, "val": 4, "test": 4})
+    return root

@@ -3,28 +3,13 @@ import csv
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from caption_fixtures import write_ucm_json
+from caption_fixtures import tiny_config
 from ssjdn.core.api import create_model, load_model
 from ssjdn.core.backbones import build_backbone
 from ssjdn.core.errors import UserError
 from ssjdn.training.train import train
-from test_training import TINY_CONFIG
-
-
-@pytest.fixture(scope="module")
-def ucm_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ucm_cache")
-    write_ucm_json(root, {"train": 10, "val": 4, "test": 4})
-    return root
-
-
-def _tiny_config(**changes):
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    config.update(changes)
-    return config
 
 
 @pytest.mark.parametrize("frozen", [1, 2, 3, 4])
@@ -64,7 +49,7 @@ def test_a_backbone_with_nothing_frozen_cannot_be_split():
 
 
 def test_training_from_a_partly_frozen_cache_updates_only_the_top_stages(ucm_root, tmp_path):
-    config = _tiny_config(feature_cache={"views": 2}, model_overrides={"image": {"freeze_stages": 2}})
+    config = tiny_config(feature_cache={"views": 2}, model_overrides={"image": {"freeze_stages": 2}})
     torch.manual_seed(0)
     before = create_model("tiny", {"image": {"freeze_stages": 2}}, device="cpu").backbone.state_dict()
     summary = train(config, ucm_root, tmp_path)
@@ -131,7 +116,7 @@ def test_the_cached_views_follow_the_cache_seed_not_the_run_seed(ucm_root, tmp_p
 
     from safetensors import safe_open
     cache = tmp_path / "shared_cache"
-    train(_tiny_config(seed=1, feature_cache={"views": 1, "dir": str(cache), "seed": 0},
+    train(tiny_config(seed=1, feature_cache={"views": 1, "dir": str(cache), "seed": 0},
                        model_overrides={"image": {"freeze_stages": 4}}), ucm_root, tmp_path / "run")
     with safe_open(str(cache / "ucm_train_view0.safetensors"), framework="pt") as handle:
         assert json.loads(handle.metadata()["key"])["seed"] == 0

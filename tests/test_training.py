@@ -2,33 +2,15 @@
 import csv
 import json
 import threading
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from caption_fixtures import write_ucm_json
+from caption_fixtures import TINY_CONFIG, tiny_config
 from ssjdn.core.api import load_model, read_checkpoint_metadata
 from ssjdn.core.errors import UserError
 from ssjdn.training.train import epoch_batches, negative_mask_for, train
-
-TINY_CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def ucm_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ucm")
-    write_ucm_json(root, {"train": 10, "val": 4, "test": 4})
-    return root
-
-
-def tiny_config(**changes):
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    config.update(changes)
-    return config
-
 
 def test_one_epoch_writes_checkpoints_logs_and_a_loadable_model(ucm_root, tmp_path):
     events = []

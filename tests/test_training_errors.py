@@ -10,21 +10,11 @@ import pytest
 import torch
 import yaml
 
-from caption_fixtures import write_ucm_json
+from caption_fixtures import TINY_CONFIG, tiny_config, write_ucm_json
 from ssjdn.core.api import read_checkpoint_metadata
 from ssjdn.core.cli import main as cli
 from ssjdn.core.errors import UserError
 from ssjdn.training.train import train
-
-TINY_CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def ucm_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ucm")
-    write_ucm_json(root, {"train": 10, "val": 4, "test": 4})
-    return root
-
 
 @pytest.fixture(scope="module")
 def finished_run(ucm_root, tmp_path_factory):
@@ -32,12 +22,6 @@ def finished_run(ucm_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("finished") / "run"
     train(tiny_config(), ucm_root, out)
     return out
-
-
-def tiny_config(**changes):
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    config.update(changes)
-    return config
 
 
 def copy_run(run: Path, dest: Path) -> Path:
