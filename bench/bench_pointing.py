@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from ssjdn.core.offline import use_offline_hub
+
+use_offline_hub()   # before torch/transformers load
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -20,8 +20,9 @@ import json
 import os
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from ssjdn.core.offline import use_offline_hub
+
+use_offline_hub()   # before torch/transformers load
 
 import torch  # noqa: E402
 

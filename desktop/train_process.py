@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import traceback
@@ -32,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from ssjdn.core.offline import use_offline_hub
+    use_offline_hub()
     args = build_parser().parse_args(argv)
     from ssjdn.core.errors import UserError
     from ssjdn.training.commands import summary_line, train_until_terminated
