@@ -52,3 +52,12 @@ def utm_scene(tmp_path, name="scene.tif", rows=256, cols=320, seed=0, **kwargs) 
 
 
 __all__ = ["write_raster", "scene", "utm_scene", "UTM31N", "UTM_ORIGIN", "ColorInterp"]
+
+
+def index_small_scene(tmp_path, model):
+    """A 320 x 256 UTM raster indexed as a 5 x 4 grid of 64 px tiles: (open TileIndex, raster path)."""
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.indexing import build_index
+    raster = utm_scene(tmp_path, rows=256, cols=320)
+    build_index(tmp_path / "idx", raster, model, tile_px=64)
+    return TileIndex.open(tmp_path / "idx", model=model), raster

@@ -2,21 +2,17 @@
 import numpy as np
 import pytest
 
-from engine_fixtures import utm_scene
+from engine_fixtures import index_small_scene
 from ssjdn.core.errors import UserError
 from ssjdn.core.feedback import (MIN_POSITIVES, ClassifierSettings, RocchioWeights, _negatives,
                                  all_vectors, classify_tiles, refine_query, search_refined,
                                  tile_probabilities)
-from ssjdn.core.index_store import TileIndex
-from ssjdn.core.indexing import build_index
 
 
 @pytest.fixture
 def indexed(tmp_path, tiny_model):
     """A 320 x 256 UTM raster indexed as a 5 x 4 grid of 64 px tiles."""
-    raster = utm_scene(tmp_path, rows=256, cols=320)
-    build_index(tmp_path / "idx", raster, tiny_model, tile_px=64)
-    index = TileIndex.open(tmp_path / "idx", model=tiny_model)
+    index, raster = index_small_scene(tmp_path, tiny_model)
     yield index
     index.close()
 

@@ -7,7 +7,7 @@ import rasterio
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import bounds as window_bounds
 
-from engine_fixtures import scene, utm_scene, write_raster
+from engine_fixtures import index_small_scene, scene, utm_scene, write_raster
 from ssjdn.core.errors import UserError
 from ssjdn.core.export import export_hits, write_geotiff
 from ssjdn.core.index_store import TileIndex
@@ -20,9 +20,7 @@ from ssjdn.core.search import (rank_captions, score_heatmap, search_similar, sea
 @pytest.fixture
 def indexed(tmp_path, tiny_model):
     """A 320 x 256 UTM raster indexed as a 5 x 4 grid of 64 px tiles."""
-    raster = utm_scene(tmp_path, rows=256, cols=320)
-    build_index(tmp_path / "idx", raster, tiny_model, tile_px=64)
-    index = TileIndex.open(tmp_path / "idx", model=tiny_model)
+    index, raster = index_small_scene(tmp_path, tiny_model)
     yield index, raster
     index.close()
 
