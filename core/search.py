@@ -137,12 +137,13 @@ def _clean_query(query) -> str:
 
 def hits_for_ids(index, ids, scores) -> list[Hit]:
     """Hits for tile ids and their scores, in the given order (ids < 0 and unknown ids dropped)."""
-    ids = [int(i) for i in ids if int(i) >= 0]
-    records = {r.tile_id: r for r in index.tiles(ids)}
+    # Pair before filtering: dropping an id must not shift the scores after it.
+    pairs = [(int(i), float(score)) for i, score in zip(ids, scores) if int(i) >= 0]
+    records = {r.tile_id: r for r in index.tiles([i for i, _ in pairs])}
     footprints = _footprints(list(records.values()))
-    return [Hit(r.tile_id, float(score), r.raster_path, r.window, r.bounds, r.crs, r.bounds_wgs84,
+    return [Hit(r.tile_id, score, r.raster_path, r.window, r.bounds, r.crs, r.bounds_wgs84,
                 r.transform, footprints.get(r.tile_id))
-            for i, score in zip(ids, scores) if (r := records.get(i)) is not None]
+            for i, score in pairs if (r := records.get(i)) is not None]
 
 
 def _footprints(records) -> dict[int, np.ndarray]:
