@@ -242,7 +242,7 @@ def run_search(args) -> int:
         raise UserError('Say what to find: ssjdn search "a river with boats" --index DIR '
                         '(or --positive TILE_ID,..., --like TILE_ID, or --like-image IMAGE).')
     if args.query is not None and not args.positive:
-        search._clean_query(args.query)  # an empty query fails before the model loads
+        search.clean_query(args.query)  # an empty query fails before the model loads
     index, model = _open_index(args)
     with index:
         if marks:

@@ -185,10 +185,10 @@ def _fit(positive_vectors: np.ndarray, negative_vectors: np.ndarray, settings: C
 
 def _optional_text(text) -> str | None:
     """The cleaned words, or None when there are none (blank is allowed here, unlike search_text)."""
-    from ssjdn.core.search import _clean_query
+    from ssjdn.core.search import clean_query
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
-    return _clean_query(text)
+    return clean_query(text)
 
 
 def _unique_ints(values) -> list[int]:

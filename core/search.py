@@ -39,7 +39,7 @@ class Hit:
 
 def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
     """The k tiles that best match a description, best first."""
-    text = _clean_query(query)
+    text = clean_query(query)
     vector = model.encode_texts([text]).float().cpu().numpy()
     scores, ids = index.search(vector, k)
     return hits_for_ids(index, ids[0], scores[0])
@@ -76,7 +76,7 @@ def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
     if record is None:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}; index it first "
                         f"(ssjdn index {raster_path} --index {index.index_dir}).")
-    text = model.encode_texts([_clean_query(query)]).float().cpu().numpy()[0]
+    text = model.encode_texts([clean_query(query)]).float().cpu().numpy()[0]
     _, windows, vectors = index.raster_vectors(record.raster_id)
     return tile_grid(record, windows, vectors @ text)
 
@@ -122,7 +122,7 @@ def tile_salience(index, model, tile_id) -> dict[tuple[str, str, int], GeoRaster
 
 # ---------------------------------------------------------------------------------------------
 
-def _clean_query(query) -> str:
+def clean_query(query) -> str:
     if query is not None and not isinstance(query, str):
         raise UserError(f"A query is a sentence of text; got {type(query).__name__}.")
     # Control and format characters (zero-width spaces, BOMs, direction marks) are invisible:
