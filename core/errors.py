@@ -61,16 +61,18 @@ def log_dir() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME") or home / ".local" / "state") / "ssjdn" / "logs"
 
 
-def write_error_log(exc: BaseException, context: str = "") -> Path:
+def write_error_log(exc: BaseException, context: str = "", folder=None, name: str | None = None) -> Path:
     """Write `exc`'s full traceback (and `context`, e.g. the command line) to a new log file and
-    return its path: in log_dir(), or in the temp folder if that cannot be written."""
-    name = f"ssjdn-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    return its path: in `folder` if given (e.g. a training run's own folder), else log_dir(),
+    else the temp folder, whichever can be written first."""
+    name = name or f"ssjdn-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     text = (f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n{context}\n\n"
             + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    for folder in (log_dir(), Path(tempfile.gettempdir()) / "ssjdn-logs"):
+    candidates = [Path(folder)] if folder is not None else []
+    for place in candidates + [log_dir(), Path(tempfile.gettempdir()) / "ssjdn-logs"]:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / name
+            place.mkdir(parents=True, exist_ok=True)
+            path = place / name
             path.write_text(text, encoding="utf-8")
             return path
         except OSError:
@@ -78,14 +80,16 @@ def write_error_log(exc: BaseException, context: str = "") -> Path:
     raise OSError(f"cannot write an error log in {log_dir()} or the temp folder")
 
 
-def message_for(exc: BaseException, context: str = "") -> tuple[str, Path | str | None]:
+def message_for(exc: BaseException, context: str = "", log_folder=None,
+                log_name: str | None = None) -> tuple[str, Path | str | None]:
     """The one line a user sees for `exc`, and the error log written for it (None for an error
-    the user can fix, whose text says what to do; no log is needed then)."""
+    the user can fix, whose text says what to do; no log is needed then). `log_folder` and
+    `log_name` choose where the log goes first (see write_error_log)."""
     user_error = exc if isinstance(exc, UserError) else os_error_as_user_error(exc)
     if user_error is not None:
         return str(user_error), None
     try:
-        log = write_error_log(exc, context)
+        log = write_error_log(exc, context, log_folder, log_name)
     except OSError as log_failure:
         log = f"nowhere: {log_failure}"
     return describe_unexpected(exc, log), log

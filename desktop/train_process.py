@@ -4,15 +4,14 @@ The same trainer as `ssjdn train`, SIGTERM handling included (Cancel stops at th
 keeps every finished epoch), plus what the app needs and a terminal user does not: one
 machine-readable progress line per step ("@progress {json}") for a real progress bar.
 Any failure reaches the app as one "error: ..." line: a user-fixable one (UserError) with
-what to do (exit 2), anything else with the name of the file that keeps its trace (exit 1).
+what to do (exit 2), anything else with the name of the file that keeps its trace (exit 1;
+train_error.log in the run folder, through core's one error-log writer).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import tempfile
-import traceback
 from pathlib import Path
 
 PROGRESS_PREFIX = "@progress "
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from ssjdn.core.offline import use_offline_hub
     use_offline_hub()
     args = build_parser().parse_args(argv)
-    from ssjdn.core.errors import UserError
+    from ssjdn.core.errors import message_for
     from ssjdn.training.commands import summary_line, train_until_terminated
     from ssjdn.training.train import load_training_config
 
@@ -49,36 +48,17 @@ def main(argv: list[str] | None = None) -> int:
             config["epochs"] = args.epochs
         summary = train_until_terminated(config, args.data_root, args.out, resume=args.resume,
                                          progress=report)
-    except UserError as exc:
-        print(f"error: {_one_line(exc)}", flush=True)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - the app shows one line; the trace goes to a file
-        trace = _keep_trace(Path(args.out))
-        print(f"error: the trainer stopped on an unexpected {type(exc).__name__}: "
-              f"{_one_line(exc)}. Full trace in {trace}.", flush=True)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - the app shows one line; a trace goes to a file
+        # The run's own folder keeps the trace, so it travels with the run it belongs to.
+        message, log = message_for(exc, f"training process: {sys.argv}", Path(args.out), TRACE_FILE)
+        print(f"error: {_one_line(message)}", flush=True)
+        return 2 if log is None else 1
     print(summary_line(summary), flush=True)
     return 3 if summary["status"] == "cancelled" else 0
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _keep_trace(out: Path) -> Path:
-    """Write the current exception's trace into the run folder (else a temp file); its path."""
-    text = traceback.format_exc()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / TRACE_FILE
-        path.write_text(text)
-    except OSError:
-        handle = tempfile.NamedTemporaryFile("w", prefix="ssjdn-train-", suffix=".log",
-                                             delete=False)
-        with handle:
-            handle.write(text)
-        path = Path(handle.name)
-    return path
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":
