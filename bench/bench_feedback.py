@@ -119,8 +119,8 @@ def build_mosaic(path: Path, ucm: Path, split: str = "val", seed: int = 0) -> tu
 def tile_classes(index, mosaics: dict[str, tuple[np.ndarray, int]]) -> dict[int, int]:
     """tile id -> true class, from the tile's mosaic ({path: (class per cell, columns)}) and its
     window position in the mosaic grid."""
-    from ssjdn.core.feedback import all_vectors
-    ids, _ = all_vectors(index)
+    from ssjdn.core.feedback import all_tile_ids
+    ids = all_tile_ids(index)
     truth = {}
     for record in index.tiles(ids):
         w = record.window

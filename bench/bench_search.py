@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
-    from ssjdn.core.index_store import APPROX_THRESHOLD, build_faiss, measure_recall
+    from ssjdn.core.ann import APPROX_THRESHOLD, build_ann, measure_recall, search
     model = load_bench_model(args.model)
     dim = args.dim or int(model.encode_texts(["probe"]).shape[1])
     threshold = args.threshold or APPROX_THRESHOLD
@@ -80,19 +80,22 @@ def main(argv=None) -> None:
         data = clustered_unit_vectors(n + args.queries, dim, rng, spread=args.spread)
         vectors, queries = data[:n], data[n:]   # held-out queries from the same distribution
         ids = np.arange(n, dtype=np.int64)
-        exact, _ = build_faiss(vectors, ids, dim, approx_threshold=n + 1)
+        def read(positions, vectors=vectors):
+            return vectors[positions]
+
+        exact, _ = build_ann(ids, read, dim, approx_threshold=n + 1)
         _, truth = exact.search(queries, 10)
         kinds = [("exact", n + 1)] + ([("ivf", 0)] if n >= min(threshold, 10_000) else [])
         for kind, kind_threshold in kinds:
             start = time.perf_counter()
             index, nprobe = (exact, None) if kind == "exact" else \
-                build_faiss(vectors, ids, dim, approx_threshold=kind_threshold)
+                build_ann(ids, read, dim, approx_threshold=kind_threshold)
             build_s = time.perf_counter() - start if kind != "exact" else float("nan")
             search_ms = []
             found = []
             for q in queries:
                 start = time.perf_counter()
-                _, got = index.search(q[None], 10)
+                _, got = search(index, q[None], 10, read)   # ids are positions here
                 search_ms.append((time.perf_counter() - start) * 1e3)
                 found.append(got[0])
             search_ms = np.array(search_ms)

@@ -107,13 +107,17 @@ def tile_probabilities(index, positive_ids, negative_ids=(),
     if len(positive_ids) < MIN_POSITIVES:
         raise UserError(f"Finding all matches needs at least {MIN_POSITIVES} tiles marked relevant; "
                         f"{len(positive_ids)} marked. Mark more (e.g. --positive ID,ID,ID).")
-    ids, vectors = all_vectors(index)
+    ids = all_tile_ids(index)
     negatives = _negatives(ids, positive_ids, negative_ids, settings)
     if not negatives:
         raise UserError("Every tile of the index is marked relevant: there is nothing to tell "
                         "them apart from. Mark some tiles not relevant or index more imagery.")
     classifier = _fit(index.vectors(positive_ids), index.vectors(negatives), settings)
-    return ids, classifier.predict_proba(vectors)[:, 1]
+    # Raster by raster and block by block, in all_tile_ids' order: never every vector at once.
+    probabilities = [classifier.predict_proba(vectors)[:, 1]
+                     for record in index.rasters()
+                     for _, vectors in index.iter_raster_vectors(record.raster_id)]
+    return ids, np.concatenate(probabilities) if probabilities else np.zeros(0)
 
 
 def classify_tiles(index, positive_ids, negative_ids=(), threshold: float = DEFAULT_THRESHOLD,
@@ -134,7 +138,7 @@ def probability_heatmap(index, raster_path, tile_ids, probabilities):
     if record is None:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}.")
     lookup = dict(zip((int(i) for i in tile_ids), (float(p) for p in probabilities)))
-    ids, windows, _ = index.raster_vectors(record.raster_id)
+    ids, windows = index.raster_grid(record.raster_id)
     return tile_grid(record, windows, np.array([lookup.get(int(i), np.nan) for i in ids], np.float64))
 
 
@@ -152,12 +156,10 @@ def check_marks(index, positive_ids, negative_ids) -> tuple[list[int], list[int]
     return positives, negatives
 
 
-def all_vectors(index) -> tuple[np.ndarray, np.ndarray]:
-    """(tile ids [N], vectors [N, D]) of every tile in the index, raster by raster."""
-    parts = [index.raster_vectors(r.raster_id) for r in index.rasters()]
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, index.dim), np.float32)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[2] for p in parts])
+def all_tile_ids(index) -> np.ndarray:
+    """Every tile id of the index, raster by raster, each raster's in tile order."""
+    parts = [index.raster_grid(r.raster_id)[0] for r in index.rasters()]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------

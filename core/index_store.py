@@ -1,20 +1,25 @@
-"""An index folder: SQLite for tiles, rasters and vectors; a faiss file derived from them.
+"""An index folder: SQLite for tiles and rasters, float16 vector shards, a faiss file derived.
 
-SQLite is the source of truth. Each committed batch holds tile rows, their vectors and the
-"chunk done" marks in one transaction, so an interrupted build loses at most the batch in
-flight and a rerun continues exactly where the last commit ended. The faiss file is rebuilt or
-extended from SQLite at the end of a build (written to a temp file, then os.replace), and
-rebuilt in memory whenever it does not match the database, so it can never be stale.
+SQLite is the source of truth: it holds each tile's record and where its vector sits in the
+shard files (vector_store.py), and commits tile rows, shard row counts and the "chunk done"
+marks in one transaction, so an interrupted build loses at most the batch in flight and a rerun
+continues exactly where the last commit ended. The faiss file is rebuilt or extended from them
+at the end of a build (written to a temp file, then os.replace), and rebuilt in memory whenever
+it does not match the database, so it can never be stale.
 
-Search is exact (IndexFlatIP) below APPROX_THRESHOLD vectors; above it an IVF index is
-trained and its nprobe is chosen by measuring recall@10 against exact search on a sample.
+Search is exact below APPROX_THRESHOLD vectors; above it compressed codes propose candidates
+that are re-scored exactly from the shards (ann.py). Nothing loads every vector: heatmaps
+stream one raster's rows, search reads a few hundred.
+
+Indexes written before the shards existed (format 1: vectors as SQLite blobs) are upgraded in
+place the first time they are opened with write access (one transaction, so an interruption
+leaves the old index as it was).
 """
 from __future__ import annotations
 
 import errno
 import hashlib
 import json
-import math
 import os
 import socket
 import sqlite3
@@ -30,9 +35,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from ssjdn.core import ann
+from ssjdn.core.ann import APPROX_THRESHOLD
 from ssjdn.core.errors import UserError, os_error_as_user_error
+from ssjdn.core.vector_store import VectorShards, VectorStoreDamaged
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 LOCK_NAME = "index.lock"
@@ -40,16 +48,18 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # A lock file without readable content is being written by its owner for at most this long;
 # older, its owner died between creating and filling it.
 _UNREADABLE_LOCK_GRACE_S = 10.0
-# Below this many vectors exact search is fast enough: ~6 ms at 50k x 512 on one core, while
-# at 100k it is 12-19 ms, most of the 20 ms budget that text encoding also needs (bench_search).
-APPROX_THRESHOLD = 50_000
-# nprobe is raised until IVF recall@10 against exact search reaches this on a sample.
-TARGET_RECALL = 0.97
-# Never probe fewer lists than this: the calibration sample is small and real queries (text)
-# sit farther from the data than it; 16 lists of a 1M index are ~8k vectors, well under 1 ms.
-MIN_NPROBE = 16
-# Rasters whose vectors stay in memory for heatmaps (each is N x D float32).
-_CACHED_RASTERS = 2
+# Rasters whose tile grids (ids and windows, 40 bytes a tile) stay in memory for heatmaps.
+_CACHED_RASTERS = 4
+# Tiles upgraded from format 1 per step (float32 blobs read, float16 rows written).
+_MIGRATE_BATCH = 50_000
+# A tile's record; its vector is row `row` of shard `shard` (vector_store.py).
+_TILES_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
+    id INTEGER PRIMARY KEY, raster_id INTEGER NOT NULL,
+    col_off INTEGER, row_off INTEGER, width INTEGER, height INTEGER,
+    left REAL, bottom REAL, right REAL, top REAL,
+    west REAL, south REAL, east REAL, north REAL, shard INTEGER NOT NULL, row INTEGER NOT NULL)"""
+_TILE_FIELDS = ("id, raster_id, col_off, row_off, width, height, left, bottom, right, top, "
+                "west, south, east, north")
 # Tile ids are raster_id << 32 | tile index, so ids do not depend on the order tiles are written.
 _TILE_BITS = 32
 
@@ -243,7 +253,8 @@ class TileIndex:
         self._db = db
         self._lock = threading.RLock()   # the app searches from worker threads
         self._faiss = None
-        self._raster_cache: dict[int, tuple] = {}
+        self._grids: dict[int, tuple] = {}
+        self._store: VectorShards | None = None
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -271,12 +282,21 @@ class TileIndex:
             if create:
                 with index._writing("create the index"):
                     index._create_schema(model)
+                index._upgrade_format_1()   # adding to an index written by an older version
             elif index._meta("model_fingerprint") is None:
                 index.close()
                 raise UserError(f"{db_path} holds no finished index (it is empty or was never "
                                 f"filled). Build it again: ssjdn index RASTER --index {index_dir}")
             elif not read_only:
                 index._create_schema(None)   # tables added since the index was built
+                index._upgrade_format_1()
+            elif index._is_format_1():
+                index.close()
+                raise UserError(f"The index in {index_dir} was built by an earlier version of SSJDN "
+                                f"Explorer and must be upgraded once, but the folder is read-only. "
+                                f"Copy the folder somewhere you can write and open the copy, or ask "
+                                f"for write access (the upgrade takes about a minute per million "
+                                f"tiles).")
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{db_path} is not a readable index ({exc}). Delete the folder and "
                             f"build the index again.") from exc
@@ -295,11 +315,8 @@ class TileIndex:
                     n_tiles INTEGER, complete INTEGER DEFAULT 0);
                 CREATE TABLE IF NOT EXISTS chunks (
                     raster_id INTEGER, chunk INTEGER, PRIMARY KEY (raster_id, chunk));
-                CREATE TABLE IF NOT EXISTS tiles (
-                    id INTEGER PRIMARY KEY, raster_id INTEGER NOT NULL,
-                    col_off INTEGER, row_off INTEGER, width INTEGER, height INTEGER,
-                    left REAL, bottom REAL, right REAL, top REAL,
-                    west REAL, south REAL, east REAL, north REAL, vector BLOB NOT NULL);
+                CREATE TABLE IF NOT EXISTS shards (id INTEGER PRIMARY KEY, rows INTEGER NOT NULL);
+            """ + _TILES_TABLE.format(name="tiles") + """;
                 CREATE INDEX IF NOT EXISTS tiles_by_raster ON tiles (raster_id);
                 COMMIT;
             """)
@@ -315,6 +332,47 @@ class TileIndex:
                                    ("dim", str(dim)), ("created", str(time.time()))):
                     self._set_meta(key, value)
 
+    def _is_format_1(self) -> bool:
+        """Vectors still stored as SQLite blobs (indexes written before the shard files)."""
+        with self._lock:
+            return any(col[1] == "vector" for col in self._db.execute("PRAGMA table_info(tiles)"))
+
+    def _upgrade_format_1(self) -> None:
+        """Move format-1 vectors (float32 blobs) into float16 shards, in one transaction: until
+        it commits the old table is untouched, and shard rows written by an interrupted upgrade
+        are overwritten by the next try (no row of `shards` records them)."""
+        if not self._is_format_1():
+            return
+        dim = self.dim
+        store = self._vector_store()
+        with self._writing("upgrade the index to the current format"), self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if not self._is_format_1():
+                return   # another process upgraded it meanwhile
+            self._db.execute("DROP TABLE IF EXISTS tiles_v2")
+            self._db.execute(_TILES_TABLE.format(name="tiles_v2"))
+            committed, last_id = {}, -1
+            while rows := self._db.execute(
+                    f"SELECT {_TILE_FIELDS}, vector FROM tiles WHERE id > ? ORDER BY id LIMIT ?",
+                    (last_id, _MIGRATE_BATCH)).fetchall():
+                shards, shard_rows, committed = store.append(
+                    _stack_blobs([r[-1] for r in rows], dim), committed)
+                self._db.executemany(
+                    "INSERT INTO tiles_v2 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*r[:-1], int(a), int(b)) for r, a, b in zip(rows, shards, shard_rows)])
+                last_id = rows[-1][0]
+            self._db.execute("DROP TABLE tiles")
+            self._db.execute("ALTER TABLE tiles_v2 RENAME TO tiles")
+            self._db.execute("CREATE INDEX IF NOT EXISTS tiles_by_raster ON tiles (raster_id)")
+            self._db.execute("DELETE FROM shards")
+            self._db.executemany("INSERT INTO shards VALUES (?, ?)", committed.items())
+            self._set_meta("format_version", FORMAT_VERSION)
+            self._set_meta("faiss_dirty", "1")   # rebuilt from the float16 rows, like new indexes
+        try:
+            self._db.execute("VACUUM")   # give the blobs' space back to the disk
+        except sqlite3.Error:
+            pass   # only space: the index is complete without it
+
     def check_model(self, model) -> None:
         built_with = self._meta("model_fingerprint")
         if built_with is not None and built_with != model.fingerprint:
@@ -328,8 +386,13 @@ class TileIndex:
     def refresh(self) -> None:
         """Forget the loaded vectors so the next search sees tiles another process added."""
         with self._lock:
-            self._faiss = None
-            self._raster_cache.clear()
+            self._forget_loaded()
+
+    def _forget_loaded(self) -> None:
+        self._faiss = None
+        self._grids.clear()
+        if self._store is not None:
+            self._store.forget_maps()
 
     def close(self) -> None:
         with self._lock:
@@ -409,35 +472,59 @@ class TileIndex:
         return [by_id[i] for i in ids if i in by_id]
 
     def vectors(self, tile_ids) -> np.ndarray:
-        ids = [int(i) for i in tile_ids]
+        """float32 [N, D] vectors of `tile_ids`, in their order (UserError for an unknown id)."""
+        ids = np.asarray([int(i) for i in tile_ids], np.int64)
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
         with self._lock:
-            rows = dict(self._db.execute(
-                f"SELECT id, vector FROM tiles WHERE id IN ({_marks(ids)})", ids).fetchall()) if ids else {}
-        missing = [i for i in ids if i not in rows]
-        if missing:
-            raise UserError(f"Tile {missing[0]} is not in the index {self.index_dir}; tile ids are the "
-                            f"numbers printed by `ssjdn search`.")
-        return np.stack([np.frombuffer(rows[i], dtype=np.float32) for i in ids]) if ids \
-            else np.zeros((0, self.dim), np.float32)
+            found = {}
+            for start in range(0, len(ids), 10_000):   # under SQLite's limit of bound values
+                part = ids[start:start + 10_000].tolist()
+                found.update((tid, (shard, row)) for tid, shard, row in self._db.execute(
+                    f"SELECT id, shard, row FROM tiles WHERE id IN ({_marks(part)})", part))
+            missing = [int(i) for i in ids if int(i) not in found]
+            if missing:
+                raise UserError(f"Tile {missing[0]} is not in the index {self.index_dir}; tile ids "
+                                f"are the numbers printed by `ssjdn search`.")
+            where = np.array([found[int(i)] for i in ids], np.int64)
+            return self._read_vectors(where[:, 0], where[:, 1])
 
-    def raster_vectors(self, raster_id: int):
-        """(tile ids [N], windows [N, 4] as col, row, width, height, vectors [N, D]) of one raster.
+    def raster_grid(self, raster_id: int):
+        """(tile ids [N], windows [N, 4] as col, row, width, height) of one raster, by id (which
+        is tile order). Cheap after the first call: heatmaps and the map ask for it often."""
+        ids, windows, _ = self._grid(raster_id)
+        return ids, windows
 
-        The last few rasters asked for stay in memory: a heatmap per search would otherwise
-        read every vector of the raster from SQLite each time (seconds at a million tiles)."""
+    def iter_raster_vectors(self, raster_id: int, block: int = 65_536):
+        """Yield (slice into raster_grid's order, float32 vectors [n, D]) block by block: one
+        raster's vectors without holding them all (a million tiles are 2 GB in float32)."""
+        ids, _, positions = self._grid(raster_id)
+        for start in range(0, len(ids), block):
+            part = slice(start, min(start + block, len(ids)))
+            with self._lock:
+                vectors = self._read_vectors(positions[part, 0], positions[part, 1])
+            yield part, vectors
+
+    def _grid(self, raster_id: int):
         with self._lock:
-            if raster_id in self._raster_cache:
-                return self._raster_cache[raster_id]
-            rows = self._db.execute(
-                "SELECT id, col_off, row_off, width, height, vector FROM tiles WHERE raster_id = ?"
-                " ORDER BY id", (raster_id,)).fetchall()
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            windows = np.array([r[1:5] for r in rows], dtype=np.int64).reshape(-1, 4)
-            result = ids, windows, _stack_blobs([r[5] for r in rows], self.dim)
-            while len(self._raster_cache) >= _CACHED_RASTERS:
-                self._raster_cache.pop(next(iter(self._raster_cache)))
-            self._raster_cache[raster_id] = result
-            return result
+            if raster_id in self._grids:
+                return self._grids[raster_id]
+            rows = np.array(self._db.execute(
+                "SELECT id, col_off, row_off, width, height, shard, row FROM tiles WHERE raster_id = ?"
+                " ORDER BY id", (raster_id,)).fetchall(), dtype=np.int64).reshape(-1, 7)
+            grid = rows[:, 0].copy(), rows[:, 1:5].copy(), rows[:, 5:7].copy()
+            while len(self._grids) >= _CACHED_RASTERS:
+                self._grids.pop(next(iter(self._grids)))
+            self._grids[raster_id] = grid
+            return grid
+
+    def _read_vectors(self, shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        try:
+            return self._vector_store().read(shards, rows)
+        except (VectorStoreDamaged, OSError) as exc:
+            raise UserError(f"The vectors of the index in {self.index_dir} are damaged or missing "
+                            f"({exc}). Build the index again into a new folder (ssjdn index RASTER "
+                            f"--index NEW_FOLDER).") from exc
 
     def search(self, queries: np.ndarray, k: int):
         """(scores [Q, k], tile ids [Q, k]) by inner product; ids of -1 pad missing results."""
@@ -448,7 +535,7 @@ class TileIndex:
         faiss_index = self._faiss_index()
         if faiss_index.ntotal == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        return faiss_index.search(queries, min(int(k), faiss_index.ntotal))
+        return ann.search(faiss_index, queries, k, self.vectors)
 
     # -- writing (used by the indexing pipeline) -------------------------------------------------
     def begin_raster(self, info, tiling: dict, n_tiles: int) -> tuple[int, bool, dict]:
@@ -474,8 +561,7 @@ class TileIndex:
                 self._db.execute("DELETE FROM chunks WHERE raster_id = ?", (rid,))
                 self._db.execute("DELETE FROM rasters WHERE id = ?", (rid,))
                 self._set_meta("faiss_dirty", "1")  # removed vectors: the faiss file must be rebuilt
-                self._faiss = None
-                self._raster_cache.clear()
+                self._forget_loaded()
             cur = self._db.execute(
                 "INSERT INTO rasters (id, path, mtime_ns, size, width, height, crs_wkt, transform,"
                 " tiling, n_tiles, complete) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
@@ -497,17 +583,28 @@ class TileIndex:
             w = tile.window
             wgs84 = tile.bounds_wgs84 or (None, None, None, None)
             rows.append((tile_id_for(raster_id, tile.index), raster_id, int(w.col_off), int(w.row_off),
-                         int(w.width), int(w.height), *tile.bounds, *wgs84, vector.tobytes()))
+                         int(w.width), int(w.height), *tile.bounds, *wgs84))
         with self._writing("save encoded tiles"), self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._write_batch(rows, [(raster_id, c) for c in chunk_ids])
-            self._faiss = None
-            self._raster_cache.clear()
+            # The shard rows are on disk before this transaction records them (vector_store.py).
+            shards, shard_rows, counts = self._vector_store().append(vectors, self._committed_rows())
+            rows = [(*r, int(shard), int(row)) for r, shard, row in zip(rows, shards, shard_rows)]
+            self._write_batch(rows, [(raster_id, c) for c in chunk_ids], counts)
+            self._forget_loaded()
 
-    def _write_batch(self, tile_rows, chunk_rows) -> None:
+    def _write_batch(self, tile_rows, chunk_rows, shard_counts: dict) -> None:
         self._db.executemany("INSERT OR REPLACE INTO tiles VALUES "
-                             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", tile_rows)
+                             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", tile_rows)
         self._db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)", chunk_rows)
+        self._db.executemany("INSERT OR REPLACE INTO shards VALUES (?, ?)", shard_counts.items())
+
+    def _committed_rows(self) -> dict[int, int]:
+        return dict(self._db.execute("SELECT id, rows FROM shards"))
+
+    def _vector_store(self) -> VectorShards:
+        if self._store is None:
+            self._store = VectorShards(self.index_dir, self.dim)
+        return self._store
 
     def mark_complete(self, raster_id: int) -> None:
         with self._writing("finish a raster"), self._lock, self._db:
@@ -546,7 +643,7 @@ class TileIndex:
         """Bring the faiss file up to date with the database (atomically replaced)."""
         with self._lock:
             current = self._load_faiss_file()
-            if current is not None and (self.count < approx_threshold) == _is_flat(current):
+            if current is not None and (self.count < approx_threshold) == ann.is_exact(current):
                 self._faiss = current  # nothing changed (e.g. every raster was already indexed)
                 return
             self._faiss = self._updated_faiss(approx_threshold)
@@ -711,16 +808,15 @@ class TileIndex:
         faiss_index = _read_faiss(self.index_dir / FAISS_NAME)
         if faiss_index is None:
             return None
-        _apply_nprobe(faiss_index, self._meta("nprobe"))
+        ann.apply_nprobe(faiss_index, self._meta("nprobe"))
         return faiss_index if faiss_index.ntotal == self.count else None
 
     def _updated_faiss(self, approx_threshold: int):
         saved = self._load_saved_for_append()
         count = self.count
-        if saved is not None and (count < approx_threshold) == _is_flat(saved):
-            new_ids, new_vectors = self._vectors_after(int(self._meta("faiss_max_id") or -1))
-            if len(new_ids):
-                saved.add_with_ids(new_vectors, new_ids)
+        if saved is not None and (count < approx_threshold) == ann.is_exact(saved):
+            new_ids, read = self._vectors_after(int(self._meta("faiss_max_id") or -1))
+            ann.add_blocks(saved, new_ids, read)
             if saved.ntotal == count:
                 return saved
         return self._build_faiss_all(approx_threshold)
@@ -734,12 +830,12 @@ class TileIndex:
         saved = _read_faiss(path)
         if saved is None:
             return None
-        _apply_nprobe(saved, self._meta("nprobe"))
+        ann.apply_nprobe(saved, self._meta("nprobe"))
         return saved if str(saved.ntotal) == self._meta("faiss_ntotal") else None
 
     def _build_faiss_all(self, approx_threshold: int):
-        ids, vectors = self._vectors_after(-1)
-        faiss_index, nprobe = build_faiss(vectors, ids, self.dim, approx_threshold)
+        ids, read = self._vectors_after(-1)
+        faiss_index, nprobe = ann.build_ann(ids, read, self.dim, approx_threshold)
         if nprobe is not None and not self.read_only:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -747,10 +843,12 @@ class TileIndex:
         return faiss_index
 
     def _vectors_after(self, min_id: int):
-        rows = self._db.execute("SELECT id, vector FROM tiles WHERE id > ? ORDER BY id",
-                                (min_id,)).fetchall()
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        return ids, _stack_blobs([r[1] for r in rows], self.dim)
+        """(ids above `min_id` [N], read(positions) -> their float32 vectors): 24 bytes a tile in
+        memory, the vectors themselves read block by block by the builder."""
+        rows = np.array(self._db.execute("SELECT id, shard, row FROM tiles WHERE id > ? ORDER BY id",
+                                         (min_id,)).fetchall(), dtype=np.int64).reshape(-1, 3)
+        ids, shards, shard_rows = rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2].copy()
+        return ids, lambda positions: self._read_vectors(shards[positions], shard_rows[positions])
 
     def _max_id(self) -> int:
         return self._scalar("SELECT COALESCE(MAX(id), -1) FROM tiles")
@@ -767,60 +865,6 @@ class TileIndex:
     def _scalar(self, sql: str, params=()):
         with self._lock:
             return self._db.execute(sql, params).fetchone()[0]
-
-
-def build_faiss(vectors: np.ndarray, ids: np.ndarray, dim: int, approx_threshold: int = APPROX_THRESHOLD,
-                target_recall: float = TARGET_RECALL):
-    """A faiss index over `vectors` with `ids`: exact below `approx_threshold`, else IVF with an
-    nprobe measured to reach `target_recall`. Returns (index, nprobe or None)."""
-    import faiss
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = len(vectors)
-    if n < approx_threshold:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if n:
-            index.add_with_ids(vectors, ids)
-        return index, None
-    nlist = int(min(4096, max(64, 2 * math.sqrt(n))))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(0)
-    train = vectors[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
-    index.cp.niter = 10  # k-means converges enough for routing; more iterations cost minutes at 1M
-    index.train(train)
-    index.add_with_ids(vectors, ids)
-    nprobe = calibrate_nprobe(index, vectors, ids, target_recall, rng)
-    return index, nprobe
-
-
-def calibrate_nprobe(index, vectors: np.ndarray, ids: np.ndarray, target_recall: float, rng,
-                     n_queries: int = 200, k: int = 10) -> int:
-    """Smallest power-of-two nprobe (>= MIN_NPROBE) whose recall@k against exact search reaches
-    the target.
-
-    The probe queries are database vectors plus noise: near the data like real queries, but not
-    trivially found at distance zero."""
-    import faiss
-    sample = vectors[rng.choice(len(vectors), size=min(n_queries, len(vectors)), replace=False)]
-    queries = sample + rng.normal(0, 0.5 / math.sqrt(vectors.shape[1]), sample.shape).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    _, rows = exact.search(queries, k)
-    truth = ids[rows]
-    nprobe = MIN_NPROBE
-    while True:
-        index.nprobe = nprobe
-        _, found = index.search(queries, k)
-        if measure_recall(found, truth) >= target_recall or nprobe >= index.nlist:
-            return nprobe
-        nprobe *= 2
-
-
-def measure_recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of the true top-k ids found in the returned top-k."""
-    hits = sum(len(set(f[f >= 0]) & set(t[t >= 0])) for f, t in zip(found, truth))
-    return hits / max(1, truth.size)
 
 
 def _connect(db_path: Path, read_only: bool) -> sqlite3.Connection:
@@ -863,15 +907,6 @@ def _sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _apply_nprobe(index, nprobe) -> None:
-    if nprobe is not None and hasattr(index, "nprobe"):
-        index.nprobe = int(nprobe)
-
-
-def _is_flat(index) -> bool:
-    return not hasattr(index, "nprobe")
 
 
 def _stack_blobs(blobs, dim: int) -> np.ndarray:

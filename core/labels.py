@@ -75,7 +75,7 @@ def import_labels(index, path) -> dict[int, bool]:
     for raster in index.rasters():
         if raster.crs is None:
             continue   # no coordinates to place the file's features on
-        ids, windows, _ = index.raster_vectors(raster.raster_id)
+        ids, windows = index.raster_grid(raster.raster_id)
         for geometry, relevant in features:
             for tile_id in _covered_tiles(geometry, crs, raster, ids, windows):
                 if labels.setdefault(tile_id, relevant) != relevant:

@@ -77,8 +77,16 @@ def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}; index it first "
                         f"(ssjdn index {raster_path} --index {index.index_dir}).")
     text = model.encode_texts([clean_query(query)]).float().cpu().numpy()[0]
-    _, windows, vectors = index.raster_vectors(record.raster_id)
-    return tile_grid(record, windows, vectors @ text)
+    return vector_heatmap(index, record, text)
+
+
+def vector_heatmap(index, record, query: np.ndarray) -> GeoRaster:
+    """Every tile's score for a query vector (a text's, or a refined one) as a grid over its
+    raster; the raster's vectors are streamed, never all in memory."""
+    _, windows = index.raster_grid(record.raster_id)
+    scores = [vectors @ query for _, vectors in index.iter_raster_vectors(record.raster_id)]
+    return tile_grid(record, windows, np.concatenate(scores).astype(np.float64) if scores
+                     else np.zeros(0))
 
 
 def tile_grid(record, windows: np.ndarray, values: np.ndarray) -> GeoRaster:

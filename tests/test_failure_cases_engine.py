@@ -329,7 +329,7 @@ def test_salience_export_refuses_an_existing_file(cli_index, tmp_path, capsys):
     existing = tmp_path / "keep.txt"
     existing.write_text("precious")
     with TileIndex.open(idx) as index:
-        tile_id = index.raster_vectors(index.rasters()[0].raster_id)[0][0]
+        tile_id = index.raster_grid(index.rasters()[0].raster_id)[0][0]
     assert main(["export", "--index", idx, "--salience", str(tile_id), "--out", str(existing)]) == 2
     assert "folder" in _err(capsys) and existing.read_text() == "precious"
 

@@ -5,7 +5,7 @@ import pytest
 from engine_fixtures import index_small_scene
 from ssjdn.core.errors import UserError
 from ssjdn.core.feedback import (MIN_POSITIVES, ClassifierSettings, RocchioWeights, _negatives,
-                                 all_vectors, classify_tiles, refine_query, search_refined,
+                                 all_tile_ids, classify_tiles, refine_query, search_refined,
                                  tile_probabilities)
 
 
@@ -18,7 +18,7 @@ def indexed(tmp_path, tiny_model):
 
 
 def _ids(index):
-    return [int(i) for i in all_vectors(index)[0]]
+    return [int(i) for i in all_tile_ids(index)]
 
 
 def _text_vector(model, text):

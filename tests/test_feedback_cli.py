@@ -7,7 +7,7 @@ import pytest
 
 from engine_fixtures import utm_scene
 from ssjdn.core.cli import main
-from ssjdn.core.feedback import all_vectors, refine_query
+from ssjdn.core.feedback import all_tile_ids, refine_query
 from ssjdn.core.index_store import TileIndex
 
 
@@ -19,7 +19,7 @@ def cli_index(tmp_path_factory):
     idx = str(tmp / "idx")
     assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
     with TileIndex.open(idx) as index:
-        ids = [int(i) for i in all_vectors(index)[0]]
+        ids = [int(i) for i in all_tile_ids(index)]
     return idx, ids
 
 

@@ -9,7 +9,7 @@ from rasterio.warp import transform as warp_transform
 
 from engine_fixtures import UTM_ORIGIN, utm_scene
 from ssjdn.core.errors import UserError
-from ssjdn.core.feedback import all_vectors
+from ssjdn.core.feedback import all_tile_ids
 from ssjdn.core.index_store import DB_NAME, TileIndex
 from ssjdn.core.indexing import build_index
 from ssjdn.core.labels import export_labels, import_labels, parse_label
@@ -30,7 +30,7 @@ def indexed(tmp_path, tiny_model):
 
 def _tile_at(index, col, row) -> int:
     """The id of the tile in grid column `col`, row `row`."""
-    ids = [int(i) for i in all_vectors(index)[0]]
+    ids = [int(i) for i in all_tile_ids(index)]
     return next(r.tile_id for r in index.tiles(ids)
                 if (r.window.col_off, r.window.row_off) == (col * TILE, row * TILE))
 

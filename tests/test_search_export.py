@@ -192,10 +192,10 @@ def test_cli_index_search_export(tmp_path, capsys):
 
 
 def test_hits_for_ids_keep_each_score_with_its_tile_when_some_ids_are_missing(indexed):
-    from ssjdn.core.feedback import all_vectors
+    from ssjdn.core.feedback import all_tile_ids
     from ssjdn.core.search import hits_for_ids
     index, _ = indexed
-    first, second = (int(i) for i in all_vectors(index)[0][:2])
+    first, second = (int(i) for i in all_tile_ids(index)[:2])
     hits = hits_for_ids(index, [-1, first, 999_999_999, second], [0.9, 0.8, 0.7, 0.6])
     assert [(h.tile_id, h.score) for h in hits] == [(first, pytest.approx(0.8)), (second, pytest.approx(0.6))]
 

@@ -1,0 +1,176 @@
+"""An archive-size index through the engine itself: build time, disk, open time, search latency,
+recall and peak memory of a search process, at 1M or 10M tiles on this machine's cores.
+
+Vectors come from bench/synthetic_vectors.py (a float16 .npy fitted to real tile embeddings of
+the shipped model); they are written into a real index folder through TileIndex.commit, as
+`ssjdn index` does, one fake raster (a tiny real GeoTIFF) per million tiles. `finalize()` then
+builds the search structure exactly as after indexing (ann.py: compressed codes above 50k
+vectors, nprobe calibrated). The search runs in a fresh process, so its peak RSS is what a
+user's search costs: the shipped model, text encoding of real UCM captions, TileIndex.search
+with exact re-ranking from the float16 shards. Recall@10 is against exact search over all
+vectors, for the same caption embeddings.
+
+    python bench/synthetic_vectors.py --real emb.npz --n 10000000 --out vec_10m.npy
+    python bench/bench_archive_index.py build --vectors vec_10m.npy --index /data/idx_10m
+    python bench/bench_archive_index.py search --vectors vec_10m.npy --index /data/idx_10m \\
+        --captions DATA/ucm_captions/dataset_ucm.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import load_bench_model, set_threads  # noqa: E402
+
+TILES_PER_RASTER = 1_000_000
+BATCH = 50_000
+TILE_PX = 256
+
+
+def _placeholder_raster(folder: Path, number: int) -> str:
+    """A 1 x 1 GeoTIFF: begin_raster records a real file's size and mtime; no pixel is read."""
+    import rasterio
+    from rasterio.transform import from_origin
+    path = folder / f"archive_{number:03d}.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=1, height=1, count=3, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(500_000, 5_700_000, 0.3, 0.3)) as dst:
+        dst.write(np.zeros((3, 1, 1), np.uint8))
+    return str(path)
+
+
+def _tiles(first: int, count: int, columns: int):
+    from rasterio.windows import Window
+    out = []
+    for index in range(first, first + count):
+        col, row = (index % columns) * TILE_PX, (index // columns) * TILE_PX
+        left, top = 500_000 + col * 0.3, 5_700_000 - row * 0.3
+        out.append(SimpleNamespace(index=index, window=Window(col, row, TILE_PX, TILE_PX),
+                                   bounds=(left, top - 76.8, left + 76.8, top), bounds_wgs84=None))
+    return out
+
+
+def build(args) -> None:
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+    from ssjdn.core.index_store import TileIndex
+    vectors = np.load(args.vectors, mmap_mode="r")
+    n = len(vectors) if args.n is None else min(args.n, len(vectors))
+    if args.index.exists():
+        shutil.rmtree(args.index)
+    model = load_bench_model(args.model)
+    (args.index.parent / "archive_rasters").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with TileIndex.open(args.index, model=model, create=True) as index:
+        for raster_number, first in enumerate(range(0, n, TILES_PER_RASTER)):
+            count = min(TILES_PER_RASTER, n - first)
+            columns = int(np.ceil(np.sqrt(count)))
+            path = _placeholder_raster(args.index.parent / "archive_rasters", raster_number)
+            info = SimpleNamespace(path=path, width=columns * TILE_PX,
+                                   height=int(np.ceil(count / columns)) * TILE_PX,
+                                   crs=CRS.from_epsg(32631),
+                                   transform=from_origin(500_000, 5_700_000, 0.3, 0.3))
+            raster_id, _, _ = index.begin_raster(info, {"tile_px": [TILE_PX, TILE_PX]}, count)
+            for start in range(0, count, BATCH):
+                size = min(BATCH, count - start)
+                block = np.asarray(vectors[first + start:first + start + size], np.float32)
+                index.commit(raster_id, _tiles(start, size, columns), block, [start // BATCH])
+            index.mark_complete(raster_id)
+            print(f"  {first + count:,} tiles written, {time.perf_counter() - t0:.0f} s", flush=True)
+        t_write = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        index.finalize()
+        t_ann = time.perf_counter() - t1
+        nprobe = index._meta("nprobe")
+    sizes = {p.name: p.stat().st_size for p in args.index.iterdir() if p.is_file()}
+    shards = sum(p.stat().st_size for p in (args.index / "vectors").iterdir())
+    result = {"tiles": n, "write_s": round(t_write, 1), "ann_build_s": round(t_ann, 1),
+              "nprobe": nprobe, "disk_mb": {**{k: round(v / 2**20) for k, v in sizes.items()},
+                                            "vectors/": round(shards / 2**20)},
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    print(json.dumps(result, indent=1))
+
+
+def _caption_queries(captions_json: Path, count: int) -> list[str]:
+    data = json.loads(captions_json.read_text())
+    texts = sorted({s["raw"].strip() for image in data["images"] for s in image["sentences"]})
+    rng = np.random.default_rng(1)
+    return [texts[i] for i in rng.permutation(len(texts))[:count]]
+
+
+def search(args) -> None:
+    from ssjdn.core import ann
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.search import search_text
+    model = load_bench_model(args.model)
+    queries = _caption_queries(args.captions, args.queries)
+    t0 = time.perf_counter()
+    index = TileIndex.open(args.index, model=model)
+    t_open = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    search_text(index, model, queries[0], k=10)       # loads the search structure
+    t_first = time.perf_counter() - t0
+    for text in queries[1:6]:
+        search_text(index, model, text, k=10)          # warm-up
+    times, found = [], []
+    for text in queries:
+        t0 = time.perf_counter()
+        hits = search_text(index, model, text, k=10)
+        times.append(time.perf_counter() - t0)
+        found.append([h.tile_id for h in hits])
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Ground truth: exact top-10 over every vector of the .npy (tile id = raster << 32 | index).
+    vectors = np.load(args.vectors, mmap_mode="r")
+    n = index.count
+    text_vectors = model.encode_texts(queries).float().cpu().numpy()
+    positions = np.arange(n)
+    ids = ((positions // TILES_PER_RASTER + 1) << 32) | (positions % TILES_PER_RASTER)
+    truth = ann.exact_top_k(ids, lambda p: np.asarray(vectors[p], np.float32), text_vectors, 10)
+    t_enc = []
+    for text in queries[:50]:
+        t0 = time.perf_counter()
+        model.encode_texts([text])
+        t_enc.append(time.perf_counter() - t0)
+    result = {"tiles": n, "queries": len(queries), "open_s": round(t_open, 2),
+              "first_search_s": round(t_first, 2),
+              "search_p50_ms": round(1e3 * float(np.median(times)), 1),
+              "search_p95_ms": round(1e3 * float(np.percentile(times, 95)), 1),
+              "text_encoding_p50_ms": round(1e3 * float(np.median(t_enc)), 1),
+              "recall_at_10": round(ann.measure_recall(np.array(found), truth), 4),
+              "nprobe": index._meta("nprobe"), "peak_rss_mb": round(rss),
+              "threads": args.threads, "load_average": round(os.getloadavg()[0], 2)}
+    print(json.dumps(result, indent=1))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["build", "search"])
+    parser.add_argument("--vectors", type=Path, required=True)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--n", type=int, help="use the first N vectors (default: all)")
+    parser.add_argument("--captions", type=Path, help="UCM dataset_ucm.json: the query captions")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--model", default="shipped")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    if args.what == "build":
+        build(args)
+    else:
+        if args.captions is None:
+            parser.error("search needs --captions")
+        search(args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    main()
