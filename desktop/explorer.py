@@ -160,7 +160,7 @@ class ExplorerModel:
         self.tiles_by_raster = {}
         for record in self.index.rasters():
             if record.path in self.rasters:
-                ids, windows, _ = self.index.raster_vectors(record.raster_id)
+                ids, windows = self.index.raster_grid(record.raster_id)
                 self.tiles_by_raster[record.path] = (ids, windows)
         self.events.emit("index", index=self.index)
         self.events.emit("tiles", windows_by_raster=self.tile_windows())
@@ -253,6 +253,7 @@ class ExplorerModel:
         not relevant ones (Rocchio in the joint space); the marks stay as they are."""
         from ssjdn.core.errors import UserError
         from ssjdn.core.feedback import refine_query, search_refined
+        from ssjdn.core.search import vector_heatmap
         self._require_index()
         positives, negatives = self.marked(RELEVANT), self.marked(NOT_RELEVANT)
         if not self.can_refine():
@@ -267,7 +268,7 @@ class ExplorerModel:
             heat = {}
             if with_heatmap:
                 query = refine_query(index, model, words, positives, negatives)
-                heat = {r.path: _query_heatmap(index, r, query) for r in records}
+                heat = {r.path: vector_heatmap(index, r, query) for r in records}
             return label, shown_words, hits, heat, read_thumbnails(hits)
 
         return work
@@ -455,13 +456,6 @@ class ExplorerModel:
         self.session.queries = restored.queries
         self.pending_query = restored.queries[-1] if restored.queries else None
         return restored
-
-
-def _query_heatmap(index, record, query: np.ndarray):
-    """Every tile's score for a query vector (e.g. a refined one) as a grid over its raster."""
-    from ssjdn.core.search import tile_grid
-    _, windows, vectors = index.raster_vectors(record.raster_id)
-    return tile_grid(record, windows, (vectors @ query).astype(np.float64))
 
 
 def read_thumbnails(hits) -> list:
