@@ -265,7 +265,8 @@ class _ClusterEncoder:
                                f"{self._n_workers} worker(s)")
             committer.flush()
         finally:
-            self.client.cancel(list(in_flight))
+            if in_flight and self.client.status == "running":
+                self.client.cancel(list(in_flight))
             committer.close()
 
     def _fill(self, in_flight: dict, work, token: str) -> None:
@@ -307,6 +308,10 @@ class _ClusterEncoder:
         if future.status == "error":
             raise _worker_error(future.exception(),
                                 f"chunk {chunk_id} of {job.info.path}") from None
+        if future.status == "cancelled":   # the client lost the scheduler and gave up on it
+            raise UserError(f"Lost the connection to the Dask scheduler at "
+                            f"{self.client.scheduler.address}. Everything encoded before is saved: "
+                            f"check the scheduler and run the same command again to continue.")
         result = future.result()
         if result.error is not None:
             skip_unreadable(job, UserError(result.error), stats)

@@ -3,6 +3,7 @@ an interrupted client, and refuses bad addresses before anything loads."""
 import dataclasses
 import logging
 import os
+import re
 import threading
 
 import numpy as np
@@ -218,3 +219,14 @@ def test_the_cli_indexes_through_a_scheduler_address(tmp_path, raster, single, t
         assert index.model_source == checkpoint
     # The default chunking of the CLI cuts other chunks; the tiles and vectors are the same.
     _assert_same_index(idx, single[0], tiny_model)
+
+
+@pytest.mark.parametrize("failure, expected", [
+    (ModuleNotFoundError("No module named 'ssjdn'"), "cannot import ssjdn .*Install SSJDN Explorer"),
+    (distributed.KilledWorker("ssjdn-chunk-x-1-5", "tcp://10.0.0.5:40000", 3), "died while encoding it"),
+])
+def test_failures_on_workers_become_one_message(failure, expected):
+    from ssjdn.core.cluster import _worker_error
+    error = _worker_error(failure, "the Dask worker tcp://10.0.0.5:40000")
+    assert isinstance(error, UserError)
+    assert re.search(expected, str(error))
