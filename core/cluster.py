@@ -21,6 +21,7 @@ a multi-GPU machine, `local-cuda` (dask-cuda's LocalCUDACluster) starts one work
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -116,8 +117,10 @@ def _local_cluster(where: ClusterAddress):
         return _local_cuda_cluster(where.n_workers, gpus)
     from distributed import LocalCluster
     # One thread per process: torch in each uses one core (Dask sets OMP_NUM_THREADS=1 in the
-    # workers it spawns), so N workers on N cores do not oversubscribe them.
-    return LocalCluster(n_workers=where.n_workers, threads_per_worker=1, processes=True)
+    # workers it spawns), so N workers on N cores do not oversubscribe them. Dask's warnings
+    # (a slow worker shutdown, a worker restarted) would break the progress bar; errors show.
+    return LocalCluster(n_workers=where.n_workers, threads_per_worker=1, processes=True,
+                        silence_logs=logging.ERROR)
 
 
 def _local_cuda_cluster(n_workers: int | None, gpus: int):
@@ -133,7 +136,7 @@ def _local_cuda_cluster(n_workers: int | None, gpus: int):
                         f"machine's {gpus} GPU(s); give at most local-cuda:{gpus}.")
     from dask_cuda import LocalCUDACluster
     return LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(range(n_workers)),
-                            threads_per_worker=CUDA_WORKER_THREADS)
+                            threads_per_worker=CUDA_WORKER_THREADS, silence_logs=logging.ERROR)
 
 
 def _has_dask_cuda() -> bool:
@@ -171,8 +174,11 @@ def build_index_on_cluster(index_dir, rasters, model, cluster, model_spec=None, 
         raise UserError("The workers load the model themselves: give model_spec (a checkpoint "
                         "path or config name that every worker can load).")
     spec = worker_spec(spec)
+    report = progress or (lambda done, total, message: None)
+    report(0, 0, "starting the cluster")
     with connect(cluster, connect_timeout) as client:
         _wait_for_workers(client)
+        report(0, 0, f"loading the model on {len(client.nthreads())} worker(s)")
         _check_workers(client, spec, model.fingerprint)
         encode = _ClusterEncoder(client, spec, model.fingerprint, commit_every)
         return build_with(encode, index_dir, rasters, model, tile_ground_m=tile_ground_m,

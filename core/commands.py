@@ -217,6 +217,8 @@ def run_index(args) -> int:
     bar = tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing")
 
     def progress(done: int, total: int, message: str) -> None:
+        if message == "planned":
+            bar.reset(total)   # the rate counts from here, not from loading the model or a cluster
         bar.total = total
         bar.n = done
         bar.set_postfix_str(message, refresh=False)

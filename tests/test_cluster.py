@@ -94,7 +94,9 @@ def test_a_two_worker_build_equals_the_single_process_build(tmp_path, raster, si
     assert (stats.tiles_planned, stats.tiles_encoded, stats.tiles_nodata) == \
         (single_stats.tiles_planned, single_stats.tiles_encoded, single_stats.tiles_nodata) == (80, 74, 6)
     _assert_same_index(tmp_path / "idx", single_dir, tiny_model)
-    # The progress reaches the total and its messages carry the cluster's rate and size.
+    # The progress says what the wait before the first tile is for, reaches the total, and its
+    # messages carry the cluster's rate and size.
+    assert [m for _, _, m in seen[:2]] == ["starting the cluster", "loading the model on 2 worker(s)"]
     assert seen[-1][:2] == (80, 80)
     assert any("tiles/s on 2 worker(s)" in message for _, _, message in seen)
 
@@ -119,7 +121,7 @@ def test_an_interrupted_client_resumes_to_the_same_result(tmp_path, raster, sing
     cancel = threading.Event()
 
     def progress(done, total, message):
-        if done >= total // 2 and message not in ("planned", "done", "cancelled"):
+        if "tiles/s" in message and done >= total // 2:   # half the tiles encoded
             cancel.set()
 
     first = _on_cluster(tmp_path / "idx", raster, tiny_model, client, checkpoint, progress=progress,
