@@ -27,6 +27,10 @@ Indexing is resumable: press Ctrl-C (once) to stop cleanly, run the same command
 continue. It is incremental: adding a raster to an existing index encodes only the new one.
 A damaged file found in a folder is skipped with a warning and the others are indexed (exit
 status 3). One `ssjdn index` per index folder at a time; searching works meanwhile.
+
+With --cluster the tiles are encoded by Dask workers (local processes, one per GPU, or the
+workers of a Dask scheduler on other machines) and this command writes the index; the workers
+must read the rasters at the same paths (shared storage). See docs/cluster.md.
 """
 INDEX_EPILOG = """\
 examples:
@@ -35,6 +39,8 @@ examples:
   ssjdn index scene.tif --index my_index --tile-m 100 --overlap 0.25
   ssjdn index landsat.tif --index my_index --bands 4,3,2      # choose R,G,B bands
   ssjdn index scan.png --index my_index --tile-px 256          # no CRS: tile in pixels
+  ssjdn index /shared/orthophotos/ --index my_index --cluster tcp://scheduler:8786
+  ssjdn index scene.tif --index my_index --cluster local:2     # 2 worker processes here
 """
 SEARCH_HELP = """\
 Find the tiles that best match a description (or that look like a given tile or image)
@@ -125,6 +131,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=_positive_int,
                    help="tiles per model batch (default 512 on GPU, 32 on CPU)")
     p.add_argument("--workers", type=_positive_int, help="reader threads (default: CPU count, at most 8)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="encode on Dask workers: a scheduler address (tcp://host:8786), local:N "
+                        "(N worker processes on this machine) or local-cuda[:N] (one worker per "
+                        "GPU, needs dask-cuda); see docs/cluster.md")
     p.set_defaults(func=run_index)
 
     p = subparsers.add_parser("search", help="find tiles by a description or by example",
@@ -198,21 +208,31 @@ def run_index(args) -> int:
     # What can be refused is refused before the model loads (seconds).
     IndexLock(check_index_dir(args.index, for_writing=True)).raise_if_held()
     find_rasters(args.rasters)
-    model, source = load_model_arg(args.model or _recorded_model_source(args.index))
+    if args.cluster is not None:
+        _check_cluster_args(args)
+    # With --cluster the workers encode: the model here only plans tiles, so it stays on the CPU.
+    model, source = load_model_arg(args.model or _recorded_model_source(args.index),
+                                   *(["cpu"] if args.cluster else []))
     cancel = threading.Event()
     bar = tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing")
 
     def progress(done: int, total: int, message: str) -> None:
+        if message == "planned":
+            bar.reset(total)   # the rate counts from here, not from loading the model or a cluster
         bar.total = total
         bar.n = done
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
 
+    common = dict(tile_ground_m=args.tile_m, tile_px=args.tile_px, overlap=args.overlap,
+                  bands=args.bands, progress=progress, cancel=cancel, model_source=source)
     with _first_ctrl_c_sets(cancel):
-        stats = build_index(args.index, args.rasters, model, tile_ground_m=args.tile_m,
-                            tile_px=args.tile_px, overlap=args.overlap, bands=args.bands,
-                            progress=progress, cancel=cancel, batch_size=args.batch_size,
-                            workers=args.workers, model_source=source)
+        if args.cluster is not None:
+            from ssjdn.core.cluster import build_index_on_cluster
+            stats = build_index_on_cluster(args.index, args.rasters, model, args.cluster, **common)
+        else:
+            stats = build_index(args.index, args.rasters, model, batch_size=args.batch_size,
+                                workers=args.workers, **common)
     bar.close()
     with TileIndex.open(args.index) as index:
         total = index.count
@@ -230,6 +250,17 @@ def run_index(args) -> int:
         return EXIT_FILES_SKIPPED
     print(f'Next: ssjdn search "what to find" --index {args.index}')
     return 0
+
+
+def _check_cluster_args(args) -> None:
+    """--cluster's address form, and options that only apply to a build in this process."""
+    from ssjdn.core.cluster import parse_address
+    parse_address(args.cluster)
+    for option, value in (("--workers", args.workers), ("--batch-size", args.batch_size)):
+        if value is not None:
+            raise UserError(f"{option} sets how this process reads and encodes; with --cluster the "
+                            f"workers do that. Leave out {option}, and size the cluster instead "
+                            f"(local:N, or `dask worker --nthreads N` on each machine).")
 
 
 def run_search(args) -> int:
@@ -372,10 +403,10 @@ def run_export(args) -> int:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def load_model_arg(spec: str | None):
+def load_model_arg(spec: str | None, device=None):
     """(model, source) from --model: a checkpoint path, a config name, or the shipped default."""
     from ssjdn.core.api import model_from_spec
-    resolved = model_from_spec(spec)
+    resolved = model_from_spec(spec, device=device)
     if not resolved.trained:
         print(f"note: '{spec}' is a model config, not a trained checkpoint; results are only "
               f"meaningful with a trained model.", file=sys.stderr)

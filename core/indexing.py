@@ -51,7 +51,9 @@ class IndexStats:
 
 
 @dataclass
-class _RasterJob:
+class RasterJob:
+    """One raster to index: its tiles, their chunks and the chunks not yet done."""
+
     raster_id: int
     info: object
     tiles: list
@@ -62,8 +64,10 @@ class _RasterJob:
 
 
 @dataclass
-class _ReadChunk:
-    job: _RasterJob
+class ReadChunk:
+    """A chunk's tiles read (pixels) or encoded (pixels None), waiting for the next step."""
+
+    job: RasterJob
     chunk_id: int
     tiles: list            # tiles with valid pixels, in the order of `pixels`
     pixels: torch.Tensor | None   # uint8 [n, 3, h, w]; dropped once encoded
@@ -104,6 +108,27 @@ def build_index(index_dir, rasters, model, tile_ground_m=None, tile_px=None, ove
     so later commands find the model even if this run is interrupted. One build per folder at a
     time: another one in progress raises IndexLockedError naming it.
     """
+    def encode_here(store, jobs, stats, on_done, should_stop):
+        pipeline = _Pipeline(store, model, batch_size, commit_every, stats, on_done)
+        _run(jobs, pipeline, workers, should_stop, stats)
+
+    return build_with(encode_here, index_dir, rasters, model, tile_ground_m=tile_ground_m,
+                      tile_px=tile_px, overlap=overlap, bands=bands, progress=progress,
+                      cancel=cancel, chunk_px=chunk_px, approx_threshold=approx_threshold,
+                      model_source=model_source)
+
+
+def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=None, overlap=0.0,
+               bands=None, progress=None, cancel=None, chunk_px=DEFAULT_CHUNK_PX,
+               approx_threshold=APPROX_THRESHOLD, model_source=None) -> IndexStats:
+    """What every build does around its encoding: find and plan the rasters, hold the folder's
+    lock, record the model, mark finished rasters complete and bring the search file up to date.
+
+    `encode(store, jobs, stats, on_done, should_stop)` encodes the pending chunks of `jobs` (a
+    list of RasterJob) and commits them to `store` with their done marks (a ChunkCommitter does
+    that), calls on_done(n_tiles, message) as tiles finish and sets stats.cancelled when it stops
+    because should_stop() became true. build_index encodes in this process; core.cluster on Dask.
+    """
     start = time.perf_counter()
     stats = IndexStats()
     should_stop = _stop_check(cancel)
@@ -119,9 +144,11 @@ def build_index(index_dir, rasters, model, tile_ground_m=None, tile_px=None, ove
                           chunk_px, stats)
         done = _Counter(stats.tiles_resumed)
         report(done.value, stats.tiles_planned, "planned")
-        pipeline = _Pipeline(store, model, batch_size, commit_every, stats,
-                             lambda n, msg: report(done.add(n), stats.tiles_planned, msg))
-        _run(jobs, pipeline, workers, should_stop, stats)
+        encode(store, jobs, stats, lambda n, msg: report(done.add(n), stats.tiles_planned, msg),
+               should_stop)
+        for job in jobs:
+            if not stats.cancelled and not job.failed:
+                store.mark_complete(job.raster_id)
         _warn_empty_rasters(store, jobs, stats)
         store.finalize(approx_threshold)
         stats.seconds = time.perf_counter() - start
@@ -164,7 +191,7 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
         done_chunks = store.done_chunks(raster_id)
         stats.tiles_resumed += sum(len(chunks[c].tile_indices) for c in done_chunks if c < len(chunks))
         pending = [i for i in range(len(chunks)) if i not in done_chunks]
-        jobs.append(_RasterJob(raster_id, info, tiles, chunks, pending, explicit))
+        jobs.append(RasterJob(raster_id, info, tiles, chunks, pending, explicit))
     return jobs
 
 
@@ -180,27 +207,36 @@ def _warn_empty_rasters(store, jobs, stats) -> None:
 
 # -- reading ----------------------------------------------------------------------------------
 
-def _read_chunk(job: _RasterJob, chunk_id: int, pin: bool) -> _ReadChunk:
-    """Read one chunk at native resolution and cut its tiles (runs in a reader thread)."""
-    chunk = job.chunks[chunk_id]
-    rgb, valid = read_window_rgb(job.info, chunk.window, with_mask=True)
+def cut_chunk(info, chunk, tiles, pin: bool = False) -> tuple[list, torch.Tensor, int]:
+    """Read one chunk of a raster at native resolution and cut its tiles in memory.
+
+    `tiles` maps a tile index to its Tile (a raster's list of tiles, or a dict of the chunk's).
+    Returns (tiles with valid pixels, their uint8 pixels [n, 3, h, w], number of all-nodata
+    tiles, which are never indexed). Raises UserError when the pixels cannot be read."""
+    rgb, valid = read_window_rgb(info, chunk.window, with_mask=True)
     col0, row0 = int(chunk.window.col_off), int(chunk.window.row_off)
     keep, n_nodata = [], 0
     for index in chunk.tile_indices:
-        tile = job.tiles[index]
+        tile = tiles[index]
         rows, cols = _slices(tile.window, row0, col0)
         if valid[rows, cols].any():
             keep.append(tile)
         else:
             n_nodata += 1
-    height, width = (int(job.tiles[chunk.tile_indices[0]].window.height),
-                     int(job.tiles[chunk.tile_indices[0]].window.width))
-    pixels = torch.empty((len(keep), 3, height, width), dtype=torch.uint8, pin_memory=pin)
+    first = tiles[chunk.tile_indices[0]].window
+    pixels = torch.empty((len(keep), 3, int(first.height), int(first.width)), dtype=torch.uint8,
+                         pin_memory=pin)
     out = pixels.numpy()
     for i, tile in enumerate(keep):
         rows, cols = _slices(tile.window, row0, col0)
         out[i] = rgb[:, rows, cols]
-    return _ReadChunk(job, chunk_id, keep, pixels, n_nodata)
+    return keep, pixels, n_nodata
+
+
+def _read_chunk(job: RasterJob, chunk_id: int, pin: bool) -> ReadChunk:
+    """Read one chunk and cut its tiles (runs in a reader thread)."""
+    keep, pixels, n_nodata = cut_chunk(job.info, job.chunks[chunk_id], job.tiles, pin)
+    return ReadChunk(job, chunk_id, keep, pixels, n_nodata)
 
 
 def _slices(window, row0: int, col0: int):
@@ -234,58 +270,62 @@ def _run(jobs, pipeline, workers, should_stop, stats) -> None:
                 if chunk is not None:
                     pipeline.add(chunk)
             pipeline.flush()
-            for job in jobs:
-                if not stats.cancelled and not job.failed:
-                    pipeline.store.mark_complete(job.raster_id)
         finally:
             for _, future in in_flight:
                 future.cancel()
             pipeline.close()
 
 
-def _chunk_or_skip(job: _RasterJob, future, stats):
-    """The chunk a reader produced, or None when its file is (or turned out) unreadable.
-
-    A file found in a folder that fails mid-read (e.g. truncated: its header is fine, its
-    pixels are not) is skipped with a warning so the other files still get indexed; tiles of it
-    already saved stay, and it is not marked complete, so a rerun tries it again. A file the
-    user named is an error."""
+def _chunk_or_skip(job: RasterJob, future, stats):
+    """The chunk a reader produced, or None when its file is (or turned out) unreadable."""
     try:
         chunk = future.result()
     except UserError as exc:
-        if job.explicit:
-            raise
-        if not job.failed:
-            job.failed = True
-            stats.warnings.append(f"skipped {job.info.path}: {exc}")
-            stats.skipped_files.append(job.info.path)
+        skip_unreadable(job, exc, stats)
         return None
     return None if job.failed else chunk
 
 
+def skip_unreadable(job: RasterJob, exc: UserError, stats) -> None:
+    """A read of `job`'s pixels failed with `exc`: raise it for a file the user named, else
+    skip the file with a warning.
+
+    A file found in a folder that fails mid-read (e.g. truncated: its header is fine, its
+    pixels are not) is skipped so the other files still get indexed; tiles of it already saved
+    stay, and it is not marked complete, so a rerun tries it again."""
+    if job.explicit:
+        raise exc
+    if not job.failed:
+        job.failed = True
+        stats.warnings.append(f"skipped {job.info.path}: {exc}")
+        stats.skipped_files.append(job.info.path)
+
+
 # -- encoding and committing ------------------------------------------------------------------
 
+def encode_tiles(model, pixels: torch.Tensor) -> np.ndarray:
+    """float32 vectors [n, D] of uint8 tile pixels [n, 3, h, w] already on the model's device."""
+    if not len(pixels):
+        return np.zeros((0, 1), np.float32)
+    # The model splits its input into its own (small) default batches unless told otherwise;
+    # a GPU needs the whole batch at once to reach its throughput.
+    whole_batch = "batch_size" in inspect.signature(model.encode_images).parameters
+    kwargs = {"batch_size": len(pixels)} if whole_batch else {}
+    return model.encode_images(pixels, **kwargs).float().cpu().numpy()
+
+
 class _Pipeline:
-    """Batches chunk pixels for the model and commits finished chunks in order."""
+    """Batches chunk pixels for the model and hands the encoded chunks to a ChunkCommitter."""
 
     def __init__(self, store, model, batch_size, commit_every, stats, on_done):
         self.store, self.model, self.stats, self.on_done = store, model, stats, on_done
         self.device = torch.device(getattr(model, "device", "cpu"))
         self.batch_size = batch_size or (512 if self.device.type == "cuda" else 32)
-        self.commit_every = commit_every
-        self._batch: list[_ReadChunk] = []        # chunks whose pixels wait for the model
+        self.committer = ChunkCommitter(store, commit_every, stats)
+        self._batch: list[ReadChunk] = []        # chunks whose pixels wait for the model
         self._batch_pixels: list[torch.Tensor] = []
-        self._encoded: list[tuple[_ReadChunk, np.ndarray]] = []  # waiting to be committed
-        # SQLite writes of vectors cost ~25-40 us per tile (WAL, 2 KB blobs): as much as a GPU
-        # needs to encode one, so one writer thread commits while the model encodes. A single
-        # thread keeps commits in order; at most two commits wait, so memory stays bounded.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssjdn-write")
-        self._commits: deque = deque()
-        # The model splits its input into its own (small) default batches unless told otherwise;
-        # a GPU needs the whole batch at once to reach its throughput.
-        self._whole_batch = "batch_size" in inspect.signature(model.encode_images).parameters
 
-    def add(self, chunk: _ReadChunk) -> None:
+    def add(self, chunk: ReadChunk) -> None:
         if self._batch_pixels and chunk.pixels.shape[1:] != self._batch_pixels[0].shape[1:]:
             self._encode()  # tiles of another size (a raster smaller than a tile): own batch
         self._batch.append(chunk)
@@ -296,6 +336,50 @@ class _Pipeline:
     def flush(self) -> None:
         """Encode what is batched, commit everything and wait until it is written."""
         self._encode()
+        self.committer.flush()
+
+    def close(self) -> None:
+        self.committer.close()
+
+    def _encode(self) -> None:
+        if not self._batch:
+            return
+        pixels = torch.cat(self._batch_pixels) if len(self._batch_pixels) > 1 else self._batch_pixels[0]
+        self._batch_pixels = []
+        vectors = encode_tiles(self.model, pixels)
+        start = 0
+        for chunk in self._batch:
+            chunk.pixels = None  # only vectors wait for the commit, never pixels (memory bound)
+            self.committer.add(chunk, vectors[start:start + len(chunk.tiles)])
+            start += len(chunk.tiles)
+            self.on_done(len(chunk.tiles) + chunk.n_nodata, Path(chunk.job.info.path).name)
+        self._batch = []
+        del pixels
+
+
+class ChunkCommitter:
+    """Commits encoded chunks to the index with their done marks, a few thousand tiles at a time.
+
+    SQLite writes of vectors cost ~25-40 us per tile (WAL, 2 KB blobs): as much as a GPU needs
+    to encode one, so one writer thread commits while encoding goes on. A single thread keeps
+    commits in order; at most two commits wait, so memory stays bounded. Chunks may arrive in
+    any order: each commit is one transaction per raster holding its tiles and chunk marks.
+    """
+
+    def __init__(self, store, commit_every, stats):
+        self.store, self.commit_every, self.stats = store, commit_every, stats
+        self._encoded: list[tuple[ReadChunk, np.ndarray]] = []  # waiting to be committed
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssjdn-write")
+        self._commits: deque = deque()
+
+    def add(self, chunk: ReadChunk, vectors: np.ndarray) -> None:
+        """Queue a chunk's vectors (one per tile in chunk.tiles) for the next commit."""
+        self._encoded.append((chunk, vectors))
+        if sum(len(c.tiles) for c, _ in self._encoded) >= self.commit_every:
+            self._commit()
+
+    def flush(self) -> None:
+        """Commit everything queued and wait until it is written."""
         self._commit()
         while self._commits:
             self._commits.popleft().result()
@@ -304,30 +388,9 @@ class _Pipeline:
         """Let commits already handed to the writer finish (they hold finished work)."""
         self._writer.shutdown(wait=True)
 
-    def _encode(self) -> None:
-        if not self._batch:
-            return
-        pixels = torch.cat(self._batch_pixels) if len(self._batch_pixels) > 1 else self._batch_pixels[0]
-        self._batch_pixels = []
-        if len(pixels):
-            kwargs = {"batch_size": len(pixels)} if self._whole_batch else {}
-            vectors = self.model.encode_images(pixels, **kwargs).float().cpu().numpy()
-        else:
-            vectors = np.zeros((0, 1), np.float32)
-        start = 0
-        for chunk in self._batch:
-            chunk.pixels = None  # only vectors wait for the commit, never pixels (memory bound)
-            self._encoded.append((chunk, vectors[start:start + len(chunk.tiles)]))
-            start += len(chunk.tiles)
-            self.on_done(len(chunk.tiles) + chunk.n_nodata, Path(chunk.job.info.path).name)
-        self._batch = []
-        del pixels
-        if sum(len(c.tiles) for c, _ in self._encoded) >= self.commit_every:
-            self._commit()
-
     def _commit(self) -> None:
         # Group by raster: one transaction per raster, tiles and their chunk marks together.
-        by_raster: dict[int, list[tuple[_ReadChunk, np.ndarray]]] = {}
+        by_raster: dict[int, list[tuple[ReadChunk, np.ndarray]]] = {}
         for chunk, vectors in self._encoded:
             by_raster.setdefault(chunk.job.raster_id, []).append((chunk, vectors))
         for raster_id, items in by_raster.items():
