@@ -12,6 +12,7 @@ vectors, for the same caption embeddings.
 
     python bench/synthetic_vectors.py --real emb.npz --n 10000000 --out vec_10m.npy
     python bench/bench_archive_index.py build --vectors vec_10m.npy --index /data/idx_10m
+    python bench/bench_archive_index.py ann --vectors vec_10m.npy --index /data/idx_10m  # ANN only
     python bench/bench_archive_index.py search --vectors vec_10m.npy --index /data/idx_10m \\
         --captions DATA/ucm_captions/dataset_ucm.json
 """
@@ -100,6 +101,21 @@ def build(args) -> None:
     print(json.dumps(result, indent=1))
 
 
+def rebuild_ann(args) -> None:
+    """Build the search structure of an existing index again (e.g. after changing ann.py),
+    through the same path as after indexing: the faiss file is marked stale, then finalize()."""
+    from ssjdn.core.index_store import TileIndex
+    with TileIndex.open(args.index) as index:
+        with index._db:
+            index._db.execute("BEGIN IMMEDIATE")
+            index._set_meta("faiss_dirty", "1")
+        t0 = time.perf_counter()
+        index.finalize()
+        print(json.dumps({"tiles": index.count, "ann_build_s": round(time.perf_counter() - t0, 1),
+                          "nprobe": index._meta("nprobe"),
+                          "faiss_mb": round((args.index / "vectors.faiss").stat().st_size / 2**20)}))
+
+
 def _caption_queries(captions_json: Path, count: int) -> list[str]:
     data = json.loads(captions_json.read_text())
     texts = sorted({s["raw"].strip() for image in data["images"] for s in image["sentences"]})
@@ -153,7 +169,7 @@ def search(args) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["build", "search"])
+    parser.add_argument("what", choices=["build", "ann", "search"])
     parser.add_argument("--vectors", type=Path, required=True)
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--n", type=int, help="use the first N vectors (default: all)")
@@ -165,6 +181,8 @@ def main(argv=None) -> None:
     set_threads(args.threads)
     if args.what == "build":
         build(args)
+    elif args.what == "ann":
+        rebuild_ann(args)
     else:
         if args.captions is None:
             parser.error("search needs --captions")

@@ -21,14 +21,18 @@ import numpy as np
 # Below this many vectors exact search is fast enough: ~6 ms at 50k x 512 on one core, while
 # at 100k it is 12-19 ms, most of the 20 ms budget that text encoding also needs (bench_search).
 APPROX_THRESHOLD = 50_000
-# nprobe is raised until recall@10 of the re-ranked search against exact search reaches this.
+# nprobe is raised until recall@10 of the re-ranked search against exact search reaches this,
+# or until doubling it adds less than NPROBE_SATURATION: then the re-ranking depth, not the
+# lists probed, limits recall (at 10M, recall on caption queries is flat from nprobe 32 to 256).
 TARGET_RECALL = 0.97
+NPROBE_SATURATION = 0.005
 # Never probe fewer lists than this: the calibration sample is small and real queries (text)
 # sit farther from the data than it.
 MIN_NPROBE = 16
-# Candidates re-scored exactly per query: 200 float16 rows are ~200 KB read through the memory
-# map, well under a millisecond, and lift RaBitQ's recall@10 from ~0.8 to 0.98 (bench_archive).
-RERANK_DEPTH = 200
+# Candidates re-scored exactly per query (float16 rows read through the memory map). At 10M
+# look-alike vectors and 200 real caption queries, recall@10 at nprobe 32 is 0.91 re-ranking
+# 200, 0.975 re-ranking 500, 0.988 re-ranking 1000; 500 costs ~4 ms a query (docs/engine.md).
+RERANK_DEPTH = 500
 # Inverted lists: ~4 sqrt(n), capped where k-means training stops paying off on a workstation
 # (4096 lists of a 10M index hold ~2.4k vectors each; nprobe 64 scans 1.6 % of the codes).
 MAX_NLIST = 4096
@@ -76,13 +80,14 @@ def add_blocks(index, ids: np.ndarray, read: Reader) -> None:
         index.add_with_ids(np.ascontiguousarray(read(positions), np.float32), ids[positions])
 
 
-def search(index, queries: np.ndarray, k: int, fetch: Callable[[np.ndarray], np.ndarray]):
-    """(scores [Q, k], ids [Q, k]); a compressed index's candidates are re-scored exactly with
-    `fetch(ids)` (float32 vectors of those ids). Ids of -1 pad missing results."""
+def search(index, queries: np.ndarray, k: int, fetch: Callable[[np.ndarray], np.ndarray],
+           depth: int = RERANK_DEPTH):
+    """(scores [Q, k], ids [Q, k]); a compressed index's `depth` best candidates are re-scored
+    exactly with `fetch(ids)` (float32 vectors of those ids). Ids of -1 pad missing results."""
     k = min(int(k), index.ntotal)
     if is_exact(index):
         return index.search(queries, k)
-    _, candidates = index.search(queries, max(k, RERANK_DEPTH))
+    _, candidates = index.search(queries, max(k, depth))
     scores = np.full((len(queries), k), -np.inf, np.float32)
     found = np.full((len(queries), k), -1, np.int64)
     for q, (query, row) in enumerate(zip(queries, candidates)):
@@ -96,7 +101,8 @@ def search(index, queries: np.ndarray, k: int, fetch: Callable[[np.ndarray], np.
 def calibrate_nprobe(index, ids: np.ndarray, read: Reader, target_recall: float, rng,
                      n_queries: int = 200, k: int = 10) -> int:
     """Smallest power-of-two nprobe (>= MIN_NPROBE) whose re-ranked recall@k against exact
-    search reaches the target on text-like probe queries (see CALIBRATION_NOISE)."""
+    search reaches the target on text-like probe queries (see CALIBRATION_NOISE), or whose
+    doubling would add less than NPROBE_SATURATION."""
     queries = probe_queries(read(np.sort(rng.choice(len(ids), min(n_queries, len(ids)),
                                                     replace=False))), rng)
     truth = exact_top_k(ids, read, queries, k)
@@ -107,13 +113,19 @@ def calibrate_nprobe(index, ids: np.ndarray, read: Reader, target_recall: float,
         return read(order[np.searchsorted(sorted_ids, wanted)])
 
     ivf = _ivf(index)
-    nprobe = MIN_NPROBE
-    while True:
+
+    def recall_at(nprobe):
         ivf.nprobe = nprobe
-        _, found = search(index, queries, k, fetch)
-        if measure_recall(found, truth) >= target_recall or nprobe >= ivf.nlist:
-            return nprobe
-        nprobe *= 2
+        return measure_recall(search(index, queries, k, fetch)[1], truth)
+
+    nprobe, recall = MIN_NPROBE, recall_at(MIN_NPROBE)
+    while recall < target_recall and nprobe < ivf.nlist:
+        doubled = recall_at(min(2 * nprobe, ivf.nlist))
+        if doubled - recall < NPROBE_SATURATION:
+            break
+        nprobe, recall = min(2 * nprobe, ivf.nlist), doubled
+    ivf.nprobe = nprobe
+    return nprobe
 
 
 def probe_queries(sources: np.ndarray, rng) -> np.ndarray:

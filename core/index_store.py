@@ -472,22 +472,26 @@ class TileIndex:
         return [by_id[i] for i in ids if i in by_id]
 
     def vectors(self, tile_ids) -> np.ndarray:
-        """float32 [N, D] vectors of `tile_ids`, in their order (UserError for an unknown id)."""
-        ids = np.asarray([int(i) for i in tile_ids], np.int64)
+        """float32 [N, D] vectors of `tile_ids`, in their order (UserError for an unknown id).
+        Search re-ranks hundreds of candidates per query with it, so it stays in numpy."""
+        ids = np.asarray([int(i) for i in tile_ids] if not isinstance(tile_ids, np.ndarray)
+                         else tile_ids, np.int64).reshape(-1)
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
         with self._lock:
-            found = {}
+            rows = []
             for start in range(0, len(ids), 10_000):   # under SQLite's limit of bound values
                 part = ids[start:start + 10_000].tolist()
-                found.update((tid, (shard, row)) for tid, shard, row in self._db.execute(
-                    f"SELECT id, shard, row FROM tiles WHERE id IN ({_marks(part)})", part))
-            missing = [int(i) for i in ids if int(i) not in found]
-            if missing:
-                raise UserError(f"Tile {missing[0]} is not in the index {self.index_dir}; tile ids "
-                                f"are the numbers printed by `ssjdn search`.")
-            where = np.array([found[int(i)] for i in ids], np.int64)
-            return self._read_vectors(where[:, 0], where[:, 1])
+                rows += self._db.execute(
+                    f"SELECT id, shard, row FROM tiles WHERE id IN ({_marks(part)})", part).fetchall()
+            found = np.array(rows, np.int64).reshape(-1, 3)
+            found = found[np.argsort(found[:, 0])]
+            at = np.minimum(np.searchsorted(found[:, 0], ids), max(len(found) - 1, 0))
+            known = (found[at, 0] == ids) if len(found) else np.zeros(len(ids), bool)
+            if not known.all():
+                raise UserError(f"Tile {ids[~known][0]} is not in the index {self.index_dir}; tile "
+                                f"ids are the numbers printed by `ssjdn search`.")
+            return self._read_vectors(found[at, 1], found[at, 2])
 
     def raster_grid(self, raster_id: int):
         """(tile ids [N], windows [N, 4] as col, row, width, height) of one raster, by id (which

@@ -249,3 +249,15 @@ def test_growing_past_the_threshold_switches_the_saved_index_to_ivf(tmp_path, ti
         own = np.einsum("qd,qd->q", queries, queries)
         assert np.all(scores[:, 0] >= own - 1e-3)
         assert np.all(np.einsum("qd,qd->q", index.vectors(found[:, 0]), queries) > 0.999)
+
+
+def test_nprobe_stops_rising_where_more_lists_stop_helping():
+    """An unreachable recall target (re-ranking depth, not lists, limits recall) must not end in
+    probing every list, which would make each query scan the whole index."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(6000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(6000, dtype=np.int64)
+    index, nprobe = ann.build_ann(ids, lambda p: vectors[p], 32, approx_threshold=1_000,
+                                  target_recall=1.01)
+    assert ann.MIN_NPROBE <= nprobe < index.nlist
