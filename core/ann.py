@@ -29,7 +29,7 @@ NPROBE_SATURATION = 0.005
 # Never probe fewer lists than this: the calibration sample is small and real queries (text)
 # sit farther from the data than it.
 MIN_NPROBE = 16
-# Candidates re-scored exactly per query (float16 rows read through the memory map). At 10M
+# Candidates re-scored exactly per query (float16 rows read from the shards). At 10M
 # look-alike vectors and 200 real caption queries, recall@10 at nprobe 32 is 0.91 re-ranking
 # 200, 0.975 re-ranking 500, 0.988 re-ranking 1000; 500 costs ~4 ms a query (docs/engine.md).
 RERANK_DEPTH = 500

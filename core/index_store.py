@@ -254,6 +254,7 @@ class TileIndex:
         self._lock = threading.RLock()   # the app searches from worker threads
         self._faiss = None
         self._grids: dict[int, tuple] = {}
+        self._raster_fields_cache: dict[int, tuple] = {}
         self._store: VectorShards | None = None
 
     # -- opening -------------------------------------------------------------------------------
@@ -391,12 +392,15 @@ class TileIndex:
     def _forget_loaded(self) -> None:
         self._faiss = None
         self._grids.clear()
+        self._raster_fields_cache.clear()
         if self._store is not None:
-            self._store.forget_maps()
+            self._store.close_files()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._store is not None:
+                self._store.close_files()
 
     def __enter__(self):
         return self
@@ -458,18 +462,28 @@ class TileIndex:
             return []
         with self._lock:
             rows = self._db.execute(
-                "SELECT t.id, r.path, t.col_off, t.row_off, t.width, t.height, t.left, t.bottom,"
-                " t.right, t.top, t.west, t.south, t.east, t.north, r.crs_wkt, r.transform, r.tiling"
-                f" FROM tiles t JOIN rasters r ON r.id = t.raster_id WHERE t.id IN ({_marks(ids)})",
-                ids).fetchall()
-        by_id = {}
-        for (tid, path, col, row, w, h, left, bottom, right, top, west, south, east, north,
-             wkt, tr, tiling) in rows:
-            wgs84 = None if west is None else (west, south, east, north)
-            by_id[tid] = TileRecord(tid, path, Window(col, row, w, h), (left, bottom, right, top),
-                                    _crs(wkt), wgs84, Affine(*json.loads(tr)),
-                                    tuple(json.loads(tiling).get("bands", ())))
+                "SELECT id, raster_id, col_off, row_off, width, height, left, bottom, right, top,"
+                f" west, south, east, north FROM tiles WHERE id IN ({_marks(ids)})", ids).fetchall()
+            by_id = {}
+            for (tid, rid, col, row, w, h, left, bottom, right, top, west, south, east, north) in rows:
+                path, crs, transform, bands = self._raster_fields(rid)
+                wgs84 = None if west is None else (west, south, east, north)
+                by_id[tid] = TileRecord(tid, path, Window(col, row, w, h), (left, bottom, right, top),
+                                        crs, wgs84, transform, bands)
         return [by_id[i] for i in ids if i in by_id]
+
+    def _raster_fields(self, raster_id: int):
+        """(path, CRS, transform, bands) of a raster, parsed once: parsing a CRS from WKT costs
+        about a millisecond, which every hit of every search would otherwise pay."""
+        fields = self._raster_fields_cache.get(raster_id)
+        if fields is None:
+            path, wkt, transform, tiling = self._db.execute(
+                "SELECT path, crs_wkt, transform, tiling FROM rasters WHERE id = ?",
+                (raster_id,)).fetchone()
+            fields = (path, _crs(wkt), Affine(*json.loads(transform)),
+                      tuple(json.loads(tiling).get("bands", ())))
+            self._raster_fields_cache[raster_id] = fields
+        return fields
 
     def vectors(self, tile_ids) -> np.ndarray:
         """float32 [N, D] vectors of `tile_ids`, in their order (UserError for an unknown id).

@@ -64,7 +64,7 @@ def _contents(index_dir, model):
     with TileIndex.open(index_dir, model=model) as index:
         ids = []
         for record in index.rasters():
-            ids += index.raster_vectors(record.raster_id)[0].tolist()
+            ids += index.raster_grid(record.raster_id)[0].tolist()
         windows = [tuple(map(int, (t.window.col_off, t.window.row_off, t.window.width, t.window.height)))
                    for t in index.tiles(ids)]
         top = [[h.tile_id for h in search_text(index, model, q, k=10)] for q in QUERIES]
@@ -75,7 +75,8 @@ def _assert_same_index(index_dir, reference_dir, model):
     ids, windows, vectors, top = _contents(index_dir, model)
     ref_ids, ref_windows, ref_vectors, ref_top = _contents(reference_dir, model)
     assert ids == ref_ids and windows == ref_windows
-    np.testing.assert_allclose(vectors, ref_vectors, atol=1e-5)
+    # Both stored in float16: equal vectors may round to neighbouring float16 values.
+    np.testing.assert_allclose(vectors, ref_vectors, atol=5e-4)
     assert top == ref_top
 
 
