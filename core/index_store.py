@@ -48,7 +48,7 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # A lock file without readable content is being written by its owner for at most this long;
 # older, its owner died between creating and filling it.
 _UNREADABLE_LOCK_GRACE_S = 10.0
-# Rasters whose tile grids (ids and windows, 40 bytes a tile) stay in memory for heatmaps.
+# Rasters whose tile grids (ids, windows, shard positions: 56 bytes a tile) stay in memory.
 _CACHED_RASTERS = 4
 # Tiles upgraded from format 1 per step (float32 blobs read, float16 rows written).
 _MIGRATE_BATCH = 50_000
@@ -296,8 +296,7 @@ class TileIndex:
                 raise UserError(f"The index in {index_dir} was built by an earlier version of SSJDN "
                                 f"Explorer and must be upgraded once, but the folder is read-only. "
                                 f"Copy the folder somewhere you can write and open the copy, or ask "
-                                f"for write access (the upgrade takes about a minute per million "
-                                f"tiles).")
+                                f"for write access (the upgrade rewrites the vectors once).")
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{db_path} is not a readable index ({exc}). Delete the folder and "
                             f"build the index again.") from exc

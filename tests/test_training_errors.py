@@ -148,27 +148,38 @@ def test_ctrl_c_before_the_first_epoch_says_to_run_the_same_command_again(ucm_ro
     assert cli(train_args(ucm_root, out)) == 0        # the same command starts it again
 
 
-def test_ctrl_c_while_an_epoch_is_saved_waits_until_checkpoint_and_state_agree(ucm_root, tmp_path,
-                                                                                 monkeypatch):
-    import ssjdn.core.api as api
-    real_save = api.save_checkpoint
+def test_ctrl_c_while_an_epoch_is_saved_waits_until_checkpoint_and_state_agree(ucm_root, tmp_path):
+    # In a fresh interpreter, as `ssjdn train` runs: inside the full test session the same
+    # in-process test saw train() finish both epochs without the interrupt (not understood;
+    # handler, signal mask and module identity were checked and normal).
+    import subprocess
+    import sys
+    code = f"""
+import signal, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import ssjdn.core.api as api
+from caption_fixtures import tiny_config
+from ssjdn.training.train import train
+real_save = api.save_checkpoint
 
-    def save_then_ctrl_c(*args, **kwargs):
-        path = real_save(*args, **kwargs)
-        # Between the checkpoint and the trainer state. raise_signal delivers it to this (the
-        # main) thread now; os.kill lets the kernel pick any of the process's threads, and in a
-        # long test session the signal was sometimes never seen.
-        signal.raise_signal(signal.SIGINT)
-        return path
+def save_then_ctrl_c(*args, **kwargs):
+    path = real_save(*args, **kwargs)
+    signal.raise_signal(signal.SIGINT)     # between the checkpoint and the trainer state
+    return path
 
-    monkeypatch.setattr(api, "save_checkpoint", save_then_ctrl_c)
-    handler_before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(epochs=2), ucm_root, tmp_path / "run")
+api.save_checkpoint = save_then_ctrl_c
+handler_before = signal.getsignal(signal.SIGINT)
+try:
+    train(tiny_config(epochs=2), {str(ucm_root)!r}, {str(tmp_path / "run")!r})
+except KeyboardInterrupt:
+    print("interrupted; handler restored:", signal.getsignal(signal.SIGINT) is handler_before)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=600)
+    assert "interrupted; handler restored: True" in done.stdout, done.stdout + done.stderr
     state = torch.load(tmp_path / "run" / "trainer_state.pt", weights_only=True)
     assert state["epoch"] == 1
     assert read_checkpoint_metadata(tmp_path / "run" / "last.safetensors")["extra"]["epoch"] == 1
-    assert signal.getsignal(signal.SIGINT) is handler_before     # the previous handler is back
 
 
 # ---------------------------------------------------------------- 13: edge values
