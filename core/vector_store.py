@@ -71,7 +71,10 @@ class VectorShards:
         path = self.path(shard)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            os.pwrite(fd, block.tobytes(), row * self._row_bytes)
+            data, offset = memoryview(block.tobytes()), row * self._row_bytes
+            while data:   # a regular file may still take fewer bytes than asked
+                written = os.pwrite(fd, data, offset)
+                data, offset = data[written:], offset + written
             os.fsync(fd)   # on disk before the database says these rows exist
         finally:
             os.close(fd)
