@@ -29,22 +29,6 @@ from bench_common import set_threads  # noqa: E402
 BLOCK = 200_000
 
 
-def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact inner-product top-k over a float16 memmap, block by block (the ground truth)."""
-    best_scores = np.full((len(queries), k), -np.inf, np.float32)
-    best_ids = np.zeros((len(queries), k), np.int64)
-    for start in range(0, len(vectors), BLOCK):
-        block = np.asarray(vectors[start:start + BLOCK], np.float32)
-        scores = queries @ block.T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        merged_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, 1)], 1)
-        merged_ids = np.concatenate([best_ids, top + start], 1)
-        order = np.argsort(-merged_scores, axis=1)[:, :k]
-        best_scores = np.take_along_axis(merged_scores, order, 1)
-        best_ids = np.take_along_axis(merged_ids, order, 1)
-    return best_ids
-
-
 def build(factory: str, vectors: np.ndarray, train_size: int, seed: int = 0):
     import faiss
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -118,7 +102,9 @@ def main(argv=None) -> None:
     texts = np.load(args.real)["texts"].astype(np.float32)
     queries = texts[np.random.default_rng(1).permutation(len(texts))[:args.queries]]
     t0 = time.perf_counter()
-    truth = exact_top_k(vectors, queries, 10)
+    from ssjdn.core.ann import exact_top_k
+    truth = exact_top_k(np.arange(len(vectors)), lambda rows: np.asarray(vectors[rows], np.float32),
+                        queries, 10)
     print(f"{len(vectors):,} x {vectors.shape[1]} vectors; exact ground truth for {len(queries)} "
           f"real text queries in {time.perf_counter() - t0:.1f} s")
     if args.model:

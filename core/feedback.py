@@ -157,9 +157,9 @@ def check_marks(index, positive_ids, negative_ids) -> tuple[list[int], list[int]
 
 
 def all_tile_ids(index) -> np.ndarray:
-    """Every tile id of the index, raster by raster, each raster's in tile order."""
-    parts = [index.raster_grid(r.raster_id)[0] for r in index.rasters()]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    """Every tile id of the index, raster by raster, each raster's in tile order. Ids only: the
+    rasters' grids are loaded once, by tile_probabilities as it streams their vectors."""
+    return index.tile_ids()
 
 
 # ---------------------------------------------------------------------------------------------

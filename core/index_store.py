@@ -506,6 +506,13 @@ class TileIndex:
                                 f"ids are the numbers printed by `ssjdn search`.")
             return self._read_vectors(found[at, 1], found[at, 2])
 
+    def tile_ids(self) -> np.ndarray:
+        """Every tile id, ascending: raster by raster (ids are raster_id << 32 | tile index), each
+        raster's in tile order, as rasters() and raster_grid() list them."""
+        with self._lock:
+            return np.array(self._db.execute("SELECT id FROM tiles ORDER BY id").fetchall(),
+                            dtype=np.int64).reshape(-1)
+
     def raster_grid(self, raster_id: int):
         """(tile ids [N], windows [N, 4] as col, row, width, height) of one raster, by id (which
         is tile order). Cheap after the first call: heatmaps and the map ask for it often."""

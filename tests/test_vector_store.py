@@ -186,3 +186,13 @@ class _FakeTile:
         self.window = record.window
         self.bounds = record.bounds
         self.bounds_wgs84 = record.bounds_wgs84
+
+
+def test_all_tile_ids_follow_the_rasters_and_their_grids(built, tmp_path, tiny_model):
+    """tile_probabilities pairs all_tile_ids with vectors streamed raster by raster: same order."""
+    from ssjdn.core.feedback import all_tile_ids
+    index_dir, first = built
+    build_index(index_dir, [first, utm_scene(tmp_path, "second.tif", seed=3)], tiny_model, **SMALL)
+    with TileIndex.open(index_dir) as index:
+        assert len(index.rasters()) == 2
+        np.testing.assert_array_equal(all_tile_ids(index), _ids(index))
