@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
@@ -118,7 +119,9 @@ def bounds_to_wgs84(crs, bounds) -> tuple[float, float, float, float]:
 
 
 def windows_to_wgs84(crs, transform, windows):
-    """Lon/lat boxes and footprint rings of many windows of one raster in one projection call.
+    """Lon/lat boxes and footprint rings of many windows in one projection call: of one raster
+    (`transform` its Affine) or of several rasters in one CRS (`transform` a list, one Affine
+    per window), since each projection call costs about as much as hundreds of points.
 
     Returns (bounds [N, 4] as west, south, east, north; rings [N, P, 2] closed, counter-clockwise
     in lon/lat as RFC 7946 asks). The ring follows the tile's true edges, which in lon/lat are
@@ -141,7 +144,8 @@ def windows_to_wgs84(crs, transform, windows):
     offs = np.array([[w.col_off, w.row_off] for w in windows], dtype=np.float64).reshape(n, 1, 2)
     sizes = np.array([[w.width, w.height] for w in windows], dtype=np.float64).reshape(n, 1, 2)
     pix = offs + ring[None] * sizes                          # [N, P, 2] pixel col/row
-    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+    per_window = [transform] * n if isinstance(transform, Affine) else list(transform)
+    a, b, c, d, e, f = np.array([tuple(t)[:6] for t in per_window], np.float64).reshape(n, 6, 1).transpose(1, 0, 2)
     xs = a * pix[..., 0] + b * pix[..., 1] + c
     ys = d * pix[..., 0] + e * pix[..., 1] + f
     lon, lat = warp_transform(crs, WGS84, xs.ravel().tolist(), ys.ravel().tolist())

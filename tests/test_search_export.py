@@ -199,3 +199,28 @@ def test_hits_for_ids_keep_each_score_with_its_tile_when_some_ids_are_missing(in
     hits = hits_for_ids(index, [-1, first, 999_999_999, second], [0.9, 0.8, 0.7, 0.6])
     assert [(h.tile_id, h.score) for h in hits] == [(first, pytest.approx(0.8)), (second, pytest.approx(0.6))]
 
+
+
+def test_hits_from_rasters_of_one_crs_are_projected_in_one_call(tmp_path, tiny_model, monkeypatch):
+    # An archive's top ten come from many rasters of one CRS; one projection call per raster
+    # cost about a millisecond of a search each (issue 8). The rings must stay each tile's own.
+    from ssjdn.core import search as search_module
+    from ssjdn.core import tiling
+    rasters = [utm_scene(tmp_path, name=f"{n}.tif", rows=128, cols=128, seed=n,
+                         origin=(500_000.0 + 100 * n, 5_700_000.0)) for n in range(3)]
+    build_index(tmp_path / "idx", rasters, tiny_model, tile_px=64)
+    index = TileIndex.open(tmp_path / "idx")
+    ids = [int(i) for i in index.tile_ids()]
+    calls = []
+    real = tiling.warp_transform
+    monkeypatch.setattr(tiling, "warp_transform", lambda *a: calls.append(1) or real(*a))
+    hits = search_module.hits_for_ids(index, ids, np.linspace(1, 0, len(ids)))
+    assert len(calls) == 1 and len({h.raster_path for h in hits}) == 3
+    for hit in hits:
+        with rasterio.open(hit.raster_path) as src:
+            left, bottom, right, top = src.window_bounds(hit.window)
+        lon, lat = warp_transform(src.crs, "EPSG:4326", [left, right], [bottom, top])
+        ring = hit.footprint_wgs84
+        assert ring[:, 0].min() == pytest.approx(min(lon), abs=1e-6)
+        assert ring[:, 1].max() == pytest.approx(max(lat), abs=1e-6)
+    index.close()

@@ -120,3 +120,17 @@ def test_chunks_are_block_aligned_and_hold_their_tiles(tmp_path):
             t = tiles[i].window
             assert w.col_off <= t.col_off and t.col_off + t.width <= w.col_off + w.width
             assert w.row_off <= t.row_off and t.row_off + t.height <= w.row_off + w.height
+
+
+def test_windows_of_several_rasters_in_one_call_equal_one_call_per_raster(tmp_path):
+    # Search projects the footprints of hits from many rasters that share a CRS in one call.
+    first = raster_info(utm_scene(tmp_path, name="a.tif", rows=256, cols=256))
+    second = raster_info(utm_scene(tmp_path, name="b.tif", rows=256, cols=256, origin=(431_000.0, 5_712_000.0)))
+    windows = [t.window for t in plan_tiles(first, tile_px=128)]
+    bounds_a, rings_a = windows_to_wgs84(first.crs, first.transform, windows)
+    bounds_b, rings_b = windows_to_wgs84(second.crs, second.transform, windows)
+    bounds, rings = windows_to_wgs84(first.crs, [first.transform] * 4 + [second.transform] * 4,
+                                     windows + windows)
+    assert np.array_equal(rings, np.concatenate([rings_a, rings_b]))
+    assert np.array_equal(bounds, np.concatenate([bounds_a, bounds_b]))
+    assert not np.allclose(rings_a, rings_b)
