@@ -13,6 +13,7 @@ vectors, for the same caption embeddings.
     python bench/synthetic_vectors.py --real emb.npz --n 10000000 --out vec_10m.npy
     python bench/bench_archive_index.py build --vectors vec_10m.npy --index /data/idx_10m
     python bench/bench_archive_index.py ann --vectors vec_10m.npy --index /data/idx_10m  # ANN only
+    python bench/bench_archive_index.py app --index /data/idx_10m    # what the app pays
     python bench/bench_archive_index.py search --vectors vec_10m.npy --index /data/idx_10m \\
         --captions DATA/ucm_captions/dataset_ucm.json
 """
@@ -116,6 +117,35 @@ def rebuild_ann(args) -> None:
                           "faiss_mb": round((args.index / "vectors.faiss").stat().st_size / 2**20)}))
 
 
+def app_figures(args) -> None:
+    """What the app pays on an archive index: opening it, the raster list (asked per search),
+    one million-tile raster's grid (loaded on a click or when the grid layer is shown), its
+    outline on the map, and one raster's heatmap (a search draws them within a tile budget)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.search import vector_heatmap
+    from ssjdn.desktop.qt_map import tile_outline
+    timings = {}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        value = fn()
+        timings[name] = round(time.perf_counter() - t0, 3)
+        return value
+
+    index = timed("open_s", lambda: TileIndex.open(args.index))
+    records = timed("rasters_first_s", index.rasters)
+    timed("rasters_again_s", index.rasters)
+    ids, windows = timed("one_raster_grid_s", lambda: index.raster_grid(records[0].raster_id))
+    path = timed("grid_outline_s", lambda: tile_outline(windows))
+    query = np.asarray(index.vectors(ids[:1]), np.float32)[0]
+    timed("one_raster_heatmap_s", lambda: vector_heatmap(index, records[0], query))
+    print(json.dumps({"tiles": index.count, "rasters": len(records), "tiles_in_raster": len(ids),
+                      "outline_elements": path.elementCount(), **timings,
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)},
+                     indent=1))
+
+
 def _caption_queries(captions_json: Path, count: int) -> list[str]:
     data = json.loads(captions_json.read_text())
     texts = sorted({s["raw"].strip() for image in data["images"] for s in image["sentences"]})
@@ -181,8 +211,8 @@ def search(args) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["build", "ann", "search"])
-    parser.add_argument("--vectors", type=Path, required=True)
+    parser.add_argument("what", choices=["build", "ann", "search", "app"])
+    parser.add_argument("--vectors", type=Path, help="the .npy of vectors (build, ann, search)")
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--n", type=int, help="use the first N vectors (default: all)")
     parser.add_argument("--captions", type=Path, help="UCM dataset_ucm.json: the query captions")
@@ -197,6 +227,8 @@ def main(argv=None) -> None:
         build(args)
     elif args.what == "ann":
         rebuild_ann(args)
+    elif args.what == "app":
+        app_figures(args)
     else:
         if args.captions is None:
             parser.error("search needs --captions")

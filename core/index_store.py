@@ -244,6 +244,11 @@ def tile_id_for(raster_id: int, tile_index: int) -> int:
     return (raster_id << _TILE_BITS) | tile_index
 
 
+def raster_id_of(tile_ids):
+    """The raster id of tile ids (an int or an int64 array), from the id alone."""
+    return np.asarray(tile_ids, np.int64) >> _TILE_BITS if not isinstance(tile_ids, int) else tile_ids >> _TILE_BITS
+
+
 class TileIndex:
     """A tile index on disk. Open with TileIndex.open(dir, model=model)."""
 
@@ -255,6 +260,7 @@ class TileIndex:
         self._faiss = None
         self._grids: dict[int, tuple] = {}
         self._raster_fields_cache: dict[int, tuple] = {}
+        self._raster_records: list[RasterRecord] | None = None
         self._store: VectorShards | None = None
 
     # -- opening -------------------------------------------------------------------------------
@@ -392,6 +398,7 @@ class TileIndex:
         self._faiss = None
         self._grids.clear()
         self._raster_fields_cache.clear()
+        self._raster_records = None
         if self._store is not None:
             self._store.close_files()
 
@@ -435,13 +442,18 @@ class TileIndex:
             self._set_meta("model_source", str(source))
 
     def rasters(self) -> list[RasterRecord]:
+        """Every raster's record, read once until this index writes or refresh() (counting
+        the tiles of ten million-tile rasters takes most of a second; the app asks per search)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT r.id, r.path, r.width, r.height, r.crs_wkt, r.transform, r.tiling, r.n_tiles,"
-                " r.complete, (SELECT COUNT(*) FROM tiles t WHERE t.raster_id = r.id)"
-                " FROM rasters r ORDER BY r.id").fetchall()
-        return [RasterRecord(rid, path, w, h, _crs(wkt), Affine(*json.loads(tr)), json.loads(tiling),
-                             n, ni, bool(done)) for rid, path, w, h, wkt, tr, tiling, n, done, ni in rows]
+            if self._raster_records is None:
+                rows = self._db.execute(
+                    "SELECT r.id, r.path, r.width, r.height, r.crs_wkt, r.transform, r.tiling, r.n_tiles,"
+                    " r.complete, (SELECT COUNT(*) FROM tiles t WHERE t.raster_id = r.id)"
+                    " FROM rasters r ORDER BY r.id").fetchall()
+                self._raster_records = [
+                    RasterRecord(rid, path, w, h, _crs(wkt), Affine(*json.loads(tr)), json.loads(tiling),
+                                 n, ni, bool(done)) for rid, path, w, h, wkt, tr, tiling, n, done, ni in rows]
+            return list(self._raster_records)
 
     def raster(self, path) -> RasterRecord | None:
         path = str(Path(path).expanduser().resolve())
@@ -533,9 +545,12 @@ class TileIndex:
         with self._lock:
             if raster_id in self._grids:
                 return self._grids[raster_id]
-            rows = np.array(self._db.execute(
-                "SELECT id, col_off, row_off, width, height, shard, row FROM tiles WHERE raster_id = ?"
-                " ORDER BY id", (raster_id,)).fetchall(), dtype=np.int64).reshape(-1, 7)
+            # A raster's ids are one range of the primary key (tile_id_for): a range scan, and
+            # values straight into numpy, load a million-tile grid in half the time.
+            cursor = self._db.execute(
+                "SELECT id, col_off, row_off, width, height, shard, row FROM tiles WHERE id >= ? AND"
+                " id < ? ORDER BY id", (tile_id_for(raster_id, 0), tile_id_for(raster_id + 1, 0)))
+            rows = np.fromiter((v for row in cursor for v in row), np.int64).reshape(-1, 7)
             grid = rows[:, 0].copy(), rows[:, 1:5].copy(), rows[:, 5:7].copy()
             while len(self._grids) >= _CACHED_RASTERS:
                 self._grids.pop(next(iter(self._grids)))
@@ -657,6 +672,8 @@ class TileIndex:
             if user_error is None:
                 raise
             raise user_error from exc
+        finally:
+            self._raster_records = None   # any write may change a raster's record
 
     def _disk_full_message(self, what: str) -> str:
         return (f"The disk holding {self.index_dir} is full: could not {what}, so indexing stopped. "

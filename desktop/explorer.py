@@ -32,6 +32,10 @@ from ssjdn.desktop.state import Events, Session
 COARSE_PIXEL_M = 2.0  # pixels coarser than this get a note about matching quality
 CPU_CHUNK_PX = 128    # read-chunk side when indexing on a CPU: frequent progress, same speed
 RELEVANT, NOT_RELEVANT = True, False
+# A heatmap scores every tile of its raster, reading all its vectors (a million-tile raster:
+# 1 GB, 1.5-6 s on 2 cores): past this many tiles in the open rasters, only the best hits'
+# rasters get one, so a search of an archive waits for one such raster, not ten.
+HEATMAP_TILE_BUDGET = 1_000_000
 
 
 class ExplorerModel:
@@ -43,7 +47,9 @@ class ExplorerModel:
         self.index_stats = None
         self.rasters: dict = {}          # raster path -> RasterInfo of the open rasters
         self.frame = MapFrame()          # the map's CRS: the first open raster's
-        self.tiles_by_raster: dict = {}  # raster path -> (tile ids [N], windows [N, 4])
+        # Open rasters the index holds: path -> raster id. Their tile grids load on demand
+        # (index.raster_grid): an archive raster's grid is a million tiles.
+        self._indexed: dict[str, int] = {}
         self.coarse_notes: dict[str, str] = {}
         self.hits: list = []
         self.last_query = ""             # what the result list is for, as shown
@@ -109,12 +115,12 @@ class ExplorerModel:
         if not self.rasters:
             self.frame = MapFrame()
         self.session.remove_raster(path)
-        self.tiles_by_raster.pop(path, None)
+        self._indexed.pop(path, None)
         self.hits = [h for h in self.hits if h.raster_path != path]
         self.heatmaps.pop(path, None)
         self.probability_maps.pop(path, None)
         self.events.emit("raster_closed", path=path)
-        self.events.emit("tiles", windows_by_raster=self.tile_windows())
+        self.events.emit("tiles", paths=self.indexed_rasters())
         if self.probabilities:
             self.set_threshold(self.threshold)   # its tiles leave the detections
 
@@ -157,13 +163,9 @@ class ExplorerModel:
             self.marks_index_dir = index_dir
             if self.marks:
                 self.set_marks({})
-        self.tiles_by_raster = {}
-        for record in self.index.rasters():
-            if record.path in self.rasters:
-                ids, windows = self.index.raster_grid(record.raster_id)
-                self.tiles_by_raster[record.path] = (ids, windows)
+        self._indexed = {r.path: r.raster_id for r in self.index.rasters() if r.path in self.rasters}
         self.events.emit("index", index=self.index)
-        self.events.emit("tiles", windows_by_raster=self.tile_windows())
+        self.events.emit("tiles", paths=self.indexed_rasters())
         return True
 
     def drop_index(self) -> None:
@@ -171,13 +173,18 @@ class ExplorerModel:
         # when the last reference goes.
         had = self.index is not None
         self.index = None
-        self.tiles_by_raster = {}
+        self._indexed = {}
         self.probabilities, self.probability_maps, self.detections = {}, {}, []
         if had:
             self.events.emit("index", index=None)
 
-    def tile_windows(self) -> dict:
-        return {path: windows for path, (_, windows) in self.tiles_by_raster.items()}
+    def indexed_rasters(self) -> list[str]:
+        """The open rasters that the index holds, in the session's order."""
+        return [path for path in self.session.rasters if path in self._indexed]
+
+    def tile_grid(self, path: str):
+        """(tile ids [N], windows [N, 4] as col, row, width, height) of an indexed open raster."""
+        return self.index.raster_grid(self._indexed[path])
 
     def ready_text(self) -> tuple[bool, str]:
         """Whether search can run, and the line the search panel shows about it."""
@@ -192,10 +199,13 @@ class ExplorerModel:
 
     def tile_at(self, x: float, y: float) -> int | None:
         """Id of the indexed tile under a map point (the one whose centre is nearest)."""
-        for path, (ids, windows) in self.tiles_by_raster.items():
+        for path in self.indexed_rasters():
             info = self.rasters[path]
             rx, ry = self.frame.to_crs(x, y, info.crs)
             col, row = ~info.transform @ (rx, ry)
+            if not (0 <= col < info.width and 0 <= row < info.height):
+                continue   # off this raster: leave its grid unloaded
+            ids, windows = self.tile_grid(path)
             inside = ((windows[:, 0] <= col) & (col < windows[:, 0] + windows[:, 2]) &
                       (windows[:, 1] <= row) & (row < windows[:, 1] + windows[:, 3]))
             if inside.any():
@@ -227,15 +237,35 @@ class ExplorerModel:
         self._require_index()
         query = query.strip()
         (index, model), (ask, keep) = (self.index, self.loaded.model), self._fetch(k)
-        rasters = [p for p in self.session.rasters if p in self.tiles_by_raster]
+        heatmap_rasters = self._heatmap_rasters()
         self.session.add_query(query)
 
         def work():
             hits = keep(search_text(index, model, query, k=ask))
-            heat = {p: score_heatmap(index, model, query, p) for p in rasters} if with_heatmap else {}
+            heat = ({p: score_heatmap(index, model, query, p) for p in heatmap_rasters(hits)}
+                    if with_heatmap else {})
             return query, query, hits, heat, read_thumbnails(hits)
 
         return work
+
+    def _heatmap_rasters(self):
+        """A function of a search's hits giving the rasters to draw its heatmap on: every open
+        raster while they hold HEATMAP_TILE_BUDGET tiles or fewer, else those of the best hits,
+        best first, within the budget (always the first hit's)."""
+        paths = self.indexed_rasters()
+        tiles = {r.path: r.n_indexed for r in self.index.rasters() if r.path in paths}
+
+        def choose(hits) -> list[str]:
+            if sum(tiles.values()) <= HEATMAP_TILE_BUDGET:
+                return paths
+            chosen, total = [], 0
+            for path in dict.fromkeys(h.raster_path for h in hits):
+                if path in tiles and (not chosen or total + tiles[path] <= HEATMAP_TILE_BUDGET):
+                    chosen.append(path)
+                    total += tiles[path]
+            return chosen
+
+        return choose
 
     def similar_job(self, tile_id: int, k: int = 20):
         from ssjdn.core.search import search_similar
@@ -260,7 +290,8 @@ class ExplorerModel:
             raise UserError("Mark at least one tile relevant (+) to refine the search.")
         index, model, words, (ask, keep) = self.index, self.loaded.model, self.words or None, self._fetch(k)
         shown_words = self.words
-        records = [index.raster(p) for p in self.session.rasters if p in self.tiles_by_raster]
+        records = {r.path: r for r in index.rasters()}
+        heatmap_rasters = self._heatmap_rasters()
         label = f"{self.words or 'examples'} + {len(positives)} relevant, {len(negatives)} not relevant"
 
         def work():
@@ -268,7 +299,7 @@ class ExplorerModel:
             heat = {}
             if with_heatmap:
                 query = refine_query(index, model, words, positives, negatives)
-                heat = {r.path: vector_heatmap(index, r, query) for r in records}
+                heat = {p: vector_heatmap(index, records[p], query) for p in heatmap_rasters(hits)}
             return label, shown_words, hits, heat, read_thumbnails(hits)
 
         return work
@@ -343,7 +374,7 @@ class ExplorerModel:
         from ssjdn.core.feedback import probability_heatmap, tile_probabilities
         self._require_index()
         index, positives, negatives = self.index, self.marked(RELEVANT), self.marked(NOT_RELEVANT)
-        rasters = [p for p in self.session.rasters if p in self.tiles_by_raster]
+        rasters = self.indexed_rasters()
 
         def work():
             ids, probabilities = tile_probabilities(index, positives, negatives)
@@ -360,8 +391,10 @@ class ExplorerModel:
     def set_threshold(self, threshold: float) -> None:
         """Keep the tiles of the open rasters at or above `threshold`, most probable first."""
         self.threshold = float(threshold)
-        on_map = {int(t) for ids, _ in self.tiles_by_raster.values() for t in ids}
-        found = [(t, p) for t, p in self.probabilities.items() if p >= self.threshold and t in on_map]
+        from ssjdn.core.index_store import raster_id_of
+        on_map = {self._indexed[path] for path in self.indexed_rasters()}   # raster ids
+        found = [(t, p) for t, p in self.probabilities.items()
+                 if p >= self.threshold and raster_id_of(t) in on_map]
         self.detections = sorted(found, key=lambda tp: (-tp[1], tp[0]))
         self.events.emit("detections", detections=self.detections, threshold=self.threshold)
 

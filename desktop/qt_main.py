@@ -218,7 +218,8 @@ class QtMainWindow(QMainWindow):
         events.connect("raster_closed", self._on_raster_closed)
         events.connect("model_loading", self._on_model_loading)
         events.connect("model", self._on_model_loaded)
-        events.connect("tiles", lambda windows_by_raster: self.map_view.set_tile_grid(windows_by_raster))
+        events.connect("tiles", lambda paths: self.map_view.set_tile_grid(
+            paths, lambda path: self.model.tile_grid(path)[1]))
         events.connect("results", self._on_results)
         events.connect("selection", self._on_selection)
         events.connect("salience", self._on_salience)

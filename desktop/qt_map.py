@@ -209,6 +209,7 @@ class QtMapView(QGraphicsView):
         self.rasters: dict[str, QtRasterItem] = {}
         self.layers: dict[str, LayerState] = {}
         self._items: dict[str, list[QGraphicsItem]] = {}
+        self._pending_grid = None   # (paths, windows_of) of a tile grid not yet drawn
         self.hit_items: list[QGraphicsRectItem] = []
         self.setBackgroundBrush(QColor(40, 42, 46))
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
@@ -304,21 +305,29 @@ class QtMapView(QGraphicsView):
         return self.detail_reads.pending == 0
 
     # -- vector overlays ----------------------------------------------------------------------
-    def set_tile_grid(self, windows_by_raster: dict[str, np.ndarray]) -> None:
-        """Outline every tile: {raster path: int array [N, 4] of col, row, width, height}."""
+    def set_tile_grid(self, paths: list[str], windows_of) -> None:
+        """Outline every tile of the rasters `paths`; windows_of(path) gives their int windows
+        [N, 4] (col, row, width, height). Built when the layer is first shown: loading a
+        million-tile raster's grid takes seconds, and the layer starts hidden."""
+        self._pending_grid = (list(paths), windows_of)
+        self._replace_layer("tiles", "tiles", [], label="Tile grid", default_visible=False)
+        if self.layers["tiles"].visible:
+            self._build_tile_grid()
+
+    def _build_tile_grid(self) -> None:
+        paths, windows_of = self._pending_grid
+        self._pending_grid = None
         items = []
-        for path, windows in windows_by_raster.items():
+        for path in paths:
             raster = self.rasters.get(path)
-            if raster is None or len(windows) == 0:
+            windows = windows_of(path) if raster is not None else []
+            if len(windows) == 0:
                 continue
-            outline = QPainterPath()
-            for col, row, width, height in windows:
-                outline.addRect(QRectF(float(col), float(row), float(width), float(height)))
-            item = QGraphicsPathItem(outline)
+            item = QGraphicsPathItem(tile_outline(windows))
             item.setTransform(raster.transform())
             item.setPen(_cosmetic_pen(QColor(255, 255, 255, 110), 1))
             items.append(item)
-        self._replace_layer("tiles", "tiles", items, label="Tile grid", default_visible=False)
+        self._register("tiles", "tiles", items, label="Tile grid")
 
     def set_hits(self, hits) -> None:
         """Outline search hits with their rank; the best hit is drawn thickest."""
@@ -410,6 +419,8 @@ class QtMapView(QGraphicsView):
 
     def set_layer_visible(self, name: str, visible: bool) -> None:
         self.layers[name].visible = bool(visible)
+        if name == "tiles" and visible and self._pending_grid is not None:
+            self._build_tile_grid()
         self._apply(name)
         self.layerChanged.emit(name)
 
@@ -490,6 +501,30 @@ def _keep_inside(rect: QRectF, area: QRectF) -> QRectF:
     if rect.height() < area.height():
         dy = max(area.top() - rect.top(), 0.0) + min(area.bottom() - rect.bottom(), 0.0)
     return rect.translated(dx, dy)
+
+
+def tile_outline(windows) -> QPainterPath:
+    """The outlines of tiles [N, 4] (col, row, width, height) in pixels. A full lattice (every
+    column offset with every row offset, one tile size: how rasters are tiled) is drawn as its
+    grid lines, a few thousand for a million tiles; anything else as one rectangle a tile."""
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    cols, rows = np.unique(windows[:, 0]), np.unique(windows[:, 1])
+    width, height = (int(v) for v in windows[0, 2:])
+    path = QPainterPath()
+    if (len(cols) * len(rows) == len(windows) and (windows[:, 2:] == (width, height)).all()
+            and len(np.unique(windows[:, 0] * (int(rows.max()) + 1) + windows[:, 1])) == len(windows)):
+        left, right = float(cols.min()), float(cols.max() + width)
+        top, bottom = float(rows.min()), float(rows.max() + height)
+        for x in np.union1d(cols, cols + width).tolist():
+            path.moveTo(x, top)
+            path.lineTo(x, bottom)
+        for y in np.union1d(rows, rows + height).tolist():
+            path.moveTo(left, y)
+            path.lineTo(right, y)
+        return path
+    for col, row, w, h in windows.tolist():
+        path.addRect(QRectF(col, row, w, h))
+    return path
 
 
 def _cosmetic_pen(color: QColor, width: int) -> QPen:

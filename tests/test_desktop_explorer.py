@@ -52,6 +52,48 @@ def test_the_tile_at_a_map_point_is_the_tile_covering_it(explorer):
     assert explorer.tile_at(400_000.0, 5_699_999.0) is None     # off the raster
 
 
+def test_opening_an_index_loads_no_tile_grid_until_one_is_needed(user_dirs, small_raster, monkeypatch):
+    # An archive raster holds a million tiles (3 s and 40 MB to load its grid); the index of
+    # ten of them must open in seconds, so grids load when a click or a map layer asks.
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.desktop.explorer import ExplorerModel
+    from ssjdn.desktop.state import Session
+    model = ExplorerModel(Session(model_spec="config:tiny", device="cpu"))
+    model.open_raster(small_raster)
+    assert model.apply_loaded(model.load_job()())
+    work, token = model.index_job()
+    stats = work()
+    loaded = []
+    real = TileIndex.raster_grid
+    monkeypatch.setattr(TileIndex, "raster_grid", lambda self, rid: loaded.append(rid) or real(self, rid))
+    assert model.apply_index(stats, token)
+    assert loaded == [] and model.indexed_rasters() == [small_raster]
+    assert model.tile_at(400_000.0, 5_699_999.0) is None and loaded == []   # off every raster
+    tile_id = model.tile_at(500_001.0, 5_699_999.0)
+    assert model.index.tile(tile_id).window.col_off == 0 and len(loaded) == 1
+    ids, windows = model.tile_grid(small_raster)
+    assert len(ids) == model.index.count == len(windows)
+
+
+def test_past_the_heatmap_budget_only_the_rasters_of_the_best_hits_get_heatmaps(explorer, small_raster,
+                                                                               tmp_path, monkeypatch):
+    # A heatmap reads every vector of its raster: ten million-tile rasters would read 10 GB per
+    # search. Past the budget, heatmaps follow the hits, best first.
+    from engine_fixtures import scene, write_raster
+    from ssjdn.desktop import explorer as explorer_module
+    other = write_raster(tmp_path / "other.tif", scene(128, 128, seed=5), origin=(520_000.0, 5_700_000.0))
+    explorer.open_raster(other)
+    work, token = explorer.index_job()
+    assert explorer.apply_index(work(), token)
+    assert sorted(search(explorer, k=30) and explorer.heatmaps) == sorted([small_raster, other])
+    monkeypatch.setattr(explorer_module, "HEATMAP_TILE_BUDGET", 1)
+    hits = search(explorer, k=30)
+    assert list(explorer.heatmaps) == [hits[0].raster_path]
+    explorer.set_marks({hits[0].tile_id: True})
+    explorer.show_results(explorer.refine_job(k=30)())
+    assert list(explorer.heatmaps) == [explorer.hits[0].raster_path]
+
+
 def test_selecting_a_tile_computes_its_salience_unless_another_was_selected_since(explorer):
     first, second = (explorer.tile_at(500_001.0 + 20 * i, 5_699_999.0) for i in range(2))
     stale = explorer.select_tile(first)()
@@ -191,7 +233,7 @@ def test_closing_a_raster_takes_its_tiles_hits_and_maps_away(explorer, small_ras
     search(explorer, k=4)
     seen = recorder(explorer, "raster_closed", "tiles")
     explorer.close_raster(small_raster)
-    assert explorer.hits == [] and explorer.heatmaps == {} and explorer.tile_windows() == {}
+    assert explorer.hits == [] and explorer.heatmaps == {} and explorer.indexed_rasters() == []
     assert [name for name, _ in seen] == ["raster_closed", "tiles"]
     assert explorer.tile_at(500_001.0, 5_699_999.0) is None
     assert explorer.index.raster(small_raster) is not None        # still cached in the index

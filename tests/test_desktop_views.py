@@ -61,12 +61,32 @@ def test_layer_panel_and_map_follow_each_other(indexed_window):
     assert panel.opacity.value() == 75
 
 
-def test_tile_grid_layer_outlines_every_indexed_tile(indexed_window):
+def test_tile_grid_layer_outlines_every_indexed_tile_once_shown(indexed_window):
     window = indexed_window
-    grid = window.map_view.layer_items("tiles")
-    assert len(grid) == 1
+    view = window.map_view
+    assert not view.layers["tiles"].visible and view.layer_items("tiles") == []  # built when shown
+    view.set_layer_visible("tiles", True)
+    grid = view.layer_items("tiles")
+    assert len(grid) == 1 and grid[0].isVisible()
+    # The 5 x 4 tiles form a full lattice: drawn as its 6 + 5 lines (a move and a line each),
+    # not 20 rectangles; a million-tile raster is then a few thousand lines.
     path = grid[0].path()
-    assert path.elementCount() == 5 * window.model.index.count   # a closed rectangle per tile
+    assert path.elementCount() == 2 * (6 + 5)
+    ids, windows = window.model.tile_grid(window.model.indexed_rasters()[0])
+    assert len(ids) == 20
+    left, top = windows[:, 0].min(), windows[:, 1].min()
+    right, bottom = (windows[:, 0] + windows[:, 2]).max(), (windows[:, 1] + windows[:, 3]).max()
+    assert path.boundingRect().getCoords() == (left, top, right, bottom)
+
+
+def test_a_tile_grid_that_is_not_a_full_lattice_outlines_each_tile():
+    from ssjdn.desktop.qt_map import tile_outline
+    windows = np.array([[0, 0, 64, 64], [64, 0, 64, 64], [0, 64, 64, 64]])   # one tile missing
+    assert tile_outline(windows).elementCount() == 5 * 3
+    full = np.array([[c, r, 64, 64] for r in (0, 48) for c in (0, 48, 96)])  # overlapping lattice
+    path = tile_outline(full)
+    assert path.elementCount() == 2 * (2 * 3 + 2 * 2)
+    assert path.boundingRect().getCoords() == (0, 0, 160, 112)
 
 
 def test_cursor_position_shows_lat_lon_and_raster_crs(indexed_window):
