@@ -387,7 +387,7 @@ def run_export(args) -> int:
             raise UserError('A heatmap shows one query\'s scores: add --query "what to find".')
         index, model = _open_index(args)
         with index:
-            heat = search.score_heatmap(index, model, args.query, Path(args.heatmap).resolve())
+            heat = search.score_heatmap(index, model, args.query, args.heatmap)
         print(f"wrote {export.write_geotiff(heat, out)} ({heat.array.shape[1]} x {heat.array.shape[0]} cells)")
         return 0
     if args.query:

@@ -38,6 +38,7 @@ from rasterio.windows import Window
 from ssjdn.core import ann
 from ssjdn.core.ann import APPROX_THRESHOLD
 from ssjdn.core.errors import UserError, os_error_as_user_error
+from ssjdn.core.raster import change_key, raster_path
 from ssjdn.core.vector_store import VectorShards, VectorStoreDamaged
 
 FORMAT_VERSION = "2"
@@ -456,7 +457,7 @@ class TileIndex:
             return list(self._raster_records)
 
     def raster(self, path) -> RasterRecord | None:
-        path = str(Path(path).expanduser().resolve())
+        path = raster_path(path)
         return next((r for r in self.rasters() if r.path == path), None)
 
     def tile(self, tile_id: int) -> TileRecord:
@@ -585,16 +586,16 @@ class TileIndex:
         "chunk_px" is not part of the comparison: it only says how the work was cut, and a
         resumed raster keeps its stored chunking (returned) so its done marks stay valid.
         """
-        stat = os.stat(info.path)
+        mtime_ns, size = change_key(info)
         same = _without_chunking(tiling)
         with self._writing("add a raster"), self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT id, mtime_ns, size, tiling, complete FROM rasters "
                                    "WHERE path = ?", (info.path,)).fetchone()
             if row is not None:
-                rid, mtime_ns, size, old_tiling, complete = row
+                rid, old_mtime_ns, old_size, old_tiling, complete = row
                 stored = json.loads(old_tiling)
-                if (mtime_ns, size) == (stat.st_mtime_ns, stat.st_size) and _without_chunking(stored) == same:
+                if (old_mtime_ns, old_size) == (mtime_ns, size) and _without_chunking(stored) == same:
                     return rid, bool(complete), stored
                 self._db.execute("DELETE FROM tiles WHERE raster_id = ?", (rid,))
                 self._db.execute("DELETE FROM chunks WHERE raster_id = ?", (rid,))
@@ -604,7 +605,7 @@ class TileIndex:
             cur = self._db.execute(
                 "INSERT INTO rasters (id, path, mtime_ns, size, width, height, crs_wkt, transform,"
                 " tiling, n_tiles, complete) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (row[0] if row else None, info.path, stat.st_mtime_ns, stat.st_size, info.width,
+                (row[0] if row else None, info.path, mtime_ns, size, info.width,
                  info.height, info.crs.to_wkt() if info.crs else None,
                  json.dumps(list(info.transform)[:6]), json.dumps(tiling, sort_keys=True), n_tiles))
             return cur.lastrowid, False, tiling

@@ -22,7 +22,7 @@ import torch
 
 from ssjdn.core.errors import UserError
 from ssjdn.core.index_store import APPROX_THRESHOLD, IndexLock, TileIndex
-from ssjdn.core.raster import raster_info, read_window_rgb
+from ssjdn.core.raster import is_virtual, raster_info, read_window_rgb
 from ssjdn.core.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
 
 # File names a folder search picks up (ENVI: the .dat, not its .hdr, which GDAL cannot open).
@@ -81,6 +81,9 @@ def find_rasters(inputs) -> list[tuple[str, bool]]:
         inputs = [inputs]
     found: list[tuple[str, bool]] = []
     for item in inputs:
+        if is_virtual(item):   # object storage: GDAL opens it later, or names what is wrong
+            found.append((str(item), True))
+            continue
         path = Path(item).expanduser()
         if path.is_dir():
             found += [(str(p.resolve()), False) for p in sorted(path.rglob("*"))

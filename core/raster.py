@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,9 @@ STRETCH_PERCENTILES = (2.0, 98.0)
 # so that the estimate costs a few hundred block reads whatever the raster size.
 _STRETCH_SAMPLE_GRID = 12
 _STRETCH_SAMPLE_PX = 64
+# GDAL virtual file systems (/vsis3/, /vsigs/, /vsiaz/, /vsicurl/, /vsizip/, ...): archives in
+# object storage are read through GDAL by these paths, which are not local files.
+VIRTUAL_PREFIX = "/vsi"
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,34 @@ def raster_info(path, bands=None) -> RasterInfo:
     Raises UserError for missing, unreadable or corrupt files and for impossible band choices.
     """
     path = _check_path(path)
-    stat = os.stat(path)
     normalized = _normalize_bands(bands)
+    if is_virtual(path):   # no stat to tell a replaced object: described at every call
+        return _cached_info.__wrapped__(path, None, None, normalized)
+    stat = os.stat(path)
     return _cached_info(path, stat.st_mtime_ns, stat.st_size, normalized)
+
+
+def is_virtual(path) -> bool:
+    """A GDAL virtual path: opened by GDAL as given, never stat'ed or resolved as a local file."""
+    return str(path).startswith(VIRTUAL_PREFIX)
+
+
+def raster_path(path) -> str:
+    """The one spelling under which a raster is indexed and looked up: a local file's resolved
+    absolute path, a GDAL virtual path exactly as given (its slashes mean something to GDAL)."""
+    return str(path) if is_virtual(path) else str(Path(path).expanduser().resolve())
+
+
+def change_key(info: RasterInfo) -> tuple[int, int]:
+    """(mtime_ns, size): changes when the raster does, so its tiles are encoded again. rasterio
+    cannot stat a GDAL virtual file, so for one it is (0, a checksum of its grid, bands and
+    CRS): an object replaced in place by one of the same grid is not noticed (docs/cluster.md)."""
+    if not is_virtual(info.path):
+        stat = os.stat(info.path)
+        return stat.st_mtime_ns, stat.st_size
+    grid = (info.width, info.height, info.count, info.dtype, tuple(info.transform)[:6],
+            info.crs.to_wkt() if info.crs else None, info.block_shape, info.nodata)
+    return 0, zlib.crc32(repr(grid).encode())
 
 
 def read_window_rgb(path_or_info, window: Window, out_size=None, bands=None,
@@ -131,6 +160,8 @@ def full_window(info: RasterInfo) -> Window:
 # ---------------------------------------------------------------------------------------------
 
 def _check_path(path) -> str:
+    if is_virtual(path):
+        return str(path)   # GDAL says at open whether it exists (_cached_info's message)
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"Raster not found: {path}. Check the path (a GeoTIFF, COG, JPEG2000 or any "
@@ -166,6 +197,10 @@ def _cached_info(path: str, mtime_ns: int, size: int, bands) -> RasterInfo:
             with rasterio.open(path) as src:
                 return _describe(src, path, bands)
     except RasterioIOError as exc:
+        if is_virtual(path):
+            raise UserError(f"GDAL cannot open {path}: {exc}. Check the path, and for object "
+                            f"storage the credentials (e.g. AWS_PROFILE or AWS_ACCESS_KEY_ID for "
+                            f"/vsis3/; docs/cluster.md).") from exc
         raise UserError(f"Cannot open {path} as a raster: {exc}. The file is damaged, truncated or not "
                         f"an image GDAL understands; re-export it as GeoTIFF.") from exc
 

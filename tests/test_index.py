@@ -261,3 +261,43 @@ def test_nprobe_stops_rising_where_more_lists_stop_helping():
     index, nprobe = ann.build_ann(ids, lambda p: vectors[p], 32, approx_threshold=1_000,
                                   target_recall=1.01)
     assert ann.MIN_NPROBE <= nprobe < index.nlist
+
+
+def _zipped(tmp_path, raster, name="scenes.zip"):
+    import zipfile
+    archive = tmp_path / name
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(raster, "scenes/a.tif")
+    return f"/vsizip/{archive}/scenes/a.tif"
+
+
+def test_gdal_virtual_paths_index_search_and_resume(tmp_path, tiny_model):
+    # Archives live in object storage (/vsis3/, /vsigs/, /vsiaz/); /vsizip/ is the same GDAL
+    # virtual file system without a network: read through GDAL, never stat'ed or resolved.
+    from ssjdn.core.search import score_heatmap
+    local = utm_scene(tmp_path, "a.tif", seed=1)
+    virtual = _zipped(tmp_path, local)
+    stats = build_index(tmp_path / "idx", virtual, tiny_model, tile_px=64)
+    assert stats.tiles_encoded == 20
+    again = build_index(tmp_path / "idx", [virtual], tiny_model, tile_px=64)
+    assert again.rasters_skipped == 1 and again.tiles_encoded == 0
+    with TileIndex.open(tmp_path / "idx") as index:
+        assert [r.path for r in index.rasters()] == [virtual] and index.raster(virtual) is not None
+        hits = search_text(index, tiny_model, "a river", k=3)
+        assert {h.raster_path for h in hits} == {virtual}
+        assert score_heatmap(index, tiny_model, "a river", virtual).array.shape == (4, 5)
+        # The same pixels indexed from the local file give the same vectors.
+        build_index(tmp_path / "local", local, tiny_model, tile_px=64)
+        with TileIndex.open(tmp_path / "local") as local_index:
+            np.testing.assert_array_equal(index.vectors(_all_ids(index)),
+                                          local_index.vectors(_all_ids(local_index)))
+
+
+def test_a_virtual_raster_with_a_new_grid_is_encoded_again_and_a_missing_one_is_named(tmp_path, tiny_model):
+    virtual = _zipped(tmp_path, utm_scene(tmp_path, "a.tif", seed=1))
+    build_index(tmp_path / "idx", virtual, tiny_model, tile_px=64)
+    _zipped(tmp_path, utm_scene(tmp_path, "b.tif", rows=128, cols=128, seed=2))  # replaced object
+    stats = build_index(tmp_path / "idx", virtual, tiny_model, tile_px=64)
+    assert stats.tiles_encoded == 4 and stats.rasters_skipped == 0
+    with pytest.raises(UserError, match=r"GDAL cannot open /vsizip/.*missing\.zip.*credentials"):
+        build_index(tmp_path / "idx", f"/vsizip/{tmp_path}/missing.zip/a.tif", tiny_model, tile_px=64)

@@ -224,3 +224,27 @@ def test_hits_from_rasters_of_one_crs_are_projected_in_one_call(tmp_path, tiny_m
         assert ring[:, 0].min() == pytest.approx(min(lon), abs=1e-6)
         assert ring[:, 1].max() == pytest.approx(max(lat), abs=1e-6)
     index.close()
+
+
+def test_cli_reads_rasters_through_gdal_virtual_paths(tmp_path, capsys):
+    # `ssjdn index /vsis3/bucket/scene.tif` on a cluster; /vsizip/ is GDAL's same machinery offline.
+    import zipfile
+    from ssjdn.core.cli import main
+    raster = utm_scene(tmp_path)
+    with zipfile.ZipFile(tmp_path / "scenes.zip", "w") as zipped:
+        zipped.write(raster, "scene.tif")
+    virtual = f"/vsizip/{tmp_path}/scenes.zip/scene.tif"
+    idx = str(tmp_path / "idx")
+    assert main(["index", virtual, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
+    assert "20 tiles encoded" in capsys.readouterr().out
+    assert main(["search", "storage tanks", "--index", idx, "-k", "3"]) == 0
+    out = tmp_path / "hits.geojson"
+    assert main(["export", "--index", idx, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["features"][0]["properties"]["raster"] == virtual
+    heat = tmp_path / "heat.tif"
+    assert main(["export", "--index", idx, "--query", "a river", "--heatmap", virtual, "--out", str(heat)]) == 0
+    with rasterio.open(heat) as src:
+        assert src.shape == (4, 5)
+    capsys.readouterr()
+    assert main(["index", f"/vsizip/{tmp_path}/none.zip/scene.tif", "--index", idx, "--model", "tiny"]) == 2
+    assert "GDAL cannot open" in capsys.readouterr().err
