@@ -20,6 +20,10 @@ class UserError(Exception):
     """An error caused by input the user can fix; the CLI and the app show its text as is."""
 
 
+class Cancelled(Exception):
+    """Long work stopped because the user asked (a cancel event was set); nothing to report."""
+
+
 class CheckpointError(UserError):
     """A file that is not a valid SSJDN checkpoint, or one that does not fit this install."""
 

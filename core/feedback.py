@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssjdn.core.errors import UserError
+from ssjdn.core.errors import Cancelled, UserError
 
 # At least this many relevant tiles to train a classifier: fewer cannot say what they share.
 MIN_POSITIVES = 3
@@ -98,11 +98,15 @@ def search_refined(index, model, text: str | None = None, positive_ids=(), negat
 
 
 def tile_probabilities(index, positive_ids, negative_ids=(),
-                       settings: ClassifierSettings = DEFAULT_CLASSIFIER) -> tuple[np.ndarray, np.ndarray]:
-    """(tile ids [N], probability of being relevant [N]) for every tile of the index, from a
-    logistic regression trained on the marked tiles' vectors. Needs >= MIN_POSITIVES relevant
-    tiles; negatives are sampled from the index when fewer than `settings.min_negatives` are
-    marked. The marked tiles are scored too (a marked tile may still score low)."""
+                       settings: ClassifierSettings = DEFAULT_CLASSIFIER,
+                       progress=None, cancel=None) -> tuple[np.ndarray, np.ndarray]:
+    """(tile ids [N] ascending, probability of being relevant [N]) for every tile of the index,
+    from a logistic regression trained on the marked tiles' vectors. Needs >= MIN_POSITIVES
+    relevant tiles; negatives are sampled from the index when fewer than
+    `settings.min_negatives` are marked. The marked tiles are scored too (a marked tile may
+    still score low). progress(done, total, message) follows the scoring block by block (ten
+    million tiles take minutes); a set `cancel` event (or a callable returning True) stops it
+    with Cancelled."""
     positive_ids, negative_ids = check_marks(index, positive_ids, negative_ids)
     if len(positive_ids) < MIN_POSITIVES:
         raise UserError(f"Finding all matches needs at least {MIN_POSITIVES} tiles marked relevant; "
@@ -113,10 +117,17 @@ def tile_probabilities(index, positive_ids, negative_ids=(),
         raise UserError("Every tile of the index is marked relevant: there is nothing to tell "
                         "them apart from. Mark some tiles not relevant or index more imagery.")
     classifier = _fit(index.vectors(positive_ids), index.vectors(negatives), settings)
+    stop = cancel.is_set if hasattr(cancel, "is_set") else (cancel or (lambda: False))
     # Raster by raster and block by block, in all_tile_ids' order: never every vector at once.
-    probabilities = [classifier.predict_proba(vectors)[:, 1]
-                     for record in index.rasters()
-                     for _, vectors in index.iter_raster_vectors(record.raster_id)]
+    probabilities, done = [], 0
+    for record in index.rasters():
+        for _, vectors in index.iter_raster_vectors(record.raster_id):
+            if stop():
+                raise Cancelled()
+            probabilities.append(classifier.predict_proba(vectors)[:, 1])
+            done += len(vectors)
+            if progress is not None:
+                progress(done, len(ids), "Scoring every tile with the classifier")
     return ids, np.concatenate(probabilities) if probabilities else np.zeros(0)
 
 
@@ -137,9 +148,14 @@ def probability_heatmap(index, raster_path, tile_ids, probabilities):
     record = index.raster(raster_path)
     if record is None:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}.")
-    lookup = dict(zip((int(i) for i in tile_ids), (float(p) for p in probabilities)))
+    # Sorted arrays, not a dict: an archive's find-all scores ten million tiles.
+    tile_ids, probabilities = np.asarray(tile_ids, np.int64), np.asarray(probabilities, np.float64)
+    order = np.argsort(tile_ids, kind="stable")
+    tile_ids, probabilities = tile_ids[order], probabilities[order]
     ids, windows = index.raster_grid(record.raster_id)
-    return tile_grid(record, windows, np.array([lookup.get(int(i), np.nan) for i in ids], np.float64))
+    at = np.minimum(np.searchsorted(tile_ids, ids), max(len(tile_ids) - 1, 0))
+    found = (tile_ids[at] == ids) if len(tile_ids) else np.zeros(len(ids), bool)
+    return tile_grid(record, windows, np.where(found, probabilities[at] if len(tile_ids) else 0.0, np.nan))
 
 
 def check_marks(index, positive_ids, negative_ids) -> tuple[list[int], list[int]]:

@@ -19,6 +19,7 @@ Events (keyword arguments):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,23 @@ RELEVANT, NOT_RELEVANT = True, False
 # 1 GB, 1.5-6 s on 2 cores): past this many tiles in the open rasters, only the best hits'
 # rasters get one, so a search of an archive waits for one such raster, not ten.
 HEATMAP_TILE_BUDGET = 1_000_000
+
+
+@dataclass(frozen=True)
+class TileScores:
+    """Find-all's probabilities as two arrays (ten million tiles as a dict would take a GB)."""
+    tile_ids: np.ndarray     # int64 [N], ascending
+    values: np.ndarray       # float [N]
+
+    @classmethod
+    def none(cls) -> "TileScores":
+        return cls(np.zeros(0, np.int64), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.tile_ids)
+
+    def as_dict(self) -> dict[int, float]:
+        return dict(zip(self.tile_ids.tolist(), self.values.tolist()))
 
 
 class ExplorerModel:
@@ -62,7 +80,7 @@ class ExplorerModel:
         # Relevance feedback.
         self.marks: dict[int, bool] = {}          # tile id -> RELEVANT / NOT_RELEVANT
         self.marks_index_dir: Path | None = None   # tile ids are ids of this index
-        self.probabilities: dict[int, float] = {}  # tile id -> P(relevant) from find-all
+        self.probabilities = TileScores.none()   # find-all's P(relevant) of every tile
         self.probability_maps: dict = {}           # raster path -> GeoRaster of probabilities
         self.threshold = 0.5
         self.detections: list[tuple[int, float]] = []
@@ -174,7 +192,7 @@ class ExplorerModel:
         had = self.index is not None
         self.index = None
         self._indexed = {}
-        self.probabilities, self.probability_maps, self.detections = {}, {}, []
+        self.probabilities, self.probability_maps, self.detections = TileScores.none(), {}, []
         if had:
             self.events.emit("index", index=None)
 
@@ -255,11 +273,12 @@ class ExplorerModel:
         paths = self.indexed_rasters()
         tiles = {r.path: r.n_indexed for r in self.index.rasters() if r.path in paths}
 
-        def choose(hits) -> list[str]:
+        def choose(ranked) -> list[str]:
+            """`ranked`: hits, or raster paths, best first."""
             if sum(tiles.values()) <= HEATMAP_TILE_BUDGET:
                 return paths
             chosen, total = [], 0
-            for path in dict.fromkeys(h.raster_path for h in hits):
+            for path in dict.fromkeys(getattr(h, "raster_path", h) for h in ranked):
                 if path in tiles and (not chosen or total + tiles[path] <= HEATMAP_TILE_BUDGET):
                     chosen.append(path)
                     total += tiles[path]
@@ -369,33 +388,46 @@ class ExplorerModel:
         return self.index is not None and len(self.marked(RELEVANT)) >= MIN_POSITIVES
 
     def find_all_job(self):
-        """Train a classifier on the marks and score every tile; the job returns
-        ({tile id: probability}, {raster path: probability grid})."""
+        """Train a classifier on the marks and score every tile; the job, given progress and a
+        cancel event, returns (TileScores, {raster path: probability grid}), or None when
+        cancelled. Past HEATMAP_TILE_BUDGET, grids go to the rasters of the best detections."""
+        from ssjdn.core.errors import Cancelled
         from ssjdn.core.feedback import probability_heatmap, tile_probabilities
+        from ssjdn.core.index_store import raster_id_of
         self._require_index()
         index, positives, negatives = self.index, self.marked(RELEVANT), self.marked(NOT_RELEVANT)
-        rasters = self.indexed_rasters()
+        heatmap_rasters, path_of = self._heatmap_rasters(), {v: k for k, v in self._indexed.items()}
 
-        def work():
-            ids, probabilities = tile_probabilities(index, positives, negatives)
+        def work(progress=None, cancel=None):
+            try:
+                ids, probabilities = tile_probabilities(index, positives, negatives,
+                                                        progress=progress, cancel=cancel)
+            except Cancelled:
+                return None
+            best = ids[np.argsort(-probabilities, kind="stable")[:1000]]
+            rasters = heatmap_rasters([path_of[r] for r in raster_id_of(best).tolist() if r in path_of])
             maps = {p: probability_heatmap(index, p, ids, probabilities) for p in rasters}
-            return dict(zip(ids.tolist(), probabilities.tolist())), maps
+            return TileScores(ids, probabilities), maps
 
         return work
 
     def apply_find_all(self, result) -> None:
+        if result is None:   # cancelled: what was shown stays
+            return
         self.probabilities, self.probability_maps = result
         self.events.emit("probabilities", maps=self.probability_maps)
         self.set_threshold(self.threshold)
 
     def set_threshold(self, threshold: float) -> None:
         """Keep the tiles of the open rasters at or above `threshold`, most probable first."""
-        self.threshold = float(threshold)
         from ssjdn.core.index_store import raster_id_of
-        on_map = {self._indexed[path] for path in self.indexed_rasters()}   # raster ids
-        found = [(t, p) for t, p in self.probabilities.items()
-                 if p >= self.threshold and raster_id_of(t) in on_map]
-        self.detections = sorted(found, key=lambda tp: (-tp[1], tp[0]))
+        self.threshold = float(threshold)
+        ids, probabilities = self.probabilities.tile_ids, self.probabilities.values
+        on_map = [self._indexed[path] for path in self.indexed_rasters()]   # raster ids
+        keep = (probabilities >= self.threshold) & np.isin(raster_id_of(ids), on_map)
+        ids, probabilities = ids[keep], probabilities[keep]
+        order = np.lexsort((ids, -probabilities))      # most probable first, then by id
+        self.detections = list(zip(ids[order].tolist(), probabilities[order].tolist()))
         self.events.emit("detections", detections=self.detections, threshold=self.threshold)
 
     def thresholded_maps(self) -> dict:

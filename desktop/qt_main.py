@@ -176,12 +176,24 @@ class QtMainWindow(QMainWindow):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancel_indexing)
+        # Jobs that report progress (find-all scoring every tile) get their own bar and Cancel:
+        # indexing may run beside them.
+        self.job_progress = QProgressBar()
+        self.job_progress.setMaximumWidth(240)
+        self.job_progress.setTextVisible(True)
+        self.job_progress.hide()
+        self.job_cancel = QPushButton("Cancel")
+        self.job_cancel.setToolTip("Stop this job; what is on screen stays as it was")
+        self.job_cancel.hide()
+        self.job_cancel.clicked.connect(self.cancel_job)
         status.addWidget(self.cursor_label, 1)
         status.addPermanentWidget(self.crs_label)
         status.addPermanentWidget(self.model_label)
         status.addPermanentWidget(self.device_label)
         status.addPermanentWidget(self.progress)
         status.addPermanentWidget(self.cancel_button)
+        status.addPermanentWidget(self.job_progress)
+        status.addPermanentWidget(self.job_cancel)
 
     def _connect(self) -> None:
         """The user's actions in the views, forwarded."""
@@ -417,11 +429,26 @@ class QtMainWindow(QMainWindow):
         self._on_marks(self.model.marks)
 
     # == engine jobs: one at a time, in order ==================================================
-    def run_job(self, function, on_result, label: str, on_error=None) -> None:
-        self._queue.append((function, on_result, label, on_error))
+    def run_job(self, function, on_result, label: str, on_error=None, with_progress: bool = False) -> None:
+        """Queue `function()` (or, with_progress, `function(progress=, cancel=)`, shown with a
+        bar and a Cancel; a cancelled job's result is dropped)."""
+        self._queue.append((function, on_result, label, on_error, with_progress))
         self._start_next_job()
 
-    def _guarded_job(self, title: str, make_job, on_result, label: str) -> None:
+    def cancel_job(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self.job_progress.setFormat("Cancelling…")
+
+    def _on_job_progress(self, done: int, total: int, message: str) -> None:
+        self.job_progress.setRange(0, max(total, 1))
+        self.job_progress.setValue(done)
+        self.job_progress.setFormat("%p %")
+        self.job_progress.setToolTip(message)
+        self.job_progress.show()
+        self.job_cancel.show()
+
+    def _guarded_job(self, title: str, make_job, on_result, label: str, with_progress: bool = False) -> None:
         """Make a job from the model (a UserError there, e.g. no index, is a message) and run it."""
         try:
             job = make_job()
@@ -429,14 +456,15 @@ class QtMainWindow(QMainWindow):
             self.show_error(title, *describe_error(exc))
             return
         if job is not None:
-            self.run_job(job, on_result, label)
+            self.run_job(job, on_result, label, with_progress=with_progress)
 
     def _start_next_job(self) -> None:
         if self._worker is not None or not self._queue:
             return
-        function, on_result, label, on_error = self._queue.popleft()
-        worker = QtFunctionWorker(function, plain=True, parent=self)
+        function, on_result, label, on_error, with_progress = self._queue.popleft()
+        worker = QtFunctionWorker(function, plain=not with_progress, parent=self)
         worker.finished_ok.connect(on_result)
+        worker.progressed.connect(self._on_job_progress)
         worker.failed.connect(lambda m, d: self.show_error(f"{label} failed", m, d))
         if on_error is not None:
             worker.failed.connect(lambda _m, _d: on_error())
@@ -448,6 +476,8 @@ class QtMainWindow(QMainWindow):
     def _on_job_finished(self) -> None:
         self._worker = None
         self.statusBar().clearMessage()
+        self.job_progress.hide()
+        self.job_cancel.hide()
         self._start_next_job()
         self._maybe_idle()
 
@@ -526,7 +556,8 @@ class QtMainWindow(QMainWindow):
             self.docks["findall"].raise_()
             self.findAllFinished.emit(len(self.model.probabilities))
 
-        self._guarded_job("Find all", self.model.find_all_job, done, "Training a classifier on the marks")
+        self._guarded_job("Find all", self.model.find_all_job, done, "Training a classifier on the marks",
+                          with_progress=True)
 
     def _on_probabilities(self, maps) -> None:
         for name in [n for n in self.map_view.layers if n.startswith("probability:")]:

@@ -92,6 +92,10 @@ def test_past_the_heatmap_budget_only_the_rasters_of_the_best_hits_get_heatmaps(
     explorer.set_marks({hits[0].tile_id: True})
     explorer.show_results(explorer.refine_job(k=30)())
     assert list(explorer.heatmaps) == [explorer.hits[0].raster_path]
+    explorer.set_marks({h.tile_id: True for h in hits[:3]})
+    explorer.apply_find_all(explorer.find_all_job()())
+    best = explorer.probabilities.tile_ids[np.argmax(explorer.probabilities.values)]
+    assert list(explorer.probability_maps) == [explorer.index.tile(int(best)).raster_path]
 
 
 def test_selecting_a_tile_computes_its_salience_unless_another_was_selected_since(explorer):
@@ -150,7 +154,7 @@ def test_find_all_needs_three_relevant_tiles_then_scores_every_tile(explorer, sm
     explorer.apply_find_all(explorer.find_all_job()())
 
     assert len(explorer.probabilities) == explorer.index.count
-    assert all(0.0 <= p <= 1.0 for p in explorer.probabilities.values())
+    assert all(0.0 <= p <= 1.0 for p in explorer.probabilities.values)
     grid = explorer.probability_maps[small_raster].array
     assert np.isfinite(grid).all() and grid.max() <= 1.0
     assert [name for name, _ in seen] == ["probabilities", "detections"]
@@ -165,7 +169,7 @@ def test_the_threshold_filters_the_detections_and_blanks_the_map_below_it(explor
     explorer.apply_find_all(explorer.find_all_job()())
     explorer.set_threshold(0.0)
     assert len(explorer.detections) == explorer.index.count
-    middle = float(np.median(list(explorer.probabilities.values())))
+    middle = float(np.median(explorer.probabilities.values))
     explorer.set_threshold(middle)
     assert 0 < len(explorer.detections) < explorer.index.count
     assert all(p >= middle for _, p in explorer.detections)

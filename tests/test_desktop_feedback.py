@@ -98,7 +98,7 @@ def test_find_all_shows_a_probability_heatmap_that_the_threshold_slider_filters(
     panel.threshold.setValue(0)
     assert panel.detections.count() == window.model.index.count
     assert np.isfinite(window.map_view.overlay_item(layer).georaster.array).all()
-    cut = float(np.median(list(window.model.probabilities.values())))
+    cut = float(np.median(window.model.probabilities.values))
     panel.threshold.setValue(int(np.ceil(cut * 100)))
     assert 0 < panel.detections.count() < window.model.index.count
     grid = window.map_view.overlay_item(layer).georaster.array
@@ -123,7 +123,7 @@ def test_detections_export_from_the_window_with_their_probability(qtbot, indexed
     assert len(features) == window.model.index.count
     probabilities = [f["properties"]["probability"] for f in features]
     assert probabilities == sorted(probabilities, reverse=True)
-    assert {f["properties"]["tile_id"] for f in features} == set(window.model.probabilities)
+    assert {f["properties"]["tile_id"] for f in features} == set(window.model.probabilities.as_dict())
 
 
 def test_a_labelled_set_saved_in_the_panel_loads_back_and_exports(qtbot, indexed_window, tmp_path):
@@ -152,6 +152,36 @@ def test_find_all_without_marks_is_a_message_not_a_traceback(qtbot, indexed_wind
     with qtbot.waitSignal(window.errorShown, timeout=SIGNAL_MS) as shown:
         window.find_all()
     assert "at least 3" in shown.args[0]
+
+
+def test_find_all_shows_its_progress_and_can_be_cancelled(qtbot, indexed_window, monkeypatch):
+    # Scoring an archive takes minutes: the status bar shows how far it is, and Cancel stops it
+    # with no message and nothing changed.
+    import threading
+    from ssjdn.core import feedback
+    from ssjdn.core.errors import Cancelled
+    window = indexed_window
+    window.show()
+    ids = [int(i) for i in window.model.index.tile_ids()]
+    window.model.set_marks({i: True for i in ids[:3]})
+    started = threading.Event()
+
+    def slow(index, positives, negatives, progress=None, cancel=None, **kwargs):
+        progress(5, 20, "Scoring every tile with the classifier")
+        started.set()
+        assert cancel.wait(20)
+        raise Cancelled()
+
+    monkeypatch.setattr(feedback, "tile_probabilities", slow)
+    errors = []
+    window.errorShown.connect(errors.append)
+    window.find_all()
+    qtbot.waitUntil(lambda: window.job_progress.isVisible() and window.job_progress.value() == 5, timeout=SIGNAL_MS)
+    assert window.job_cancel.isVisible() and "Scoring" in window.job_progress.toolTip()
+    qtbot.mouseClick(window.job_cancel, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
+    assert started.is_set() and errors == [] and len(window.model.probabilities) == 0
+    assert not window.job_progress.isVisible() and not window.job_cancel.isVisible()
 
 
 def test_the_tile_size_box_follows_the_session_and_reindexes(qtbot, indexed_window):

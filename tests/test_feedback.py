@@ -104,6 +104,25 @@ def test_classifier_scores_every_tile_with_a_probability(indexed):
     assert np.mean([by_id[i] for i in ids[:3]]) > np.mean([by_id[i] for i in ids[10:14]])
 
 
+def test_scoring_every_tile_reports_progress_and_stops_on_cancel(indexed, monkeypatch):
+    # An archive has millions of tiles to score: the app shows how far it is and can stop it.
+    import threading
+    from ssjdn.core import index_store
+    from ssjdn.core.errors import Cancelled
+    ids = _ids(indexed)
+    real = index_store.TileIndex.iter_raster_vectors
+    monkeypatch.setattr(index_store.TileIndex, "iter_raster_vectors",
+                        lambda self, rid, block=65_536: real(self, rid, block=6))   # 4 blocks
+    reports = []
+    tile_probabilities(indexed, ids[:3], ids[10:14], progress=lambda *a: reports.append(a))
+    assert [done for done, _, _ in reports] == [6, 12, 18, 20]
+    assert {total for _, total, _ in reports} == {20} and "Scoring" in reports[0][2]
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        tile_probabilities(indexed, ids[:3], ids[10:14], cancel=cancel,
+                           progress=lambda done, total, message: cancel.set())
+
+
 def test_classify_keeps_tiles_above_the_threshold_best_first(indexed):
     ids = _ids(indexed)
     everything = classify_tiles(indexed, ids[:3], ids[10:14], threshold=0.0)
