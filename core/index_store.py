@@ -41,7 +41,7 @@ from ssjdn.core.errors import UserError, os_error_as_user_error
 from ssjdn.core.raster import change_key, raster_path
 from ssjdn.core.vector_store import VectorShards, VectorStoreDamaged
 
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 LOCK_NAME = "index.lock"
@@ -290,20 +290,20 @@ class TileIndex:
             if create:
                 with index._writing("create the index"):
                     index._create_schema(model)
-                index._upgrade_format_1()   # adding to an index written by an older version
+                index._upgrade_old_formats()   # adding to an index written by an older version
             elif index._meta("model_fingerprint") is None:
                 index.close()
                 raise UserError(f"{db_path} holds no finished index (it is empty or was never "
                                 f"filled). Build it again: ssjdn index RASTER --index {index_dir}")
             elif not read_only:
                 index._create_schema(None)   # tables added since the index was built
-                index._upgrade_format_1()
-            elif index._is_format_1():
+                index._upgrade_old_formats()
+            elif index._is_format_1() or index._is_format_2():
                 index.close()
                 raise UserError(f"The index in {index_dir} was built by an earlier version of SSJDN "
                                 f"Explorer and must be upgraded once, but the folder is read-only. "
                                 f"Copy the folder somewhere you can write and open the copy, or ask "
-                                f"for write access (the upgrade rewrites the vectors once).")
+                                f"for write access (the upgrade rewrites part of the index once).")
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{db_path} is not a readable index ({exc}). Delete the folder and "
                             f"build the index again.") from exc
@@ -344,6 +344,33 @@ class TileIndex:
         with self._lock:
             return any(col[1] == "vector" for col in self._db.execute("PRAGMA table_info(tiles)"))
 
+    def _upgrade_old_formats(self) -> None:
+        self._upgrade_format_1()
+        self._upgrade_format_2()
+
+    def _is_format_2(self) -> bool:
+        """Shards without their tile-id files (indexes written before search read by position)."""
+        return not self._is_format_1() and self._meta("format_version") == "2"
+
+    def _upgrade_format_2(self) -> None:
+        """Write each shard's tile-id file from the database, then record format 3 and a faiss
+        file to rebuild (its labels were tile ids, now positions). Rows no tile references get
+        id -1. Interrupted, it runs again from the start: the files are rewritten whole."""
+        if not self._is_format_2():
+            return
+        store = self._vector_store()
+        with self._writing("upgrade the index to the current format"), self._lock:
+            committed = self._committed_rows()
+            tables = {shard: np.full(rows, -1, np.int64) for shard, rows in committed.items()}
+            for tile_id, shard, row in self._db.execute("SELECT id, shard, row FROM tiles"):
+                tables[shard][row] = tile_id
+            for shard, ids in tables.items():
+                store.write_ids(shard, ids)
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._set_meta("format_version", FORMAT_VERSION)
+                self._set_meta("faiss_dirty", "1")
+
     def _upgrade_format_1(self) -> None:
         """Move format-1 vectors (float32 blobs) into float16 shards, in one transaction: until
         it commits the old table is untouched, and shard rows written by an interrupted upgrade
@@ -363,7 +390,7 @@ class TileIndex:
                     f"SELECT {_TILE_FIELDS}, vector FROM tiles WHERE id > ? ORDER BY id LIMIT ?",
                     (last_id, _MIGRATE_BATCH)).fetchall():
                 shards, shard_rows, committed = store.append(
-                    _stack_blobs([r[-1] for r in rows], dim), committed)
+                    _stack_blobs([r[-1] for r in rows], dim), [r[0] for r in rows], committed)
                 self._db.executemany(
                     "INSERT INTO tiles_v2 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(*r[:-1], int(a), int(b)) for r, a, b in zip(rows, shards, shard_rows)])
@@ -559,8 +586,14 @@ class TileIndex:
             return grid
 
     def _read_vectors(self, shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return self._guarded_read(self._vector_store().read, shards, rows)
+
+    def _read_positions(self, positions: np.ndarray) -> np.ndarray:
+        return self._guarded_read(self._vector_store().read_positions, positions)
+
+    def _guarded_read(self, read, *args):
         try:
-            return self._vector_store().read(shards, rows)
+            return read(*args)
         except (VectorStoreDamaged, OSError) as exc:
             raise UserError(f"The vectors of the index in {self.index_dir} are damaged or missing "
                             f"({exc}). Build the index again into a new folder (ssjdn index RASTER "
@@ -575,7 +608,14 @@ class TileIndex:
         faiss_index = self._faiss_index()
         if faiss_index.ntotal == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        return ann.search(faiss_index, queries, k, self.vectors)
+        # The search structure's labels are shard positions: candidates are read by position
+        # and only the k found become tile ids, with no database lookup.
+        with self._lock:
+            scores, positions = ann.search(faiss_index, queries, k, self._read_positions)
+            ids = np.full(positions.shape, -1, np.int64)
+            found = positions >= 0
+            ids[found] = self._guarded_read(self._vector_store().tile_ids_at, positions[found])
+        return scores, ids
 
     # -- writing (used by the indexing pipeline) -------------------------------------------------
     def begin_raster(self, info, tiling: dict, n_tiles: int) -> tuple[int, bool, dict]:
@@ -627,7 +667,8 @@ class TileIndex:
         with self._writing("save encoded tiles"), self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             # The shard rows are on disk before this transaction records them (vector_store.py).
-            shards, shard_rows, counts = self._vector_store().append(vectors, self._committed_rows())
+            shards, shard_rows, counts = self._vector_store().append(
+                vectors, [r[0] for r in rows], self._committed_rows())
             rows = [(*r, int(shard), int(row)) for r, shard, row in zip(rows, shards, shard_rows)]
             self._write_batch(rows, [(raster_id, c) for c in chunk_ids], counts)
             self._forget_loaded()
@@ -778,7 +819,7 @@ class TileIndex:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._set_meta("faiss_ntotal", str(faiss_index.ntotal))
-            self._set_meta("faiss_max_id", str(self._max_id()))
+            self._set_meta("faiss_rows", str(self._total_rows()))
             self._set_meta("faiss_sha256", checksum)
             self._set_meta("faiss_stat", stat_key)
             self._set_meta("faiss_dirty", "0")
@@ -803,7 +844,7 @@ class TileIndex:
         path = self.index_dir / FAISS_NAME
         if not path.exists() or self._meta("faiss_dirty") == "1":
             return False
-        if self._meta("faiss_ntotal") != str(self.count) or self._meta("faiss_max_id") != str(self._max_id()):
+        if self._meta("faiss_ntotal") != str(self.count) or self._meta("faiss_rows") != str(self._total_rows()):
             return False
         return self._faiss_file_is_the_one_written(path)
 
@@ -857,15 +898,15 @@ class TileIndex:
         saved = self._load_saved_for_append()
         count = self.count
         if saved is not None and (count < approx_threshold) == ann.is_exact(saved):
-            new_ids, read = self._vectors_after(int(self._meta("faiss_max_id") or -1))
-            ann.add_blocks(saved, new_ids, read)
+            new_positions, read = self._live_positions(int(self._meta("faiss_rows") or 0))
+            ann.add_blocks(saved, new_positions, read)
             if saved.ntotal == count:
                 return saved
         return self._build_faiss_all(approx_threshold)
 
     def _load_saved_for_append(self):
         path = self.index_dir / FAISS_NAME
-        if not path.exists() or self._meta("faiss_dirty") == "1" or self._meta("faiss_max_id") is None:
+        if not path.exists() or self._meta("faiss_dirty") == "1" or self._meta("faiss_rows") is None:
             return None
         if not self._faiss_file_is_the_one_written(path):
             return None
@@ -876,24 +917,28 @@ class TileIndex:
         return saved if str(saved.ntotal) == self._meta("faiss_ntotal") else None
 
     def _build_faiss_all(self, approx_threshold: int):
-        ids, read = self._vectors_after(-1)
-        faiss_index, nprobe = ann.build_ann(ids, read, self.dim, approx_threshold)
+        positions, read = self._live_positions(0)
+        faiss_index, nprobe = ann.build_ann(positions, read, self.dim, approx_threshold)
         if nprobe is not None and not self.read_only:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._set_meta("nprobe", str(nprobe))
         return faiss_index
 
-    def _vectors_after(self, min_id: int):
-        """(ids above `min_id` [N], read(positions) -> their float32 vectors): 24 bytes a tile in
-        memory, the vectors themselves read block by block by the builder."""
-        rows = np.array(self._db.execute("SELECT id, shard, row FROM tiles WHERE id > ? ORDER BY id",
-                                         (min_id,)).fetchall(), dtype=np.int64).reshape(-1, 3)
-        ids, shards, shard_rows = rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2].copy()
-        return ids, lambda positions: self._read_vectors(shards[positions], shard_rows[positions])
+    def _live_positions(self, first: int):
+        """(positions >= `first` of every tile's row [N] ascending, read(indices into them) ->
+        float32 vectors): the search structure's labels. 8 bytes a tile in memory; rows left by
+        replaced tiles are not among them."""
+        rows = self._vector_store().shard_rows
+        shard, row = divmod(int(first), rows)
+        found = np.fromiter((v for pair in self._db.execute(
+            "SELECT shard, row FROM tiles WHERE shard > ? OR (shard = ? AND row >= ?)",
+            (shard, shard, row)) for v in pair), np.int64).reshape(-1, 2)
+        positions = np.sort(self._vector_store().positions(found[:, 0], found[:, 1]))
+        return positions, lambda indices: self._read_positions(positions[indices])
 
-    def _max_id(self) -> int:
-        return self._scalar("SELECT COALESCE(MAX(id), -1) FROM tiles")
+    def _total_rows(self) -> int:
+        return self._scalar("SELECT COALESCE(SUM(rows), 0) FROM shards")
 
     # -- small helpers -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:

@@ -30,15 +30,23 @@ def built(tmp_path, tiny_model):
 def test_shards_roll_over_and_read_back_in_any_order(tmp_path):
     store = VectorShards(tmp_path, dim=4, shard_rows=5)
     vectors = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
-    shards, rows, counts = store.append(vectors[:7], {})
+    tile_ids = np.arange(100, 112) * 7
+    shards, rows, counts = store.append(vectors[:7], tile_ids[:7], {})
     assert counts == {0: 5, 1: 2} and shards.tolist() == [0] * 5 + [1] * 2
-    more_shards, more_rows, counts = store.append(vectors[7:], counts)
+    more_shards, more_rows, counts = store.append(vectors[7:], tile_ids[7:], counts)
     assert counts == {0: 5, 1: 5, 2: 2}
     all_shards, all_rows = np.concatenate([shards, more_shards]), np.concatenate([rows, more_rows])
     order = np.random.default_rng(1).permutation(12)
     np.testing.assert_allclose(store.read(all_shards[order], all_rows[order]), vectors[order],
                                atol=2e-3)   # float16 on disk
     assert (tmp_path / "vectors" / "shard-00000.f16").stat().st_size == 5 * 4 * 2
+    # Positions (shard * shard_rows + row) are what a search's candidates are: each row's
+    # vector and tile id are read from them directly.
+    positions = store.positions(all_shards, all_rows)
+    assert positions.tolist() == list(range(12))
+    np.testing.assert_array_equal(store.read_positions(positions[order]), store.read(all_shards[order], all_rows[order]))
+    assert store.tile_ids_at(positions[order]).tolist() == tile_ids[order].tolist()
+    assert (tmp_path / "vectors" / "shard-00000.ids").stat().st_size == 5 * 8
 
 
 def test_vectors_live_in_float16_shards_not_in_sqlite(built, tiny_model):
@@ -196,3 +204,49 @@ def test_all_tile_ids_follow_the_rasters_and_their_grids(built, tmp_path, tiny_m
     with TileIndex.open(index_dir) as index:
         assert len(index.rasters()) == 2
         np.testing.assert_array_equal(all_tile_ids(index), _ids(index))
+
+
+def test_search_takes_candidates_by_position_without_asking_the_database(built, tiny_model, monkeypatch):
+    # At ten million tiles, looking 500 candidates up in SQLite cost 3.5 ms of every search:
+    # the search structure's labels are shard positions, and only the final k become tile ids.
+    index_dir, _ = built
+    for threshold in (10_000, 10):                      # exact, then compressed + re-ranked
+        with TileIndex.open(index_dir) as index:
+            index.finalize(approx_threshold=threshold)
+            ids = _ids(index)
+            query = tiny_model.encode_texts(["a river"]).float().numpy()
+            truth = ids[np.argsort(-(index.vectors(ids) @ query[0]), kind="stable")[:5]]
+            monkeypatch.setattr(TileIndex, "vectors", lambda *a: pytest.fail("SQLite lookup in search"))
+            scores, found = index.search(query, 5)
+            monkeypatch.undo()
+            assert set(found[0].tolist()) <= set(ids.tolist())
+            np.testing.assert_allclose(scores[0], np.sort(index.vectors(found[0]) @ query[0])[::-1], atol=1e-5)
+            if threshold == 10_000:
+                assert found[0].tolist() == truth.tolist()
+
+
+def _downgrade_to_format_2(index_dir):
+    for ids_file in (index_dir / "vectors").glob("*.ids"):
+        ids_file.unlink()
+    db = sqlite3.connect(index_dir / DB_NAME, isolation_level=None)
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    db.close()
+
+
+def test_a_format_2_index_gets_its_tile_id_files_on_first_open(built, tiny_model):
+    index_dir, _ = built
+    with TileIndex.open(index_dir) as index:
+        expected = [h.tile_id for h in search_text(index, tiny_model, "a river", k=10)]
+    _downgrade_to_format_2(index_dir)
+    with TileIndex.open(index_dir, model=tiny_model) as index:
+        assert index._meta("format_version") == index_store.FORMAT_VERSION
+        assert [h.tile_id for h in search_text(index, tiny_model, "a river", k=10)] == expected
+    assert (index_dir / "vectors" / "shard-00000.ids").exists()
+
+
+def test_a_read_only_format_2_index_says_how_to_upgrade_it(built, monkeypatch):
+    index_dir, _ = built
+    _downgrade_to_format_2(index_dir)
+    monkeypatch.setattr(index_store, "folder_is_writable", lambda path: False)
+    with pytest.raises(UserError, match="earlier version.*read-only.*Copy the folder"):
+        TileIndex.open(index_dir)
