@@ -64,6 +64,7 @@ def last_session_path() -> Path:
 
 def initial_session(args):
     """The session to start with and the rasters to open in it."""
+    from ssjdn.core.raster import is_virtual
     from ssjdn.desktop.state import Session
     session, rasters = Session(), []
     source = Path(args.session) if args.session else last_session_path()
@@ -71,8 +72,9 @@ def initial_session(args):
         try:
             restored = Session.load(source)
             session = Session(model_spec=restored.model_spec, device=restored.device,
-                              tile_ground_m=restored.tile_ground_m, queries=restored.queries)
-            rasters = [p for p in restored.rasters if Path(p).exists()]
+                              tile_ground_m=restored.tile_ground_m, queries=restored.queries,
+                              layers=restored.layers)
+            rasters = [p for p in restored.rasters if is_virtual(p) or Path(p).exists()]
         except Exception:  # noqa: BLE001 - a bad last session must not stop the app starting
             if args.session:
                 raise

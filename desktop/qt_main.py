@@ -62,6 +62,7 @@ class QtMainWindow(QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 860)
         self._build_views()
+        self.map_view.restored_layers = dict(self.session.layers)   # as saved, once each appears
         self._build_actions()
         self._build_status_bar()
         self._connect()
@@ -695,6 +696,8 @@ class QtMainWindow(QMainWindow):
             if name in self.map_view.layers:
                 self.map_view.set_layer_visible(name, layer.get("visible", True))
                 self.map_view.set_layer_opacity(name, layer.get("opacity", 1.0))
+        self.map_view.restored_layers = {name: layer for name, layer in restored.layers.items()
+                                         if name not in self.map_view.layers}
         self.layer_panel.refresh()
         if restored.view_bounds:
             self.map_view.show_bounds(restored.view_bounds)

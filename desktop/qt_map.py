@@ -210,6 +210,9 @@ class QtMapView(QGraphicsView):
         self.layers: dict[str, LayerState] = {}
         self._items: dict[str, list[QGraphicsItem]] = {}
         self._pending_grid = None   # (paths, windows_of) of a tile grid not yet drawn
+        # A restored session's layer states for layers not made yet (the tile grid and heatmaps
+        # appear once the index is ready): {name: {"visible": .., "opacity": ..}}.
+        self.restored_layers: dict[str, dict] = {}
         self.hit_items: list[QGraphicsRectItem] = []
         self.setBackgroundBrush(QColor(40, 42, 46))
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
@@ -388,6 +391,10 @@ class QtMapView(QGraphicsView):
 
     # -- layer bookkeeping -------------------------------------------------------------------
     def _register(self, name, kind, items, label, state=None, default_visible=True) -> None:
+        saved = self.restored_layers.pop(name, None) if name not in self.layers else None
+        if state is None and saved is not None:   # a restored session's layer, appearing now
+            state = LayerState(label, kind, bool(saved.get("visible", default_visible)),
+                               float(saved.get("opacity", 1.0)))
         state = state or self.layers.get(name) or LayerState(label, kind, default_visible, 1.0)
         z = Z_ORDER[kind]
         for item in items:

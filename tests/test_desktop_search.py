@@ -115,6 +115,7 @@ def test_hits_and_heatmap_export_and_the_session_round_trips(qtbot, indexed_wind
 
     raster_layer = next(n for n, s in window.map_view.layers.items() if s.kind == "raster")
     window.map_view.set_layer_opacity(raster_layer, 0.3)
+    window.map_view.set_layer_visible("tiles", True)
     window.save_session(str(tmp_path / "session.json"))
 
     restored = make_window()
@@ -126,6 +127,8 @@ def test_hits_and_heatmap_export_and_the_session_round_trips(qtbot, indexed_wind
     assert restored.session.queries == ["farmland"]
     assert restored.search_panel.query.text() == "farmland"
     assert abs(restored.map_view.layers[raster_layer].opacity - 0.3) < 1e-6
+    # Layers that exist only once the index is ready (the tile grid) come back as saved too.
+    assert restored.map_view.layers["tiles"].visible and len(restored.map_view.layer_items("tiles")) == 1
     assert restored.model.index.count == window.model.index.count      # the same cached index, reused
     assert [h.tile_id for h in rerun.args[0]] == [h.tile_id for h in hits]   # the last query ran again
     saved = json.loads((tmp_path / "session.json").read_text())
