@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssjdn.core.errors import Cancelled, UserError
+from ssjdn.core.fast_text import encode_query
 
 # At least this many relevant tiles to train a classifier: fewer cannot say what they share.
 MIN_POSITIVES = 3
@@ -71,7 +72,7 @@ def refine_query(index, model, text: str | None = None, positive_ids=(), negativ
                         "(e.g. --positive TILE_ID).")
     query = np.zeros(index.dim, np.float64)
     if words is not None:
-        query += weights.text * model.encode_texts([words]).float().cpu().numpy()[0]
+        query += weights.text * encode_query(model, words)[0]
     if positive_ids:
         query += weights.positive * index.vectors(positive_ids).mean(0)
     if negative_ids:

@@ -16,6 +16,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from ssjdn.core.errors import UserError
+from ssjdn.core.fast_text import encode_query
 from ssjdn.core.raster import GeoRaster, full_window, raster_info, read_window_rgb
 from ssjdn.core.tiling import windows_to_wgs84
 
@@ -40,7 +41,7 @@ class Hit:
 def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
     """The k tiles that best match a description, best first."""
     text = clean_query(query)
-    vector = model.encode_texts([text]).float().cpu().numpy()
+    vector = encode_query(model, text)
     scores, ids = index.search(vector, k)
     return hits_for_ids(index, ids[0], scores[0])
 
@@ -76,7 +77,7 @@ def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
     if record is None:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}; index it first "
                         f"(ssjdn index {raster_path} --index {index.index_dir}).")
-    text = model.encode_texts([clean_query(query)]).float().cpu().numpy()[0]
+    text = encode_query(model, clean_query(query))[0]
     return vector_heatmap(index, record, text)
 
 

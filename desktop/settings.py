@@ -8,30 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 from pathlib import Path
 
-APP_DIR_NAME = "ssjdn-explorer"
+from ssjdn.core.places import APP_DIR_NAME, cache_dir, config_dir  # noqa: F401 - the app's places
+
 MAX_RECENT = 10
-
-
-def _user_dir(env_override: str, xdg_var: str, fallback: str, windows_var: str) -> Path:
-    if os.environ.get(env_override):
-        return Path(os.environ[env_override])
-    if sys.platform == "win32":
-        return Path(os.environ.get(windows_var, Path.home())) / APP_DIR_NAME
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / ("Caches" if "CACHE" in xdg_var else "Application Support") / APP_DIR_NAME
-    return Path(os.environ.get(xdg_var) or Path.home() / fallback) / APP_DIR_NAME
-
-
-def cache_dir() -> Path:
-    return _user_dir("SSJDN_CACHE_DIR", "XDG_CACHE_HOME", ".cache", "LOCALAPPDATA")
-
-
-def config_dir() -> Path:
-    return _user_dir("SSJDN_CONFIG_DIR", "XDG_CONFIG_HOME", ".config", "APPDATA")
 
 
 def index_dir_for(fingerprint: str, tile_ground_m: float | None) -> Path:

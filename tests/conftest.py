@@ -12,6 +12,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 if "SSJDN_LOG_DIR" not in os.environ:
     import tempfile
     os.environ["SSJDN_LOG_DIR"] = tempfile.mkdtemp(prefix="ssjdn-test-logs-")
+# So do caches (exported text encoders; the app's indexes are per test, see desktop_fixtures).
+if "SSJDN_CACHE_DIR" not in os.environ:
+    import tempfile
+    os.environ["SSJDN_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssjdn-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
