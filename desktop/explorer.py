@@ -93,7 +93,14 @@ class ExplorerModel:
         self.drop_index()
         self.loaded = None
         self.events.emit("model_loading", spec=spec)
-        return lambda: (model_choices.load_choice(spec, device), spec, device)
+
+        def work():
+            from ssjdn.core.fast_text import query_encoder
+            loaded = model_choices.load_choice(spec, device)
+            query_encoder(loaded.model)   # made here, so the first search waits for no export
+            return loaded, spec, device
+
+        return work
 
     def apply_loaded(self, result) -> bool:
         """Take a loaded model if the session still asks for it; False if it is stale."""

@@ -45,6 +45,11 @@ def test_a_text_search_gives_hits_heatmaps_thumbnails_and_a_results_event(explor
     assert explorer.session.queries == ["a river next to a road"] and explorer.words == "a river next to a road"
 
 
+def test_loading_the_model_prepares_the_fast_query_encoder(explorer):
+    from ssjdn.core import fast_text
+    assert explorer.loaded.model in fast_text._encoders   # no export waits in the first search
+
+
 def test_the_tile_at_a_map_point_is_the_tile_covering_it(explorer):
     tile_id = explorer.tile_at(500_001.0, 5_699_999.0)           # top-left corner of the raster
     record = explorer.index.tile(tile_id)
