@@ -28,6 +28,7 @@ from ssjdn.core.places import cache_dir
 
 # Largest difference to PyTorch's embedding of the probe text accepted from an export.
 AGREEMENT_ATOL = 1e-4
+KEPT_EXPORTS = 4   # exported models kept in the cache folder, most recent first
 _PROBE_TEXT = "many cars are parked in a parking lot next to a road"
 _encoders: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -123,6 +124,15 @@ def _export(model, path: Path) -> None:
         os.replace(tmp, path)   # whole or not at all: another process may read it
     finally:
         tmp.unlink(missing_ok=True)
+    _forget_old_exports(path.parent, keep=path)
+
+
+def _forget_old_exports(folder: Path, keep: Path) -> None:
+    """Keep the KEPT_EXPORTS most recently made exports (each ~90 MB for MiniLM): a user trying
+    checkpoints one after another must not fill the cache folder."""
+    exports = sorted(folder.glob("text-*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [p for p in exports if p != keep][KEPT_EXPORTS - 1:]:
+        old.unlink(missing_ok=True)
 
 
 def _session(onnxruntime, path: Path):

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from engine_fixtures import index_small_scene
 from ssjdn.core import fast_text
@@ -75,3 +76,20 @@ def test_text_search_gives_the_same_hits_through_either_runtime(cache, tmp_path,
         monkeypatch.setitem(sys.modules, "onnxruntime", None)
         slow = [(h.tile_id, round(h.score, 5)) for h in search_text(index, tiny_model, "a river", k=8)]
     assert fast == slow and runtimes == ["onnxruntime", "pytorch"]
+
+
+def test_only_the_most_recent_exports_are_kept(cache, monkeypatch):
+    # Each export of MiniLM is ~90 MB: trying checkpoint after checkpoint must not fill the disk.
+    import os
+    import time
+    from ssjdn.core.api import create_model
+    monkeypatch.setattr(fast_text, "KEPT_EXPORTS", 2)
+    made = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        before = set(cache.glob("onnx/*.onnx"))
+        fast_text.query_encoder(create_model("tiny"))
+        (new,) = set(cache.glob("onnx/*.onnx")) - before
+        os.utime(new, (time.time() - 100 + seed,) * 2)   # distinct ages, oldest first
+        made.append(new)
+    assert sorted(cache.glob("onnx/*.onnx")) == sorted(made[1:])
