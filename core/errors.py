@@ -24,6 +24,16 @@ class Cancelled(Exception):
     """Long work stopped because the user asked (a cancel event was set); nothing to report."""
 
 
+def stop_check(cancel):
+    """A no-argument callable telling whether to stop, from what long work accepts as
+    `cancel`: None, a threading.Event (or anything with is_set), or such a callable."""
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    return cancel
+
+
 class CheckpointError(UserError):
     """A file that is not a valid SSJDN checkpoint, or one that does not fit this install."""
 

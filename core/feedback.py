@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssjdn.core.errors import Cancelled, UserError
+from ssjdn.core.errors import Cancelled, UserError, stop_check
 from ssjdn.core.fast_text import encode_query
 
 # At least this many relevant tiles to train a classifier: fewer cannot say what they share.
@@ -118,7 +118,7 @@ def tile_probabilities(index, positive_ids, negative_ids=(),
         raise UserError("Every tile of the index is marked relevant: there is nothing to tell "
                         "them apart from. Mark some tiles not relevant or index more imagery.")
     classifier = _fit(index.vectors(positive_ids), index.vectors(negatives), settings)
-    stop = cancel.is_set if hasattr(cancel, "is_set") else (cancel or (lambda: False))
+    stop = stop_check(cancel)
     # Raster by raster and block by block, in all_tile_ids' order: never every vector at once.
     probabilities, done = [], 0
     for record in index.rasters():

@@ -247,7 +247,9 @@ def tile_id_for(raster_id: int, tile_index: int) -> int:
 
 def raster_id_of(tile_ids):
     """The raster id of tile ids (an int or an int64 array), from the id alone."""
-    return np.asarray(tile_ids, np.int64) >> _TILE_BITS if not isinstance(tile_ids, int) else tile_ids >> _TILE_BITS
+    if isinstance(tile_ids, int):
+        return tile_ids >> _TILE_BITS
+    return np.asarray(tile_ids, np.int64) >> _TILE_BITS
 
 
 class TileIndex:

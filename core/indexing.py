@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssjdn.core.errors import UserError
+from ssjdn.core.errors import UserError, stop_check
 from ssjdn.core.index_store import APPROX_THRESHOLD, IndexLock, TileIndex
 from ssjdn.core.raster import is_virtual, raster_info, read_window_rgb
 from ssjdn.core.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
@@ -134,7 +134,7 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
     """
     start = time.perf_counter()
     stats = IndexStats()
-    should_stop = _stop_check(cancel)
+    should_stop = stop_check(cancel)
     report = progress or (lambda done, total, message: None)
     found = find_rasters(rasters)   # a typo fails before an index folder is made
     store = TileIndex.open(index_dir, model=model, create=True)
@@ -417,11 +417,3 @@ class _Counter:
     def add(self, n: int) -> int:
         self.value += n
         return self.value
-
-
-def _stop_check(cancel):
-    if cancel is None:
-        return lambda: False
-    if hasattr(cancel, "is_set"):
-        return cancel.is_set
-    return cancel
