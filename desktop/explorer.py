@@ -258,34 +258,38 @@ class ExplorerModel:
 
     def search_job(self, query: str, k: int = 20, with_heatmap: bool = True):
         """A text search (recorded in the session's history): hits, heatmaps, thumbnails."""
-        from ssjdn.core.search import score_heatmap, search_text
+        from ssjdn.core.fast_text import encode_query
+        from ssjdn.core.search import clean_query, search_text, vector_heatmap
         self._require_index()
         query = query.strip()
         (index, model), (ask, keep) = (self.index, self.loaded.model), self._fetch(k)
+        records = {r.path: r for r in index.rasters()}
         heatmap_rasters = self._heatmap_rasters()
         self.session.add_query(query)
 
         def work():
             hits = keep(search_text(index, model, query, k=ask))
-            heat = ({p: score_heatmap(index, model, query, p) for p in heatmap_rasters(hits)}
-                    if with_heatmap else {})
+            heat = {}
+            if with_heatmap:   # the query encoded once for every raster's heatmap
+                text = encode_query(model, clean_query(query))[0]
+                heat = {p: vector_heatmap(index, records[p], text)
+                        for p in heatmap_rasters([h.raster_path for h in hits])}
             return query, query, hits, heat, read_thumbnails(hits)
 
         return work
 
     def _heatmap_rasters(self):
-        """A function of a search's hits giving the rasters to draw its heatmap on: every open
-        raster while they hold HEATMAP_TILE_BUDGET tiles or fewer, else those of the best hits,
-        best first, within the budget (always the first hit's)."""
+        """A function of the raster paths of a search's hits (best first) giving the rasters to
+        draw its heatmap on: every open raster while they hold HEATMAP_TILE_BUDGET tiles or
+        fewer, else those of the best hits, best first, within the budget (always the first's)."""
         paths = self.indexed_rasters()
         tiles = {r.path: r.n_indexed for r in self.index.rasters() if r.path in paths}
 
-        def choose(ranked) -> list[str]:
-            """`ranked`: hits, or raster paths, best first."""
+        def choose(ranked_paths) -> list[str]:
             if sum(tiles.values()) <= HEATMAP_TILE_BUDGET:
                 return paths
             chosen, total = [], 0
-            for path in dict.fromkeys(getattr(h, "raster_path", h) for h in ranked):
+            for path in dict.fromkeys(ranked_paths):
                 if path in tiles and (not chosen or total + tiles[path] <= HEATMAP_TILE_BUDGET):
                     chosen.append(path)
                     total += tiles[path]
@@ -325,7 +329,8 @@ class ExplorerModel:
             heat = {}
             if with_heatmap:
                 query = refine_query(index, model, words, positives, negatives)
-                heat = {p: vector_heatmap(index, records[p], query) for p in heatmap_rasters(hits)}
+                heat = {p: vector_heatmap(index, records[p], query)
+                        for p in heatmap_rasters([h.raster_path for h in hits])}
             return label, shown_words, hits, heat, read_thumbnails(hits)
 
         return work
