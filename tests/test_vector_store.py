@@ -178,14 +178,6 @@ def test_an_interrupted_upgrade_leaves_the_old_index_intact_and_can_run_again(
         np.testing.assert_array_equal(index.vectors(ids), vectors)
 
 
-def test_a_read_only_format_1_index_says_how_to_upgrade_it(built, monkeypatch):
-    index_dir, _ = built
-    _downgrade_to_format_1(index_dir)
-    monkeypatch.setattr(index_store, "folder_is_writable", lambda path: False)
-    with pytest.raises(UserError, match="earlier version.*read-only.*Copy the folder"):
-        TileIndex.open(index_dir)
-
-
 class _FakeTile:
     """What commit() reads from a planned tile."""
 
@@ -244,9 +236,10 @@ def test_a_format_2_index_gets_its_tile_id_files_on_first_open(built, tiny_model
     assert (index_dir / "vectors" / "shard-00000.ids").exists()
 
 
-def test_a_read_only_format_2_index_says_how_to_upgrade_it(built, monkeypatch):
+@pytest.mark.parametrize("downgrade", [_downgrade_to_format_1, _downgrade_to_format_2])
+def test_a_read_only_older_index_says_how_to_upgrade_it(built, monkeypatch, downgrade):
     index_dir, _ = built
-    _downgrade_to_format_2(index_dir)
+    downgrade(index_dir)
     monkeypatch.setattr(index_store, "folder_is_writable", lambda path: False)
     with pytest.raises(UserError, match="earlier version.*read-only.*Copy the folder"):
         TileIndex.open(index_dir)
