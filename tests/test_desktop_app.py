@@ -41,6 +41,19 @@ def test_without_rasters_the_first_launch_opens_the_sample_scene(user_dirs):
     assert session.tile_ground_m == 200.0      # 40 px tiles on its 5 m pixels, not 15 px
 
 
+def test_a_session_opened_at_start_up_keeps_its_layer_states(user_dirs, small_raster, tmp_path):
+    # They were dropped: a saved tile grid or heatmap opacity did not come back with --session.
+    from argparse import Namespace
+    from ssjdn.desktop.app import initial_session
+    from ssjdn.desktop.state import Session
+    layers = {"tiles": {"visible": True, "opacity": 0.5}}
+    Session(rasters=[small_raster], layers=layers).save(tmp_path / "saved.json")
+    args = Namespace(session=str(tmp_path / "saved.json"), rasters=[], sample=False, model=None,
+                     device=None, tile_m=None)
+    session, rasters = initial_session(args)
+    assert rasters == [small_raster] and session.layers == layers
+
+
 def test_the_sample_opened_from_the_menu_in_an_empty_window_gets_its_tile_size(qtbot, make_window):
     window = make_window(auto_index=False)
     window.open_sample()
