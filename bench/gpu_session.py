@@ -52,9 +52,14 @@ VARIANTS = {"full": {"bsd": True, "lsd": True, "stl": True},
 # Everything that differs between the device run and the CPU dry run.
 PLANS = {
     # 6 lanes: the 11 runs in 2 waves, ~25-40 GB of an H100's 80 (each lane holds its
-    # model, Adam state, batch activations and a CUDA context).
+    # model, Adam state, batch activations and a CUDA context). 480 s: on 2026-11-27 the
+    # device's start took 31 s and each part call ~6 s, so ~6 parts + 480 s leave ~5 min of
+    # the 15 for a slow start; runs near their best val mR after 12-25 epochs of ~9 s.
+    # cuDNN autotuning (torch.backends.cudnn.benchmark) stays off, as in the product: on the
+    # H200 a first epoch took 66 s with it and 24 s without (6 lanes tuning at once finished
+    # no epoch in 147 s), and later epochs were no faster (2.3 s against 2.2-2.4 s).
     "full": {"config": BENCH / "gpu_ucm.yaml", "seeds": {"full": 3, "other": 2}, "lanes": 6,
-             "budget_s": 285, "reserve_s": 70, "run_overhead_s": 10, "epoch_slack_s": 5,
+             "budget_s": 480, "reserve_s": 80, "run_overhead_s": 10, "epoch_slack_s": 5,
              "bench_model": "ssjdn-lite0-minilm", "bench_batch": 100, "bench_steps": 5,
              "raster_px": 16384, "index_batch": 512, "repeat": 2, "queries": 100},
     # Fewer seeds in the dry run (model builds dominate its time); test_gpu_session checks
@@ -200,7 +205,6 @@ class Session:
 
 def cmd_run(args) -> int:
     plan = PLANS["tiny" if args.tiny else "full"]
-    _tune_cuda()
     session = Session(args, plan)
     session.out.mkdir(parents=True, exist_ok=True)
     session.save()
@@ -232,13 +236,6 @@ def cmd_run(args) -> int:
 def _device():
     import torch
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _tune_cuda() -> None:
-    """Fixed shapes everywhere: let cuDNN pick its fastest kernels once per shape."""
-    import torch
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
 
 
 def _sync() -> None:
@@ -298,10 +295,23 @@ def phase_env(session: Session) -> None:
         imported = __import__(module)
         info[f"{module}_version"] = getattr(imported, "__version__", "?")
     info["bundle"] = {k: bundle[k] for k in ("created", "images", "weights", "wheels") if k in bundle}
+    info["image_formats_decoded"] = _decode_one_image_per_format(session.data_root / "images")
     info["site_modules_from"] = {m: str(Path(sys.modules[m].__file__).parent)
                                  for m in bundle.get("site_modules", [])}
     session.gpu["env"] = info
     print(json.dumps(info, indent=1, default=str))
+
+
+def _decode_one_image_per_format(folder: Path) -> list[str]:
+    """The staged images are the source files (lossless WebP for UCM): a Pillow without that
+    codec should fail here, in seconds, not in every training lane."""
+    from PIL import Image
+
+    suffixes = sorted({p.suffix.lower() for p in folder.iterdir()})
+    for suffix in suffixes:
+        with Image.open(next(folder.glob(f"*{suffix}"))) as image:
+            image.load()
+    return suffixes
 
 
 def phase_train_bench(session: Session) -> None:
@@ -364,6 +374,7 @@ def phase_training(session: Session) -> None:
         spec.parent.mkdir(parents=True, exist_ok=True)
         write_json(spec, {"data_root": str(session.data_root), "deadline": train_deadline,
                           "min_run_s": plan["run_overhead_s"] + 2 * plan["epoch_slack_s"],
+                          "threads": max(1, (os.cpu_count() or 1) // lanes),
                           "runs": lane_runs})
         log = open(root / f"lane{lane}.log", "w")
         procs.append(subprocess.Popen([sys.executable, __file__, "lane", "--spec", str(spec)],
@@ -432,8 +443,10 @@ def cmd_lane(args) -> int:
     its next step like the app's Cancel (train_until_terminated)."""
     from ssjdn.training.commands import train_until_terminated
 
+    import torch
+
     spec = json.loads(Path(args.spec).read_text())
-    _tune_cuda()
+    torch.set_num_threads(spec["threads"])  # the lanes share the machine's cores
     for run in spec["runs"]:
         out = Path(run["out"])
         out.mkdir(parents=True, exist_ok=True)
@@ -594,15 +607,14 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
     read_s = time.time() - read_started
     pixels = torch.from_numpy(np.stack(arrays)).to(model.device)
     del arrays
-    model.encode_images(pixels[:batch], batch_size=batch)  # warm-up: kernels, autotuning
-    model_rates = []
-    for _ in range(plan["repeat"]):
-        _sync()
-        started = time.perf_counter()
-        for i in range(0, len(pixels), batch):
-            model.encode_images(pixels[i:i + batch], batch_size=batch)
-        _sync()
-        model_rates.append(len(pixels) / (time.perf_counter() - started))
+    model_rates = _encode_rates(model, pixels, batch, plan["repeat"])
+    # Where the model-only time goes (2026-11-27 H200: 3.4k tiles/s for the whole model
+    # against 16.6k for Lite0 alone in notes/environment.md): the backbone alone, and the
+    # whole model with channels_last weights (the training step uses channels_last inputs).
+    backbone_rates = _encode_rates(model, pixels, batch, plan["repeat"], backbone_only=True)
+    model.to(memory_format=torch.channels_last)
+    channels_last_rates = _encode_rates(model, pixels, batch, plan["repeat"])
+    model.to(memory_format=torch.contiguous_format)
     del pixels
     end_to_end = []
     for run in range(plan["repeat"]):
@@ -621,10 +633,35 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
                        index_tile_px=int(tiles[0].window.width), index_batch=batch,
                        index_raster_mib=round(raster.stat().st_size / MIB, 1),
                        index_tile_read_s=round(read_s, 2),
+                       index_backbone_only_tiles_per_s=round(max(backbone_rates), 1),
+                       index_model_only_channels_last_tiles_per_s=round(max(channels_last_rates), 1),
                        index_runs={"model_only": [round(r, 1) for r in model_rates],
                                    "end_to_end": [round(r, 1) for r in end_to_end]})
     print(f"model-only {model_rate:.1f} tiles/s, end to end {e2e_rate:.1f} tiles/s, "
           f"ratio {e2e_rate / model_rate:.2f}")
+
+
+def _encode_rates(model, pixels, batch: int, repeat: int, backbone_only: bool = False) -> list[float]:
+    """Tiles/s of encode_images (or the backbone alone) over pixels already on the device,
+    after one warm-up batch (kernels, autotuning); one rate per repeat."""
+    import torch
+
+    def encode(chunk):
+        if not backbone_only:
+            return model.encode_images(chunk, batch_size=batch)
+        with torch.no_grad(), model._autocast():
+            return model.backbone_features(model.preprocess_images(chunk))
+
+    encode(pixels[:batch])
+    rates = []
+    for _ in range(repeat):
+        _sync()
+        started = time.perf_counter()
+        for i in range(0, len(pixels), batch):
+            encode(pixels[i:i + batch])
+        _sync()
+        rates.append(len(pixels) / (time.perf_counter() - started))
+    return rates
 
 
 def phase_search(session: Session, deadline: float) -> None:

@@ -490,10 +490,11 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
                 metrics = None
                 if val_set is not None and (epoch % int(cfg["eval_every"]) == 0
                                             or epoch == int(cfg["epochs"])):
+                    val_started = time.time()
                     metrics = evaluate_model(model, val_set, images=val_images,
                                              features=val_features,
                                              test_size=cfg["augment"].get("test_size"))
-                    row.update(metrics)
+                    row.update(metrics, val_seconds=round(time.time() - val_started, 1))
                     log(f"epoch {epoch} val: {format_metrics(metrics)}")
                 improved = metrics is not None and metrics["mR"] > best["score"]
                 if improved:
