@@ -322,8 +322,12 @@ def phase_train_bench(session: Session) -> None:
 
     from ssjdn.core.api import load_config
 
+    import yaml
+
     plan = session.plan
-    config = load_config(plan["bench_model"])
+    # The recipe's model (its heads' width decides the step's cost), not the config's defaults.
+    recipe = yaml.safe_load(Path(plan["config"]).read_text()).get("model_overrides") or {}
+    config = load_config(plan["bench_model"], recipe)
     if len(config.get("categories") or []) < 21:  # bench_train draws labels of 21 classes
         config["categories"] = [f"class {i}" for i in range(21)]
     result = bench(config, plan["bench_batch"], plan["bench_steps"], _device())
