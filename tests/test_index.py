@@ -136,6 +136,66 @@ def test_a_changed_raster_is_encoded_again(tmp_path, tiny_model):
         assert index.count == 20
 
 
+def _two_scenes_indexed(tmp_path, model, approx_threshold):
+    a = utm_scene(tmp_path, "a.tif", seed=1)
+    b = utm_scene(tmp_path, "b.tif", seed=2)
+    build_index(tmp_path / "idx", [a, b], model, tile_px=32, approx_threshold=approx_threshold)
+    utm_scene(tmp_path, "b.tif", seed=3)   # b changes: its 80 tiles are replaced
+    return a, b
+
+
+def _search_hits(index_dir, model, k=160):
+    """(live tile ids, faiss vectors, (scores, ids) of 3 queries), checking that every id found
+    is a live tile, found once per query."""
+    with TileIndex.open(index_dir) as index:
+        queries = model.encode_texts(["trees", "a river", "roofs"]).numpy()
+        scores, ids = index.search(queries, k)
+        live = set(_all_ids(index))
+        in_faiss = index._faiss_index().ntotal
+    for row in ids.tolist():
+        found = [i for i in row if i >= 0]
+        assert set(found) <= live and len(set(found)) == len(found)
+    return live, in_faiss, (scores, ids)
+
+
+@pytest.mark.parametrize("approx_threshold", [10_000, 100], ids=["exact", "compressed"])
+def test_a_changed_raster_updates_the_search_file_without_rebuilding_it(
+        tmp_path, tiny_model, monkeypatch, approx_threshold):
+    """At archive scale a rebuild is k-means over every vector (17 min at 10M tiles): a changed
+    raster's old vectors leave the search file and its new ones join it, nothing else moves."""
+    a, b = _two_scenes_indexed(tmp_path, tiny_model, approx_threshold)
+    with monkeypatch.context() as patch:
+        patch.setattr(TileIndex, "_build_faiss_all", lambda *args: pytest.fail("faiss rebuilt"))
+        stats = build_index(tmp_path / "idx", [a, b], tiny_model, tile_px=32,
+                            approx_threshold=approx_threshold)
+    assert stats.tiles_encoded == 80 and stats.rasters_skipped == 1
+    live, in_faiss, (scores, ids) = _search_hits(tmp_path / "idx", tiny_model)
+    assert len(live) == in_faiss == 160
+    if approx_threshold == 10_000:   # exact: every tile found, as a build from scratch finds them
+        assert (ids >= 0).all()
+        build_index(tmp_path / "fresh", [a, b], tiny_model, tile_px=32)
+        _, _, (fresh_scores, fresh_ids) = _search_hits(tmp_path / "fresh", tiny_model)
+        np.testing.assert_allclose(scores, fresh_scores, atol=1e-5)
+        assert {frozenset(r) for r in ids[:, :10].tolist()} == {frozenset(r) for r in fresh_ids[:, :10].tolist()}
+
+
+def test_a_search_after_an_interrupted_reindex_never_returns_replaced_tiles(
+        tmp_path, tiny_model, monkeypatch):
+    a, b = _two_scenes_indexed(tmp_path, tiny_model, 10_000)
+
+    def killed(*args):
+        raise KeyboardInterrupt   # the process dies before the search file is brought up to date
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TileIndex, "finalize", killed)
+        with pytest.raises(KeyboardInterrupt):
+            build_index(tmp_path / "idx", [a, b], tiny_model, tile_px=32)
+    with monkeypatch.context() as patch:
+        patch.setattr(TileIndex, "_build_faiss_all", lambda *args: pytest.fail("faiss rebuilt"))
+        live, in_faiss, (_, ids) = _search_hits(tmp_path / "idx", tiny_model)
+    assert len(live) == in_faiss == 160 and (ids >= 0).all()
+
+
 def test_folder_input_finds_rasters_and_skips_broken_ones(tmp_path, tiny_model):
     folder = tmp_path / "rasters"
     folder.mkdir()
