@@ -50,17 +50,17 @@ def is_exact(index) -> bool:
 
 
 def build_ann(ids: np.ndarray, read: Reader, dim: int, approx_threshold: int = APPROX_THRESHOLD,
-              target_recall: float = TARGET_RECALL, seed: int = 0):
+              target_recall: float = TARGET_RECALL, seed: int = 0, progress=None):
     """A faiss index over the vectors `read(positions)` returns for `ids` (one id per position):
     exact below `approx_threshold`, else IVF-RaBitQ with an nprobe measured to reach
-    `target_recall` after re-ranking. Returns (index, nprobe or None)."""
+    `target_recall` after re-ranking. Returns (index, nprobe or None). `progress(message)` hears
+    each step (minutes at 10M vectors)."""
     import faiss
     ids = np.asarray(ids, np.int64)
     n = len(ids)
     if n < approx_threshold:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if n:
-            index.add_with_ids(np.ascontiguousarray(read(np.arange(n)), np.float32), ids)
+        add_blocks(index, ids, read, progress)
         return index, None
     nlist = int(min(MAX_NLIST, max(64, 4 * math.sqrt(n))))
     index = faiss.index_factory(dim, f"IVF{nlist},RaBitQfs", faiss.METRIC_INNER_PRODUCT)
@@ -68,16 +68,24 @@ def build_ann(ids: np.ndarray, read: Reader, dim: int, approx_threshold: int = A
     ivf.cp.niter = 10   # k-means converges enough for routing; more iterations cost minutes at 10M
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
+    _say(progress, f"grouping {len(sample):,} sample vectors into {nlist} lists")
     index.train(np.ascontiguousarray(read(sample), np.float32))
-    add_blocks(index, ids, read)
+    add_blocks(index, ids, read, progress)
+    _say(progress, "measuring recall to choose how many lists a search probes")
     nprobe = calibrate_nprobe(index, ids, read, target_recall, rng)
     return index, nprobe
 
 
-def add_blocks(index, ids: np.ndarray, read: Reader) -> None:
+def add_blocks(index, ids: np.ndarray, read: Reader, progress=None) -> None:
     for start in range(0, len(ids), BLOCK):
         positions = np.arange(start, min(start + BLOCK, len(ids)))
         index.add_with_ids(np.ascontiguousarray(read(positions), np.float32), ids[positions])
+        _say(progress, f"{positions[-1] + 1:,} / {len(ids):,} vectors added")
+
+
+def _say(progress, message: str) -> None:
+    if progress is not None:
+        progress(f"search structure: {message}")
 
 
 def search(index, queries: np.ndarray, k: int, fetch: Callable[[np.ndarray], np.ndarray],

@@ -746,14 +746,15 @@ class TileIndex:
                 f"Everything indexed before is saved and safe. Free some space and run the same "
                 f"command again to continue where it stopped.")
 
-    def finalize(self, approx_threshold: int = APPROX_THRESHOLD) -> None:
-        """Bring the faiss file up to date with the database (atomically replaced)."""
+    def finalize(self, approx_threshold: int = APPROX_THRESHOLD, progress=None) -> None:
+        """Bring the faiss file up to date with the database (atomically replaced);
+        `progress(message)` hears its steps."""
         with self._lock:
             current = self._load_faiss_file()
             if current is not None and (self.count < approx_threshold) == ann.is_exact(current):
                 self._faiss = current  # nothing changed (e.g. every raster was already indexed)
                 return
-            self._faiss = self._updated_faiss(approx_threshold)
+            self._faiss = self._updated_faiss(approx_threshold, progress)
             with self._writing("save the search index file"):
                 self._save_faiss(self._faiss)
 
@@ -922,15 +923,15 @@ class TileIndex:
         ann.apply_nprobe(faiss_index, self._meta("nprobe"))
         return faiss_index if faiss_index.ntotal == self.count else None
 
-    def _updated_faiss(self, approx_threshold: int):
+    def _updated_faiss(self, approx_threshold: int, progress=None):
         saved = self._load_saved_for_append()
         count = self.count
         if saved is not None and (count < approx_threshold) == ann.is_exact(saved):
             new_positions, read = self._live_positions(int(self._meta("faiss_rows") or 0))
-            ann.add_blocks(saved, new_positions, read)
+            ann.add_blocks(saved, new_positions, read, progress)
             if saved.ntotal == count:
                 return saved
-        return self._build_faiss_all(approx_threshold)
+        return self._build_faiss_all(approx_threshold, progress)
 
     def _load_saved_for_append(self):
         path = self.index_dir / FAISS_NAME
@@ -950,9 +951,10 @@ class TileIndex:
             saved.remove_ids(faiss.IDSelectorBatch(removed))
         return saved
 
-    def _build_faiss_all(self, approx_threshold: int):
+    def _build_faiss_all(self, approx_threshold: int, progress=None):
         positions, read = self._live_positions(0)
-        faiss_index, nprobe = ann.build_ann(positions, read, self.dim, approx_threshold)
+        faiss_index, nprobe = ann.build_ann(positions, read, self.dim, approx_threshold,
+                                            progress=progress)
         if nprobe is not None and not self.read_only:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")

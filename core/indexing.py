@@ -153,7 +153,8 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
             if not stats.cancelled and not job.failed:
                 store.mark_complete(job.raster_id)
         _warn_empty_rasters(store, jobs, stats)
-        store.finalize(approx_threshold)
+        store.finalize(approx_threshold,
+                       progress=lambda message: report(done.value, stats.tiles_planned, message))
         stats.seconds = time.perf_counter() - start
         report(done.value, stats.tiles_planned, "cancelled" if stats.cancelled else "done")
         return stats

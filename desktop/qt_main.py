@@ -395,6 +395,14 @@ class QtMainWindow(QMainWindow):
     def _on_index_progress(self, done: int, total: int, message: str) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
+        if message.startswith("search structure"):   # every tile done; minutes at 10M tiles
+            # The bar is narrow: it names the step, the status line has room for the detail.
+            self.progress.setFormat("Building the search structure…")
+            self.progress.setToolTip(message)
+            self.statusBar().showMessage(message[0].upper() + message[1:])
+            return
+        if self.statusBar().currentMessage().startswith("Search structure"):
+            self.statusBar().clearMessage()   # the step is over ("done" comes after it)
         self.progress.setFormat("Indexing %v / %m tiles")
         self.progress.setToolTip(f"Indexing {message}" if message else "")
 

@@ -73,3 +73,17 @@ def test_changing_the_model_during_indexing_indexes_with_the_new_one(qtbot, make
     assert not ready.args[0].cancelled
     assert window.model.loaded.model.name == "tiny-other"
     assert window.model.index.dim == 8 and window.model.index.count == ready.args[0].tiles_planned
+
+
+def test_the_progress_bar_names_the_search_structure_step(make_window):
+    """After the last tile the engine builds the search structure (minutes at 10M tiles): the
+    bar says so instead of sitting at a full tile count."""
+    window = make_window()
+    window._on_index_progress(40, 160, "chunk 3")
+    assert window.progress.format() == "Indexing %v / %m tiles"
+    window._on_index_progress(160, 160, "search structure: 100,000 / 160,000 vectors added")
+    assert window.progress.format() == "Building the search structure…"
+    assert "100,000 / 160,000" in window.progress.toolTip()
+    assert window.statusBar().currentMessage() == "Search structure: 100,000 / 160,000 vectors added"
+    window._on_index_progress(160, 160, "done")
+    assert window.statusBar().currentMessage() == ""

@@ -183,7 +183,7 @@ def test_a_search_after_an_interrupted_reindex_never_returns_replaced_tiles(
         tmp_path, tiny_model, monkeypatch):
     a, b = _two_scenes_indexed(tmp_path, tiny_model, 10_000)
 
-    def killed(*args):
+    def killed(*args, **kwargs):
         raise KeyboardInterrupt   # the process dies before the search file is brought up to date
 
     with monkeypatch.context() as patch:
@@ -194,6 +194,21 @@ def test_a_search_after_an_interrupted_reindex_never_returns_replaced_tiles(
         patch.setattr(TileIndex, "_build_faiss_all", lambda *args: pytest.fail("faiss rebuilt"))
         live, in_faiss, (_, ids) = _search_hits(tmp_path / "idx", tiny_model)
     assert len(live) == in_faiss == 160 and (ids >= 0).all()
+
+
+def test_building_the_search_structure_reports_progress(tmp_path, tiny_model):
+    """At 10M tiles the search structure takes minutes after the last tile is encoded: the
+    progress callback says what it is doing, with the vectors added so far."""
+    a = utm_scene(tmp_path, "a.tif", seed=1)
+    b = utm_scene(tmp_path, "b.tif", seed=2)
+    messages = []
+    build_index(tmp_path / "idx", [a, b], tiny_model, tile_px=32, approx_threshold=100,
+                progress=lambda done, total, message: messages.append((done, total, message)))
+    structure = [m for m in messages if m[2].startswith("search structure")]
+    assert structure and all(done == total == 160 for done, total, _ in structure)
+    assert any("160 / 160 vectors" in m for _, _, m in structure)
+    assert any("lists" in m for _, _, m in structure)           # the k-means step is named
+    assert messages[-1][2] == "done"
 
 
 def test_folder_input_finds_rasters_and_skips_broken_ones(tmp_path, tiny_model):
