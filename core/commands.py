@@ -252,6 +252,31 @@ def run_index(args) -> int:
     return 0
 
 
+def _prepare_search(index) -> None:
+    """Load the search structure before searching, showing its steps when it must be brought
+    up to date first (minutes at 10M tiles, e.g. after its file was lost)."""
+    with _StatusLine() as status:
+        index.prepare_search(progress=status.show)
+
+
+class _StatusLine:
+    """One line of stderr rewritten in place (a long step's progress), ended when done."""
+
+    def __init__(self):
+        self._width = 0
+
+    def show(self, message: str) -> None:
+        print("\r" + message.ljust(self._width), end="", file=sys.stderr, flush=True)
+        self._width = max(self._width, len(message))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._width:
+            print(file=sys.stderr)
+
+
 def _check_cluster_args(args) -> None:
     """--cluster's address form, and options that only apply to a build in this process."""
     from ssjdn.core.cluster import parse_address
@@ -276,6 +301,7 @@ def run_search(args) -> int:
         search.clean_query(args.query)  # an empty query fails before the model loads
     index, model = _open_index(args)
     with index:
+        _prepare_search(index)
         if marks:
             from ssjdn.core.feedback import search_refined
             hits = search_refined(index, model, args.query, args.positive, args.negative, k=args.k)
@@ -393,6 +419,7 @@ def run_export(args) -> int:
     if args.query:
         index, model = _open_index(args)
         with index:
+            _prepare_search(index)
             hits = search.search_text(index, model, args.query, k=args.k or 10)
         label = args.query
     else:

@@ -821,7 +821,13 @@ class TileIndex:
                          "NOT NULL, label INTEGER NOT NULL, PRIMARY KEY (set_name, tile_id))")
 
     # -- faiss ---------------------------------------------------------------------------------
-    def _faiss_index(self):
+    def prepare_search(self, progress=None) -> None:
+        """Load the search structure now, bringing it up to date if it must be (a missing or
+        damaged file, an interrupted build: minutes at 10M tiles); `progress(message)` hears
+        those steps. Searching does the same on its first call, silently."""
+        self._faiss_index(progress)
+
+    def _faiss_index(self, progress=None):
         with self._lock:
             # Checked against the database once per load, not per query: COUNT(*) over a million
             # rows would cost more than the search. Writes through this object reset it.
@@ -830,7 +836,7 @@ class TileIndex:
                 if self._faiss is None:
                     # e.g. an indexing run died before its last step: catch up from the saved
                     # file when it can be trusted, else rebuild from the database.
-                    self._faiss = self._updated_faiss(APPROX_THRESHOLD)
+                    self._faiss = self._updated_faiss(APPROX_THRESHOLD, progress)
                     self._try_to_save_rebuilt(self._faiss)
             return self._faiss
 

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,19 @@ def test_a_damaged_faiss_file_is_rebuilt_from_the_database(tmp_path, tiny_model,
     assert main(["export", "--index", str(tmp_path / "idx"), "--model", "tiny", "--query", "houses",
                  "--out", str(out)]) == 0
     assert len(json.loads(out.read_text())["features"]) == 10
+
+
+def test_a_search_that_must_rebuild_the_search_structure_says_so(cli_index, capsys):
+    """A missing faiss file is rebuilt inside the first search: minutes at 10M tiles, so the CLI
+    says what it is doing on stderr instead of sitting silent; the next search is quiet."""
+    _, idx = cli_index
+    (Path(idx) / FAISS_NAME).unlink()
+    assert main(["search", "a river", "--index", idx, "-k", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "search structure: 20 / 20 vectors added" in captured.err
+    assert "tile" in captured.out
+    assert main(["search", "a river", "--index", idx, "-k", "5"]) == 0
+    assert "search structure" not in capsys.readouterr().err
 
 
 # -- 6: one damaged file in a folder is skipped, the rest is indexed ------------------------------
