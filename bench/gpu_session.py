@@ -337,12 +337,9 @@ def phase_train_bench(session: Session) -> None:
 
     from ssjdn.core.api import load_config
 
-    import yaml
-
     plan = session.plan
     # The recipe's model (its heads' width decides the step's cost), not the config's defaults.
-    recipe = yaml.safe_load(Path(plan["config"]).read_text()).get("model_overrides") or {}
-    config = load_config(plan["bench_model"], recipe)
+    config = load_config(plan["bench_model"], _recipe(plan).get("model_overrides") or {})
     if len(config.get("categories") or []) < 21:  # bench_train draws labels of 21 classes
         config["categories"] = [f"class {i}" for i in range(21)]
     result = bench(config, plan["bench_batch"], plan["bench_steps"], _device())
@@ -368,11 +365,15 @@ def training_plan(session: Session) -> list[dict]:
     return runs
 
 
-def phase_training(session: Session) -> None:
+def _recipe(plan: dict) -> dict:
+    """The plan's training config (bench/gpu_ucm.yaml on the device)."""
     import yaml
+    return yaml.safe_load(Path(plan["config"]).read_text())
 
+
+def phase_training(session: Session) -> None:
     plan = session.plan
-    base = yaml.safe_load(Path(plan["config"]).read_text())
+    base = _recipe(plan)
     runs = training_plan(session)
     lanes = min(plan["lanes"], len(runs))
     waves = math.ceil(len(runs) / lanes)
@@ -460,9 +461,9 @@ def _summarise_variants(session: Session) -> None:
 def cmd_lane(args) -> int:
     """Run a lane's training runs one after another through train(); SIGTERM stops a run at
     its next step like the app's Cancel (train_until_terminated)."""
-    from ssjdn.training.commands import train_until_terminated
-
     import torch
+
+    from ssjdn.training.commands import train_until_terminated
 
     spec = json.loads(Path(args.spec).read_text())
     torch.set_num_threads(spec["threads"])  # the lanes share the machine's cores
@@ -669,7 +670,7 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
 
 def _encode_rates(model, pixels, batch: int, repeat: int, backbone_only: bool = False) -> list[float]:
     """Tiles/s of encode_images (or the backbone alone) over pixels already on the device,
-    after one warm-up batch (kernels, autotuning); one rate per repeat."""
+    after one warm-up batch (kernel loading); one rate per repeat."""
     import torch
 
     def encode(chunk):

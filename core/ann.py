@@ -41,6 +41,8 @@ MAX_NLIST = 4096
 # cosine ~0.5: queries close to the data would make a small nprobe look good enough.
 CALIBRATION_NOISE = 1.5
 BLOCK = 100_000
+# Every progress message of a build starts so: a caller can tell this step from its own.
+PROGRESS_PREFIX = "search structure"
 
 Reader = Callable[[np.ndarray], np.ndarray]   # positions -> float32 vectors [n, dim]
 
@@ -85,7 +87,7 @@ def add_blocks(index, ids: np.ndarray, read: Reader, progress=None) -> None:
 
 def _say(progress, message: str) -> None:
     if progress is not None:
-        progress(f"search structure: {message}")
+        progress(f"{PROGRESS_PREFIX}: {message}")
 
 
 def search(index, queries: np.ndarray, k: int, fetch: Callable[[np.ndarray], np.ndarray],

@@ -812,8 +812,7 @@ class TileIndex:
 
     def _has_label_tables(self) -> bool:
         # Reading never creates them: a read-only index must still list (no) sets.
-        return self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND "
-                                "name IN ('label_sets', 'labels')").fetchone()[0] == 2
+        return self._has_table("label_sets") and self._has_table("labels")
 
     def _ensure_label_tables(self) -> None:
         self._db.execute("CREATE TABLE IF NOT EXISTS label_sets (name TEXT PRIMARY KEY, updated REAL)")

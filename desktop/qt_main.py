@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDial
                                QMainWindow, QMenu, QMessageBox, QProgressBar, QPushButton,
                                QToolBar)
 
+from ssjdn.core.ann import PROGRESS_PREFIX
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.explorer import NOT_RELEVANT, RELEVANT, ExplorerModel, describe_tile
 from ssjdn.desktop.geo import format_lonlat
@@ -395,13 +396,13 @@ class QtMainWindow(QMainWindow):
     def _on_index_progress(self, done: int, total: int, message: str) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
-        if message.startswith("search structure"):   # every tile done; minutes at 10M tiles
+        if message.startswith(PROGRESS_PREFIX):   # every tile done; minutes at 10M tiles
             # The bar is narrow: it names the step, the status line has room for the detail.
             self.progress.setFormat("Building the search structure…")
             self.progress.setToolTip(message)
-            self.statusBar().showMessage(message[0].upper() + message[1:])
+            self.statusBar().showMessage(_sentence(message))
             return
-        if self.statusBar().currentMessage().startswith("Search structure"):
+        if self.statusBar().currentMessage().startswith(_sentence(PROGRESS_PREFIX)):
             self.statusBar().clearMessage()   # the step is over ("done" comes after it)
         self.progress.setFormat("Indexing %v / %m tiles")
         self.progress.setToolTip(f"Indexing {message}" if message else "")
@@ -789,6 +790,10 @@ class QtMainWindow(QMainWindow):
         if self.training_dialog is not None:
             self.training_dialog.stop_training()
         super().closeEvent(event)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _finite_range(arrays) -> tuple[float, float] | None:
