@@ -63,10 +63,25 @@ def load_config(config: str | Path | dict, overrides: dict | None = None) -> dic
     return deep_merge(data, overrides or {})
 
 
+def _uses_channels_last(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def place_model(model: SSJDN, device: str | torch.device | None = None) -> SSJDN:
+    """The model on `device` (default: default_device()) in eval mode. On CUDA its weights are
+    channels_last, cuDNN's fast layout for bf16 convolutions without autotuning: on an H200
+    the whole model encoded 15.0k tiles/s so against 3.4k in the default layout (docs/gpu.md,
+    2026-12-04). The layout does not change what the model computes."""
+    device = torch.device(device or default_device())
+    model = model.to(device)
+    if _uses_channels_last(device):
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
 def create_model(config: str | Path | dict, overrides: dict | None = None, pretrained: bool = True,
                  device: str | torch.device | None = None) -> SSJDN:
-    model = SSJDN(load_config(config, overrides), pretrained=pretrained)
-    return model.to(device or default_device()).eval()
+    return place_model(SSJDN(load_config(config, overrides), pretrained=pretrained), device)
 
 
 def _external_sources(model: SSJDN) -> dict[str, object]:
@@ -205,7 +220,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> SS
         raise CheckpointError(f"{path} does not fit its own config (missing "
                               f"{sorted(set(missing) - referenced)[:3]}, unexpected {sorted(unexpected)[:3]}).")
     model.checkpoint_extra = meta["extra"]
-    return model.to(device or default_device()).eval()
+    return place_model(model, device)
 
 
 SHIPPED_SPECS = (None, "", "shipped", "default")

@@ -106,3 +106,26 @@ def test_sem_supervision_is_off_by_default():
     batch = model.tokenize(texts)
     out = model(model.preprocess_images(images), batch["input_ids"], batch["attention_mask"])
     assert out.sem_logits is None and out.sem_mean is None
+
+
+def test_cuda_placement_uses_channels_last_and_cpu_keeps_the_default_layout(monkeypatch):
+    """On CUDA the weights go channels_last (4.4x the encoding rate on an H200, docs/gpu.md);
+    the layout never changes what the model computes, and a CPU model keeps its layout."""
+    from ssjdn.core import api
+
+    model = create_model("tiny", pretrained=False, device="cpu")
+    conv_weights = [p for p in model.parameters() if p.dim() == 4]
+    assert all(w.is_contiguous() for w in conv_weights)
+    images = torch.randint(0, 255, (3, 3, 64, 64), dtype=torch.uint8)
+    before, before_maps = model.encode_images(images, with_maps=True)
+
+    monkeypatch.setattr(api, "_uses_channels_last", lambda device: True)
+    placed = api.place_model(model, "cpu")
+    assert all(w.is_contiguous(memory_format=torch.channels_last)
+               for w in (p for p in placed.parameters() if p.dim() == 4))
+    after, after_maps = placed.encode_images(images, with_maps=True)
+    assert torch.allclose(after, before, atol=1e-5)
+    for direction in DIRECTIONS:
+        for scale in range(3):
+            assert torch.allclose(after_maps.sem[direction][scale], before_maps.sem[direction][scale],
+                                  atol=1e-5)

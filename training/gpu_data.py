@@ -47,7 +47,7 @@ class DeviceImages:
         source = self.pixels[indices.to(self.device)].float().div_(255.0)
         views = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros",
                               align_corners=False)
-        if self.device.type == "cuda":  # the model is channels_last there (prepare_model)
+        if self.device.type == "cuda":  # the model is channels_last there (core.api.place_model)
             views = views.contiguous(memory_format=torch.channels_last)
         return views
 
@@ -77,9 +77,3 @@ def _view_affine(angle_deg: torch.Tensor, offset: torch.Tensor, flip: torch.Tens
     theta[:, 1, 1] = cos * half / centre
     theta[:, 1, 2] = (sin * px + cos * py) / centre
     return theta
-
-
-def prepare_model(model, device) -> None:
-    """channels_last for the image path on CUDA (cuDNN's fast layout for bf16 convolutions)."""
-    if torch.device(device).type == "cuda":
-        model.to(memory_format=torch.channels_last)

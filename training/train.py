@@ -245,10 +245,9 @@ class _TrainingData:
                 dist.barrier()
         self.on_device = None
         if cfg["gpu_data"] and self.cached is None:
-            from ssjdn.training.gpu_data import DeviceImages, prepare_model
+            from ssjdn.training.gpu_data import DeviceImages
 
             self.on_device = DeviceImages(self.images, cfg["augment"], dist.device)
-            prepare_model(model, dist.device)
 
     def __len__(self) -> int:
         return len(self.dataset)
