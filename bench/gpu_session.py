@@ -174,7 +174,9 @@ class Session:
         self.gpu = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "mode": "tiny" if args.tiny else "full", "phases": {}}
         self.runs = {"runs": [], "variants": {}, "best_full": None}
-        self.model_path: Path | None = None  # the best full-model checkpoint, once there
+        # The best full-model checkpoint once there, or the one --model names (e.g. the shipped
+        # default, to measure the product's own model in the later phases).
+        self.model_path: Path | None = Path(args.model) if args.model else None
         self.index_dir: Path | None = None   # the index phase's index, for the search phase
         self.model = None                    # (model_path, model) shared by the last phases
 
@@ -218,7 +220,20 @@ class Session:
         self.save()
 
 
+PHASES = ("env", "train_bench", "training", "checkpoint", "precision", "index", "search")
+
+
+def chosen_phases(text: str | None) -> set[str]:
+    """--phases as a set; every phase when not given."""
+    chosen = set(text.split(",")) if text else set(PHASES)
+    unknown = chosen - set(PHASES)
+    if unknown:
+        raise SystemExit(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
+    return chosen
+
+
 def cmd_run(args) -> int:
+    chosen = chosen_phases(args.phases)
     plan = PLANS["tiny" if args.tiny else "full"]
     session = Session(args, plan)
     session.out.mkdir(parents=True, exist_ok=True)
@@ -227,14 +242,18 @@ def cmd_run(args) -> int:
     writer = subprocess.Popen([sys.executable, __file__, "write-raster", "--path", str(raster),
                                "--size", str(plan["raster_px"])],
                               stdout=open(session.work / "raster.log", "w"), stderr=subprocess.STDOUT)
-    session.phase("env", lambda d: phase_env(session), PHASE_BUDGET_S["env"])
-    session.phase("train_bench", lambda d: phase_train_bench(session), PHASE_BUDGET_S["train_bench"])
-    session.phase("training", lambda d: phase_training(session),
-                  session.left() - plan["reserve_s"])
-    session.phase("checkpoint", lambda d: phase_checkpoint(session), PHASE_BUDGET_S["checkpoint"])
-    session.phase("precision", lambda d: phase_precision(session), PHASE_BUDGET_S["precision"])
-    session.phase("index", lambda d: phase_index(session, raster, writer, d), PHASE_BUDGET_S["index"])
-    session.phase("search", lambda d: phase_search(session, d), PHASE_BUDGET_S["search"])
+    phases = [("env", lambda d: phase_env(session), PHASE_BUDGET_S["env"]),
+              ("train_bench", lambda d: phase_train_bench(session), PHASE_BUDGET_S["train_bench"]),
+              ("training", lambda d: phase_training(session), None),
+              ("checkpoint", lambda d: phase_checkpoint(session), PHASE_BUDGET_S["checkpoint"]),
+              ("precision", lambda d: phase_precision(session), PHASE_BUDGET_S["precision"]),
+              ("index", lambda d: phase_index(session, raster, writer, d), PHASE_BUDGET_S["index"]),
+              ("search", lambda d: phase_search(session, d), PHASE_BUDGET_S["search"])]
+    assert [name for name, _, _ in phases] == list(PHASES)
+    for name, fn, budget in phases:
+        if name in chosen:
+            # Training takes what the later phases leave it.
+            session.phase(name, fn, session.left() - plan["reserve_s"] if budget is None else budget)
     if writer.poll() is None:
         writer.kill()
     pack_run_logs(session)
@@ -628,13 +647,14 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
     pixels = torch.from_numpy(np.stack(arrays)).to(model.device)
     del arrays
     model_rates = _encode_rates(model, pixels, batch, plan["repeat"])
-    # Where the model-only time goes (2026-11-27 H200: 3.4k tiles/s for the whole model
-    # against 16.6k for Lite0 alone in notes/environment.md): the backbone alone, and the
-    # whole model with channels_last weights (the training step uses channels_last inputs).
+    # Where the model-only time goes: the backbone alone, and the whole model in the default
+    # (contiguous) layout. The model is channels_last on CUDA (core.api.place_model) since the
+    # 2026-12-04 H200 session measured 15.0k tiles/s that way against 3.4k contiguous.
     backbone_rates = _encode_rates(model, pixels, batch, plan["repeat"], backbone_only=True)
-    model.to(memory_format=torch.channels_last)
-    channels_last_rates = _encode_rates(model, pixels, batch, plan["repeat"])
+    layout = torch.channels_last if model.device.type == "cuda" else torch.contiguous_format
     model.to(memory_format=torch.contiguous_format)
+    contiguous_rates = _encode_rates(model, pixels, batch, plan["repeat"])
+    model.to(memory_format=layout)
     del pixels
     end_to_end = []
     for run in range(plan["repeat"]):
@@ -661,7 +681,7 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
                        index_raster_mib=round(raster.stat().st_size / MIB, 1),
                        index_tile_read_s=round(read_s, 2),
                        index_backbone_only_tiles_per_s=round(max(backbone_rates), 1),
-                       index_model_only_channels_last_tiles_per_s=round(max(channels_last_rates), 1),
+                       index_model_only_contiguous_tiles_per_s=round(max(contiguous_rates), 1),
                        index_runs={"model_only": [round(r, 1) for r in model_rates],
                                    "end_to_end": [round(r, 1) for r in end_to_end]})
     print(f"model-only {model_rate:.1f} tiles/s, end to end {e2e_rate:.1f} tiles/s, "
@@ -756,6 +776,8 @@ def main(argv=None) -> int:
     run.add_argument("--budget-s", type=float, help="the session's deadline after --started")
     run.add_argument("--work", help="scratch folder (default /tmp/ssjdn_work)")
     run.add_argument("--tiny", action="store_true", help="the CPU dry run: tiny model, seconds")
+    run.add_argument("--phases", help="comma-separated phases to run (default: all), e.g. env,index,search")
+    run.add_argument("--model", help="checkpoint the later phases measure (default: the session's best)")
     lane = sub.add_parser("lane")
     lane.add_argument("--spec", required=True)
     raster = sub.add_parser("write-raster")

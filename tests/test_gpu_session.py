@@ -269,6 +269,16 @@ def test_device_plan_trains_the_full_model_on_three_seeds_and_each_ablation_on_t
     assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
 
 
+def test_a_session_can_run_chosen_phases_only_and_refuses_unknown_ones():
+    """A short device call measures only what changed (e.g. --phases env,index,search)."""
+    import gpu_session
+
+    assert gpu_session.chosen_phases(None) == set(gpu_session.PHASES)
+    assert gpu_session.chosen_phases("env,index,search") == {"env", "index", "search"}
+    with pytest.raises(SystemExit, match="unknown phases.*indx"):
+        gpu_session.chosen_phases("env,indx")
+
+
 def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     """The device call sequence on the CPU: one call per part (the last one runs every phase
     with the tiny model), the weight packages hidden, results in OUT as the tool returns it."""
