@@ -64,6 +64,7 @@ def last_session_path() -> Path:
 
 def initial_session(args):
     """The session to start with and the rasters to open in it."""
+    from ssjdn.core.errors import UserError
     from ssjdn.core.raster import is_virtual
     from ssjdn.desktop.state import Session
     session, rasters = Session(), []
@@ -71,13 +72,16 @@ def initial_session(args):
     if args.session or (not args.rasters and not args.sample and source.is_file()):
         try:
             restored = Session.load(source)
+        except UserError as exc:
+            if args.session:
+                raise
+            # A bad last session must not stop the app starting, at this launch or the next.
+            print(f"ssjdn-explorer: the last session {source} was ignored: {exc}", file=sys.stderr)
+        else:
             session = Session(model_spec=restored.model_spec, device=restored.device,
                               tile_ground_m=restored.tile_ground_m, queries=restored.queries,
                               layers=restored.layers)
             rasters = [p for p in restored.rasters if is_virtual(p) or Path(p).exists()]
-        except Exception:  # noqa: BLE001 - a bad last session must not stop the app starting
-            if args.session:
-                raise
     rasters += args.rasters
     if args.sample or not rasters:
         rasters.insert(0, str(sample_scene_path()))
@@ -132,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         window = QtMainWindow(session)
     except Exception as exc:  # noqa: BLE001 - even start-up failures are a message, not a traceback
         from ssjdn.desktop.qt_workers import describe_error
-        message, details = describe_error(exc)
-        print(details, file=sys.stderr)
+        message, _details = describe_error(exc)   # the details are in the log it names
+        print(f"ssjdn-explorer: {message}", file=sys.stderr)
         if not args.screenshot:
             QMessageBox.critical(None, "SSJDN Explorer cannot start", message)
         return 1
@@ -141,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     window.resize(width, height)
     window.show()
+    # The screenshot listens before the rasters open: a raster that fails must end it at once.
+    director = ScreenshotDirector(window, args, app) if args.screenshot else None
+    if director is not None:
+        director.arm()   # kept in a local: PySide drops slots of garbage-collected objects
     window.open_rasters(rasters)
     window.load_model()
     if args.query:
@@ -149,9 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         window.search_panel.query.setText(session.queries[-1])
         window.model.pending_query = session.queries[-1]     # the last session's results come back
     window.search_panel.set_history(session.queries)
-    director = ScreenshotDirector(window, args, app) if args.screenshot else None
-    if director is not None:
-        director.arm()   # kept in a local: PySide drops slots of garbage-collected objects
     code = app.exec()
     _save_last_session(window)
     return code

@@ -6,7 +6,9 @@ followed, and a session file is just `Session.to_dict()` written as JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -119,14 +121,20 @@ class Session:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Session":
+        """A session from its JSON; every field is checked here, so a hand-edited or damaged
+        file is one message naming the field rather than a failure later, at every start."""
         from ssjdn.core.errors import UserError
         if not isinstance(data, dict) or data.get("version") != SESSION_VERSION:
             raise UserError("This is not an SSJDN Explorer session file (or one from another "
                             "version); open a .json file saved with File > Save session.")
-        return cls(rasters=list(data.get("rasters", [])), model_spec=data.get("model", SHIPPED_DEFAULT),
-                   device=data.get("device", "auto"), tile_ground_m=data.get("tile_ground_m"),
-                   queries=list(data.get("queries", [])), layers=dict(data.get("layers", {})),
-                   view_bounds=data.get("view_bounds"), index_dir=data.get("index"))
+        try:
+            return cls(rasters=_strings(data, "rasters"), model_spec=_model_spec(data),
+                       device=_device(data), tile_ground_m=_tile_ground_m(data),
+                       queries=_strings(data, "queries"), layers=_layers(data),
+                       view_bounds=_view_bounds(data), index_dir=_text(data, "index", None))
+        except _BadField as exc:
+            raise UserError(f"This session file is damaged: {exc}. Save the session again "
+                            f"(File > Save session), or remove the file.") from None
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
@@ -142,3 +150,73 @@ class Session:
         except (OSError, ValueError) as exc:
             raise UserError(f"Cannot read session {path}: {exc}") from exc
         return cls.from_dict(data)
+
+
+# -- checks of a session file's fields ---------------------------------------------------------
+class _BadField(ValueError):
+    """One field of a session file that has the wrong type or value."""
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(data: dict, key: str, default):
+    value = data.get(key, default)
+    if value is not default and not isinstance(value, str):
+        raise _BadField(f'"{key}" must be text, not {value!r}')
+    return value
+
+
+def _strings(data: dict, key: str) -> list[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _BadField(f'"{key}" must be a list of texts, not {value!r}')
+    return list(value)
+
+
+def _model_spec(data: dict) -> str:
+    spec = _text(data, "model", SHIPPED_DEFAULT)
+    if spec != SHIPPED_DEFAULT and not spec.startswith(("config:", "file:")):
+        raise _BadField(f'"model" must be "shipped", "config:NAME" or "file:PATH", not {spec!r}')
+    return spec
+
+
+def _device(data: dict) -> str:
+    device = _text(data, "device", "auto")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise _BadField(f'"device" must be "auto", "cpu" or "cuda", not {device!r}')
+    return device
+
+
+def _tile_ground_m(data: dict) -> float | None:
+    value = data.get("tile_ground_m")
+    if value is None:
+        return None
+    if not _is_number(value) or value <= 0:
+        raise _BadField(f'"tile_ground_m" must be a positive number of metres or null, not {value!r}')
+    return float(value)
+
+
+def _layers(data: dict) -> dict[str, dict]:
+    layers = data.get("layers", {})
+    if not isinstance(layers, dict):
+        raise _BadField(f'"layers" must be a mapping of layer names, not {layers!r}')
+    for name, layer in layers.items():
+        if not isinstance(layer, dict):
+            raise _BadField(f'"layers" entry {name!r} must be a mapping, not {layer!r}')
+        if not isinstance(layer.get("visible", True), bool):
+            raise _BadField(f'"layers" entry {name!r}: "visible" must be true or false')
+        opacity = layer.get("opacity", 1.0)
+        if not _is_number(opacity) or not 0 <= opacity <= 1:
+            raise _BadField(f'"layers" entry {name!r}: "opacity" must be a number from 0 to 1')
+    return dict(layers)
+
+
+def _view_bounds(data: dict) -> list[float] | None:
+    bounds = data.get("view_bounds")
+    if bounds is None:
+        return None
+    if not isinstance(bounds, list) or len(bounds) != 4 or not all(_is_number(v) for v in bounds):
+        raise _BadField(f'"view_bounds" must be 4 numbers (left, bottom, right, top) or null, not {bounds!r}')
+    return [float(v) for v in bounds]

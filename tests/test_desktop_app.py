@@ -69,3 +69,52 @@ def test_screenshot_hit_ranks_are_checked_when_parsed():
         build_parser().parse_args(["--relevant", "0"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--not-relevant", "one"])
+
+
+def test_a_last_session_with_wrong_types_is_ignored_with_a_message_and_the_app_starts(user_dirs, capsys):
+    # "tile_ground_m": "abc" in last-session.json made every launch end in "cannot start".
+    from argparse import Namespace
+    from ssjdn.desktop.app import initial_session, last_session_path
+    from ssjdn.desktop.resources import sample_scene_path
+    last_session_path().parent.mkdir(parents=True, exist_ok=True)
+    last_session_path().write_text(json.dumps({"version": 1, "rasters": [], "model": 5,
+                                               "tile_ground_m": "abc"}))
+    args = Namespace(session=None, rasters=[], sample=False, model=None, device=None, tile_m=None)
+    session, rasters = initial_session(args)
+    assert rasters == [str(sample_scene_path())] and session.model_spec == "shipped"
+    message = capsys.readouterr().err
+    assert str(last_session_path()) in message and "ignored" in message
+
+
+def test_a_start_up_failure_is_one_line_on_the_terminal_without_a_traceback(user_dirs):
+    import os
+    import subprocess
+    import sys
+    bad = user_dirs / "bad-session.json"
+    bad.write_text(json.dumps({"version": 1, "tile_ground_m": "abc"}))
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from ssjdn.desktop.app import main; sys.exit(main())",
+         "--session", str(bad), "--screenshot", str(user_dirs / "shot.png"), "--timeout", "60"],
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and '"tile_ground_m"' in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_screenshot_ends_at_once_when_a_command_line_raster_cannot_be_opened(user_dirs):
+    # It waited its whole --timeout: the error was shown before the screenshot listened.
+    import os
+    import subprocess
+    import sys
+    import time
+    bad = user_dirs / "notes.tif"
+    bad.write_text("this is not an image")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from ssjdn.desktop.app import main; sys.exit(main())",
+         str(bad), "--model", "config:tiny", "--device", "cpu", "--screenshot",
+         str(user_dirs / "shot.png"), "--timeout", "100"],
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), capture_output=True, text=True, timeout=200)
+    assert time.monotonic() - started < 60
+    assert done.returncode == 1 and "notes.tif" in done.stderr
+    assert "Traceback" not in done.stderr and "--timeout" not in done.stderr

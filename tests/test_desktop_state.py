@@ -105,3 +105,21 @@ def test_a_damaged_shipped_model_falls_back_with_the_reason(monkeypatch, tmp_pat
     loaded = models.load_choice("shipped", "cpu")
     assert loaded.warning.startswith("The shipped model cannot be loaded")
     assert "untrained retrieval heads" in loaded.warning and loaded.model.name == "tiny"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("tile_ground_m", "abc"), ("tile_ground_m", -5), ("tile_ground_m", True), ("model", 5),
+    ("model", "nonsense"), ("device", ["cpu"]), ("device", "gpu"), ("rasters", "a.tif"), ("rasters", [3]),
+    ("queries", [None]), ("layers", []), ("layers", {"tiles": {"opacity": "half"}}),
+    ("layers", {"tiles": {"visible": "yes"}}), ("view_bounds", [0, 1]), ("view_bounds", "all"),
+    ("index", 7)])
+def test_a_session_with_a_wrongly_typed_field_is_a_user_error_naming_the_field(tmp_path, field, value):
+    # Valid JSON with a wrong type was accepted and broke the app later, at every start.
+    import json
+    from ssjdn.core.errors import UserError
+    from ssjdn.desktop.state import Session
+    data = Session(rasters=[str(tmp_path / "a.tif")], tile_ground_m=120.0).to_dict()
+    data[field] = value
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match=f'"{field}"'):
+        Session.load(tmp_path / "s.json")
