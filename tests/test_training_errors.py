@@ -350,3 +350,39 @@ def test_cli_eval_report_that_cannot_be_written_is_one_line(ucm_root, finished_r
     assert code == 2
     err = capsys.readouterr().err
     assert "Cannot write the report" in one_error_line(err) and "--report" in err
+
+
+def test_kill_9_between_the_checkpoint_and_the_trainer_state_loses_only_that_epoch(ucm_root, tmp_path):
+    # kill -9 right after epoch 2's last.safetensors left trainer_state.pt at epoch 1, and
+    # --resume refused: the whole run was lost. The previous consistent pair must survive.
+    import subprocess
+    import sys
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import ssjdn.core.api as api
+from caption_fixtures import tiny_config
+from ssjdn.training.train import train
+real_save = api.save_checkpoint
+
+def save_then_die(model, path, extra=None, **kwargs):
+    saved = real_save(model, path, extra=extra, **kwargs)
+    if extra["epoch"] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return saved
+
+api.save_checkpoint = save_then_die
+train(tiny_config(epochs=2), {str(ucm_root)!r}, {str(tmp_path / "run")!r})
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    events = []
+    summary = train(tiny_config(epochs=2), ucm_root, tmp_path / "run", resume=True,
+                    progress=events.append)
+    assert summary["status"] == "finished" and [row["epoch"] for row in summary["history"]] == [1, 2]
+    assert any("epoch 2 was being saved" in e.get("message", "") for e in events)
+    assert read_checkpoint_metadata(tmp_path / "run" / "last.safetensors")["extra"]["epoch"] == 2
+    epochs_logged = [line.split(",")[0] for line in
+                     (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert epochs_logged == ["1", "2"]

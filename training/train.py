@@ -72,6 +72,9 @@ DEFAULTS: dict = {
 STATE_FILE = "trainer_state.pt"
 LAST_CHECKPOINT = "last.safetensors"
 BEST_CHECKPOINT = "best.safetensors"
+# The checkpoint that agreed with trainer_state.pt before the epoch being saved: a run killed
+# between the new checkpoint and the new trainer state resumes from it.
+PREVIOUS_CHECKPOINT = "previous.safetensors"
 
 ProgressCallback = Callable[[dict], None]
 
@@ -301,6 +304,17 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _keep_as(src: Path, dst: Path) -> None:
+    """dst becomes a copy of src (a hard link where the file system allows: no copying)."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        _atomic_copy(src, dst)
+
+
 # What a run leaves once an epoch is done: a folder holding any of them is that run's.
 RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, "log.csv")
 
@@ -352,7 +366,7 @@ def _restore_trainer_state(state: dict, optimizer, scheduler, generator, path: P
                         f"training config changed? {_START_AFRESH}") from None
 
 
-def _load_resume_state(out_dir: Path, device):
+def _load_resume_state(out_dir: Path, device, log):
     from ssjdn.core.api import load_model, read_checkpoint_metadata
 
     state_path, last = out_dir / STATE_FILE, out_dir / LAST_CHECKPOINT
@@ -362,9 +376,15 @@ def _load_resume_state(out_dir: Path, device):
     state = _read_trainer_state(state_path)
     saved_epoch = read_checkpoint_metadata(last)["extra"].get("epoch")
     if saved_epoch != state["epoch"]:
-        raise UserError(f"{last} (epoch {saved_epoch}) and {STATE_FILE} (epoch "
-                        f"{state['epoch']}) disagree; the run was cut off while saving, so it "
-                        f"cannot continue exactly. {_START_AFRESH}")
+        previous = out_dir / PREVIOUS_CHECKPOINT
+        if not (previous.is_file()
+                and read_checkpoint_metadata(previous)["extra"].get("epoch") == state["epoch"]):
+            raise UserError(f"{last} (epoch {saved_epoch}) and {STATE_FILE} (epoch "
+                            f"{state['epoch']}) disagree; the run was cut off while saving, so "
+                            f"it cannot continue exactly. {_START_AFRESH}")
+        # Cut off while saving the next epoch: that epoch is redone from the agreeing pair.
+        log(f"epoch {saved_epoch} was being saved when the run stopped; it is trained again")
+        _keep_as(previous, last)
     return load_model(last, device=device), state
 
 
@@ -398,6 +418,22 @@ class _EpochLog:
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.writer.add_scalar(key.replace("@", "_at_"), value, row["epoch"])
             self.writer.flush()
+
+    def drop_after(self, epoch: int) -> None:
+        """Forget rows of epochs after `epoch` (written, then cut off before the trainer state
+        committed them: they are trained again)."""
+        if not self.csv_path.exists():
+            return
+        with open(self.csv_path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        column = rows[0].index("epoch") if rows and "epoch" in rows[0] else 0
+        kept = rows[:1] + [row for row in rows[1:] if row and int(float(row[column])) <= epoch]
+        if len(kept) == len(rows):
+            return
+        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
+        with open(tmp, "w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+        os.replace(tmp, self.csv_path)
 
     def _header(self) -> list[str] | None:
         if not self.csv_path.exists():
@@ -448,7 +484,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
     start_epoch, best, history = 1, {"score": float("-inf"), "epoch": 0}, []
     state = None
     if resume:
-        model, state = _load_resume_state(out_dir, dist.device)
+        model, state = _load_resume_state(out_dir, dist.device, log)
         start_epoch = int(state["epoch"]) + 1
         best, history = dict(state["best"]), list(state["history"])
         log(f"resuming after epoch {state['epoch']} (best mR {best['score']:.2f} at epoch "
@@ -470,6 +506,8 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
 
     epoch_log = _EpochLog(out_dir, cfg["tensorboard"]) if dist.main else None
+    if epoch_log is not None and state is not None:
+        epoch_log.drop_after(int(state["epoch"]))   # rows of an epoch cut off while saving
     started = time.time()
     status = "finished"
     epoch = start_epoch - 1
@@ -501,8 +539,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
                 with _interrupts_held():
                     history.append(row)
                     _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir, epoch,
-                                best, history, improved, metrics)
-                    epoch_log.write(row)
+                                best, history, improved, metrics, epoch_log)
                 emit({"event": "epoch", "epoch": epoch, "epochs": int(cfg["epochs"]),
                       "row": row, "best": best})
             dist.barrier()
@@ -609,15 +646,22 @@ def _interrupts_held():
 
 
 def _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir: Path, epoch: int,
-                best: dict, history: list, improved: bool, metrics: dict | None) -> None:
-    """Model first, then the trainer state: resume checks that their epochs agree."""
+                best: dict, history: list, improved: bool, metrics: dict | None,
+                epoch_log: _EpochLog) -> None:
+    """The trainer state is written last: it commits the epoch. Until then the previous
+    checkpoint is kept beside the new one, so a run killed at any point here resumes from the
+    pair that agrees (see _load_resume_state) and loses at most this epoch."""
     from ssjdn.core.api import save_checkpoint
 
+    last = out_dir / LAST_CHECKPOINT
+    if last.is_file():
+        _keep_as(last, out_dir / PREVIOUS_CHECKPOINT)
     extra = {"epoch": epoch, "val_metrics": metrics, "train_config": cfg}
-    last = save_checkpoint(model, out_dir / LAST_CHECKPOINT, extra=extra)
+    save_checkpoint(model, last, extra=extra)
+    if improved:
+        _atomic_copy(last, out_dir / BEST_CHECKPOINT)
+    epoch_log.write(history[-1])
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "rng": _rng_state(generator),
              "best": best, "history": history}
     _atomic_torch_save(state, out_dir / STATE_FILE)
-    if improved:
-        _atomic_copy(last, out_dir / BEST_CHECKPOINT)
