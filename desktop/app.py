@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     from ssjdn.core.offline import use_offline_hub
     use_offline_hub()
     args = build_parser().parse_args(argv)
-    if not _has_display():
+    problem = qt_platform_problem() if _has_display() else None
+    if problem and not args.screenshot:
+        print(f"ssjdn-explorer: {problem}", file=sys.stderr)
+        return 2
+    if problem or not _has_display():
         if not args.screenshot:
             print("ssjdn-explorer: no display found (DISPLAY / WAYLAND_DISPLAY unset). Run it in a "
                   "desktop session, under xvfb-run, or with --screenshot PATH to render headless.",
@@ -167,6 +171,60 @@ def _has_display() -> bool:
     if os.environ.get("QT_QPA_PLATFORM") or sys.platform in ("win32", "darwin"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+# Qt 6's xcb plugin needs these beside the X libraries every desktop has (Qt's own list).
+XCB_PACKAGES = ("libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 "
+                "libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0")
+
+
+def qt_platform_problem(env=None, platform: str = sys.platform, load=None) -> str | None:
+    """On Linux with an X display, what keeps Qt's xcb plugin from loading, as a message naming
+    the missing system library and its package; None when it loads (or is not the one used).
+
+    Qt itself would abort the process with "could not load the Qt platform plugin" and a hint
+    about QT_DEBUG_PLUGINS; loading the plugin here first (dlopen resolves its dependencies the
+    same way) turns that into a sentence saying what to install."""
+    env = os.environ if env is None else env
+    chosen = env.get("QT_QPA_PLATFORM", "")
+    if platform != "linux" or not env.get("DISPLAY") or (chosen and not chosen.startswith("xcb")) \
+            or (env.get("WAYLAND_DISPLAY") and not chosen):   # Qt takes its wayland plugin then
+
+        return None
+    if load is None:
+        import ctypes
+        load = ctypes.CDLL
+    plugin = _qt_plugin_path("platforms/libqxcb.so")
+    if plugin is None:
+        return None
+    try:
+        load(str(plugin))
+    except OSError as exc:
+        library = str(exc).split(":", 1)[0].strip()
+        return (f"Qt cannot start on this X display: the system library {library} is missing. "
+                f"Install it (Debian/Ubuntu: sudo apt install {debian_package(library)}; Qt's xcb "
+                f"plugin also needs {XCB_PACKAGES}), or run with --screenshot PATH to render "
+                f"without a display.")
+    return None
+
+
+def _qt_plugin_path(name: str):
+    """The path of a plugin shipped in PySide6 (found without importing Qt)."""
+    import importlib.util
+    spec = importlib.util.find_spec("PySide6")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "Qt" / "plugins" / name
+    return path if path.is_file() else None
+
+
+def debian_package(library: str) -> str:
+    """The Debian package of a shared library by its soname (Debian policy 8.1: lowercased
+    name + version, with a hyphen when the name ends in a digit): libxcb-cursor.so.0 ->
+    libxcb-cursor0."""
+    name, _, version = library.partition(".so.")
+    name = name.lower()
+    return f"{name}-{version}" if name[-1:].isdigit() else f"{name}{version}"
 
 
 def _save_last_session(window) -> None:

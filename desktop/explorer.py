@@ -216,7 +216,9 @@ class ExplorerModel:
         if self.index is None:
             return False, ("Open a raster and build its index to search." if self.loaded
                            else "Loading the model…")
-        text = f"{self.index.count} tiles indexed with {self.loaded.label}."
+        # The cached index also holds rasters closed since: count only what is on the map.
+        tiles = sum(r.n_indexed for r in self.index.rasters() if r.path in self._indexed)
+        text = f"{tiles} tiles indexed with {self.loaded.label}."
         if self.index_stats is not None and getattr(self.index_stats, "cancelled", False):
             text += " Indexing was cancelled: Index > Build / resume index finishes it."
         notes = [self.coarse_notes[p] for p in self.session.rasters if p in self.coarse_notes]

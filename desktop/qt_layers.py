@@ -24,7 +24,7 @@ class QtLayerPanel(QWidget):
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setEnabled(False)
-        self.opacity_label = QLabel("Opacity")
+        self.opacity_label = QLabel()
         row = QHBoxLayout()
         row.addWidget(self.opacity_label)
         row.addWidget(self.opacity)
@@ -101,12 +101,14 @@ class QtLayerPanel(QWidget):
                                             item.checkState() == Qt.CheckState.Checked)
 
     def _on_current_changed(self, item, _previous) -> None:
+        """The slider shows the selected layer's opacity; with none selected it rests at full
+        opacity (where every new layer starts) and says what it needs, instead of a bare 0."""
         self.opacity.setEnabled(item is not None)
-        if item is not None:
-            state = self.map_view.layers[item.data(Qt.ItemDataRole.UserRole)]
-            self._updating = True
-            self.opacity.setValue(round(state.opacity * 100))
-            self._updating = False
+        self.opacity_label.setText("Opacity" if item is not None else "Opacity: select a layer")
+        state = self.map_view.layers[item.data(Qt.ItemDataRole.UserRole)] if item is not None else None
+        self._updating = True
+        self.opacity.setValue(round(state.opacity * 100) if state is not None else 100)
+        self._updating = False
 
     def _on_opacity(self, value: int) -> None:
         name = self.current_layer()

@@ -292,3 +292,15 @@ print(len(model.hits), len(model.probabilities))
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["5", "20"]
+
+
+def test_the_ready_line_counts_the_tiles_of_the_open_rasters_not_the_whole_cached_index(explorer, tmp_path):
+    from engine_fixtures import scene, write_raster
+    other = write_raster(tmp_path / "other.tif", scene(128, 128, seed=5))
+    explorer.open_raster(other)
+    work, token = explorer.index_job()
+    assert explorer.apply_index(work(), token)
+    assert explorer.ready_text()[1].startswith("24 tiles indexed")
+    explorer.close_raster(other)            # its 4 tiles stay in the cached index
+    assert explorer.index.count == 24
+    assert explorer.ready_text()[1].startswith("20 tiles indexed")

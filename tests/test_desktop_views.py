@@ -152,3 +152,15 @@ def test_a_large_raster_opens_at_once_and_its_overview_arrives_from_a_worker(qtb
     qtbot.waitUntil(lambda: item.overview_loaded and view.details_settled(), timeout=10_000)
     colours = {item.overview.pixelColor(x, y).name() for x in range(0, 1024, 97) for y in range(0, 614, 61)}
     assert len(colours) > 3                             # real pixels, not the grey stand-in
+
+
+def test_the_opacity_slider_says_to_pick_a_layer_until_one_is_selected(indexed_window):
+    panel = indexed_window.layer_panel
+    panel.list.setCurrentItem(None)
+    assert not panel.opacity.isEnabled()
+    assert panel.opacity.value() == 100 and "select a layer" in panel.opacity_label.text()
+    raster_layer = next(n for n, s in indexed_window.map_view.layers.items() if s.kind == "raster")
+    indexed_window.map_view.set_layer_opacity(raster_layer, 0.3)
+    panel.list.setCurrentItem(panel.row_for(raster_layer))
+    assert panel.opacity.isEnabled() and panel.opacity.value() == 30
+    assert panel.opacity_label.text() == "Opacity"
