@@ -1,0 +1,42 @@
+"""The pasted-object benchmark's rules (bench/bench_find_objects.py) on synthetic images."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+_PATH = Path(__file__).resolve().parent.parent / "bench" / "bench_find_objects.py"
+_spec = importlib.util.spec_from_file_location("bench_find_objects", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_object_box_is_the_quarter_least_like_the_background():
+    image = torch.full((3, 256, 256), 100, dtype=torch.uint8)
+    image[:, 136:216, 24:104] = 250          # a bright object on plain ground
+    x0, y0, x1, y1 = bench.object_box(image)
+    assert (x1 - x0, y1 - y0) == (128, 128)
+    assert x0 <= 24 and x1 >= 104 and y0 <= 136 and y1 >= 216
+
+
+def test_ucm_class_of_an_image_number():
+    assert bench.ucm_class("1.tif") == "agricultural"
+    assert bench.ucm_class("101.tif") == "airplane"
+    assert bench.ucm_class("2100.tif") == "tenniscourt"
+
+
+def test_average_precision_of_perfect_mixed_and_missing_rankings():
+    assert bench.average_precision([True, True, False], 2) == pytest.approx(1.0)
+    assert bench.average_precision([False, True], 1) == pytest.approx(0.5)
+    assert bench.average_precision([True, False], 2) == pytest.approx(0.5)   # one never found
+
+
+def test_pointing_is_one_for_a_flat_map_and_four_for_a_map_inside_a_quarter_box():
+    box = (0, 0, 128, 128)
+    ramp = torch.zeros(32, 32)
+    ramp[2:14, 2:14] = 1.0
+    score, inside = bench.pointing(ramp, box)
+    assert score == pytest.approx(4.0, abs=1e-3) and inside
+    flat = torch.ones(32, 32) * 0.3
+    assert bench.pointing(flat, box, shift=False)[0] == pytest.approx(1.0, rel=1e-4)
+    assert bench.pointing(flat, box)[0] == pytest.approx(1.0, rel=1e-4)
