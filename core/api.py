@@ -196,6 +196,8 @@ def _model_from_config(path: Path, config: dict, pretrained: bool) -> SSJDN:
 def load_model(path: str | Path, device: str | torch.device | None = None) -> SSJDN:
     from safetensors.torch import load_file
 
+    from ssjdn.core.calibration import load_for_checkpoint
+
     meta = read_checkpoint_metadata(path)
     external = meta["external"]
     model = _model_from_config(Path(path), meta["config"], pretrained=bool(external))
@@ -220,6 +222,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> SS
         raise CheckpointError(f"{path} does not fit its own config (missing "
                               f"{sorted(set(missing) - referenced)[:3]}, unexpected {sorted(unexpected)[:3]}).")
     model.checkpoint_extra = meta["extra"]
+    model.calibration = load_for_checkpoint(path)   # None: no match likelihood for this model
     return place_model(model, device)
 
 

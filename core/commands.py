@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from ssjdn.core.errors import UserError
@@ -316,6 +317,8 @@ def run_search(args) -> int:
             hits = search.search_text(index, model, args.query, k=args.k)
             label = args.query
         _print_hits(hits, label)
+        if not marks and args.like is None and args.like_image is None:
+            _say_likelihood(model, hits)
         _remember(index, label, hits)
     if args.out:
         from ssjdn.core.export import export_hits
@@ -496,8 +499,10 @@ def _print_hits(hits, label: str, score_name: str = "score") -> None:
     if not hits:
         print("No tiles in the index yet; build it with `ssjdn index`.")
         return
+    likely = any(h.likelihood is not None for h in hits)
     print(f"top {len(hits)} for: {label}")
-    print(f"{'rank':>4}  {score_name:>7}  {'tile id':>12}  {'lon':>11} {'lat':>10}  raster [col, row, w, h]")
+    print(f"{'rank':>4}  {score_name:>7}  {'match' if likely else '':>5}  {'tile id':>12}  {'lon':>11} {'lat':>10}  "
+          f"raster [col, row, w, h]")
     for rank, hit in enumerate(hits, start=1):
         if hit.bounds_wgs84 is not None:
             west, south, east, north = hit.bounds_wgs84
@@ -506,8 +511,22 @@ def _print_hits(hits, label: str, score_name: str = "score") -> None:
         else:
             where = f"{'(no CRS)':>22}"
         w = hit.window
-        print(f"{rank:4d}  {hit.score:+.4f}  {hit.tile_id:12d}  {where}  {Path(hit.raster_path).name} "
+        match = f"{hit.likelihood:5.0%}" if hit.likelihood is not None else ""
+        print(f"{rank:4d}  {hit.score:+.4f}  {match:>5}  {hit.tile_id:12d}  {where}  {Path(hit.raster_path).name} "
               f"[{int(w.col_off)}, {int(w.row_off)}, {int(w.width)}, {int(w.height)}]")
+
+
+def _say_likelihood(model, hits) -> None:
+    """What 'match' means, or once that this model has none (no calibration fitted for it)."""
+    from ssjdn.core.calibration import GOOD_MATCH, calibration_of
+    calibration = calibration_of(model)
+    if calibration is None:
+        print("(no match likelihood: this model has no calibration; `ssjdn calibrate` fits one)")
+    elif hits and all(h.likelihood < GOOD_MATCH for h in hits):
+        print(f"No good match: no tile reaches a {GOOD_MATCH:.0%} match likelihood.")
+    else:
+        print(f"match: how often tiles scoring this matched captions of this kind "
+              f"({calibration.fitted_on}).")
 
 
 def _read_captions(path: Path) -> list[str]:
@@ -527,7 +546,8 @@ def _remember(index, label: str, hits) -> None:
     from ssjdn.core.export import atomic_path
     vectors = index.vectors([h.tile_id for h in hits]) if hits else []
     record = {"query": label,
-              "hits": [[h.tile_id, h.score, _tile_fingerprint(h, v)] for h, v in zip(hits, vectors)]}
+              "hits": [[h.tile_id, h.score, _tile_fingerprint(h, v)] for h, v in zip(hits, vectors)],
+              "likelihoods": [h.likelihood for h in hits]}
     try:
         with atomic_path(Path(index.index_dir) / LAST_SEARCH) as tmp:
             tmp.write_text(json.dumps(record), encoding="utf-8")
@@ -544,7 +564,7 @@ def _recall_last(index_dir, k):
     if not path.is_file():
         raise UserError(f'No search to export yet in {index_dir}: run `ssjdn search "..." --index '
                         f'{index_dir}` first, or give --query.')
-    query, saved = _read_last_search(path)
+    query, saved, likelihoods = _read_last_search(path)
     saved = saved[:k] if k else saved
     with TileIndex.open(index_dir) as index:
         hits = hits_for_ids(index, [h[0] for h in saved], [h[1] for h in saved])
@@ -554,14 +574,16 @@ def _recall_last(index_dir, k):
         raise UserError(f"The last search in {index_dir} ('{query}') names tiles that `ssjdn index` "
                         f"has re-tiled, re-encoded or removed since, so its hits would be wrong. "
                         f"Search again (ssjdn search ... --index {index_dir}), then export.")
-    return hits, query
+    return [replace(h, likelihood=p) for h, p in zip(hits, likelihoods)], query
 
 
-def _read_last_search(path: Path) -> tuple[str, list]:
-    """(query, [[tile_id, score, fingerprint], ...]) from last_search.json, or a UserError."""
+def _read_last_search(path: Path) -> tuple[str, list, list]:
+    """(query, [[tile_id, score, fingerprint], ...], likelihoods) from last_search.json, or a
+    UserError (a file from before likelihoods has none: None each)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         query, saved = record["query"], record["hits"]
+        likelihoods = record.get("likelihoods") or [None] * len(saved)
         if not isinstance(query, str) or not all(
                 isinstance(h, list) and len(h) == 3 and isinstance(h[0], int)
                 and isinstance(h[1], (int, float)) and isinstance(h[2], str) for h in saved):
@@ -570,7 +592,7 @@ def _read_last_search(path: Path) -> tuple[str, list]:
         raise UserError(f"{path} is damaged or from an older version ({exc}), so the last search "
                         f"cannot be exported. Search again (ssjdn search ... --index "
                         f"{path.parent}), then export.") from None
-    return query, saved
+    return query, saved, likelihoods
 
 
 def _tile_fingerprint(hit, vector) -> str:

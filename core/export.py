@@ -98,11 +98,18 @@ def _feature(rank: int, hit, query) -> dict:
         "raster": str(hit.raster_path), "col_off": int(w.col_off), "row_off": int(w.row_off),
         "width": int(w.width), "height": int(w.height), "raster_crs": crs,
         "minx": hit.bounds[0], "miny": hit.bounds[1], "maxx": hit.bounds[2], "maxy": hit.bounds[3],
+        # null when the model has no calibration or the hit is not from a text search
+        "likelihood": _likelihood(hit),
     }
     if query is not None:
         properties["query"] = query
     return {"type": "Feature", "id": int(hit.tile_id), "bbox": _bbox(ring),
             "geometry": geojson_geometry(ring), "properties": properties}
+
+
+def _likelihood(hit) -> float | None:
+    value = getattr(hit, "likelihood", None)
+    return None if value is None else round(float(value), 6)
 
 
 def geojson_geometry(ring) -> dict:
@@ -189,7 +196,7 @@ def _write_gpkg(features: list[dict], path: Path, extra_fields: dict[str, str] |
     schema = {"geometry": "MultiPolygon" if multi else "Polygon", "properties": {
         "rank": "int", "score": "float", "tile_id": "int", "raster": "str", "col_off": "int",
         "row_off": "int", "width": "int", "height": "int", "raster_crs": "str", "minx": "float",
-        "miny": "float", "maxx": "float", "maxy": "float", "query": "str", **(extra_fields or {})}}
+        "miny": "float", "maxx": "float", "maxy": "float", "query": "str", "likelihood": "float", **(extra_fields or {})}}
     with atomic_path(path) as tmp:
         with fiona.open(tmp, "w", driver="GPKG", layer="hits", crs="EPSG:4326", schema=schema) as dst:
             for feature in features:

@@ -36,6 +36,7 @@ class Hit:
     bounds_wgs84: tuple[float, float, float, float] | None
     transform: Affine                             # the raster's transform
     footprint_wgs84: np.ndarray | None = None     # closed lon/lat ring [P, 2], counter-clockwise
+    likelihood: float | None = None               # calibrated match likelihood (text searches)
 
 
 def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
@@ -43,7 +44,19 @@ def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
     text = clean_query(query)
     vector = encode_query(model, text)
     scores, ids = index.search(vector, k)
-    return hits_for_ids(index, ids[0], scores[0])
+    return with_likelihoods(hits_for_ids(index, ids[0], scores[0]), model)
+
+
+def with_likelihoods(hits: list[Hit], model) -> list[Hit]:
+    """Text-search hits with their match likelihood when the model has a calibration (it was
+    fitted on text-to-image scores, so it says nothing about refined or image queries)."""
+    from dataclasses import replace
+    from ssjdn.core.calibration import calibration_of
+    calibration = calibration_of(model)
+    if calibration is None or not hits:
+        return hits
+    values = calibration.likelihood(np.array([h.score for h in hits]))
+    return [replace(h, likelihood=float(v)) for h, v in zip(hits, values)]
 
 
 def search_similar(index, model, tile_or_image, k: int = 20) -> list[Hit]:

@@ -15,7 +15,7 @@ Events (keyword arguments):
   raster_opened(info, note)   raster_closed(path)   model_loading(spec)   model(loaded)
   index(index)   tiles(windows_by_raster)   results(query, hits, heatmaps, thumbnails)
   selection(record)   salience(tile_id, maps)   marks(marks)   probabilities(maps)
-  detections(detections, threshold)
+  detections(detections, threshold)   likelihood(threshold, absolute)
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssjdn.core.calibration import GOOD_MATCH, calibration_of
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.geo import MapFrame
 from ssjdn.desktop.resources import THUMB_PX
@@ -84,6 +85,10 @@ class ExplorerModel:
         self.probability_maps: dict = {}           # raster path -> GeoRaster of probabilities
         self.threshold = 0.5
         self.detections: list[tuple[int, float]] = []
+        # Match likelihood (a calibrated model's text searches): hits under the threshold are
+        # not drawn, the heatmap is blank there, and colours may use the absolute 0..1 scale.
+        self.likelihood_threshold = GOOD_MATCH
+        self.absolute_scale = True
 
     # == model =================================================================================
     def load_job(self):
@@ -219,6 +224,8 @@ class ExplorerModel:
         # The cached index also holds rasters closed since: count only what is on the map.
         tiles = sum(r.n_indexed for r in self.index.rasters() if r.path in self._indexed)
         text = f"{tiles} tiles indexed with {self.loaded.label}."
+        if self.calibration is None:   # said here once; the hits then show raw scores only
+            text += " This model has no calibration, so no match likelihood is shown."
         if self.index_stats is not None and getattr(self.index_stats, "cancelled", False):
             text += " Indexing was cancelled: Index > Build / resume index finishes it."
         notes = [self.coarse_notes[p] for p in self.session.rasters if p in self.coarse_notes]
@@ -342,6 +349,62 @@ class ExplorerModel:
         self.last_query, self.words, self.hits, self.heatmaps, self.thumbnails = result
         self.events.emit("results", query=self.last_query, hits=self.hits, heatmaps=self.heatmaps,
                          thumbnails=self.thumbnails)
+
+    # == match likelihood ======================================================================
+    @property
+    def calibration(self):
+        """The loaded model's calibration, None when it has none (no likelihood is shown)."""
+        return calibration_of(self.loaded.model) if self.loaded is not None else None
+
+    def results_calibrated(self) -> bool:
+        """Whether the shown results carry likelihoods (a text search of a calibrated model;
+        refined and image queries are not what the calibration was fitted on)."""
+        return self.calibration is not None and any(h.likelihood is not None for h in self.hits)
+
+    def set_likelihood_display(self, threshold: float | None = None, absolute: bool | None = None) -> None:
+        if threshold is not None:
+            self.likelihood_threshold = float(threshold)
+        if absolute is not None:
+            self.absolute_scale = bool(absolute)
+        self.events.emit("likelihood", threshold=self.likelihood_threshold, absolute=self.absolute_scale)
+
+    def map_hits(self) -> list:
+        """The hits to draw on the map: those at or above the likelihood threshold when the
+        results have likelihoods, else all of them."""
+        if not self.results_calibrated():
+            return list(self.hits)
+        return [h for h in self.hits if h.likelihood is not None and h.likelihood >= self.likelihood_threshold]
+
+    def display_heatmaps(self) -> tuple[dict, tuple[float, float] | None, str]:
+        """({raster path: grid to draw}, colour range or None for the grids' own, legend title).
+
+        With likelihoods the grids are likelihoods, blank (NaN) under the threshold so the
+        imagery shows there; the range is 0..1 on the absolute scale, else what remains."""
+        from ssjdn.core.raster import GeoRaster
+        if not self.results_calibrated():
+            return dict(self.heatmaps), finite_range([h.array for h in self.heatmaps.values()]), "tile score"
+        grids = {}
+        for path, heat in self.heatmaps.items():
+            likelihood = self.calibration.likelihood(heat.array)
+            shown = np.where(likelihood >= self.likelihood_threshold, likelihood, np.nan).astype(np.float32)
+            grids[path] = GeoRaster(shown, heat.transform, heat.crs, heat.nodata)
+        value_range = (0.0, 1.0) if self.absolute_scale else finite_range([g.array for g in grids.values()])
+        return grids, value_range, "match likelihood"
+
+    def results_text(self) -> str:
+        """The line above the hit list: how many, and whether any is a good match."""
+        query, hits = self.last_query, self.hits
+        if not hits:
+            return f"No tiles for \u201c{query}\u201d"
+        if not self.results_calibrated():
+            return f"{len(hits)} tiles for \u201c{query}\u201d"
+        passing = len(self.map_hits())
+        best = max(h.likelihood for h in hits)
+        if passing == 0:
+            return (f"No good match in this area for \u201c{query}\u201d: the best tile's match "
+                    f"likelihood is {best:.0%}, under the {self.likelihood_threshold:.0%} threshold.")
+        return (f"{passing} of {len(hits)} tiles for \u201c{query}\u201d reach a "
+                f"{self.likelihood_threshold:.0%} match likelihood")
 
     # == the selected tile =====================================================================
     def select_tile(self, tile_id: int):
@@ -535,6 +598,15 @@ class ExplorerModel:
         self.session.queries = restored.queries
         self.pending_query = restored.queries[-1] if restored.queries else None
         return restored
+
+
+def finite_range(arrays) -> tuple[float, float] | None:
+    """(min, max) over the finite values of some arrays, None when there are none."""
+    finite = [a[np.isfinite(a)] for a in arrays]
+    finite = [a for a in finite if a.size]
+    if not finite:
+        return None
+    return float(min(a.min() for a in finite)), float(max(a.max() for a in finite))
 
 
 def read_thumbnails(hits) -> list:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QLabel,
@@ -214,6 +213,8 @@ class QtMainWindow(QMainWindow):
         self.search_panel.similarRequested.connect(self.search_similar)
         self.search_panel.markRequested.connect(self.model.mark)
         self.search_panel.refineRequested.connect(self.refine)
+        self.search_panel.likelihoodDisplayChanged.connect(
+            lambda threshold, absolute: self.model.set_likelihood_display(threshold, absolute))
         self.caption_panel.rankRequested.connect(self.rank_captions)
         self.salience_panel.changed.connect(self._show_salience_overlay)
         self.layer_panel.closeRasterRequested.connect(self.close_raster)
@@ -235,6 +236,7 @@ class QtMainWindow(QMainWindow):
         events.connect("tiles", lambda paths: self.map_view.set_tile_grid(
             paths, lambda path: self.model.tile_grid(path)[1]))
         events.connect("results", self._on_results)
+        events.connect("likelihood", lambda threshold, absolute: self._draw_results())
         events.connect("selection", self._on_selection)
         events.connect("salience", self._on_salience)
         events.connect("marks", self._on_marks)
@@ -291,6 +293,7 @@ class QtMainWindow(QMainWindow):
         self.model_label.setToolTip(loaded.warning or loaded.label)
         self.model_label.setStyleSheet("color: #d08000; font-weight: bold;" if loaded.warning else "")
         self.device_label.setText(f"Device: {loaded.model.device}")
+        self.search_panel.set_calibrated(self.model.calibration)
         if loaded.warning:
             self.statusBar().showMessage(loaded.warning, 15000)
         self.modelReady.emit(loaded.label)
@@ -339,7 +342,7 @@ class QtMainWindow(QMainWindow):
 
     def _on_raster_closed(self, path: str) -> None:
         self.map_view.remove_raster(path)
-        self.map_view.set_hits(self.model.hits)
+        self.map_view.set_hits(self.model.map_hits())
         for name in (f"heatmap:{path}", f"probability:{path}"):
             if name in self.map_view.layers:
                 self.map_view.remove_layer(name)
@@ -519,18 +522,23 @@ class QtMainWindow(QMainWindow):
 
     def _on_results(self, query, hits, heatmaps, thumbnails) -> None:
         self.search_panel.show_hits(query, hits, [_thumbnail_pixmap(t) for t in thumbnails])
-        self.map_view.set_hits(hits)
+        self._draw_results()
+        self._on_marks(self.model.marks)
+        self.searchFinished.emit(hits)
+
+    def _draw_results(self) -> None:
+        """Hits and heatmaps of the last results as the likelihood threshold and scale say."""
+        self.search_panel.show_likelihoods(self.model.likelihood_threshold, self.model.results_text())
+        self.map_view.set_hits(self.model.map_hits())
         for name in [n for n in self.map_view.layers if n.startswith("heatmap:")]:
             self.map_view.remove_layer(name)
         # One colour scale for all rasters, so the same colour means the same score everywhere.
-        value_range = _finite_range([heat.array for heat in heatmaps.values()])
-        for path, heat in heatmaps.items():
-            self.map_view.set_georaster(f"heatmap:{path}", "heatmap", heat, "viridis",
+        grids, value_range, title = self.model.display_heatmaps()
+        for path, grid in grids.items():
+            self.map_view.set_georaster(f"heatmap:{path}", "heatmap", grid, "viridis",
                                         f"Score heatmap ({Path(path).name})", opacity=0.35,
                                         value_range=value_range)
-        self.search_panel.show_heat_range([value_range] if value_range else [])
-        self._on_marks(self.model.marks)
-        self.searchFinished.emit(hits)
+        self.search_panel.show_heat_range([value_range] if value_range else [], title)
 
     def _follow_heat_legend(self, name: str) -> None:
         """The score legend shows while a score heatmap does (find-all hides it, the Layers
@@ -794,14 +802,6 @@ class QtMainWindow(QMainWindow):
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
-
-
-def _finite_range(arrays) -> tuple[float, float] | None:
-    finite = [a[np.isfinite(a)] for a in arrays]
-    finite = [a for a in finite if a.size]
-    if not finite:
-        return None
-    return float(min(a.min() for a in finite)), float(max(a.max() for a in finite))
 
 
 def _thumbnail_pixmap(thumb) -> QPixmap | None:

@@ -13,6 +13,8 @@ from PySide6.QtGui import QBrush, QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from ssjdn.core.calibration import GOOD_MATCH
+
 from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
 from ssjdn.desktop.qt_salience import QtColorLegend
 from ssjdn.desktop.resources import THUMB_PX
@@ -31,6 +33,7 @@ class QtSearchPanel(QWidget):
     similarRequested = Signal(object)      # Hit: find tiles like it
     markRequested = Signal(object, object)  # tile id (64-bit), True relevant / False not / None clear
     refineRequested = Signal()
+    likelihoodDisplayChanged = Signal(float, bool)   # likelihood threshold, absolute colour scale
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -39,6 +42,16 @@ class QtSearchPanel(QWidget):
         self.search_button = QPushButton("Search")
         self.k = QSpinBox(minimum=1, maximum=500, value=20, prefix="top ")
         self.heatmap = QCheckBox("Score heatmap", checked=True)
+        # Match likelihood: hits under the threshold are not drawn, nor is the heatmap there.
+        self.threshold = QSpinBox(minimum=0, maximum=99, value=round(GOOD_MATCH * 100),
+                                  prefix="match ≥ ", suffix=" %", singleStep=5)
+        self.threshold.setToolTip("Tiles whose match likelihood is under this are not drawn as hits, "
+                                  "and the heatmap is transparent there")
+        self.absolute = QCheckBox("0–1 scale", checked=True)
+        self.absolute.setToolTip("Heatmap colours on the absolute likelihood scale (0 to 1), so the "
+                                 "same colour means the same likelihood in every search")
+        self.threshold.setEnabled(False)
+        self.absolute.setEnabled(False)
         self.heat_legend = QtColorLegend()
         self.heat_legend.set_range("viridis", 0.0, 1.0, "heatmap: tile score")
         self.heat_legend.hide()
@@ -66,6 +79,8 @@ class QtSearchPanel(QWidget):
         options = QHBoxLayout()
         options.addWidget(self.k)
         options.addWidget(self.heatmap)
+        options.addWidget(self.threshold)
+        options.addWidget(self.absolute)
         options.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -82,6 +97,9 @@ class QtSearchPanel(QWidget):
         self.relevant_button.clicked.connect(lambda: self._mark_current(True))
         self.not_relevant_button.clicked.connect(lambda: self._mark_current(False))
         self.refine_button.clicked.connect(self.refineRequested.emit)
+        self.threshold.valueChanged.connect(lambda _value: self._emit_likelihood_display())
+        self.absolute.toggled.connect(lambda _checked: self._emit_likelihood_display())
+        self.likelihood_threshold = GOOD_MATCH
         self.hits: list = []
         self.marks: dict[int, bool] = {}
 
@@ -110,7 +128,23 @@ class QtSearchPanel(QWidget):
                             "+ / - / 0: mark relevant, not relevant, clear. Right-click: similar tiles.")
             self.results.addItem(item)
         self._label_items()
-        self.status.setText(f"{len(hits)} tiles for \u201c{query}\u201d" if hits else f"No tiles for \u201c{query}\u201d")
+
+    def set_calibrated(self, calibration) -> None:
+        """Enable the likelihood controls for a model with a calibration (None: raw scores)."""
+        self.threshold.setEnabled(calibration is not None)
+        self.absolute.setEnabled(calibration is not None)
+        self.threshold.setToolTip(self.threshold.toolTip().split("\n")[0] + (
+            f"\nCalibrated on {calibration.fitted_on}" if calibration is not None
+            else "\nThis model has no calibration: no likelihood is shown"))
+
+    def _emit_likelihood_display(self) -> None:
+        self.likelihoodDisplayChanged.emit(self.threshold.value() / 100, self.absolute.isChecked())
+
+    def show_likelihoods(self, threshold: float, text: str) -> None:
+        """The results line, and the hits under the threshold dimmed in the list."""
+        self.likelihood_threshold = threshold
+        self.status.setText(text)
+        self._label_items()
 
     def set_marks(self, marks: dict[int, bool], can_refine: bool) -> None:
         self.marks = dict(marks)
@@ -125,8 +159,11 @@ class QtSearchPanel(QWidget):
             mark = self.marks.get(int(hit.tile_id))
             col, row = int(hit.window.col_off), int(hit.window.row_off)
             tag = "" if mark is None else f"   {MARK_SIGNS[mark]} {'relevant' if mark else 'not relevant'}"
-            item.setText(f"#{rank}   score {hit.score:.3f}{tag}\n{_elide(Path(hit.raster_path).name)}  "
+            match = "" if hit.likelihood is None else f"   match {hit.likelihood:.0%}"
+            item.setText(f"#{rank}   score {hit.score:.3f}{match}{tag}\n{_elide(Path(hit.raster_path).name)}  "
                          f"px {col},{row}")
+            weak = hit.likelihood is not None and hit.likelihood < self.likelihood_threshold
+            item.setForeground(QBrush(QColor(140, 140, 140)) if weak else QBrush())
             tint = QColor(MARK_COLORS[mark]) if mark is not None else None
             if tint is not None:
                 tint.setAlpha(MARK_TINT_ALPHA)
@@ -141,13 +178,13 @@ class QtSearchPanel(QWidget):
         if tile_id is not None:
             self.markRequested.emit(tile_id, label)
 
-    def show_heat_range(self, ranges: list[tuple[float, float]]) -> None:
-        """Legend of the heatmap colours: the score range over all shown heatmaps."""
+    def show_heat_range(self, ranges: list[tuple[float, float]], title: str = "tile score") -> None:
+        """Legend of the heatmap colours: the range over all shown heatmaps."""
         if not ranges:
             self.heat_legend.hide()
             return
         self.heat_legend.set_range("viridis", min(r[0] for r in ranges), max(r[1] for r in ranges),
-                                   "heatmap: tile score")
+                                   f"heatmap: {title}")
         self.heat_legend.show()
 
     def _menu(self, pos) -> None:

@@ -46,6 +46,26 @@ def register(subparsers) -> None:
     evaluate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     evaluate.set_defaults(func=_run_eval)
 
+    calibrate = subparsers.add_parser(
+        "calibrate", help="fit a checkpoint's match likelihood (scores -> how often they match)",
+        description="Score every (image, caption) pair of a labelled split the checkpoint did not "
+        "train on, fit how often a pair at each score is of the same kind (Platt scaling), report "
+        "the expected calibration error on held-out pairs, and write "
+        "CHECKPOINT_STEM.calibration.json beside the checkpoint; the app and `ssjdn search` then "
+        "show a match likelihood beside each score. Rerun it whenever the checkpoint or the way "
+        "tiles are scored changes.",
+        epilog="example: ssjdn calibrate --checkpoint resources/ssjdn-default.safetensors "
+        "--data-root DATA/ucm_captions --split val --check-split test")
+    calibrate.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
+    calibrate.add_argument("--data-root", required=True, help="the dataset folder")
+    calibrate.add_argument("--split", default="val", help="split to fit on (default: val)")
+    calibrate.add_argument("--check-split", default=None,
+                           help="also measure the fit's calibration error on this split (e.g. test)")
+    calibrate.add_argument("--dataset", default=None, choices=["ucm", "sydney", "rsicd", "rsitmd"],
+                           help="which benchmark (default: from the checkpoint or the folder)")
+    calibrate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
+    calibrate.set_defaults(func=_run_calibrate)
+
 
 def train_until_terminated(config, data_root, out, resume=False, progress=None) -> dict:
     """train() where SIGTERM (a scheduler's, or the app's Cancel) stops at the next step like
@@ -119,6 +139,14 @@ def summary_line(summary: dict) -> str:
     if summary["last_checkpoint"]:
         return f"{head}; no validation split, so no best epoch -> {summary['last_checkpoint']}"
     return f"{head}; no checkpoint written"
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from ssjdn.training.calibrate import calibrate_checkpoint
+
+    calibrate_checkpoint(args.checkpoint, args.data_root, split=args.split,
+                         check_split=args.check_split, dataset_name=args.dataset, device=args.device)
+    return 0
 
 
 def _run_eval(args: argparse.Namespace) -> int:
