@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import math
 import os
 import shutil
 import signal
@@ -65,6 +66,9 @@ DEFAULTS: dict = {
     "seed": 0,
     "amp": True,                  # bf16 autocast on CUDA; ignored on CPU
     "gpu_data": False,            # training images resident on the device, augmented there
+    # > 0: a moving average of the weights with this time constant (in epochs) is what is
+    # validated and kept as best.safetensors (training/averaging.py); 0: the weights themselves
+    "ema_epochs": 0,
     "tensorboard": True,
     "progress_bar": True,
 }
@@ -106,6 +110,7 @@ _SETTING_RULES = {
     "text_lr_scale": (False, 0, True), "weight_decay": (False, 0, True),
     "lr_step_epochs": (True, 1, True), "lr_gamma": (False, 0, False),
     "eval_every": (True, 1, True), "time_budget_min": (False, 0, False),
+    "ema_epochs": (False, 0, True),
 }
 _SETTING_FLAGS = {"epochs": "--epochs", "time_budget_min": "--time-budget-min"}
 
@@ -497,6 +502,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
     optimizer, scheduler = _build_optimizer(model, cfg)
     if state is not None:
         _restore_trainer_state(state, optimizer, scheduler, generator, out_dir / STATE_FILE)
+    averager = _weight_average(cfg, model, len(train_set), state)
 
     data = _TrainingData(cfg, train_set, model, out_dir, dist, log)
     val_images, val_features = _validation_inputs(cfg, val_set, model, out_dir, data, log)
@@ -515,7 +521,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
         for epoch in range(start_epoch, int(cfg["epochs"]) + 1):
             epoch_started = time.time()
             result = _train_one_epoch(wrapped, model, data, optimizer, generator, cfg, dist,
-                                      epoch, emit, cancel)
+                                      epoch, emit, cancel, averager)
             if result is None:
                 status = "cancelled"
                 log(f"cancelled during epoch {epoch}; epoch {epoch - 1} is saved")
@@ -528,9 +534,12 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
                 if val_set is not None and (epoch % int(cfg["eval_every"]) == 0
                                             or epoch == int(cfg["epochs"])):
                     val_started = time.time()
-                    metrics = evaluate_model(model, val_set, images=val_images,
-                                             features=val_features,
-                                             test_size=cfg["augment"].get("test_size"))
+                    validate = lambda m: evaluate_model(  # noqa: E731
+                        m, val_set, images=val_images, features=val_features,
+                        test_size=cfg["augment"].get("test_size"))
+                    metrics = validate(averager.model if averager else model)
+                    if averager is not None:   # the weights themselves, for comparison
+                        row["mR_raw"] = validate(model)["mR"]
                     row.update(metrics, val_seconds=round(time.time() - val_started, 1))
                     log(f"epoch {epoch} val: {format_metrics(metrics)}")
                 improved = metrics is not None and metrics["mR"] > best["score"]
@@ -539,7 +548,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
                 with _interrupts_held():
                     history.append(row)
                     _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir, epoch,
-                                best, history, improved, metrics, epoch_log)
+                                best, history, improved, metrics, epoch_log, averager)
                 emit({"event": "epoch", "epoch": epoch, "epochs": int(cfg["epochs"]),
                       "row": row, "best": best})
             dist.barrier()
@@ -586,8 +595,21 @@ def _autocast(device: torch.device, enabled: bool):
                           enabled=enabled and device.type == "cuda")
 
 
+def _weight_average(cfg: dict, model, n_images: int, state: dict | None):
+    """The run's WeightAverage (None with ema_epochs 0), continued from a resumed state."""
+    if not cfg["ema_epochs"]:
+        return None
+    from ssjdn.training.averaging import WeightAverage
+
+    averager = WeightAverage(model, cfg["ema_epochs"],
+                             math.ceil(n_images / int(cfg["batch_size"])))
+    if state is not None and "weight_average" in state:
+        averager.load_state_dict(state["weight_average"])
+    return averager
+
+
 def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, cfg, dist,
-                     epoch: int, emit, cancel) -> dict | None:
+                     epoch: int, emit, cancel, averager=None) -> dict | None:
     """One pass over the training images; None if cancelled."""
     from tqdm import tqdm
 
@@ -610,6 +632,8 @@ def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averager is not None:
+            averager.update(model)
         values = {"loss": float(loss.detach())}
         values.update({k: float(v.detach()) if torch.is_tensor(v) else float(v)
                        for k, v in parts.items()})
@@ -647,7 +671,7 @@ def _interrupts_held():
 
 def _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir: Path, epoch: int,
                 best: dict, history: list, improved: bool, metrics: dict | None,
-                epoch_log: _EpochLog) -> None:
+                epoch_log: _EpochLog, averager=None) -> None:
     """The trainer state is written last: it commits the epoch. Until then the previous
     checkpoint is kept beside the new one, so a run killed at any point here resumes from the
     pair that agrees (see _load_resume_state) and loses at most this epoch."""
@@ -658,10 +682,15 @@ def _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir: Path, epoc
         _keep_as(last, out_dir / PREVIOUS_CHECKPOINT)
     extra = {"epoch": epoch, "val_metrics": metrics, "train_config": cfg}
     save_checkpoint(model, last, extra=extra)
-    if improved:
+    if improved and averager is not None:   # the validated model is the average
+        save_checkpoint(averager.model, out_dir / BEST_CHECKPOINT,
+                        extra={**extra, "weights": averager.describe()})
+    elif improved:
         _atomic_copy(last, out_dir / BEST_CHECKPOINT)
     epoch_log.write(history[-1])
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "rng": _rng_state(generator),
              "best": best, "history": history}
+    if averager is not None:
+        state["weight_average"] = averager.state_dict()
     _atomic_torch_save(state, out_dir / STATE_FILE)

@@ -1,0 +1,56 @@
+"""The moving average of a run's weights (training config `ema_epochs`): what is validated
+and kept as best.safetensors when it is on, resumed exactly, and the plain run when off."""
+import csv
+import math
+
+import torch
+from safetensors.torch import load_file
+
+from caption_fixtures import tiny_config
+from ssjdn.core.api import create_model, load_model
+from ssjdn.training.averaging import WeightAverage
+from ssjdn.training.train import train
+
+
+def test_the_average_follows_the_weights_with_the_decay_of_its_time_constant():
+    model = create_model("tiny", pretrained=False, device="cpu")
+    average = WeightAverage(model, epochs=2, steps_per_epoch=5)
+    assert math.isclose(average.decay, math.exp(-1 / 10))
+    name, parameter = next((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    start = parameter.detach().clone()
+    with torch.no_grad():
+        parameter.add_(1.0)
+    average.update(model)
+    weight = min(average.decay, 2 / 11)   # the warm-up: early averages trust the new weights
+    expected = weight * start + (1 - weight) * (start + 1.0)
+    assert torch.allclose(dict(average.model.named_parameters())[name], expected, atol=1e-6)
+    assert not any(p.requires_grad for p in average.model.parameters())
+
+
+def test_a_run_with_the_average_validates_it_and_keeps_it_as_best(ucm_root, tmp_path):
+    train(tiny_config(epochs=2, ema_epochs=1), ucm_root, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert len(rows) == 2 and all(0 <= float(r["mR_raw"]) <= 100 for r in rows)
+    best = load_model(tmp_path / "best.safetensors", device="cpu")
+    assert best.checkpoint_extra["weights"] == "moving average (1 epoch)"
+    averaged, raw = load_file(tmp_path / "best.safetensors"), load_file(tmp_path / "last.safetensors")
+    assert any(not torch.equal(averaged[k], raw[k]) for k in raw)   # the average, not the weights
+
+
+def test_a_resumed_run_continues_the_average_exactly(ucm_root, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(tiny_config(epochs=3, ema_epochs=1), ucm_root, straight)
+    train(tiny_config(epochs=1, ema_epochs=1), ucm_root, resumed)
+    train(tiny_config(epochs=3, ema_epochs=1), ucm_root, resumed, resume=True)
+    a = torch.load(straight / "trainer_state.pt", weights_only=True)["weight_average"]
+    b = torch.load(resumed / "trainer_state.pt", weights_only=True)["weight_average"]
+    assert a["updates"] == b["updates"] > 0
+    for key in a["weights"]:
+        assert torch.equal(a["weights"][key], b["weights"][key]), key
+
+
+def test_without_the_average_nothing_changes(ucm_root, tmp_path):
+    train(tiny_config(epochs=1), ucm_root, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert "mR_raw" not in rows[0]
+    assert "weight_average" not in torch.load(tmp_path / "trainer_state.pt", weights_only=True)
