@@ -37,8 +37,8 @@ import torch
 
 from ssjdn.core.errors import UserError
 from ssjdn.core.index_store import APPROX_THRESHOLD
-from ssjdn.core.indexing import (DEFAULT_CHUNK_PX, ChunkCommitter, IndexStats, ReadChunk, build_with,
-                                 cut_chunk, encode_tiles, skip_unreadable)
+from ssjdn.core.indexing import (DEFAULT_CHUNK_PX, DEFAULT_MAX_NODATA, ChunkCommitter, IndexStats,
+                                 ReadChunk, build_with, cut_chunk, encode_tiles, skip_unreadable)
 
 # A task that fails with an error (a network read of a raster, say) is run again this often;
 # a task whose worker died is given to another worker by the scheduler regardless.
@@ -160,7 +160,8 @@ def build_index_on_cluster(index_dir, rasters, model, cluster, model_spec=None, 
                            tile_px=None, overlap=0.0, bands=None, progress=None, cancel=None,
                            chunk_px=DEFAULT_CHUNK_PX, commit_every=2048,
                            approx_threshold=APPROX_THRESHOLD, model_source=None,
-                           connect_timeout=CONNECT_TIMEOUT_S) -> IndexStats:
+                           connect_timeout=CONNECT_TIMEOUT_S, nodata=None,
+                           max_nodata=DEFAULT_MAX_NODATA) -> IndexStats:
     """build_index with the encoding done by the workers of a Dask cluster (see module docstring).
 
     `cluster` is a distributed.Client or an address (parse_address). `model` is this process's
@@ -184,7 +185,7 @@ def build_index_on_cluster(index_dir, rasters, model, cluster, model_spec=None, 
         return build_with(encode, index_dir, rasters, model, tile_ground_m=tile_ground_m,
                           tile_px=tile_px, overlap=overlap, bands=bands, progress=progress,
                           cancel=cancel, chunk_px=chunk_px, approx_threshold=approx_threshold,
-                          model_source=model_source)
+                          model_source=model_source, nodata=nodata, max_nodata=max_nodata)
 
 
 def _wait_for_workers(client) -> None:
@@ -287,7 +288,7 @@ class _ClusterEncoder:
             chunk = job.chunks[chunk_id]
             tiles = {i: job.tiles[i] for i in chunk.tile_indices}
             future = self.client.submit(encode_chunk, self.spec, self.fingerprint, job.info, chunk,
-                                        tiles, key=f"ssjdn-chunk-{token}-{job.raster_id}-{chunk_id}",
+                                        tiles, job.max_nodata, key=f"ssjdn-chunk-{token}-{job.raster_id}-{chunk_id}",
                                         retries=RETRIES, pure=False)
             in_flight[future] = item
 
@@ -323,9 +324,16 @@ class _ClusterEncoder:
             skip_unreadable(job, UserError(result.error), stats)
         if job.failed:
             return 0
-        tiles = [job.tiles[i] for i in result.tile_indices]
-        committer.add(ReadChunk(job, chunk_id, tiles, None, result.n_nodata), result.vectors)
-        return len(tiles) + result.n_nodata
+        keep = [job.tiles[i] for i in result.tile_indices]
+        # A refresh encodes every kept tile on the workers (they do not know the index); only
+        # those whose pixels changed are written.
+        encode, unchanged, removed = job.sort_out(job.chunks[chunk_id], keep, result.crcs)
+        checks = {keep[i].index: result.crcs[i] for i in encode}
+        checks.update(unchanged)
+        vectors = result.vectors[encode] if result.vectors is not None else result.vectors
+        committer.add(ReadChunk(job, chunk_id, [keep[i] for i in encode], None, result.n_nodata, checks,
+                                removed, len(unchanged)), vectors)
+        return len(keep) + result.n_nodata
 
     def _refresh_workers(self) -> int:
         """The number of workers, asked of the scheduler at most once a second."""
@@ -345,6 +353,7 @@ class EncodedChunk:
     vectors: np.ndarray | None      # float32 [n, D]
     n_nodata: int
     error: str | None = None        # the chunk's pixels could not be read (a damaged file)
+    crcs: tuple[int, ...] = ()      # checksums of the kept tiles' pixels
 
 
 _models: dict[str, object] = {}
@@ -371,7 +380,8 @@ def _load_model_on_worker(spec: str, fingerprint: str) -> str:
     return str(getattr(_worker_model(spec, fingerprint), "device", "cpu"))
 
 
-def encode_chunk(spec: str, fingerprint: str, info, chunk, tiles: dict) -> EncodedChunk:
+def encode_chunk(spec: str, fingerprint: str, info, chunk, tiles: dict,
+                 max_nodata: float = DEFAULT_MAX_NODATA) -> EncodedChunk:
     """Read one chunk of a raster, cut and encode its tiles (runs on a worker)."""
     model = _worker_model(spec, fingerprint)
     if not str(info.path).startswith("/vsi") and not os.path.exists(info.path):
@@ -379,8 +389,8 @@ def encode_chunk(spec: str, fingerprint: str, info, chunk, tiles: dict) -> Encod
                         f"Workers read rasters at the same path as the machine that runs `ssjdn "
                         f"index`: put them on storage every worker mounts at that path.")
     try:
-        keep, pixels, n_nodata = cut_chunk(info, chunk, tiles)
+        keep, pixels, n_nodata, crcs = cut_chunk(info, chunk, tiles, max_nodata=max_nodata)
     except UserError as exc:   # the client decides: an error for a named file, else a skip
         return EncodedChunk((), None, 0, error=str(exc))
     vectors = encode_tiles(model, pixels.to(getattr(model, "device", "cpu")))
-    return EncodedChunk(tuple(t.index for t in keep), vectors, n_nodata)
+    return EncodedChunk(tuple(t.index for t in keep), vectors, n_nodata, crcs=tuple(crcs))

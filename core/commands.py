@@ -39,6 +39,7 @@ examples:
   ssjdn index /data/orthophotos/ --index my_index            # every raster in a folder
   ssjdn index scene.tif --index my_index --tile-m 100 --overlap 0.25
   ssjdn index landsat.tif --index my_index --bands 4,3,2      # choose R,G,B bands
+  ssjdn index drone.tif --index my_index --nodata 0 --max-nodata 0.3   # black is nodata
   ssjdn index scan.png --index my_index --tile-px 256          # no CRS: tile in pixels
   ssjdn index /shared/orthophotos/ --index my_index --cluster tcp://scheduler:8786
   ssjdn index scene.tif --index my_index --cluster local:2     # 2 worker processes here
@@ -129,6 +130,13 @@ def register(subparsers) -> None:
     p.add_argument("--bands", metavar="R,G,B",
                    help="band numbers to use as red,green,blue (1-based), or one band for grey "
                         "(default: by colour interpretation or band names, else the first three)")
+    p.add_argument("--nodata", metavar="VALUE", type=_nodata_setting, default=None,
+                   help="pixels holding VALUE in all bands are nodata, besides what the file "
+                        "declares; 'none': only what the file declares (default 'auto': a black "
+                        "(0) or white (255) border reaching the edge of a raster that declares "
+                        "no nodata is a collar, treated as nodata)")
+    p.add_argument("--max-nodata", type=_fraction, default=None, metavar="FRACTION",
+                   help="leave out tiles more than this share nodata, 0 to 1 (default 0.5)")
     p.add_argument("--batch-size", type=_positive_int,
                    help="tiles per model batch (default 512 on GPU, 32 on CPU)")
     p.add_argument("--workers", type=_positive_int, help="reader threads (default: CPU count, at most 8)")
@@ -226,7 +234,10 @@ def run_index(args) -> int:
         bar.refresh()
 
     common = dict(tile_ground_m=args.tile_m, tile_px=args.tile_px, overlap=args.overlap,
-                  bands=args.bands, progress=progress, cancel=cancel, model_source=source)
+                  bands=args.bands, progress=progress, cancel=cancel, model_source=source,
+                  nodata=args.nodata)
+    if args.max_nodata is not None:
+        common["max_nodata"] = args.max_nodata
     with _first_ctrl_c_sets(cancel):
         if args.cluster is not None:
             from ssjdn.core.cluster import build_index_on_cluster
@@ -241,7 +252,9 @@ def run_index(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{stats.tiles_encoded} tiles encoded in {stats.seconds:.1f} s "
           f"({stats.tiles_per_second:.0f} tiles/s); {stats.tiles_resumed} already indexed, "
-          f"{stats.tiles_nodata} all-nodata skipped; the index holds {total} tiles.")
+          f"{stats.tiles_nodata} mostly nodata skipped"
+          + (f", {stats.tiles_unchanged} re-read unchanged" if stats.tiles_unchanged else "")
+          + f"; the index holds {total} tiles.")
     if stats.cancelled:
         print("Stopped early. Run the same command again to continue where it stopped.")
         return 130
@@ -631,6 +644,21 @@ def _overlap(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid overlap {text}: give a fraction from 0 to 0.9 "
                                          f"(e.g. 0.25)")
     return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text, float, "a fraction")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"invalid share {text}: give a fraction from 0 to 1 (e.g. 0.5)")
+    return value
+
+
+def _nodata_setting(text: str):
+    from ssjdn.core.raster import normalize_nodata
+    try:
+        return normalize_nodata(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _number(text: str, kind, what: str):

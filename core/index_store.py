@@ -329,6 +329,7 @@ class TileIndex:
                 CREATE TABLE IF NOT EXISTS shards (id INTEGER PRIMARY KEY, rows INTEGER NOT NULL);
             """ + _TILES_TABLE.format(name="tiles") + """;
                 CREATE INDEX IF NOT EXISTS tiles_by_raster ON tiles (raster_id);
+                CREATE TABLE IF NOT EXISTS tile_pixels (id INTEGER PRIMARY KEY, crc INTEGER NOT NULL);
                 COMMIT;
             """)
         if model is None:
@@ -631,7 +632,6 @@ class TileIndex:
         resumed raster keeps its stored chunking (returned) so its done marks stay valid.
         """
         mtime_ns, size = change_key(info)
-        same = _without_chunking(tiling)
         with self._writing("add a raster"), self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT id, mtime_ns, size, tiling, complete FROM rasters "
@@ -639,9 +639,13 @@ class TileIndex:
             if row is not None:
                 rid, old_mtime_ns, old_size, old_tiling, complete = row
                 stored = json.loads(old_tiling)
-                if (old_mtime_ns, old_size) == (mtime_ns, size) and _without_chunking(stored) == same:
-                    return rid, bool(complete), stored
+                if (old_mtime_ns, old_size) == (mtime_ns, size) and _grid(stored) == _grid(tiling):
+                    if _content(stored) == _content(tiling):
+                        return rid, bool(complete), stored
+                    return rid, False, self._begin_refresh(rid, stored, tiling)
                 self._note_removed_from_faiss(rid)
+                self._db.execute("DELETE FROM tile_pixels WHERE id >= ? AND id < ?",
+                                 (tile_id_for(rid, 0), tile_id_for(rid + 1, 0)))
                 self._db.execute("DELETE FROM tiles WHERE raster_id = ?", (rid,))
                 self._db.execute("DELETE FROM chunks WHERE raster_id = ?", (rid,))
                 self._db.execute("DELETE FROM rasters WHERE id = ?", (rid,))
@@ -653,6 +657,27 @@ class TileIndex:
                  info.height, info.crs.to_wkt() if info.crs else None,
                  json.dumps(list(info.transform)[:6]), json.dumps(tiling, sort_keys=True), n_tiles))
             return cur.lastrowid, False, tiling
+
+    def _begin_refresh(self, raster_id: int, stored: dict, tiling: dict) -> dict:
+        """Same grid, other nodata setting: the raster's tiles stay, every chunk is read again and
+        only tiles whose pixels changed are encoded (see tile_checks). `refresh_from` keeps the
+        setting the tiles were encoded under until the raster is complete, so an interrupted
+        refresh resumes as one."""
+        refreshed = dict(tiling, refresh_from=stored.get("refresh_from", _content(stored)))
+        self._db.execute("UPDATE rasters SET tiling = ?, complete = 0 WHERE id = ?",
+                         (json.dumps(refreshed, sort_keys=True), raster_id))
+        self._db.execute("DELETE FROM chunks WHERE raster_id = ?", (raster_id,))
+        self._forget_loaded()
+        return refreshed
+
+    def tile_checks(self, raster_id: int) -> dict[int, int | None]:
+        """{tile index: checksum of the pixels it was encoded from (None if not recorded)} of a
+        raster's tiles in the index."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT t.id, p.crc FROM tiles t LEFT JOIN tile_pixels p ON p.id = t.id"
+                " WHERE t.id >= ? AND t.id < ?", (tile_id_for(raster_id, 0), tile_id_for(raster_id + 1, 0)))
+            return {tile_id & ((1 << _TILE_BITS) - 1): crc for tile_id, crc in rows}
 
     def _note_removed_from_faiss(self, raster_id: int) -> None:
         """Record the positions of a raster's tiles before they are deleted (same transaction):
@@ -679,8 +704,12 @@ class TileIndex:
             return {c for (c,) in self._db.execute("SELECT chunk FROM chunks WHERE raster_id = ?",
                                                     (raster_id,))}
 
-    def commit(self, raster_id: int, tiles, vectors: np.ndarray, chunk_ids) -> None:
-        """Write encoded tiles and mark their chunks done, all or nothing."""
+    def commit(self, raster_id: int, tiles, vectors: np.ndarray, chunk_ids, checks=None,
+               removed=(), replacing: bool = False) -> None:
+        """Write encoded tiles and mark their chunks done, all or nothing. `checks` maps tile
+        indices to the checksums of their pixels (the tiles written, and tiles kept as they
+        were); `removed` are tile indices to delete. With `replacing` the written tiles may
+        already be in the index (a refresh): their old vectors leave the search structure."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         rows = []
         for tile, vector in zip(tiles, vectors):
@@ -694,8 +723,27 @@ class TileIndex:
             shards, shard_rows, counts = self._vector_store().append(
                 vectors, [r[0] for r in rows], self._committed_rows())
             rows = [(*r, int(shard), int(row)) for r, shard, row in zip(rows, shards, shard_rows)]
+            gone = [tile_id_for(raster_id, i) for i in removed]
+            if replacing or gone:
+                self._drop_tiles(gone, [r[0] for r in rows])
             self._write_batch(rows, [(raster_id, c) for c in chunk_ids], counts)
+            self._db.executemany("INSERT OR REPLACE INTO tile_pixels VALUES (?, ?)",
+                                 [(tile_id_for(raster_id, i), int(crc)) for i, crc in (checks or {}).items()])
             self._forget_loaded()
+
+    def _drop_tiles(self, removed_ids: list[int], replaced_ids: list[int]) -> None:
+        """Delete tiles, and take them and the tiles about to be replaced out of the saved faiss
+        file (their rows stay in the shards, unreferenced; see _note_removed_from_faiss)."""
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS {_REMOVED_TABLE} (position INTEGER PRIMARY KEY)")
+        ids = removed_ids + replaced_ids
+        for start in range(0, len(ids), 10_000):   # under SQLite's limit of bound values
+            part = ids[start:start + 10_000]
+            self._db.execute(f"INSERT OR IGNORE INTO {_REMOVED_TABLE} SELECT shard * ? + row FROM tiles"
+                             f" WHERE id IN ({_marks(part)})", (self._vector_store().shard_rows, *part))
+        for start in range(0, len(removed_ids), 10_000):
+            part = removed_ids[start:start + 10_000]
+            self._db.execute(f"DELETE FROM tiles WHERE id IN ({_marks(part)})", part)
+            self._db.execute(f"DELETE FROM tile_pixels WHERE id IN ({_marks(part)})", part)
 
     def _write_batch(self, tile_rows, chunk_rows, shard_counts: dict) -> None:
         self._db.executemany("INSERT OR REPLACE INTO tiles VALUES "
@@ -713,7 +761,11 @@ class TileIndex:
 
     def mark_complete(self, raster_id: int) -> None:
         with self._writing("finish a raster"), self._lock, self._db:
-            self._db.execute("UPDATE rasters SET complete = 1 WHERE id = ?", (raster_id,))
+            self._db.execute("BEGIN IMMEDIATE")
+            (tiling,) = self._db.execute("SELECT tiling FROM rasters WHERE id = ?", (raster_id,)).fetchone()
+            finished = {k: v for k, v in json.loads(tiling).items() if k != "refresh_from"}
+            self._db.execute("UPDATE rasters SET complete = 1, tiling = ? WHERE id = ?",
+                             (json.dumps(finished, sort_keys=True), raster_id))
 
     @contextmanager
     def _writing(self, what: str):
@@ -1057,8 +1109,21 @@ def _label_set_name(name) -> str:
     return text
 
 
-def _without_chunking(tiling: dict) -> dict:
-    return {key: value for key, value in tiling.items() if key != "chunk_px"}
+# Parts of a raster's tiling record that say what its tiles hold rather than where they are:
+# a change re-reads the raster but encodes only tiles whose pixels changed.
+_CONTENT_KEYS = ("nodata", "max_nodata")
+# Before the nodata threshold existed only tiles without any valid pixel were left out.
+_OLD_MAX_NODATA = 1.0
+
+
+def _grid(tiling: dict) -> dict:
+    """Where the tiles are: what must match for a raster's tiles to be kept."""
+    return {key: value for key, value in tiling.items()
+            if key not in ("chunk_px", "refresh_from", *_CONTENT_KEYS)}
+
+
+def _content(tiling: dict) -> dict:
+    return {"nodata": tiling.get("nodata"), "max_nodata": tiling.get("max_nodata", _OLD_MAX_NODATA)}
 
 
 def _crs(wkt):

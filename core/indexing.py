@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ import torch
 
 from ssjdn.core.errors import UserError, stop_check
 from ssjdn.core.index_store import APPROX_THRESHOLD, IndexLock, TileIndex
-from ssjdn.core.raster import is_virtual, raster_info, read_window_rgb
+from ssjdn.core.raster import (is_virtual, nodata_note, nodata_policy, raster_info, raster_path,
+                               read_window_rgb)
 from ssjdn.core.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
 
 # File names a folder search picks up (ENVI: the .dat, not its .hdr, which GDAL cannot open).
@@ -30,6 +32,9 @@ RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".vrt", ".img", ".ecw", ".si
                    ".dat", ".png", ".jpg", ".jpeg"}
 # 1024 px: a few compressed blocks per read, and several chunks in flight even on small rasters.
 DEFAULT_CHUNK_PX = 1024
+# A tile more than this share nodata (declared, a collar, or a set value) is not indexed: a
+# mostly black tile matches dark queries and crowds out real hits.
+DEFAULT_MAX_NODATA = 0.5
 
 
 @dataclass
@@ -39,7 +44,8 @@ class IndexStats:
     tiles_planned: int = 0
     tiles_encoded: int = 0        # encoded in this run
     tiles_resumed: int = 0        # already in the index from an earlier (interrupted) run
-    tiles_nodata: int = 0         # all-nodata tiles, never indexed
+    tiles_nodata: int = 0         # tiles over the nodata threshold, never indexed
+    tiles_unchanged: int = 0      # re-read after a nodata setting changed, same pixels: kept
     seconds: float = 0.0
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -61,6 +67,29 @@ class RasterJob:
     pending_chunks: list[int]
     explicit: bool = True          # named by the user (an error) rather than found in a folder
     failed: bool = False           # a read failed: the rest of the file is skipped
+    max_nodata: float = DEFAULT_MAX_NODATA
+    # A refresh (the nodata setting changed): {tile index: pixel checksum or None} of the tiles
+    # already in the index, and whether they were encoded under the same pixel setting.
+    existing: dict | None = None
+    same_pixels: bool = False
+
+    def sort_out(self, chunk, keep, crcs):
+        """Of a chunk's kept tiles (and their pixel checksums): (indices into `keep` to encode,
+        {tile index: crc} of tiles kept as they are, tile indices to delete) -- in a refresh a
+        tile is encoded again only if its pixels changed, and leaves if it is now over the
+        threshold; otherwise every kept tile is encoded."""
+        if self.existing is None:
+            return list(range(len(keep))), {}, []
+        encode, unchanged = [], {}
+        for i, (tile, crc) in enumerate(zip(keep, crcs)):
+            if tile.index in self.existing and (self.existing[tile.index] == crc or
+                                                (self.existing[tile.index] is None and self.same_pixels)):
+                unchanged[tile.index] = crc
+            else:
+                encode.append(i)
+        kept = {t.index for t in keep}
+        removed = [i for i in chunk.tile_indices if i in self.existing and i not in kept]
+        return encode, unchanged, removed
 
 
 @dataclass
@@ -69,9 +98,12 @@ class ReadChunk:
 
     job: RasterJob
     chunk_id: int
-    tiles: list            # tiles with valid pixels, in the order of `pixels`
+    tiles: list            # tiles to encode, in the order of `pixels`
     pixels: torch.Tensor | None   # uint8 [n, 3, h, w]; dropped once encoded
     n_nodata: int
+    checks: dict = field(default_factory=dict)    # {tile index: pixel crc} to record
+    removed: list = field(default_factory=list)   # tile indices to delete (a refresh)
+    n_unchanged: int = 0                          # kept as they were (a refresh)
 
 
 def find_rasters(inputs) -> list[tuple[str, bool]]:
@@ -102,8 +134,13 @@ def find_rasters(inputs) -> list[tuple[str, bool]]:
 
 def build_index(index_dir, rasters, model, tile_ground_m=None, tile_px=None, overlap=0.0, bands=None,
                 progress=None, cancel=None, batch_size=None, workers=None, chunk_px=DEFAULT_CHUNK_PX,
-                commit_every=2048, approx_threshold=APPROX_THRESHOLD, model_source=None) -> IndexStats:
+                commit_every=2048, approx_threshold=APPROX_THRESHOLD, model_source=None,
+                nodata=None, max_nodata=DEFAULT_MAX_NODATA) -> IndexStats:
     """Index `rasters` (files and/or folders) into `index_dir` with `model`; see module docstring.
+
+    `nodata` is raster_info's setting for every raster (None: auto, look for collars), or a
+    dict {raster path: setting} for some; a tile more than `max_nodata` nodata is left out.
+    A rerun with another nodata setting re-reads the raster and encodes only changed tiles.
 
     progress(done, total, message) is called as tiles finish; cancel is a threading.Event or a
     callable returning True to stop early (work finished so far is kept; calling again resumes).
@@ -118,12 +155,13 @@ def build_index(index_dir, rasters, model, tile_ground_m=None, tile_px=None, ove
     return build_with(encode_here, index_dir, rasters, model, tile_ground_m=tile_ground_m,
                       tile_px=tile_px, overlap=overlap, bands=bands, progress=progress,
                       cancel=cancel, chunk_px=chunk_px, approx_threshold=approx_threshold,
-                      model_source=model_source)
+                      model_source=model_source, nodata=nodata, max_nodata=max_nodata)
 
 
 def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=None, overlap=0.0,
                bands=None, progress=None, cancel=None, chunk_px=DEFAULT_CHUNK_PX,
-               approx_threshold=APPROX_THRESHOLD, model_source=None) -> IndexStats:
+               approx_threshold=APPROX_THRESHOLD, model_source=None, nodata=None,
+               max_nodata=DEFAULT_MAX_NODATA) -> IndexStats:
     """What every build does around its encoding: find and plan the rasters, hold the folder's
     lock, record the model, mark finished rasters complete and bring the search file up to date.
 
@@ -137,6 +175,7 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
     should_stop = stop_check(cancel)
     report = progress or (lambda done, total, message: None)
     found = find_rasters(rasters)   # a typo fails before an index folder is made
+    max_nodata = check_max_nodata(max_nodata)
     store = TileIndex.open(index_dir, model=model, create=True)
     lock = IndexLock(store.index_dir)
     try:
@@ -144,7 +183,7 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
         if model_source is not None:
             store.set_model_source(model_source)
         jobs = _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands,
-                          chunk_px, stats)
+                          chunk_px, stats, _NodataSettings(nodata, max_nodata))
         done = _Counter(stats.tiles_resumed)
         report(done.value, stats.tiles_planned, "planned")
         encode(store, jobs, stats, lambda n, msg: report(done.add(n), stats.tiles_planned, msg),
@@ -165,11 +204,36 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
 
 # -- planning ---------------------------------------------------------------------------------
 
-def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chunk_px, stats):
+def check_max_nodata(value) -> float:
+    """The nodata threshold as a float in [0, 1], or a UserError."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"The nodata threshold is the share of a tile that may be nodata, between 0 "
+                        f"and 1 (e.g. 0.5; 1 keeps every tile with any valid pixel); got {value}.")
+    return value
+
+
+@dataclass(frozen=True)
+class _NodataSettings:
+    setting: object        # raster_info's nodata setting, or {raster path: setting}
+    max_nodata: float
+
+    def for_path(self, path):
+        if isinstance(self.setting, dict):
+            by_path = {raster_path(p): v for p, v in self.setting.items()}
+            return by_path.get(raster_path(path))
+        return self.setting
+
+
+def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chunk_px, stats,
+               nodata: _NodataSettings):
     jobs = []
     for path, explicit in found:
         try:
-            info = raster_info(path, bands=bands)
+            info = raster_info(path, bands=bands, nodata=nodata.for_path(path))
         except UserError as exc:
             if explicit:
                 raise
@@ -182,20 +246,28 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
                                   f"have no longitude/latitude (search works; map export does not).")
         windows = plan_windows(info, tile_ground_m, tile_px, overlap, model)
         tiling = {"tile_px": list(tile_size_px(info, tile_ground_m, tile_px, model)), "overlap": overlap,
-                  "bands": list(info.rgb_bands), "chunk_px": chunk_px}
+                  "bands": list(info.rgb_bands), "chunk_px": chunk_px, "max_nodata": nodata.max_nodata}
+        if nodata_policy(info) is not None:
+            tiling["nodata"] = nodata_policy(info)
         stats.tiles_planned += len(windows)
         raster_id, complete, stored = store.begin_raster(info, tiling, len(windows))
         if complete:
             stats.rasters_skipped += 1
             stats.tiles_resumed += len(windows)
             continue
+        if nodata_note(info):
+            stats.warnings.append(nodata_note(info))
         tiles = tiles_for_windows(info, windows)
         # A resumed raster keeps the chunking its done marks refer to.
         chunks = chunk_tiles(info, tiles, stored.get("chunk_px", chunk_px))
         done_chunks = store.done_chunks(raster_id)
         stats.tiles_resumed += sum(len(chunks[c].tile_indices) for c in done_chunks if c < len(chunks))
         pending = [i for i in range(len(chunks)) if i not in done_chunks]
-        jobs.append(RasterJob(raster_id, info, tiles, chunks, pending, explicit))
+        job = RasterJob(raster_id, info, tiles, chunks, pending, explicit, max_nodata=nodata.max_nodata)
+        if "refresh_from" in stored:
+            job.existing = store.tile_checks(raster_id)
+            job.same_pixels = stored["refresh_from"].get("nodata") == tiling.get("nodata")
+        jobs.append(job)
     return jobs
 
 
@@ -211,19 +283,22 @@ def _warn_empty_rasters(store, jobs, stats) -> None:
 
 # -- reading ----------------------------------------------------------------------------------
 
-def cut_chunk(info, chunk, tiles, pin: bool = False) -> tuple[list, torch.Tensor, int]:
+def cut_chunk(info, chunk, tiles, pin: bool = False,
+              max_nodata: float = DEFAULT_MAX_NODATA) -> tuple[list, torch.Tensor, int, list[int]]:
     """Read one chunk of a raster at native resolution and cut its tiles in memory.
 
     `tiles` maps a tile index to its Tile (a raster's list of tiles, or a dict of the chunk's).
-    Returns (tiles with valid pixels, their uint8 pixels [n, 3, h, w], number of all-nodata
-    tiles, which are never indexed). Raises UserError when the pixels cannot be read."""
+    Returns (tiles kept, their uint8 pixels [n, 3, h, w], number of tiles left out because
+    more than `max_nodata` of them is nodata (or all of it), the kept tiles' pixel checksums).
+    Raises UserError when the pixels cannot be read."""
     rgb, valid = read_window_rgb(info, chunk.window, with_mask=True)
     col0, row0 = int(chunk.window.col_off), int(chunk.window.row_off)
     keep, n_nodata = [], 0
     for index in chunk.tile_indices:
         tile = tiles[index]
         rows, cols = _slices(tile.window, row0, col0)
-        if valid[rows, cols].any():
+        tile_valid = valid[rows, cols]
+        if tile_valid.any() and 1.0 - tile_valid.mean() <= max_nodata:
             keep.append(tile)
         else:
             n_nodata += 1
@@ -234,13 +309,20 @@ def cut_chunk(info, chunk, tiles, pin: bool = False) -> tuple[list, torch.Tensor
     for i, tile in enumerate(keep):
         rows, cols = _slices(tile.window, row0, col0)
         out[i] = rgb[:, rows, cols]
-    return keep, pixels, n_nodata
+    return keep, pixels, n_nodata, [zlib.crc32(out[i]) for i in range(len(keep))]
 
 
 def _read_chunk(job: RasterJob, chunk_id: int, pin: bool) -> ReadChunk:
     """Read one chunk and cut its tiles (runs in a reader thread)."""
-    keep, pixels, n_nodata = cut_chunk(job.info, job.chunks[chunk_id], job.tiles, pin)
-    return ReadChunk(job, chunk_id, keep, pixels, n_nodata)
+    chunk = job.chunks[chunk_id]
+    keep, pixels, n_nodata, crcs = cut_chunk(job.info, chunk, job.tiles, pin, job.max_nodata)
+    encode, unchanged, removed = job.sort_out(chunk, keep, crcs)
+    if len(encode) < len(keep):
+        pixels = pixels[encode]
+    checks = {keep[i].index: crcs[i] for i in encode}
+    checks.update(unchanged)
+    return ReadChunk(job, chunk_id, [keep[i] for i in encode], pixels, n_nodata, checks, removed,
+                     len(unchanged))
 
 
 def _slices(window, row0: int, col0: int):
@@ -356,7 +438,8 @@ class _Pipeline:
             chunk.pixels = None  # only vectors wait for the commit, never pixels (memory bound)
             self.committer.add(chunk, vectors[start:start + len(chunk.tiles)])
             start += len(chunk.tiles)
-            self.on_done(len(chunk.tiles) + chunk.n_nodata, Path(chunk.job.info.path).name)
+            self.on_done(len(chunk.tiles) + chunk.n_nodata + chunk.n_unchanged,
+                         Path(chunk.job.info.path).name)
         self._batch = []
         del pixels
 
@@ -401,13 +484,17 @@ class ChunkCommitter:
             tiles = [t for chunk, _ in items for t in chunk.tiles]
             vectors = [v for _, v in items if len(v)]
             stacked = np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float32)
+            checks = {i: crc for chunk, _ in items for i, crc in chunk.checks.items()}
+            removed = [i for chunk, _ in items for i in chunk.removed]
             while len(self._commits) >= 2:
                 self._commits.popleft().result()  # re-raises a failed write here
-            self._commits.append(self._writer.submit(self.store.commit, raster_id, tiles, stacked,
-                                                     [chunk.chunk_id for chunk, _ in items]))
+            self._commits.append(self._writer.submit(
+                self.store.commit, raster_id, tiles, stacked, [chunk.chunk_id for chunk, _ in items],
+                checks, removed, items[0][0].job.existing is not None))
             for chunk, _ in items:
                 self.stats.tiles_encoded += len(chunk.tiles)
                 self.stats.tiles_nodata += chunk.n_nodata
+                self.stats.tiles_unchanged += chunk.n_unchanged
         self._encoded = []
 
 

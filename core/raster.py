@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from affine import Affine  # noqa: E402
 from rasterio.crs import CRS  # noqa: E402
-from rasterio.enums import ColorInterp, Resampling  # noqa: E402
+from rasterio.enums import ColorInterp, MaskFlags, Resampling  # noqa: E402
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
@@ -38,6 +38,16 @@ _STRETCH_SAMPLE_PX = 64
 # GDAL virtual file systems (/vsis3/, /vsigs/, /vsiaz/, /vsicurl/, /vsizip/, ...): archives in
 # object storage are read through GDAL by these paths, which are not local files.
 VIRTUAL_PREFIX = "/vsi"
+# Black (or white) collars: mosaics and drone orthophotos are often delivered with a constant
+# border and no nodata tag. It is looked for on a decimated image (overviews when the file has
+# them) of at most this many pixels a side, so the cost and memory do not grow with the raster.
+COLLAR_SAMPLE_PX = 512
+# A border region of constant pixels is a collar when it covers at least this share of the raster.
+MIN_COLLAR_SHARE = 0.005
+# The `nodata` setting of raster_info: look for a collar when the file declares nothing ...
+NODATA_AUTO = "auto"
+# ... or trust the file alone (no detection).
+NODATA_NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,13 @@ class RasterInfo:
     # Per output channel (low, high) values mapped to 0..255; None for 8-bit data shown as is.
     stretch: tuple[tuple[float, float], ...] | None = None
     band_descriptions: tuple[str, ...] = field(default=())
+    # A value that is nodata where all shown bands hold it, beyond what the file declares: a
+    # detected collar's ("collar", only inside `collar_region`) or one the user set ("setting").
+    fill_value: float | None = None
+    fill_origin: str | None = None
+    fill_share: float = 0.0           # share of the raster a detected collar covers
+    # Where a collar may be, on a coarse grid over the whole raster (bool [rows, cols]).
+    collar_region: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_crs(self) -> bool:
@@ -82,18 +99,59 @@ class GeoRaster:
     nodata: float | None = float("nan")
 
 
-def raster_info(path, bands=None) -> RasterInfo:
+def raster_info(path, bands=None, nodata=NODATA_AUTO) -> RasterInfo:
     """Open `path` and describe it; `bands` overrides the RGB band choice (1-based, 1 or 3 ints).
 
+    `nodata` says which pixels besides the file's own nodata, mask or alpha are nodata:
+    NODATA_AUTO a constant black (0) or white (255) border reaching the edge when the file
+    declares none (a collar), NODATA_NONE nothing more, a number the pixels holding it in all
+    shown bands (anywhere).
     A raster without a CRS is accepted for pixel-only use (tiles in pixels, no lat/lon).
     Raises UserError for missing, unreadable or corrupt files and for impossible band choices.
     """
     path = _check_path(path)
     normalized = _normalize_bands(bands)
+    nodata = normalize_nodata(nodata)
     if is_virtual(path):   # no stat to tell a replaced object: described at every call
-        return _cached_info.__wrapped__(path, None, None, normalized)
+        return _cached_info.__wrapped__(path, None, None, normalized, nodata)
     stat = os.stat(path)
-    return _cached_info(path, stat.st_mtime_ns, stat.st_size, normalized)
+    return _cached_info(path, stat.st_mtime_ns, stat.st_size, normalized, nodata)
+
+
+def normalize_nodata(value):
+    """A nodata setting as raster_info takes it: NODATA_AUTO, NODATA_NONE or a float; None and ""
+    mean auto. UserError for anything else."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", NODATA_AUTO)):
+        return NODATA_AUTO
+    if isinstance(value, str) and value.strip().lower() == NODATA_NONE:
+        return NODATA_NONE
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"A nodata setting is a pixel value (e.g. 0 or 255), 'auto' (look for a "
+                        f"black or white collar) or 'none' (only what the file declares); got "
+                        f"{value!r}.") from None
+    if not np.isfinite(number):
+        raise UserError(f"A nodata value must be a finite number; got {value!r}.")
+    return number
+
+
+def nodata_policy(info: RasterInfo) -> dict | None:
+    """What besides the file's own mask is nodata in `info`, as recorded with its tiles (None:
+    nothing). Tiles encoded under another policy may hold other pixels."""
+    if info.fill_value is None:
+        return None
+    return {"value": info.fill_value, "origin": info.fill_origin}
+
+
+def nodata_note(info: RasterInfo) -> str | None:
+    """The one sentence that tells the user a collar was found and treated as nodata."""
+    if info.fill_origin != "collar":
+        return None
+    colour = "black (0)" if info.fill_value == 0 else f"constant {info.fill_value:g}"
+    return (f"{info.path}: declares no nodata, but a {colour} border reaching its edge covers "
+            f"{100 * info.fill_share:.0f}% of it; treated as nodata (to change that: --nodata VALUE, "
+            f"or --nodata none to keep it).")
 
 
 def is_virtual(path) -> bool:
@@ -147,6 +205,8 @@ def read_window_rgb(path_or_info, window: Window, out_size=None, bands=None,
     valid = mask > 0
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
+    if info.fill_value is not None:
+        valid &= ~_filled(info, data, window)
     rgb = _to_uint8(data, info.stretch)
     if not valid.all():
         rgb[:, ~valid] = 0
@@ -188,14 +248,14 @@ def _normalize_bands(bands) -> tuple[int, ...] | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_info(path: str, mtime_ns: int, size: int, bands) -> RasterInfo:
+def _cached_info(path: str, mtime_ns: int, size: int, bands, nodata) -> RasterInfo:
     # mtime and size are part of the key so an edited file is described again.
     del mtime_ns, size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                return _describe(src, path, bands)
+                return _describe(src, path, bands, nodata)
     except RasterioIOError as exc:
         if is_virtual(path):
             raise UserError(f"GDAL cannot open {path}: {exc}. Check the path, and for object "
@@ -205,7 +265,7 @@ def _cached_info(path: str, mtime_ns: int, size: int, bands) -> RasterInfo:
                         f"an image GDAL understands; re-export it as GeoTIFF.") from exc
 
 
-def _describe(src, path: str, bands) -> RasterInfo:
+def _describe(src, path: str, bands, nodata_setting) -> RasterInfo:
     rgb_bands = _choose_bands(src, bands)
     crs = src.crs if src.crs else None
     bounds = tuple(src.bounds)
@@ -214,15 +274,76 @@ def _describe(src, path: str, bands) -> RasterInfo:
         from ssjdn.core.tiling import bounds_to_wgs84
         bounds_wgs84 = bounds_to_wgs84(crs, bounds)
     nodata = src.nodatavals[rgb_bands[0] - 1]
-    stretch = None if src.dtypes[rgb_bands[0] - 1] == "uint8" else _estimate_stretch(src, rgb_bands)
+    fill = _fill(src, rgb_bands, nodata_setting)
+    stretch = None if src.dtypes[rgb_bands[0] - 1] == "uint8" else \
+        _estimate_stretch(src, rgb_bands, fill["fill_value"])
     block_rows, block_cols = src.block_shapes[0]
     return RasterInfo(
         path=path, width=src.width, height=src.height, count=src.count,
         dtype=src.dtypes[rgb_bands[0] - 1], crs=crs, transform=src.transform, nodata=nodata,
         res=tuple(src.res), rgb_bands=rgb_bands, bounds=bounds, bounds_wgs84=bounds_wgs84,
         block_shape=(block_rows, block_cols), stretch=stretch,
-        band_descriptions=tuple(d or "" for d in src.descriptions),
+        band_descriptions=tuple(d or "" for d in src.descriptions), **fill,
     )
+
+
+def _fill(src, rgb_bands, setting) -> dict:
+    """RasterInfo's fill_* fields for a nodata setting (see raster_info)."""
+    none = {"fill_value": None, "fill_origin": None, "fill_share": 0.0, "collar_region": None}
+    if setting == NODATA_NONE:
+        return none
+    if setting != NODATA_AUTO:
+        return dict(none, fill_value=float(setting), fill_origin="setting")
+    if _declares_nodata(src, rgb_bands):
+        return none
+    collar = _detect_collar(src, rgb_bands)
+    if collar is None:
+        return none
+    value, share, region = collar
+    return {"fill_value": value, "fill_origin": "collar", "fill_share": share, "collar_region": region}
+
+
+def _declares_nodata(src, rgb_bands) -> bool:
+    """A nodata value, an alpha band or an internal mask: the file says itself what is nodata."""
+    return any(MaskFlags.all_valid not in src.mask_flag_enums[b - 1] for b in rgb_bands)
+
+
+def _detect_collar(src, rgb_bands):
+    """(value, share of the raster, region) of a constant border reaching the raster's edge, or
+    None. Candidates: 0 in all shown bands, and 255 for 8-bit data. Read decimated (nearest, so
+    values stay exact); the region is the collar's coarse cells grown by one cell, so that
+    full-resolution pixels along its edge, between two samples, are inside it."""
+    from scipy import ndimage
+    scale = min(1.0, COLLAR_SAMPLE_PX / max(src.width, src.height))
+    shape = (max(1, round(src.height * scale)), max(1, round(src.width * scale)))
+    sample = src.read(list(rgb_bands), out_shape=(len(rgb_bands), *shape), resampling=Resampling.nearest)
+    candidates = (0, 255) if sample.dtype == np.uint8 else (0,)
+    best = None
+    for value in candidates:
+        constant = (sample == value).all(axis=0)
+        labels, _ = ndimage.label(constant)
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        collar = np.isin(labels, edge[edge > 0])
+        share = float(collar.mean())
+        if share >= MIN_COLLAR_SHARE and (best is None or share > best[1]):
+            best = (float(value), share, ndimage.binary_dilation(collar, iterations=1))
+    return best
+
+
+def _filled(info: RasterInfo, data: np.ndarray, window: Window) -> np.ndarray:
+    """bool [h, w]: pixels of `data` (read from `window`, maybe decimated) holding the fill value
+    in every band, inside the collar region when the fill is a detected collar."""
+    filled = (data == info.fill_value).all(axis=0)
+    region = info.collar_region
+    if region is None or not filled.any():
+        return filled
+    # Each output pixel's centre in raster pixels, then the coarse cell it falls in.
+    out_h, out_w = filled.shape
+    rows = window.row_off + (np.arange(out_h) + 0.5) * (window.height / out_h)
+    cols = window.col_off + (np.arange(out_w) + 0.5) * (window.width / out_w)
+    cell_rows = np.clip((rows * region.shape[0] / info.height).astype(np.int64), 0, region.shape[0] - 1)
+    cell_cols = np.clip((cols * region.shape[1] / info.width).astype(np.int64), 0, region.shape[1] - 1)
+    return filled & region[np.ix_(cell_rows, cell_cols)]
 
 
 def _choose_bands(src, bands) -> tuple[int, int, int]:
@@ -249,8 +370,9 @@ def _choose_bands(src, bands) -> tuple[int, int, int]:
     return (1, 2, 3)
 
 
-def _estimate_stretch(src, rgb_bands) -> tuple[tuple[float, float], ...]:
-    """Low/high percentiles per channel over a sparse grid of windows (nodata and NaN excluded)."""
+def _estimate_stretch(src, rgb_bands, fill_value=None) -> tuple[tuple[float, float], ...]:
+    """Low/high percentiles per channel over a sparse grid of windows (nodata, NaN and pixels
+    holding `fill_value` in every band excluded)."""
     samples = []
     n = _STRETCH_SAMPLE_GRID
     size = _STRETCH_SAMPLE_PX
@@ -260,6 +382,8 @@ def _estimate_stretch(src, rgb_bands) -> tuple[tuple[float, float], ...]:
             data = src.read(list(rgb_bands), window=win).reshape(3, -1).astype(np.float64)
             valid = src.read_masks(rgb_bands[0], window=win).reshape(-1) > 0
             valid &= np.isfinite(data).all(axis=0)
+            if fill_value is not None:
+                valid &= ~(data == fill_value).all(axis=0)
             samples.append(data[:, valid])
     pixels = np.concatenate(samples, axis=1)
     if pixels.shape[1] == 0:

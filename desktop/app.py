@@ -79,7 +79,8 @@ def initial_session(args):
             print(f"ssjdn-explorer: the last session {source} was ignored: {exc}", file=sys.stderr)
         else:
             session = Session(model_spec=restored.model_spec, device=restored.device,
-                              tile_ground_m=restored.tile_ground_m, queries=restored.queries,
+                              tile_ground_m=restored.tile_ground_m, indexing=restored.indexing,
+                              queries=restored.queries,
                               layers=restored.layers)
             rasters = [p for p in restored.rasters if is_virtual(p) or Path(p).exists()]
     rasters += args.rasters

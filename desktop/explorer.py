@@ -167,6 +167,7 @@ class ExplorerModel:
         from ssjdn.core.indexing import build_index
         index_dir, rasters, model = self.current_index_dir(), list(self.session.rasters), self.loaded.model
         tile_m = self.session.tile_ground_m
+        settings = self.session.indexing_settings.build_kwargs()
         # The engine reports progress once per encoded read chunk. On a CPU a default chunk
         # (1024 px) can hold the whole sample scene, so the bar would sit at 0 % for minutes;
         # small chunks cost nothing there (encoding dominates), and on a GPU the default stays.
@@ -174,7 +175,7 @@ class ExplorerModel:
 
         def work(progress=None, cancel=None):
             return build_index(index_dir, rasters, model, tile_ground_m=tile_m, progress=progress,
-                               cancel=cancel, **chunking)
+                               cancel=cancel, **settings, **chunking)
 
         self.drop_index()
         return work, (index_dir, model)
@@ -595,6 +596,7 @@ class ExplorerModel:
         for raster in list(self.session.rasters):
             self.close_raster(raster)
         self.session.set_tile_ground_m(restored.tile_ground_m)
+        self.session.set_indexing(restored.indexing)
         self.session.queries = restored.queries
         self.pending_query = restored.queries[-1] if restored.queries else None
         return restored

@@ -129,6 +129,7 @@ class QtMainWindow(QMainWindow):
         index_menu = bar.addMenu("&Index")
         self.index_action = index_menu.addAction("Build / resume index", self.start_indexing)
         self.cancel_action = index_menu.addAction("Cancel indexing", self.cancel_indexing)
+        index_menu.addAction("Indexing settings…", self.open_indexing_dialog)
         self.cancel_action.setEnabled(False)
         mark_menu = bar.addMenu("M&ark")
         # Single keys: a line edit with focus takes them as text first (Qt's shortcut override).
@@ -228,6 +229,7 @@ class QtMainWindow(QMainWindow):
         self.session.events.connect("model", lambda spec: self._on_session_model())
         self.session.events.connect("device", lambda device: self._on_session_device(device))
         self.session.events.connect("tile_size", self._on_tile_size)
+        self.session.events.connect("indexing", lambda indexing: self._index_again())
         events = self.model.events
         events.connect("raster_opened", self._on_raster_opened)
         events.connect("raster_closed", self._on_raster_closed)
@@ -361,10 +363,21 @@ class QtMainWindow(QMainWindow):
             self.tile_size.blockSignals(True)
             self.tile_size.setValue(tile_ground_m or 0.0)
             self.tile_size.blockSignals(False)
+        self._index_again()
+
+    def _index_again(self) -> None:
+        """The tiling or the indexing settings changed: index the open rasters again (only what
+        changed is encoded again)."""
         self.cancel_indexing()
         self.model.drop_index()
         if self.model.can_index():
             self.start_indexing()
+
+    def open_indexing_dialog(self):
+        from ssjdn.desktop.qt_indexing import QtIndexingDialog
+        dialog = QtIndexingDialog(self.session, self)
+        dialog.open()
+        return dialog
 
     def start_indexing(self) -> None:
         """Build the index of the open rasters, or resume it: finished work is never redone."""

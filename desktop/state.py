@@ -60,6 +60,39 @@ class ModelChoice:
 
 
 @dataclass
+class IndexingSettings:
+    """How rasters are cut and what is left out, as build_index takes it: the share of a tile
+    that may be nodata (None: the engine's default), and per raster a nodata setting ("none" or
+    a pixel value; rasters not named are "auto")."""
+
+    max_nodata: float | None = None
+    nodata: dict[str, object] = field(default_factory=dict)   # {raster path: setting}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "IndexingSettings":
+        """Settings from a session's dict; UserError for values build_index would refuse."""
+        from ssjdn.core.indexing import check_max_nodata
+        from ssjdn.core.raster import NODATA_AUTO, normalize_nodata
+        nodata = {str(path): normalize_nodata(value) for path, value in (data.get("nodata") or {}).items()}
+        max_nodata = data.get("max_nodata")
+        return cls(max_nodata=None if max_nodata is None else check_max_nodata(max_nodata),
+                   nodata={path: value for path, value in nodata.items() if value != NODATA_AUTO})
+
+    def to_dict(self) -> dict:
+        """Only what differs from the defaults, so a default session stays {} (and older
+        session files compare equal)."""
+        data = {"max_nodata": self.max_nodata, "nodata": dict(self.nodata)}
+        return {key: value for key, value in data.items() if value not in (None, {})}
+
+    def build_kwargs(self) -> dict:
+        """build_index's keyword arguments for these settings."""
+        kwargs = {"nodata": dict(self.nodata)}
+        if self.max_nodata is not None:
+            kwargs["max_nodata"] = self.max_nodata
+        return kwargs
+
+
+@dataclass
 class Session:
     """Everything the user opened and asked; saved and restored as JSON."""
 
@@ -67,6 +100,8 @@ class Session:
     model_spec: str = SHIPPED_DEFAULT
     device: str = "auto"
     tile_ground_m: float | None = None
+    # How the open rasters are indexed besides the tile size (IndexingSettings.to_dict()).
+    indexing: dict = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
     layers: dict[str, dict] = field(default_factory=dict)
     view_bounds: list[float] | None = None
@@ -93,6 +128,17 @@ class Session:
             self.tile_ground_m = tile_ground_m
             self.events.emit("tile_size", tile_ground_m=tile_ground_m)
 
+    def set_indexing(self, indexing: dict) -> None:
+        """Nodata threshold and per-raster nodata settings (see IndexingSettings)."""
+        indexing = IndexingSettings.from_dict(indexing).to_dict()
+        if indexing != self.indexing:
+            self.indexing = indexing
+            self.events.emit("indexing", indexing=dict(indexing))
+
+    @property
+    def indexing_settings(self) -> "IndexingSettings":
+        return IndexingSettings.from_dict(self.indexing)
+
     def add_raster(self, path: str) -> bool:
         path = str(Path(path).expanduser().resolve())
         if path in self.rasters:
@@ -116,7 +162,7 @@ class Session:
     def to_dict(self) -> dict:
         return {"version": SESSION_VERSION, "rasters": self.rasters, "model": self.model_spec,
                 "device": self.device, "tile_ground_m": self.tile_ground_m,
-                "queries": self.queries, "layers": self.layers, "view_bounds": self.view_bounds,
+                "indexing": self.indexing, "queries": self.queries, "layers": self.layers, "view_bounds": self.view_bounds,
                 "index": self.index_dir}
 
     @classmethod
@@ -130,6 +176,7 @@ class Session:
         try:
             return cls(rasters=_strings(data, "rasters"), model_spec=_model_spec(data),
                        device=_device(data), tile_ground_m=_tile_ground_m(data),
+                       indexing=_indexing(data),
                        queries=_strings(data, "queries"), layers=_layers(data),
                        view_bounds=_view_bounds(data), index_dir=_text(data, "index", None))
         except _BadField as exc:
@@ -196,6 +243,17 @@ def _tile_ground_m(data: dict) -> float | None:
     if not _is_number(value) or value <= 0:
         raise _BadField(f'"tile_ground_m" must be a positive number of metres or null, not {value!r}')
     return float(value)
+
+
+def _indexing(data: dict) -> dict:
+    from ssjdn.core.errors import UserError
+    value = data.get("indexing") or {}
+    if not isinstance(value, dict) or not isinstance(value.get("nodata", {}), dict):
+        raise _BadField(f'"indexing" must be a mapping of indexing settings, not {value!r}')
+    try:
+        return IndexingSettings.from_dict(value).to_dict()
+    except UserError as exc:
+        raise _BadField(f'"indexing": {exc}') from None
 
 
 def _layers(data: dict) -> dict[str, dict]:

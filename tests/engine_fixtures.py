@@ -47,11 +47,23 @@ def scene(rows=256, cols=320, seed=0) -> np.ndarray:
     return image.clip(0, 255).astype(np.uint8)
 
 
+def collared(rows=512, cols=512, value=0, seed=0) -> np.ndarray:
+    """A 0.1 m-like scene inside a tilted quadrilateral; outside it every band holds `value`.
+    The content has pure black blobs of its own, which are not nodata."""
+    image = scene(rows, cols, seed)
+    image[image == value] = 7 if value == 0 else 250          # content never equals the collar ...
+    image[:, rows // 2 - 6:rows // 2 + 6, cols // 2 - 6:cols // 2 + 6] = value  # ... except this blob
+    y, x = np.mgrid[0:rows, 0:cols]
+    inside = (x > 0.25 * cols + 0.2 * y) & (y > 0.15 * rows) & (y < 0.9 * rows) & (x < 0.95 * cols)
+    image[:, ~inside] = value
+    return image
+
+
 def utm_scene(tmp_path, name="scene.tif", rows=256, cols=320, seed=0, **kwargs) -> str:
     return write_raster(tmp_path / name, scene(rows, cols, seed), **kwargs)
 
 
-__all__ = ["write_raster", "scene", "utm_scene", "UTM31N", "UTM_ORIGIN", "ColorInterp"]
+__all__ = ["write_raster", "scene", "collared", "utm_scene", "UTM31N", "UTM_ORIGIN", "ColorInterp"]
 
 
 def index_small_scene(tmp_path, model):

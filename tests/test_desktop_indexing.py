@@ -1,7 +1,7 @@
 """Indexing from the app: progress, cancel, resume."""
 from __future__ import annotations
 
-from desktop_fixtures import INDEX_TIMEOUT_MS, make_window, user_dirs, wide_raster  # noqa: F401
+from desktop_fixtures import INDEX_TIMEOUT_MS, make_window, small_raster, user_dirs, wide_raster  # noqa: F401
 from PySide6.QtCore import Qt
 
 
@@ -87,3 +87,39 @@ def test_the_progress_bar_names_the_search_structure_step(make_window):
     assert window.statusBar().currentMessage() == "Search structure: 100,000 / 160,000 vectors added"
     window._on_index_progress(160, 160, "done")
     assert window.statusBar().currentMessage() == ""
+
+
+def test_the_indexing_settings_set_the_nodata_threshold_and_a_rasters_nodata(qtbot, make_window, tmp_path):
+    """A collared raster: by default its mostly black tiles are left out; the dialog's per-raster
+    'none' brings them back, and only the tiles whose pixels changed are encoded again."""
+    from engine_fixtures import collared, write_raster
+    raster = write_raster(tmp_path / "collar.tif", collared(256, 320), res=0.3)
+    window = make_window()
+    window.open_rasters([raster])
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as first:
+        window.load_model()
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+    stats = first.args[0]
+    assert stats.tiles_nodata > 0 and any("treated as nodata" in w for w in stats.warnings)
+    dialog = window.open_indexing_dialog()
+    box = dialog.nodata_boxes[window.session.rasters[0]]
+    box.setCurrentIndex(box.findData("none"))
+    dialog.max_nodata.setValue(80)
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as second:
+        dialog.accept()
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+    again = second.args[0]
+    assert window.session.indexing == {"max_nodata": 0.8, "nodata": {window.session.rasters[0]: "none"}}
+    assert again.tiles_nodata == 0 and again.tiles_encoded == stats.tiles_nodata
+    assert again.tiles_unchanged == stats.tiles_encoded
+    assert window.model.index.count == stats.tiles_planned
+
+
+def test_a_bad_nodata_value_is_one_message_and_the_dialog_stays(qtbot, make_window, small_raster):
+    window = make_window(auto_index=False)
+    window.open_rasters([small_raster])
+    dialog = window.open_indexing_dialog()
+    dialog.nodata_boxes[window.session.rasters[0]].setEditText("black")
+    with qtbot.waitSignal(window.errorShown) as shown:
+        dialog.accept()
+    assert "pixel value" in shown.args[0] and dialog.isVisible() and window.session.indexing == {}
