@@ -51,6 +51,8 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _UNREADABLE_LOCK_GRACE_S = 10.0
 # Rasters whose tile grids (ids, windows, shard positions: 56 bytes a tile) stay in memory.
 _CACHED_RASTERS = 4
+# Tile ids bound to one SQL query (IN (...)): under every SQLite build's limit of bound values.
+_IDS_PER_QUERY = 10_000
 # Tiles upgraded from format 1 per step (float32 blobs read, float16 rows written).
 _MIGRATE_BATCH = 50_000
 # Positions of deleted tiles that the saved faiss file still holds (see _note_removed_from_faiss).
@@ -505,9 +507,9 @@ class TileIndex:
         if not ids:
             return []
         with self._lock:
-            rows = self._db.execute(
+            rows = self._rows_for_ids(
                 "SELECT id, raster_id, col_off, row_off, width, height, left, bottom, right, top,"
-                f" west, south, east, north FROM tiles WHERE id IN ({_marks(ids)})", ids).fetchall()
+                " west, south, east, north FROM tiles WHERE id IN ({marks})", ids)
             by_id = {}
             for (tid, rid, col, row, w, h, left, bottom, right, top, west, south, east, north) in rows:
                 path, crs, transform, bands = self._raster_fields(rid)
@@ -515,6 +517,16 @@ class TileIndex:
                 by_id[tid] = TileRecord(tid, path, Window(col, row, w, h), (left, bottom, right, top),
                                         crs, wgs84, transform, bands)
         return [by_id[i] for i in ids if i in by_id]
+
+    def _rows_for_ids(self, sql: str, ids: list[int]) -> list[tuple]:
+        """Rows of `sql` (whose `{marks}` is the id list) for every id, a chunk of ids per query:
+        SQLite refuses more bound values than its limit (250,000 in Python's build, 32,766 in
+        others), and find-all or a label file reaches that on an archive."""
+        rows = []
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            part = ids[start:start + _IDS_PER_QUERY]
+            rows += self._db.execute(sql.format(marks=_marks(part)), part).fetchall()
+        return rows
 
     def _raster_fields(self, raster_id: int):
         """(path, CRS, transform, bands) of a raster, parsed once: parsing a CRS from WKT costs
@@ -537,11 +549,8 @@ class TileIndex:
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
         with self._lock:
-            rows = []
-            for start in range(0, len(ids), 10_000):   # under SQLite's limit of bound values
-                part = ids[start:start + 10_000].tolist()
-                rows += self._db.execute(
-                    f"SELECT id, shard, row FROM tiles WHERE id IN ({_marks(part)})", part).fetchall()
+            rows = self._rows_for_ids("SELECT id, shard, row FROM tiles WHERE id IN ({marks})",
+                                      ids.tolist())
             found = np.array(rows, np.int64).reshape(-1, 3)
             found = found[np.argsort(found[:, 0])]
             at = np.minimum(np.searchsorted(found[:, 0], ids), max(len(found) - 1, 0))

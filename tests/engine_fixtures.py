@@ -1,6 +1,8 @@
 """Small real GeoTIFFs written by the engine tests themselves (never files from outside)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp
@@ -73,3 +75,38 @@ def index_small_scene(tmp_path, model):
     raster = utm_scene(tmp_path, rows=256, cols=320)
     build_index(tmp_path / "idx", raster, model, tile_px=64)
     return TileIndex.open(tmp_path / "idx", model=model), raster
+
+
+def synthetic_index(folder, model, side_px=4080, tile_px=8, seed=0):
+    """An index of a real side_px x side_px lon/lat raster cut into tile_px tiles whose vectors
+    are random unit vectors (nothing encoded, tiles laid out here in numpy): 510 x 510 tiles of
+    8 px are an archive-sized 260,100-tile index in seconds. Returns (open TileIndex, raster)."""
+    from rasterio.windows import Window
+
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.raster import raster_info
+    from ssjdn.core.tiling import Tile
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    res, (west, north) = 1e-5, (10.0, 50.0)
+    raster = write_raster(folder / "big.tif", np.zeros((3, side_px, side_px), np.uint8),
+                          crs="EPSG:4326", res=res, origin=(west, north), compress="deflate")
+    info = raster_info(raster)
+    per_side = side_px // tile_px
+    rows, cols = np.divmod(np.arange(per_side * per_side), per_side)
+    lefts, tops = west + cols * tile_px * res, north - rows * tile_px * res
+    tiles = [Tile(info.path, Window(int(c) * tile_px, int(r) * tile_px, tile_px, tile_px), box, box, i)
+             for i, (r, c, box) in enumerate(zip(rows, cols, zip(
+                 lefts.tolist(), (tops - tile_px * res).tolist(), (lefts + tile_px * res).tolist(),
+                 tops.tolist())))]
+    index = TileIndex.open(folder / "idx", model=model, create=True)
+    raster_id, _, _ = index.begin_raster(info, {"tile_px": [tile_px, tile_px], "overlap": 0.0},
+                                         len(tiles))
+    rng = np.random.default_rng(seed)
+    for start in range(0, len(tiles), 65_536):
+        part = tiles[start:start + 65_536]
+        vectors = rng.normal(size=(len(part), index.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        index.commit(raster_id, part, vectors, [])
+    index.mark_complete(raster_id)
+    return index, raster
