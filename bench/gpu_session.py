@@ -469,17 +469,39 @@ def _collect_runs(session: Session, runs: list[dict], root: Path, reported: set)
         session.save()
 
 
-def _summarise_variants(session: Session) -> None:
+LATE_EPOCHS = 10   # the late-epoch mean: less optimistic than the best epoch of a run
+
+
+def late_mean(history: list[dict], key: str = "mR") -> float | None:
+    """Mean of `key` over a run's last LATE_EPOCHS validated epochs (None if never logged)."""
+    values = [row[key] for row in history if row.get(key) is not None][-LATE_EPOCHS:]
+    return round(sum(values) / len(values), 2) if values else None
+
+
+def _spread(values: list[float]) -> dict:
     import statistics
 
+    return {"mean": round(statistics.mean(values), 2),
+            "std": round(statistics.stdev(values), 2) if len(values) > 1 else None}
+
+
+def _summarise_variants(session: Session) -> None:
+    """Per variant over its seeds: the best epoch's mR (mean_mR, std_mR, mR), and the mean of
+    the last epochs, validated (late_mR) and, when a moving average is validated, of the
+    weights themselves (late_mR_raw)."""
     for variant in VARIANTS:
-        scores = [r["best_mR"] for r in session.runs["runs"]
-                  if r["variant"] == variant and r.get("best_epoch")]
-        if scores:
-            session.runs["variants"][variant] = {
-                "seeds": len(scores), "mean_mR": round(statistics.mean(scores), 2),
-                "std_mR": round(statistics.stdev(scores), 2) if len(scores) > 1 else None,
-                "mR": scores}
+        runs = [r for r in session.runs["runs"] if r["variant"] == variant and r.get("best_epoch")]
+        if not runs:
+            continue
+        scores = [r["best_mR"] for r in runs]
+        best = _spread(scores)
+        summary = {"seeds": len(scores), "mean_mR": best["mean"], "std_mR": best["std"],
+                   "mR": scores}
+        for key, name in (("mR", "late_mR"), ("mR_raw", "late_mR_raw")):
+            late = [m for m in (late_mean(r["history"], key) for r in runs) if m is not None]
+            if late:
+                summary[name] = {**_spread(late), "each": late}
+        session.runs["variants"][variant] = summary
     print(json.dumps(session.runs["variants"], indent=1))
 
 

@@ -269,6 +269,16 @@ def test_device_plan_trains_the_full_model_on_three_seeds_and_each_ablation_on_t
     assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
 
 
+def test_late_epoch_means_take_the_last_validated_epochs():
+    import gpu_session
+
+    history = [{"epoch": e, "mR": float(e), **({"mR_raw": e - 1.0} if e > 5 else {})}
+               for e in range(1, 13)] + [{"epoch": 13}]          # 13: not validated
+    assert gpu_session.late_mean(history) == sum(range(3, 13)) / 10
+    assert gpu_session.late_mean(history, "mR_raw") == sum(range(5, 12)) / 7
+    assert gpu_session.late_mean([{"epoch": 1}]) is None
+
+
 def test_a_session_can_run_chosen_phases_only_and_refuses_unknown_ones():
     """A short device call measures only what changed (e.g. --phases env,index,search)."""
     import gpu_session
@@ -315,6 +325,8 @@ def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
         ["full_s0", "full_s1", "no_bsd_s0", "no_lsd_s0", "no_stl_s0", "vsepp_s0"])
     assert all(r["status"] == "finished" and r["best_epoch"] >= 1 for r in runs["runs"])
     assert runs["variants"]["full"]["seeds"] == 2 and runs["variants"]["vsepp"]["seeds"] == 1
+    # The recipe validates a moving average: the late means of it and of the raw weights.
+    assert {"late_mR", "late_mR_raw"} <= set(runs["variants"]["full"])
     best = runs["best_full"]
     data = b"".join((out / name).read_bytes() for name in best["parts"])
     assert hashlib.sha256(data).hexdigest() == best["sha256"]
