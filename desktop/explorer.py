@@ -123,7 +123,7 @@ class ExplorerModel:
         info = raster_info(path)
         if info.path not in self.rasters:
             if not self.rasters:
-                self.frame = MapFrame(info.crs)
+                self.frame = MapFrame.for_raster(info)
             self.rasters[info.path] = info
             self.events.emit("raster_opened", info=info, note=self._coarse_note(info))
         self.session.add_raster(info.path)

@@ -1,19 +1,48 @@
-"""The map's coordinate frame (no Qt): one CRS for the whole map, set by the first raster.
+"""The map's coordinate frame (no Qt): one projected CRS for the whole map, and measures on it.
 
-Scene coordinates of the map view are map-CRS coordinates with y flipped (Qt's y grows down,
-northings grow up). A raster in another CRS is placed by an affine fit through its corners,
-which is exact for rasters in the same CRS and close enough for display otherwise.
+The map CRS is the first raster's, or, when that raster is in geographic coordinates
+(EPSG:4326: degrees, which drawn as they are stretch a scene east-west by 1/cos(latitude)),
+the UTM zone of its centre: rasters are reprojected on the fly into it. Scene coordinates of
+the map view are map-CRS coordinates with y flipped (Qt's y grows down, northings grow up). A
+raster in another CRS is placed by an affine fit through its corners, which is exact for
+rasters in the same CRS and close enough for display at scene sizes (a few km).
+
+Distances and areas are measured on the WGS84 ellipsoid (pyproj.Geod), not in the map's
+plane, so they are right whatever the projection.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from pyproj import Geod
+from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
 WGS84 = "EPSG:4326"
+GEOD = Geod(ellps="WGS84")
+
+
+def map_crs_for(crs, bounds):
+    """The CRS to draw a raster in: its own when projected (or None, pixels), else the UTM
+    zone of its centre (polar stereographic past 84 degrees, where UTM stops)."""
+    if crs is None or not crs.is_geographic:
+        return crs
+    west, south, east, north = transform_bounds(crs, WGS84, *bounds)
+    lon, lat = (west + east) / 2, (south + north) / 2
+    if abs(lat) > 84:
+        return CRS.from_epsg(32661 if lat > 0 else 32761)
+    zone = min(60, max(1, int((lon + 180) // 6) + 1))
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
 class MapFrame:
+    @classmethod
+    def for_raster(cls, info) -> "MapFrame":
+        """The frame a map whose first raster is `info` gets (see map_crs_for)."""
+        return cls(map_crs_for(info.crs, info.bounds))
+
     def __init__(self, crs=None) -> None:
         self.crs = crs
         # Georeferenced y (northing) grows up and is flipped for Qt; a raster without a CRS has
@@ -76,6 +105,47 @@ class MapFrame:
             return x, y
         rx, ry = warp_transform(self.crs, crs, [x], [y])
         return float(rx[0]), float(ry[0])
+
+
+def geodesic_length(lonlats) -> float:
+    """Metres along a line of (lon, lat) points on the WGS84 ellipsoid."""
+    points = np.asarray(lonlats, np.float64).reshape(-1, 2)
+    if len(points) < 2:
+        return 0.0
+    return float(GEOD.line_length(points[:, 0], points[:, 1]))
+
+
+def geodesic_area(lonlats) -> float:
+    """Square metres inside a ring of (lon, lat) points on the WGS84 ellipsoid (either winding)."""
+    points = np.asarray(lonlats, np.float64).reshape(-1, 2)
+    if len(points) < 3:
+        return 0.0
+    area, _ = GEOD.polygon_area_perimeter(points[:, 0], points[:, 1])
+    return abs(float(area))
+
+
+def format_length(metres: float) -> str:
+    if metres >= 10_000:
+        return f"{metres / 1000:.1f} km"
+    if metres >= 1000:
+        return f"{metres / 1000:.2f} km"
+    return f"{metres:.1f} m" if metres < 100 else f"{metres:.0f} m"
+
+
+def format_area(square_metres: float) -> str:
+    if square_metres >= 1e6:
+        return f"{square_metres / 1e6:.3f} km²"
+    if square_metres >= 1e4:
+        return f"{square_metres / 1e4:.2f} ha"
+    return f"{square_metres:.0f} m²"
+
+
+def nice_length(longest: float) -> float:
+    """The longest 1, 2 or 5 x 10^n that fits in `longest` (a scale bar's length)."""
+    if longest <= 0 or not math.isfinite(longest):
+        return 0.0
+    power = 10 ** math.floor(math.log10(longest))
+    return max(step * power for step in (1, 2, 5) if step * power <= longest)
 
 
 def format_lonlat(lon: float, lat: float) -> str:

@@ -7,11 +7,11 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem
 
 from ssjdn.desktop.qt_map import QtMapView
 
-KIND_ORDER = {"selection": 0, "marks": 1, "hits": 2, "tiles": 3, "salience": 4, "probability": 5,
-              "heatmap": 6, "raster": 7}
+KIND_ORDER = {"measure": -1, "selection": 0, "marks": 1, "hits": 2, "tiles": 3, "salience": 4,
+              "probability": 5, "heatmap": 6, "raster": 7, "background": 8}
 KIND_LABEL = {"raster": "raster", "tiles": "grid", "hits": "hits", "heatmap": "heatmap",
               "salience": "SEM/SSM", "selection": "selection", "marks": "marks",
-              "probability": "find all"}
+              "probability": "find all", "measure": "measure", "background": "tiles"}
 
 
 class QtLayerPanel(QWidget):
@@ -40,19 +40,23 @@ class QtLayerPanel(QWidget):
         self.opacity.valueChanged.connect(self._on_opacity)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._menu)
+        self.list.itemDoubleClicked.connect(lambda item: self.zoom_to(item.data(Qt.ItemDataRole.UserRole)))
+        self.list.setToolTip("Double-click a layer (or right-click > Zoom to layer) to fit the map to it")
         self.refresh()
+
+    def zoom_to(self, name: str) -> None:
+        self.map_view.zoom_to_layer(name)
 
     def _menu(self, pos) -> None:
         item = self.list.itemAt(pos)
         if item is None:
             return
         name = item.data(Qt.ItemDataRole.UserRole)
-        if self.map_view.layers[name].kind != "raster":
-            return
-        path = name.split(":", 1)[1]
         menu = QMenu(self)
-        menu.addAction("Zoom to raster", lambda: self.map_view.zoom_to_raster(path))
-        menu.addAction("Close raster", lambda: self.closeRasterRequested.emit(path))
+        menu.addAction("Zoom to layer", lambda: self.zoom_to(name))
+        if self.map_view.layers[name].kind == "raster":
+            path = name.split(":", 1)[1]
+            menu.addAction("Close raster", lambda: self.closeRasterRequested.emit(path))
         menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def refresh(self) -> None:

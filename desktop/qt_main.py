@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence, QPainter, QPen, QPixmap
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QLabel,
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QInputDialog, QLabel,
                                QMainWindow, QMenu, QMessageBox, QProgressBar, QPushButton,
                                QToolBar)
 
@@ -145,6 +145,14 @@ class QtMainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         view_menu.addAction("Zoom to all rasters", self.map_view.fit_all)
         view_menu.addAction("Search…", QKeySequence.StandardKey.Find, self._focus_search)
+        view_menu.addSeparator()
+        self.measure_action = view_menu.addAction("Measure distance / area", QKeySequence("M"))
+        self.measure_action.setCheckable(True)
+        self.measure_action.setToolTip("Click points on the map: length and area on the ellipsoid. "
+                                       "Double-click ends a line, Esc clears (M)")
+        self.measure_action.toggled.connect(self.map_view.set_measuring)
+        view_menu.addAction("Background map (XYZ / WMTS URL)…", self.background_dialog)
+        view_menu.addSeparator()
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
         help_menu = bar.addMenu("&Help")
@@ -162,6 +170,8 @@ class QtMainWindow(QMainWindow):
         toolbar.addWidget(QLabel(" Tile "))
         toolbar.addWidget(self.tile_size)
         toolbar.addAction(self.index_action)
+        toolbar.addSeparator()
+        toolbar.addAction(self.measure_action)
         self.refresh_recent_menu()
 
     def _build_status_bar(self) -> None:
@@ -200,6 +210,8 @@ class QtMainWindow(QMainWindow):
     def _connect(self) -> None:
         """The user's actions in the views, forwarded."""
         self.map_view.cursorMoved.connect(self._show_cursor)
+        self.map_view.measured.connect(lambda text: self.statusBar().showMessage(text))
+        self.map_view.backgroundStatus.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self.map_view.filesDropped.connect(self.open_rasters)
         self.map_view.mapClicked.connect(self._on_map_clicked)
         self.map_view.tileMenuRequested.connect(self._on_map_menu)
@@ -796,6 +808,18 @@ class QtMainWindow(QMainWindow):
             self.show_error(title, *describe_error(exc))
             return
         self.statusBar().showMessage(success, 8000)
+
+    def background_dialog(self) -> None:
+        url, ok = QInputDialog.getText(
+            self, "Background map", "XYZ or WMTS tile URL (empty: no background; nothing is fetched "
+            "until you set one),\ne.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+            text=self.map_view.background_url or "")
+        if ok:
+            self.set_background(url)
+
+    def set_background(self, url: str) -> None:
+        self._guarded("Background map", lambda: self.map_view.set_background(url.strip() or None),
+                      "Background map set" if url.strip() else "Background map removed")
 
     def show_about(self) -> None:
         QMessageBox.about(self, APP_TITLE, "<b>SSJDN Explorer</b><br>Search remote-sensing imagery with "

@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QObject, QRectF, Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QTransform
+from PySide6.QtCore import QObject, QPoint, QPointF, QRectF, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import (QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen, QPixmap,
+                           QTransform)
 from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsPixmapItem,
                                QGraphicsRectItem, QGraphicsScene, QGraphicsSimpleTextItem,
-                               QGraphicsView)
+                               QGraphicsView, QWidget)
 
+from ssjdn.desktop import basemap
 from ssjdn.desktop.colormaps import colorize
-from ssjdn.desktop.geo import MapFrame
+from ssjdn.desktop.geo import (MapFrame, format_area, format_length, geodesic_area, geodesic_length,
+                               nice_length)
 from ssjdn.desktop.state import LayerState
 
 OVERVIEW_PX = 1024        # longest side of the always-loaded overview of each raster
@@ -26,8 +29,11 @@ OVERVIEW_PX = 1024        # longest side of the always-loaded overview of each r
 SYNC_OVERVIEW_MAX_PX = 4096 * 4096
 OVERVIEW_GENERATION = -1  # marks an overview read among the detail reads
 DETAIL_DELAY_MS = 80      # wait for the user to stop panning before reading a detail window
-Z_ORDER = {"raster": 0, "heatmap": 10, "probability": 11, "salience": 12, "tiles": 20,
-           "hits": 30, "marks": 35, "selection": 40}
+Z_ORDER = {"background": -10, "raster": 0, "heatmap": 10, "probability": 11, "salience": 12,
+           "tiles": 20, "hits": 30, "marks": 35, "selection": 40, "measure": 50}
+SCALE_BAR_PX = 120        # longest scale bar on screen
+MEASURE_COLOR = QColor(255, 120, 0)
+BACKGROUND_CACHE = 512    # background tiles kept in memory
 MAX_ZOOM_SCREEN_PX = 3.0  # zooming to a tile stops at this many screen pixels per raster pixel
 HIT_COLOR = QColor(0, 229, 255)
 SELECTION_COLOR = QColor(255, 214, 0)
@@ -201,6 +207,8 @@ class QtMapView(QGraphicsView):
     filesDropped = Signal(list)
     layersChanged = Signal()                           # layers added or removed
     layerChanged = Signal(str)                         # a layer's visibility or opacity changed
+    measured = Signal(str)                             # the measure tool's result, as text
+    backgroundStatus = Signal(str)                     # a background map problem, as text
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -225,16 +233,25 @@ class QtMapView(QGraphicsView):
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.detail_reads = QtDetailReads(self)
         self.detail_reads.finished.connect(self._on_detail_read)
+        self.scale_bar = QtScaleBar(self.viewport())
+        self.measuring = False
+        self.measure_points: list[tuple[float, float]] = []   # map coordinates
+        self._measure_done = False
+        self.background_url: str | None = None    # an XYZ template; None: nothing is fetched
+        self._background_tiles: dict[tuple, QImage | None] = {}   # fetched (None: failed / pending)
+        self._background_failed = False   # a failure is said once per URL
+        self.background_reads = QtDetailReads(self)
+        self.background_reads.finished.connect(self._on_background_tile)
         self._detail_timer = QTimer(self, singleShot=True, interval=DETAIL_DELAY_MS)
         self._detail_timer.timeout.connect(self.refresh_details)
         # valueChanged carries an int that start() would take as its interval: drop it.
-        self.horizontalScrollBar().valueChanged.connect(lambda _value: self._detail_timer.start())
-        self.verticalScrollBar().valueChanged.connect(lambda _value: self._detail_timer.start())
+        self.horizontalScrollBar().valueChanged.connect(lambda _value: self._view_changed())
+        self.verticalScrollBar().valueChanged.connect(lambda _value: self._view_changed())
 
     # -- rasters --------------------------------------------------------------------------------
     def add_raster(self, info) -> QtRasterItem:
         if not self.rasters:
-            self.frame = MapFrame(info.crs)
+            self.frame = MapFrame.for_raster(info)
         item = QtRasterItem(info, self.frame)
         item.load_overview(self)
         self.scene().addItem(item)
@@ -259,13 +276,7 @@ class QtMapView(QGraphicsView):
         rect = self._rasters_rect()
         if not rect.isEmpty():
             self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
-            self._detail_timer.start()
-
-    def zoom_to_raster(self, path: str) -> None:
-        item = self.rasters.get(path)
-        if item is not None:
-            self.fitInView(item.sceneBoundingRect(), Qt.AspectRatioMode.KeepAspectRatio)
-            self._detail_timer.start()
+            self._view_changed()
 
     def zoom_to_bounds(self, bounds, crs, context: float = 3.0) -> None:
         """Centre on bounds, showing `context` times their size around them, but never closer
@@ -281,7 +292,7 @@ class QtMapView(QGraphicsView):
             side_h = max(side_h, viewport.height() / MAX_ZOOM_SCREEN_PX * pixel)
         target = _keep_inside(QRectF(cx - side_w / 2, cy - side_h / 2, side_w, side_h), self._rasters_rect())
         self.fitInView(target, Qt.AspectRatioMode.KeepAspectRatio)
-        self._detail_timer.start()
+        self._view_changed()
 
     def _rasters_rect(self) -> QRectF:
         rect = QRectF()
@@ -297,6 +308,189 @@ class QtMapView(QGraphicsView):
     def refresh_details(self) -> None:
         for item in self.rasters.values():
             item.refresh_detail(self)
+        self.refresh_background()
+
+    def _view_changed(self) -> None:
+        """The view moved or zoomed: read details (and background tiles) once it is still."""
+        self._detail_timer.start()
+        self.update_scale_bar()
+
+    def zoom_to_layer(self, name: str) -> bool:
+        """Fit the view to what a layer draws; False when it draws nothing yet."""
+        rect = QRectF()
+        for item in self._items.get(name, []):
+            rect = rect.united(item.sceneBoundingRect())
+        if rect.isEmpty():
+            return False
+        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
+        self._view_changed()
+        return True
+
+    # -- scale bar ------------------------------------------------------------------------------
+    def metres_per_pixel(self) -> float | None:
+        """Ground metres per screen pixel across the view's centre, on the ellipsoid; None
+        without a CRS (the map is in pixels) or without a raster."""
+        if self.frame.crs is None or not self.rasters:
+            return None
+        centre, half = self.viewport().rect().center(), SCALE_BAR_PX // 2
+        ends = [self._map_xy(QPoint(centre.x() - half, centre.y())),
+                self._map_xy(QPoint(centre.x() + half, centre.y()))]
+        return geodesic_length([self.frame.to_lonlat(*end) for end in ends]) / (2 * half)
+
+    def update_scale_bar(self) -> None:
+        metres = self.metres_per_pixel()
+        if not metres:
+            self.scale_bar.set_scale(0, "")
+            return
+        length = nice_length(metres * SCALE_BAR_PX)
+        label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
+        self.scale_bar.set_scale(round(length / metres), label)
+
+    # -- measure tool ---------------------------------------------------------------------------
+    def set_measuring(self, on: bool) -> None:
+        """Measure mode: each click adds a point, a double click ends the line, Esc clears."""
+        self.measuring = bool(on)
+        self.clear_measure()
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor if on else Qt.CursorShape.OpenHandCursor)
+
+    def clear_measure(self) -> None:
+        self.measure_points, self._measure_done = [], False
+        if "measure" in self.layers:
+            self.remove_layer("measure")
+
+    def add_measure_point(self, x: float, y: float) -> None:
+        """Add a map point to the measured line (a finished line starts again)."""
+        if self._measure_done:
+            self.measure_points, self._measure_done = [], False
+        self.measure_points.append((float(x), float(y)))
+        self._draw_measure()
+        self.measured.emit(self.measure_text())
+
+    def finish_measure(self) -> None:
+        self._measure_done = True
+
+    def measurement(self) -> tuple[float, float, float] | None:
+        """(length of the line, area and perimeter of the polygon it closes) in metres and
+        square metres on the WGS84 ellipsoid; None without a CRS."""
+        if self.frame.crs is None:
+            return None
+        lonlats = [self.frame.to_lonlat(x, y) for x, y in self.measure_points]
+        length = geodesic_length(lonlats)
+        if len(lonlats) < 3:
+            return length, 0.0, 0.0
+        return length, geodesic_area(lonlats), geodesic_length(lonlats + lonlats[:1])
+
+    def measure_text(self) -> str:
+        result = self.measurement()
+        if result is None:
+            return "This map has no CRS (pixels), so nothing can be measured in metres."
+        length, area, perimeter = result
+        text = f"Length {format_length(length)}"
+        if len(self.measure_points) >= 3:
+            text += f" · area {format_area(area)} (perimeter {format_length(perimeter)})"
+        return text
+
+    def _draw_measure(self) -> None:
+        points = [QPointF(x, self.frame.y_sign * y) for x, y in self.measure_points]
+        path = QPainterPath(points[0])
+        for point in points[1:]:
+            path.lineTo(point)
+        line = QGraphicsPathItem(path)
+        line.setPen(_cosmetic_pen(MEASURE_COLOR, 2))
+        items = [line]
+        if len(points) >= 3:
+            area = QPainterPath(path)
+            area.closeSubpath()
+            fill = QGraphicsPathItem(area)
+            fill.setPen(QPen(Qt.PenStyle.NoPen))
+            fill.setBrush(QColor(MEASURE_COLOR.red(), MEASURE_COLOR.green(), MEASURE_COLOR.blue(), 50))
+            items.append(fill)
+        label = QGraphicsSimpleTextItem(self.measure_text(), line)
+        label.setBrush(QBrush(MEASURE_COLOR))
+        label.setFont(QFont("Sans", 10, QFont.Weight.Bold))
+        label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+        label.setPos(points[-1] + QPointF(0, 0))
+        label.setTransform(QTransform.fromTranslate(8, 4))
+        self._replace_layer("measure", "measure", items, label="Measurement")
+
+    # -- background map -------------------------------------------------------------------------
+    def set_background(self, url: str | None) -> None:
+        """Draw an XYZ / WMTS template's tiles under the rasters (None or "" removes them).
+        A UserError for a URL that is no template or a map without a CRS."""
+        from ssjdn.core.errors import UserError
+        if not url:
+            self.background_url, self._background_tiles = None, {}
+            if "background" in self.layers:
+                self.remove_layer("background")
+            return
+        template = basemap.parse_template(url)
+        if self.frame.crs is None:
+            raise UserError("A background map needs a georeferenced raster on the map: open one "
+                            "with a CRS first (a raster without one is drawn in pixels).")
+        self.background_url, self._background_tiles, self._background_failed = template, {}, False
+        self._replace_layer("background", "background", [], label="Background map")
+        self.refresh_background()
+
+    def refresh_background(self) -> None:
+        """Fetch the background tiles of the visible area at the view's resolution (pool threads)."""
+        from rasterio.warp import transform_bounds
+        state = self.layers.get("background")
+        if not self.background_url or state is None or not state.visible or self.frame.crs is None:
+            return
+        rect = self.mapToScene(self.viewport().rect()).boundingRect()
+        bounds = self.frame.scene_to_bounds(rect.x(), rect.y(), rect.width(), rect.height())
+        try:
+            merc = transform_bounds(self.frame.crs, basemap.WEB_MERCATOR, *bounds)
+        except Exception:  # noqa: BLE001 - a view past the projection's domain draws no tiles
+            return
+        zoom = basemap.zoom_for((merc[2] - merc[0]) / max(1, self.viewport().width()))
+        template = self.background_url
+        for key in basemap.tiles_covering(merc, zoom):
+            if key in self._background_tiles:
+                continue
+            self._background_tiles[key] = None   # pending
+            url = basemap.tile_url(template, *key)
+
+            def job(url=url, key=key):
+                try:
+                    data = basemap.fetch_tile(url)
+                except Exception as exc:  # noqa: BLE001 - reported once on the GUI thread
+                    data = exc
+                self.background_reads.finished.emit(template, 0, key, data)
+
+            self.background_reads.pending += 1
+            QThreadPool.globalInstance().start(job)
+
+    def _on_background_tile(self, template: str, _generation: int, key, data) -> None:
+        from affine import Affine
+        self.background_reads.pending -= 1
+        if template != self.background_url or "background" not in self.layers:
+            return   # a tile of a URL the user has since changed
+        image = QImage.fromData(data) if isinstance(data, bytes) else QImage()
+        if image.isNull():
+            self._background_tiles.pop(key, None)
+            if not self._background_failed:
+                self._background_failed = True
+                why = data if isinstance(data, Exception) else "not an image"
+                self.backgroundStatus.emit(f"Background tiles from {template} could not be fetched ({why}).")
+            return
+        left, bottom, right, top = basemap.tile_bounds(*key)
+        transform = Affine((right - left) / image.width(), 0, left, 0, -(top - bottom) / image.height(), top)
+        item = QGraphicsPixmapItem(QPixmap.fromImage(image))
+        item.setTransform(qtransform(self.frame.pixel_to_scene(transform, basemap.WEB_MERCATOR,
+                                                               image.width(), image.height())))
+        item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        item.setZValue(Z_ORDER["background"] + key[0] / 100)   # finer zooms over coarser ones
+        self.scene().addItem(item)
+        items = self._items.setdefault("background", [])
+        items.append(item)
+        for old in items[:-BACKGROUND_CACHE]:
+            self.scene().removeItem(old)
+        del items[:-BACKGROUND_CACHE]
+        self._apply("background")
+
+    def background_settled(self) -> bool:
+        return self.background_reads.pending == 0
 
     def _on_detail_read(self, path: str, generation: int, rect, rgb) -> None:
         self.detail_reads.pending -= 1
@@ -446,7 +640,7 @@ class QtMapView(QGraphicsView):
     def show_bounds(self, bounds) -> None:
         x, y, w, h = self.frame.bounds_to_scene(bounds, None)
         self.fitInView(QRectF(x, y, w, h), Qt.AspectRatioMode.KeepAspectRatio)
-        self._detail_timer.start()
+        self._view_changed()
 
     # -- interaction --------------------------------------------------------------------------
     def _map_xy(self, pos) -> tuple[float, float]:
@@ -456,7 +650,7 @@ class QtMapView(QGraphicsView):
     def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
         factor = 1.25 ** (event.angleDelta().y() / 120.0)
         self.scale(factor, factor)
-        self._detail_timer.start()
+        self._view_changed()
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         self.cursorMoved.emit(*self._map_xy(event.position().toPoint()))
@@ -473,7 +667,23 @@ class QtMapView(QGraphicsView):
         # A click that did not move is a selection; anything else was a pan.
         if event.button() == Qt.MouseButton.LeftButton and pressed is not None \
                 and (pos - pressed).manhattanLength() < 4:
-            self.mapClicked.emit(*self._map_xy(pos))
+            if self.measuring:
+                self.add_measure_point(*self._map_xy(pos))
+            else:
+                self.mapClicked.emit(*self._map_xy(pos))
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        if self.measuring:
+            self.finish_measure()
+        else:
+            super().mouseDoubleClickEvent(event)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if self.measuring and event.key() == Qt.Key.Key_Escape:
+            self.clear_measure()
+            self.measured.emit("")
+        else:
+            super().keyPressEvent(event)
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802
         x, y = self._map_xy(event.pos())
@@ -481,7 +691,7 @@ class QtMapView(QGraphicsView):
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
-        self._detail_timer.start()
+        self._view_changed()
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
         if event.mimeData().hasUrls():
@@ -496,6 +706,35 @@ class QtMapView(QGraphicsView):
         if paths:
             event.acceptProposedAction()
             self.filesDropped.emit(paths)
+
+
+class QtScaleBar(QWidget):
+    """A scale bar in the map's lower-left corner (a child of the viewport, so panning never
+    smears it): a bar of `px` screen pixels and its ground length."""
+
+    def __init__(self, parent) -> None:
+        super().__init__(parent)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.px, self.text = 0, ""
+        self.hide()
+
+    def set_scale(self, px: int, text: str) -> None:
+        self.px, self.text = int(px), text
+        self.setVisible(self.px > 0)
+        parent = self.parentWidget()
+        self.setGeometry(10, parent.height() - 36, self.px + 80, 30)
+        self.update()
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.fillRect(QRectF(0, 0, self.px + 12, 30), QColor(255, 255, 255, 170))
+        painter.fillRect(QRectF(6, 20, self.px, 5), QColor(20, 20, 20))
+        for x in (6, 6 + self.px):
+            painter.fillRect(QRectF(x - 1, 14, 2, 11), QColor(20, 20, 20))
+        painter.setPen(QColor(20, 20, 20))
+        painter.setFont(QFont("Sans", 9))
+        painter.drawText(QRectF(6, 1, self.px + 70, 16), Qt.AlignmentFlag.AlignLeft, self.text)
 
 
 def _keep_inside(rect: QRectF, area: QRectF) -> QRectF:
