@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     def report(event: dict) -> None:
         if event.get("event") in ("step", "epoch", "done"):
             slim = {k: v for k, v in event.items() if k not in ("history", "row")}
+            if event.get("event") == "epoch":   # the epoch's mean loss and val mR, for the chart
+                row = event.get("row") or {}
+                slim.update(loss=row.get("loss"), val_mR=row.get("mR"))
             print(PROGRESS_PREFIX + json.dumps(slim, default=str), flush=True)
 
     try:

@@ -8,7 +8,8 @@ from caption_fixtures import write_ucm_json
 from desktop_fixtures import INDEX_TIMEOUT_MS, make_window, user_dirs  # noqa: F401
 from PySide6.QtCore import Qt
 
-from ssjdn.desktop.qt_training import overall_fraction, parse_progress_line
+from ssjdn.desktop.qt_training import (DEFAULT_CONFIG, EpochTimer, config_description, overall_fraction,
+                                       parse_progress_line, training_configs)
 
 TINY_CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "tiny.yaml"
 PROCESS_MS = 180_000   # a fresh Python that imports torch, on 2 busy cores
@@ -27,8 +28,38 @@ def open_dialog(window, ucm_root, tmp_path, epochs):
     dialog.config.setCurrentIndex(dialog.config.findText("tiny"))
     assert dialog.config.currentData() == str(TINY_CONFIG)
     dialog.epochs.setValue(epochs)
+    dialog.device.setCurrentText("cpu")
     dialog.output.setText(str(tmp_path / "runs"))
     return dialog
+
+
+def test_the_dialog_opens_on_the_shipped_models_recipe_and_describes_every_config(make_window):
+    window = make_window(auto_index=False)
+    window.open_training_dialog()
+    dialog = window.training_dialog
+    assert dialog.config.currentText() == DEFAULT_CONFIG == "ucm_default_cpu"
+    assert dialog.config_description.text().startswith("The recipe of the shipped default model")
+    for path in training_configs():
+        description = config_description(path)
+        assert description and "\n" not in description and description.endswith((".", ")")), path
+    assert config_description(TINY_CONFIG).startswith("Smoke-test config")
+    assert config_description(TINY_CONFIG.with_name("ucm.yaml")).startswith("UCM-Captions (Qu et al. 2016)")
+    assert dialog.device.currentText() == "auto" and "cpu" in [dialog.device.itemText(i)
+                                                               for i in range(dialog.device.count())]
+    dialog.config.setCurrentIndex(dialog.config.findText("tiny"))
+    assert dialog.config_description.text() == config_description(TINY_CONFIG)
+
+
+def test_time_per_epoch_is_estimated_after_the_first_steps():
+    timer = EpochTimer()
+    event = {"epoch": 1, "epochs": 10, "steps": 20}
+    for step, now in ((1, 100.0), (2, 102.0), (3, 104.0)):      # the first step's time is not counted
+        timer.step(now, {**event, "step": step})
+        assert timer.describe({**event, "step": step}) == ""
+    timer.step(106.0, {**event, "step": 4})
+    assert timer.seconds_per_step() == pytest.approx(2.0)
+    assert timer.describe({**event, "step": 4}) == ("about 40 s per epoch, 7 min left "
+                                                    "(validation not counted)")
 
 
 def test_the_training_dialog_starts_and_cancels_a_tiny_run(qtbot, make_window, ucm_root, tmp_path):
@@ -41,6 +72,9 @@ def test_the_training_dialog_starts_and_cancels_a_tiny_run(qtbot, make_window, u
     assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
     assert dialog.state.text().startswith("Epoch 1 of 500, step")
     assert 0 <= dialog.progress.value() < dialog.progress.maximum()
+    assert dialog.process.processEnvironment().value("CUDA_VISIBLE_DEVICES") == ""   # device: cpu
+    qtbot.waitUntil(lambda: "per epoch" in dialog.estimate.text(), timeout=PROCESS_MS)
+    assert len(dialog.chart.loss) >= 4                         # the live chart follows the loss
 
     with qtbot.waitSignal(dialog.stopped, timeout=PROCESS_MS) as stopped:
         qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
@@ -64,6 +98,8 @@ def test_a_finished_run_registers_its_checkpoint_as_a_model_choice(qtbot, make_w
     assert window.model_combo.findData(spec) >= 0             # choosable for indexing
     assert window.prefs.checkpoints[0]["path"] == str(checkpoint.resolve())
     assert "@progress" not in dialog.log.toPlainText()        # progress lines drive the bar, not the log
+    assert dialog.chart.loss and len(dialog.chart.val) == 1     # the epoch's val mR on the chart
+    assert 0 <= dialog.chart.val[0][1] <= 100
     with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
         window.model_combo.setCurrentIndex(window.model_combo.findData(spec))
     assert window.model.loaded.model.name == "tiny"
@@ -97,3 +133,15 @@ def test_a_cancelled_run_resumes_from_its_last_finished_epoch(qtbot, make_window
     assert window.prefs.checkpoints and dialog.out_dir == first_dir
     assert "--resume" in log and f"resuming after epoch {saved}" in log
     assert finished_epochs[-1] == saved + 1
+
+
+def test_a_failed_run_points_to_the_log_below_it(qtbot, make_window, tmp_path):
+    window = make_window(auto_index=False)
+    dialog = open_dialog(window, tmp_path / "no-such-dataset", tmp_path, epochs=1)
+    with qtbot.waitSignal(dialog.stopped, timeout=PROCESS_MS) as stopped:
+        dialog.start_training()
+    assert stopped.args[0] != 0 and not stopped.args[1]
+    assert dialog.state.text().endswith("the log below says why.")
+    layout = dialog.layout()
+    assert layout.indexOf(dialog.log) > layout.indexOf(dialog.state)   # below, as it says
+    assert "does not exist" in dialog.log.toPlainText()
