@@ -47,25 +47,38 @@ VARIANTS = {"full": {"bsd": True, "lsd": True, "stl": True},
             "no_bsd": {"bsd": False, "lsd": True, "stl": True},
             "no_lsd": {"bsd": True, "lsd": False, "stl": True},
             "no_stl": {"bsd": True, "lsd": True, "stl": False},
-            "vsepp": {"bsd": False, "lsd": False, "stl": False}}
+            "vsepp": {"bsd": False, "lsd": False, "stl": False},
+            # The full model on the larger backbones (their weights are staged too).
+            "full_lite1": {"bsd": True, "lsd": True, "stl": True, "model": "ssjdn-lite1-minilm"},
+            "full_lite2": {"bsd": True, "lsd": True, "stl": True, "model": "ssjdn-lite2-minilm"}}
+FULL_MODEL_VARIANTS = ("full", "full_lite1", "full_lite2")
 
 # Everything that differs between the device run and the CPU dry run.
 PLANS = {
-    # 6 lanes: the 11 runs in 2 waves, ~25-40 GB of an H100's 80 (each lane holds its
+    # 8 lanes: 13 runs in 2 waves: the full model on Lite0, Lite1 and Lite2 with 3 seeds each
+    # (the backbone comparison issue 17 asks for) and one more seed of each single-part
+    # ablation and VSE++ (2026-12-04 ran 2 seeds of those on Lite0: BSD+LSD+STL +1.24 over
+    # VSE++, each part alone within the noise). 6 lanes of Lite0 trained 3-4 s an epoch each
+    # on the H200 on 2026-12-04, with 139 GB of memory mostly free.
+    # Before 2026-12-04: 6 lanes, the 11 runs in 2 waves, ~25-40 GB of an H100's 80 (each lane holds its
     # model, Adam state, batch activations and a CUDA context). 480 s: on 2026-11-27 the
     # device's start took 31 s and each part call ~6 s, so ~6 parts + 480 s leave ~5 min of
     # the 15 for a slow start; runs near their best val mR after 12-25 epochs of ~9 s.
     # cuDNN autotuning (torch.backends.cudnn.benchmark) stays off, as in the product: on the
     # H200 a first epoch took 66 s with it and 24 s without (6 lanes tuning at once finished
     # no epoch in 147 s), and later epochs were no faster (2.3 s against 2.2-2.4 s).
-    "full": {"config": BENCH / "gpu_ucm.yaml", "seeds": {"full": 3, "other": 2}, "lanes": 6,
+    "full": {"config": BENCH / "gpu_ucm.yaml",
+             "seeds": {"full": 3, "full_lite1": 3, "full_lite2": 3, "other": 1}, "lanes": 8,
              "budget_s": 480, "reserve_s": 80, "run_overhead_s": 10, "epoch_slack_s": 5,
              "runs_in_memory": True,
              "bench_model": "ssjdn-lite0-minilm", "bench_batch": 100, "bench_steps": 5,
              "raster_px": 16384, "index_batch": 512, "repeat": 2, "queries": 100},
     # Fewer seeds in the dry run (model builds dominate its time); test_gpu_session checks
     # the full plan's runs separately.
-    "tiny": {"config": BENCH / "gpu_tiny.yaml", "seeds": {"full": 2, "other": 1}, "lanes": 2,
+    # The larger backbones are left out of the dry run (the tiny model stands for the model);
+    # test_gpu_session builds them from the staged weights instead.
+    "tiny": {"config": BENCH / "gpu_tiny.yaml",
+             "seeds": {"full": 2, "full_lite1": 0, "full_lite2": 0, "other": 1}, "lanes": 2,
              "budget_s": 900, "reserve_s": 120, "run_overhead_s": 2, "epoch_slack_s": 1,
              "bench_model": "tiny", "bench_batch": 4, "bench_steps": 1,
              "raster_px": 512, "index_batch": 32, "repeat": 1, "queries": 5},
@@ -385,7 +398,7 @@ def training_plan(session: Session) -> list[dict]:
     runs = []
     for seed in range(max(seeds.values())):
         for variant in VARIANTS:
-            if seed < seeds["full" if variant == "full" else "other"]:
+            if seed < seeds.get(variant, seeds["other"]):
                 runs.append({"name": f"{variant}_s{seed}", "variant": variant, "seed": seed})
     return runs
 
@@ -547,8 +560,8 @@ def phase_checkpoint(session: Session) -> None:
     """The best full-model run's best epoch, fp16, referencing the packaged frozen weights."""
     from ssjdn.core.api import load_model, save_checkpoint
 
-    full = [r for r in session.runs["runs"] if r["variant"] == "full" and r.get("best_epoch")
-            and Path(r.get("best_checkpoint", "")).is_file()]
+    full = [r for r in session.runs["runs"] if r["variant"] in FULL_MODEL_VARIANTS
+            and r.get("best_epoch") and Path(r.get("best_checkpoint", "")).is_file()]
     if not full:
         raise RuntimeError("no full-model run left a best checkpoint")
     best = max(full, key=lambda r: r["best_mR"])

