@@ -154,7 +154,7 @@ def register(subparsers) -> None:
     p.add_argument("-k", "--top", type=_positive_int, default=10, dest="k",
                    help="number of results (default 10)")
     like = p.add_mutually_exclusive_group()
-    like.add_argument("--like", type=int, metavar="TILE_ID", help="find tiles that look like this tile")
+    like.add_argument("--like", type=tile_id, metavar="TILE_ID", help="find tiles that look like this tile")
     like.add_argument("--like-image", metavar="IMAGE", help="find tiles that look like this image file")
     p.add_argument("--positive", type=tile_id_list, default=[], metavar="ID,ID,...",
                    help="refine the query towards these tiles (marked relevant); with it the "
@@ -186,7 +186,7 @@ def register(subparsers) -> None:
     p.add_argument("captions", nargs="*", metavar="CAPTION", help="captions to rank")
     p.add_argument("--captions-file", metavar="FILE", help="a text file with one caption per line")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--tile", type=int, metavar="TILE_ID", help="a tile id printed by `ssjdn search`")
+    target.add_argument("--tile", type=tile_id, metavar="TILE_ID", help="a tile id printed by `ssjdn search`")
     target.add_argument("--image", metavar="IMAGE", help="any image file (PNG, JPEG, GeoTIFF, ...)")
     p.add_argument("--index", metavar="DIR", help="the index the tile belongs to (needed with --tile)")
     _add_model_arg(p)
@@ -203,7 +203,7 @@ def register(subparsers) -> None:
                    help="number of hits with --query (default 10); of the last search's hits without")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--heatmap", metavar="RASTER", help="write the query's score for every tile of RASTER")
-    what.add_argument("--salience", type=int, metavar="TILE_ID", help="write the SEM/SSM maps of a tile")
+    what.add_argument("--salience", type=tile_id, metavar="TILE_ID", help="write the SEM/SSM maps of a tile")
     p.set_defaults(func=run_export)
 
 
@@ -458,11 +458,21 @@ def load_model_arg(spec: str | None, device=None):
 
 def tile_id_list(text: str) -> list[int]:
     """ "ID,ID,..." -> [int, ...] (argparse type for --positive / --negative)."""
+    return [tile_id(part) for part in text.replace(" ", ",").split(",") if part]
+
+
+def tile_id(text: str) -> int:
+    """One tile id (argparse type): a whole number from 0 to 2**63 - 1, as the index stores
+    them (raster_id << 32 | tile index); anything else is refused before the model loads."""
     try:
-        return [int(part) for part in text.replace(" ", ",").split(",") if part]
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a list of tile ids; give the numbers "
-                                         "printed by `ssjdn search`, comma-separated.") from None
+        value = -1
+    if not 0 <= value < 1 << 63:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a tile id; give the numbers printed by "
+                                         "`ssjdn search` in the tile id column (comma-separated "
+                                         "for several).")
+    return value
 
 
 def _refined_label(query, positives, negatives) -> str:

@@ -497,9 +497,12 @@ class TileIndex:
     def tile(self, tile_id: int) -> TileRecord:
         records = self.tiles([tile_id])
         if not records:
-            raise UserError(f"Tile {tile_id} is not in the index {self.index_dir}; tile ids are the "
-                            f"numbers printed by `ssjdn search`.")
+            raise self._unknown_tile(tile_id)
         return records[0]
+
+    def _unknown_tile(self, tile_id) -> UserError:
+        return UserError(f"Tile {tile_id} is not in the index {self.index_dir}; tile ids are the "
+                         f"numbers printed by `ssjdn search`.")
 
     def tiles(self, tile_ids) -> list[TileRecord]:
         """Tile records in the order of `tile_ids` (unknown ids are left out)."""
@@ -509,7 +512,8 @@ class TileIndex:
         with self._lock:
             rows = self._rows_for_ids(
                 "SELECT id, raster_id, col_off, row_off, width, height, left, bottom, right, top,"
-                " west, south, east, north FROM tiles WHERE id IN ({marks})", ids)
+                " west, south, east, north FROM tiles WHERE id IN ({marks})",
+                [i for i in ids if _fits_int64(i)])   # SQLite cannot even compare longer ones
             by_id = {}
             for (tid, rid, col, row, w, h, left, bottom, right, top, west, south, east, north) in rows:
                 path, crs, transform, bands = self._raster_fields(rid)
@@ -544,8 +548,11 @@ class TileIndex:
     def vectors(self, tile_ids) -> np.ndarray:
         """float32 [N, D] vectors of `tile_ids`, in their order (UserError for an unknown id).
         Search re-ranks hundreds of candidates per query with it, so it stays in numpy."""
-        ids = np.asarray([int(i) for i in tile_ids] if not isinstance(tile_ids, np.ndarray)
-                         else tile_ids, np.int64).reshape(-1)
+        if not isinstance(tile_ids, np.ndarray):
+            tile_ids = [int(i) for i in tile_ids]
+            if too_long := [i for i in tile_ids if not _fits_int64(i)]:
+                raise self._unknown_tile(too_long[0])
+        ids = np.asarray(tile_ids, np.int64).reshape(-1)
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
         with self._lock:
@@ -556,8 +563,7 @@ class TileIndex:
             at = np.minimum(np.searchsorted(found[:, 0], ids), max(len(found) - 1, 0))
             known = (found[at, 0] == ids) if len(found) else np.zeros(len(ids), bool)
             if not known.all():
-                raise UserError(f"Tile {ids[~known][0]} is not in the index {self.index_dir}; tile "
-                                f"ids are the numbers printed by `ssjdn search`.")
+                raise self._unknown_tile(ids[~known][0])
             return self._read_vectors(found[at, 1], found[at, 2])
 
     def tile_ids(self) -> np.ndarray:
@@ -1137,6 +1143,11 @@ def _content(tiling: dict) -> dict:
 
 def _crs(wkt):
     return CRS.from_wkt(wkt) if wkt else None
+
+
+def _fits_int64(tile_id: int) -> bool:
+    """Tile ids are SQLite integers (raster_id << 32 | tile index): longer numbers name no tile."""
+    return -(1 << 63) <= tile_id < (1 << 63)
 
 
 def _marks(values) -> str:

@@ -60,3 +60,107 @@ def test_classify_with_a_label_file_marking_every_tile_of_an_archive(archive, tm
                  "--out", str(out)]) == 0
     assert "259590 relevant, 1 not relevant" in capsys.readouterr().out
     assert out.exists()
+
+
+@pytest.fixture
+def cli_index(tmp_path, capsys):
+    """A 320 x 256 UTM raster indexed by the CLI with the tiny config as 20 tiles of 64 px."""
+    from engine_fixtures import utm_scene
+    raster = utm_scene(tmp_path)
+    idx = str(tmp_path / "idx")
+    assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
+    capsys.readouterr()
+    return raster, idx
+
+
+def _no_model(monkeypatch):
+    from ssjdn.core import commands
+    monkeypatch.setattr(commands, "load_model_arg", lambda *a, **k: pytest.fail("model loaded"))
+
+
+# -- 9: a tile id too long for the index is refused by the parser -------------------------------
+
+TOO_LONG = "99999999999999999999"
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--index", "I", "--positive", TOO_LONG],
+    ["search", "--index", "I", "--like", TOO_LONG],
+    ["classify", "--index", "I", "--positive", f"1,2,{TOO_LONG}", "--out", "a.geojson"],
+    ["match", "--index", "I", "--tile", TOO_LONG, "a river"],
+    ["export", "--index", "I", "--salience", TOO_LONG, "--out", "maps"],
+    ["search", "--index", "I", "--like", "-4"],
+])
+def test_a_tile_id_with_too_many_digits_is_refused_before_the_model_loads(argv, capsys, monkeypatch):
+    _no_model(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a tile id" in err and "ssjdn search" in err and "Traceback" not in err
+
+
+def test_the_engine_treats_a_too_long_tile_id_as_unknown(tmp_path, tiny_model):
+    from ssjdn.core.errors import UserError
+    index, _ = index_small_scene(tmp_path, tiny_model)
+    with index:
+        assert index.tiles([int(TOO_LONG)]) == []
+        with pytest.raises(UserError, match="not in the index"):
+            index.vectors([int(TOO_LONG)])
+
+
+# -- 12: an empty result is not an empty index ---------------------------------------------------
+
+def test_an_empty_classification_says_what_to_change(cli_index, tmp_path, capsys):
+    _, idx = cli_index
+    with index_store.TileIndex.open(idx) as index:
+        marks = ",".join(map(str, index.tile_ids()[:3]))
+    assert main(["classify", "--index", idx, "--positive", marks, "--threshold", "1",
+                 "--out", str(tmp_path / "none.geojson")]) == 0
+    out = capsys.readouterr().out
+    assert "No tiles in the index yet" not in out
+    assert "lower --threshold" in out
+
+
+# -- 13: a compressed index that returns fewer hits than asked says so ---------------------------
+
+def test_a_search_past_the_compressed_index_cap_says_so(tmp_path, tiny_model, capsys):
+    from engine_fixtures import utm_scene
+    from ssjdn.core.indexing import build_index
+    rasters = [utm_scene(tmp_path, "a.tif", seed=1), utm_scene(tmp_path, "b.tif", seed=2)]
+    build_index(tmp_path / "idx", rasters, tiny_model, tile_px=32, approx_threshold=100)
+    assert main(["search", "houses", "--index", str(tmp_path / "idx"), "--model", "tiny",
+                 "-k", "160"]) == 0
+    captured = capsys.readouterr()
+    shown = sum(1 for line in captured.out.splitlines() if line.strip()[:1].isdigit())
+    assert shown < 160
+    note = [line for line in captured.err.splitlines() if "compressed" in line]
+    assert len(note) == 1 and f"{shown} of the 160" in note[0] and "classify" in note[0]
+
+
+# -- 16: outputs are checked before the work ------------------------------------------------------
+
+def test_classify_refuses_an_empty_label_set_name_before_scoring(cli_index, tmp_path, capsys, monkeypatch):
+    from ssjdn.core import feedback
+    _, idx = cli_index
+    monkeypatch.setattr(feedback, "tile_probabilities", lambda *a, **k: pytest.fail("scored"))
+    with index_store.TileIndex.open(idx) as index:
+        marks = ",".join(map(str, index.tile_ids()[:3]))
+    assert main(["classify", "--index", idx, "--positive", marks, "--save-labels", " ",
+                 "--out", str(tmp_path / "a.geojson")]) == 2
+    assert "--save-labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["classify", "search", "export"])
+def test_a_bad_output_extension_is_refused_before_the_work(cli_index, tmp_path, capsys, monkeypatch,
+                                                           command):
+    from ssjdn.core import feedback
+    _, idx = cli_index
+    _no_model(monkeypatch)
+    monkeypatch.setattr(feedback, "tile_probabilities", lambda *a, **k: pytest.fail("scored"))
+    out = str(tmp_path / "hits.txt")
+    argv = {"classify": ["classify", "--index", idx, "--positive", "1,2,3", "--out", out],
+            "search": ["search", "a river", "--index", idx, "--out", out],
+            "export": ["export", "--index", idx, "--query", "a river", "--out", out]}[command]
+    assert main(argv) == 2
+    assert ".geojson or .gpkg" in capsys.readouterr().err
