@@ -166,6 +166,12 @@ def measure_recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / max(1, truth.size)
 
 
+def probed_lists(index) -> tuple[int, int]:
+    """(lists a search probes, lists) of a compressed index."""
+    ivf = _ivf(index)
+    return int(ivf.nprobe), int(ivf.nlist)
+
+
 def apply_nprobe(index, nprobe) -> None:
     if nprobe is not None and not is_exact(index):
         _ivf(index).nprobe = int(nprobe)

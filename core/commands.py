@@ -313,6 +313,9 @@ def run_search(args) -> int:
                         '(or --positive TILE_ID,..., --like TILE_ID, or --like-image IMAGE).')
     if args.query is not None and not args.positive:
         search.clean_query(args.query)  # an empty query fails before the model loads
+    if args.out:
+        from ssjdn.core.export import check_hits_path
+        check_hits_path(args.out)
     index, model = _open_index(args)
     with index:
         _prepare_search(index)
@@ -329,7 +332,8 @@ def run_search(args) -> int:
         else:
             hits = search.search_text(index, model, args.query, k=args.k)
             label = args.query
-        _print_hits(hits, label)
+        _print_hits(hits, label, index=index)
+        _say_if_short(index, args.k, hits)
         if not marks and args.like is None and args.like_image is None:
             _say_likelihood(model, hits)
         _remember(index, label, hits)
@@ -342,26 +346,35 @@ def run_search(args) -> int:
 
 
 def run_classify(args) -> int:
-    from ssjdn.core.export import export_hits
+    from ssjdn.core.export import check_hits_path, export_hits
     from ssjdn.core.feedback import classify_tiles
     from ssjdn.core.index_store import TileIndex
     from ssjdn.core.search import hits_for_ids
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold is a probability between 0 and 1; got {args.threshold}.")
+    # Outputs are checked before every tile is scored (minutes on an archive).
+    check_hits_path(args.out)
+    if args.save_labels is not None and not args.save_labels.strip():
+        raise UserError("--save-labels needs a name for the labelled set, e.g. --save-labels "
+                        "'solar farms'; leave the option out to store nothing.")
     with TileIndex.open(args.index) as index:
         positives, negatives = _classify_marks(index, args)
         if not positives:
             raise UserError("Mark the tiles to find: --positive ID,ID,ID (at least 3), --labels FILE "
                             "or --label-set NAME.")
         scored = classify_tiles(index, positives, negatives, threshold=args.threshold)
-        if args.save_labels:
+        if args.save_labels is not None:
             marks = {**dict.fromkeys(negatives, False), **dict.fromkeys(positives, True)}
             index.save_label_set(args.save_labels, marks, overwrite=True)
             print(f"stored {len(set(positives) | set(negatives))} marks as labelled set '{args.save_labels}'")
         hits = hits_for_ids(index, [t for t, _ in scored], [p for _, p in scored])
         label = f"classifier ({len(set(positives))} relevant, {len(set(negatives))} not relevant marked)"
         print(f"{len(hits)} of {index.count} tiles have probability >= {args.threshold:g}")
-        _print_hits(hits[:20], label, score_name="prob.")
+        if hits:
+            _print_hits(hits[:20], label, score_name="prob.")
+        else:
+            print(f"No tile reaches probability {args.threshold:g}: lower --threshold (e.g. 0.5) "
+                  f"or mark more relevant tiles.")
         path = export_hits(hits, args.out, query=label,
                            extra=[{"probability": round(h.score, 6)} for h in hits])
     print(f"wrote {path} ({len(hits)} tiles, most probable first)")
@@ -432,11 +445,13 @@ def run_export(args) -> int:
             heat = search.score_heatmap(index, model, args.query, args.heatmap)
         print(f"wrote {export.write_geotiff(heat, out)} ({heat.array.shape[1]} x {heat.array.shape[0]} cells)")
         return 0
+    export.check_hits_path(out)   # before the search runs
     if args.query:
         index, model = _open_index(args)
         with index:
             _prepare_search(index)
             hits = search.search_text(index, model, args.query, k=args.k or 10)
+            _say_if_short(index, args.k or 10, hits)
         label = args.query
     else:
         hits, label = _recall_last(args.index, args.k)
@@ -518,9 +533,18 @@ def _add_model_arg(parser) -> None:
                              "(resources/ssjdn-default.safetensors)")
 
 
-def _print_hits(hits, label: str, score_name: str = "score") -> None:
+def _say_if_short(index, asked: int, hits) -> None:
+    note = index.short_result_note(asked, len(hits))
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _print_hits(hits, label: str, score_name: str = "score", index=None) -> None:
     if not hits:
-        print("No tiles in the index yet; build it with `ssjdn index`.")
+        if index is not None and index.count == 0:
+            print("No tiles in the index yet; build it with `ssjdn index`.")
+        else:
+            print(f"No tiles found for: {label}.")
         return
     likely = any(h.likelihood is not None for h in hits)
     print(f"top {len(hits)} for: {label}")

@@ -52,10 +52,8 @@ def export_hits(hits, path, query: str | None = None, extra: list[dict] | None =
 
     `extra` holds one dict of further properties per hit (e.g. a probability or a label); every
     dict has the same keys, whose values are int, float or str."""
-    path = Path(path).expanduser()
+    path = check_hits_path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".geojson", ".json", ".gpkg"):
-        raise UserError(f"Cannot export to '{path.name}': use a .geojson or .gpkg file name.")
     features = [_feature(rank, hit, query) for rank, hit in enumerate(hits, start=1)]
     for feature, more in zip(features, extra or ()):
         feature["properties"].update(more)
@@ -65,6 +63,15 @@ def export_hits(hits, path, query: str | None = None, extra: list[dict] | None =
         collection = {"type": "FeatureCollection", "features": features}
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(collection), encoding="utf-8")
+    return path
+
+
+def check_hits_path(path) -> Path:
+    """The path export_hits can write hits to, or a UserError: cheap, so that commands check
+    their output before the work (a find-all over an archive takes minutes)."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in (".geojson", ".json", ".gpkg"):
+        raise UserError(f"Cannot export to '{path.name}': use a .geojson or .gpkg file name.")
     return path
 
 

@@ -637,6 +637,17 @@ class TileIndex:
             ids[found] = self._guarded_read(self._vector_store().tile_ids_at, positions[found])
         return scores, ids
 
+    def short_result_note(self, asked: int, found: int) -> str | None:
+        """Why a search found fewer hits than `asked` although the index holds more tiles, or
+        None: a compressed search structure ranks only the tiles of the lists it probes."""
+        faiss_index = self._faiss_index()
+        if found >= asked or ann.is_exact(faiss_index) or found >= self.count - 1:
+            return None
+        ivf = ann.probed_lists(faiss_index)
+        return (f"{found} of the {asked} hits asked: this {self.count:,}-tile index searches "
+                f"compressed codes, ranking only the tiles of the {ivf[0]} of {ivf[1]} lists it "
+                f"probes; to score every tile use `ssjdn classify`, or ask for fewer (-k).")
+
     # -- writing (used by the indexing pipeline) -------------------------------------------------
     def begin_raster(self, info, tiling: dict, n_tiles: int) -> tuple[int, bool, dict]:
         """Register a raster for indexing; returns (raster_id, already_complete, stored tiling).
