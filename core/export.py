@@ -54,7 +54,10 @@ def export_hits(hits, path, query: str | None = None, extra: list[dict] | None =
     dict has the same keys, whose values are int, float or str."""
     path = check_hits_path(path)
     suffix = path.suffix.lower()
-    features = [_feature(rank, hit, query) for rank, hit in enumerate(hits, start=1)]
+    from ssjdn.core.tiling import tile_centres_wgs84
+    centres = tile_centres_wgs84(hits)
+    features = [_feature(rank, hit, query, centre)
+                for rank, (hit, centre) in enumerate(zip(hits, centres), start=1)]
     for feature, more in zip(features, extra or ()):
         feature["properties"].update(more)
     if suffix == ".gpkg":
@@ -96,7 +99,7 @@ def write_geotiff(georaster, path) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 
-def _feature(rank: int, hit, query) -> dict:
+def _feature(rank: int, hit, query, centre) -> dict:
     ring = _footprint(hit)
     crs = hit.crs.to_string() if hit.crs is not None else None
     w = hit.window
@@ -107,6 +110,8 @@ def _feature(rank: int, hit, query) -> dict:
         "minx": hit.bounds[0], "miny": hit.bounds[1], "maxx": hit.bounds[2], "maxy": hit.bounds[3],
         # null when the model has no calibration or the hit is not from a text search
         "likelihood": _likelihood(hit),
+        # The tile's centre in degrees (WGS84): what an analyst reads out or pastes elsewhere.
+        "lat": round(float(centre[1]), _COORD_DECIMALS), "lon": round(float(centre[0]), _COORD_DECIMALS),
     }
     if query is not None:
         properties["query"] = query
@@ -203,7 +208,8 @@ def _write_gpkg(features: list[dict], path: Path, extra_fields: dict[str, str] |
     schema = {"geometry": "MultiPolygon" if multi else "Polygon", "properties": {
         "rank": "int", "score": "float", "tile_id": "int", "raster": "str", "col_off": "int",
         "row_off": "int", "width": "int", "height": "int", "raster_crs": "str", "minx": "float",
-        "miny": "float", "maxx": "float", "maxy": "float", "query": "str", "likelihood": "float", **(extra_fields or {})}}
+        "miny": "float", "maxx": "float", "maxy": "float", "lat": "float", "lon": "float", "query": "str",
+        "likelihood": "float", **(extra_fields or {})}}
     with atomic_path(path) as tmp:
         with fiona.open(tmp, "w", driver="GPKG", layer="hits", crs="EPSG:4326", schema=schema) as dst:
             for feature in features:

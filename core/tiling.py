@@ -160,6 +160,25 @@ def windows_to_wgs84(crs, transform, windows):
     return bounds, rings
 
 
+def tile_centres_wgs84(records) -> np.ndarray:
+    """(lon, lat) [N, 2] of the centres of tiles (anything with crs, transform and window: a
+    search hit, an index record); NaN for a tile whose raster has no CRS. One projection call
+    per CRS, as for footprints: a table of hundreds of tiles from many rasters stays quick."""
+    records = list(records)
+    centres = np.full((len(records), 2), np.nan)
+    by_crs: dict[object, list[int]] = {}
+    for i, r in enumerate(records):
+        if r.crs is not None:
+            by_crs.setdefault(r.crs, []).append(i)
+    for crs, rows in by_crs.items():
+        pixels = [(records[i].window.col_off + records[i].window.width / 2,
+                   records[i].window.row_off + records[i].window.height / 2) for i in rows]
+        xy = [records[i].transform * p for i, p in zip(rows, pixels)]
+        lon, lat = warp_transform(crs, WGS84, [x for x, _ in xy], [y for _, y in xy])
+        centres[rows] = np.stack([lon, lat], -1)
+    return centres
+
+
 def _windows_bounds(transform, windows) -> list[tuple[float, ...]]:
     """rasterio.windows.bounds for many windows at once (the common north-up case vectorised)."""
     if transform.b != 0 or transform.d != 0 or not windows:

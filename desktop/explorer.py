@@ -26,7 +26,7 @@ import numpy as np
 
 from ssjdn.core.calibration import GOOD_MATCH, calibration_of
 from ssjdn.desktop import models as model_choices
-from ssjdn.desktop.geo import MapFrame
+from ssjdn.desktop.geo import MapFrame, format_lonlat
 from ssjdn.desktop.resources import THUMB_PX
 from ssjdn.desktop.settings import index_dir_for
 from ssjdn.desktop.state import Events, Session
@@ -135,7 +135,7 @@ class ExplorerModel:
         if pixel is None or min(pixel) <= COARSE_PIXEL_M:
             return None
         self.coarse_notes[info.path] = (
-            f"{Path(info.path).name} has {min(pixel):.1f} m pixels; models are trained on 0.3 m "
+            f"{elide_middle(Path(info.path).name)} has {min(pixel):.1f} m pixels; models are trained on 0.3 m "
             f"imagery, so expect land cover rather than objects.")
         return self.coarse_notes[info.path]
 
@@ -641,7 +641,35 @@ def read_thumbnails(hits) -> list:
     return thumbs
 
 
+NAME_CHARS = 30   # a raster's name in a list or a panel, elided in the middle past this
+
+
+def elide_middle(text: str, chars: int = NAME_CHARS) -> str:
+    """'manila_ph_010m…fab355_4310': both ends of a long name kept (they tell scenes apart);
+    a panel showing a 100-character file name whole would widen its dock over the map."""
+    if len(text) <= chars:
+        return text
+    head = (chars - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (chars - 1 - head):]}"
+
+
+def place_names(records) -> list[str]:
+    """Short names of tiles that say where they are: 'stem…elided  14.59312°N 120.98422°E'
+    (the tile's centre; 'tile 12' for a raster with no CRS)."""
+    from ssjdn.core.tiling import tile_centres_wgs84
+    records = list(records)
+    names = []
+    for record, (lon, lat) in zip(records, tile_centres_wgs84(records)):
+        where = format_lonlat(lon, lat) if np.isfinite(lat) else f"tile {record.tile_id & 0xFFFFFFFF}"
+        names.append(f"{elide_middle(Path(record.raster_path).stem)}  {where}")
+    return names
+
+
 def describe_tile(record) -> str:
-    """'name.tif, tile 12 at px 180,45' (ids pack the raster id in their high bits)."""
+    """'stem…elided, tile 12 at 14.59312°N 120.98422°E' (ids pack the raster id in their high
+    bits; the place is the tile's centre, pixel offsets without a CRS)."""
+    from ssjdn.core.tiling import tile_centres_wgs84
+    lon, lat = tile_centres_wgs84([record])[0]
     col, row = int(record.window.col_off), int(record.window.row_off)
-    return f"{Path(record.raster_path).name}, tile {record.tile_id & 0xFFFFFFFF} at px {col},{row}"
+    where = format_lonlat(lon, lat) if np.isfinite(lat) else f"px {col},{row}"
+    return f"{elide_middle(Path(record.raster_path).stem)}, tile {record.tile_id & 0xFFFFFFFF} at {where}"

@@ -49,12 +49,13 @@ class QtCaptionPanel(QWidget):
     def caption_list(self) -> list[str]:
         return [line.strip() for line in self.captions.toPlainText().splitlines() if line.strip()]
 
-    def set_tile(self, description: str | None) -> None:
+    def set_tile(self, description: str | None, path: str = "") -> None:
         enabled = description is not None
         self.rank_button.setEnabled(enabled)
         self.single.setEnabled(enabled)
         self.tile_label.setText(f"Tile: {description}" if enabled else
                                 "No tile selected: click a tile on the map or a search hit.")
+        self.tile_label.setToolTip(path)
 
     def _score_single(self) -> None:
         text = self.single.text().strip()

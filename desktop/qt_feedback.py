@@ -7,14 +7,14 @@ are a signal the window shows as a message box.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QMessageBox, QPushButton, QSlider, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QListWidget, QListWidgetItem, QMessageBox, QPushButton, QSlider,
+                               QVBoxLayout, QWidget)
 
+from ssjdn.desktop.explorer import place_names
 from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
 from ssjdn.desktop.qt_salience import QtColorLegend
 from ssjdn.desktop.qt_workers import describe_error
@@ -93,9 +93,10 @@ class QtFeedbackPanel(QWidget):
         slider.addWidget(self.threshold, 1)
         slider.addWidget(self.threshold_label)
         sets = QGroupBox("Labelled sets (kept in the index)")
-        set_buttons = QHBoxLayout()
-        for button in (self.save_set_button, self.load_set_button, self.export_set_button, self.import_set_button):
-            set_buttons.addWidget(button)
+        set_buttons = QGridLayout()   # two by two: four in a row would widen the dock over the map
+        for i, button in enumerate((self.save_set_button, self.load_set_button, self.export_set_button,
+                                    self.import_set_button)):
+            set_buttons.addWidget(button, i // 2, i % 2)
         set_layout = QVBoxLayout(sets)
         set_layout.addWidget(self.set_name)
         set_layout.addLayout(set_buttons)
@@ -125,11 +126,11 @@ class QtFeedbackPanel(QWidget):
         """The first MAX_LISTED detections (hits whose score is the probability)."""
         hits, total, threshold = self.model.detection_hits(MAX_LISTED), len(self.model.detections), self.model.threshold
         self.detections.clear()
-        for hit in hits:
-            col, row = int(hit.window.col_off), int(hit.window.row_off)
+        for hit, place in zip(hits, place_names(hits)):
             mark = self.model.marks.get(int(hit.tile_id))
             tag = "" if mark is None else f"  {MARK_SIGNS[mark]}"
-            item = QListWidgetItem(f"p {hit.score:.2f}{tag}   {Path(hit.raster_path).name}  px {col},{row}")
+            item = QListWidgetItem(f"p {hit.score:.2f}{tag}   {place}")
+            item.setToolTip(hit.raster_path)
             item.setData(Qt.ItemDataRole.UserRole, hit)
             if mark is not None:
                 tint = QColor(MARK_COLORS[mark])

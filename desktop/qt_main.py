@@ -93,7 +93,8 @@ class QtMainWindow(QMainWindow):
         self.resizeDocks([self.docks["search"], self.docks["captions"]], [560, 300], Qt.Orientation.Vertical)
         self.tabifyDockWidget(self.docks["salience"], self.docks["findall"])
         self.docks["salience"].raise_()
-        self.resizeDocks([self.docks["layers"], self.docks["search"]], [300, 380], Qt.Orientation.Horizontal)
+        # The docks together take under half the window, so the map keeps the larger part.
+        self.resizeDocks([self.docks["layers"], self.docks["search"]], [280, 360], Qt.Orientation.Horizontal)
 
         self.model_combo = QComboBox()
         self.model_combo.setMinimumContentsLength(34)
@@ -652,8 +653,9 @@ class QtMainWindow(QMainWindow):
     def _on_selection(self, record) -> None:
         self.map_view.select_tile(record.bounds, record.crs)
         description = describe_tile(record)
-        self.caption_panel.set_tile(description)
+        self.caption_panel.set_tile(description, record.raster_path)
         self.salience_panel.info.setText(f"Tile {description}")
+        self.salience_panel.info.setToolTip(record.raster_path)
 
     def _on_salience(self, tile_id, maps) -> None:
         self._show_salience_overlay()

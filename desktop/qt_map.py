@@ -34,7 +34,10 @@ Z_ORDER = {"background": -10, "raster": 0, "heatmap": 10, "probability": 11, "sa
 SCALE_BAR_PX = 120        # longest scale bar on screen
 MEASURE_COLOR = QColor(255, 120, 0)
 BACKGROUND_CACHE = 512    # background tiles kept in memory
-MAX_ZOOM_SCREEN_PX = 3.0  # zooming to a tile stops at this many screen pixels per raster pixel
+# Zooming to a tile shows it a third of the view wide (its surroundings around it), up to this
+# many screen pixels per raster pixel: a 19 px tile of a coarse scene is then 300 px, blocky but
+# readable with its SEM overlay; only tiles under ~15 px stay smaller.
+MAX_ZOOM_SCREEN_PX = 16.0
 HIT_COLOR = QColor(0, 229, 255)
 SELECTION_COLOR = QColor(255, 214, 0)
 # Relevance marks: green relevant, magenta not relevant (told apart from the cyan hits, the
@@ -225,6 +228,8 @@ class QtMapView(QGraphicsView):
         self.setBackgroundBrush(QColor(40, 42, 46))
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self._framed: QRectF | None = None   # the scene rect to keep framed on resize
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
         self.setMouseTracking(True)
         self.setAcceptDrops(True)
@@ -272,15 +277,21 @@ class QtMapView(QGraphicsView):
         margin = max(rect.width(), rect.height()) * 0.5
         self.setSceneRect(rect.adjusted(-margin, -margin, margin, margin))
 
+    def frame_rect(self, rect: QRectF) -> None:
+        """Show a scene rectangle whole; it stays framed when the view is resized (a dock
+        opens, closes or changes width) until the user pans or zooms."""
+        if rect.isEmpty():
+            return
+        self._framed = QRectF(rect)
+        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
+        self._view_changed()
+
     def fit_all(self) -> None:
-        rect = self._rasters_rect()
-        if not rect.isEmpty():
-            self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
-            self._view_changed()
+        self.frame_rect(self._rasters_rect())
 
     def zoom_to_bounds(self, bounds, crs, context: float = 3.0) -> None:
         """Centre on bounds, showing `context` times their size around them, but never closer
-        than MAX_ZOOM_SCREEN_PX screen pixels per raster pixel (a 15 px tile would fill the
+        than MAX_ZOOM_SCREEN_PX screen pixels per raster pixel (a tiny tile would fill the
         screen with a few blurry squares and hide where it is)."""
         x, y, w, h = self.frame.bounds_to_scene(bounds, crs)
         cx, cy = x + w / 2, y + h / 2
@@ -290,9 +301,8 @@ class QtMapView(QGraphicsView):
             viewport = self.viewport().rect()
             side_w = max(side_w, viewport.width() / MAX_ZOOM_SCREEN_PX * pixel)
             side_h = max(side_h, viewport.height() / MAX_ZOOM_SCREEN_PX * pixel)
-        target = _keep_inside(QRectF(cx - side_w / 2, cy - side_h / 2, side_w, side_h), self._rasters_rect())
-        self.fitInView(target, Qt.AspectRatioMode.KeepAspectRatio)
-        self._view_changed()
+        self.frame_rect(_keep_inside(QRectF(cx - side_w / 2, cy - side_h / 2, side_w, side_h),
+                                     self._rasters_rect()))
 
     def _rasters_rect(self) -> QRectF:
         rect = QRectF()
@@ -322,8 +332,7 @@ class QtMapView(QGraphicsView):
             rect = rect.united(item.sceneBoundingRect())
         if rect.isEmpty():
             return False
-        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
-        self._view_changed()
+        self.frame_rect(rect)
         return True
 
     # -- scale bar ------------------------------------------------------------------------------
@@ -639,8 +648,7 @@ class QtMapView(QGraphicsView):
 
     def show_bounds(self, bounds) -> None:
         x, y, w, h = self.frame.bounds_to_scene(bounds, None)
-        self.fitInView(QRectF(x, y, w, h), Qt.AspectRatioMode.KeepAspectRatio)
-        self._view_changed()
+        self.frame_rect(QRectF(x, y, w, h))
 
     # -- interaction --------------------------------------------------------------------------
     def _map_xy(self, pos) -> tuple[float, float]:
@@ -649,6 +657,7 @@ class QtMapView(QGraphicsView):
 
     def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
         factor = 1.25 ** (event.angleDelta().y() / 120.0)
+        self._framed = None   # the user's own view from now on: a resize keeps its centre
         self.scale(factor, factor)
         self._view_changed()
 
@@ -665,9 +674,10 @@ class QtMapView(QGraphicsView):
         pos = event.position().toPoint()
         pressed = getattr(self, "_press_pos", None)
         # A click that did not move is a selection; anything else was a pan.
-        if event.button() == Qt.MouseButton.LeftButton and pressed is not None \
-                and (pos - pressed).manhattanLength() < 4:
-            if self.measuring:
+        if event.button() == Qt.MouseButton.LeftButton and pressed is not None:
+            if (pos - pressed).manhattanLength() >= 4:
+                self._framed = None   # panned by hand
+            elif self.measuring:
                 self.add_measure_point(*self._map_xy(pos))
             else:
                 self.mapClicked.emit(*self._map_xy(pos))
@@ -691,6 +701,8 @@ class QtMapView(QGraphicsView):
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
+        if self._framed is not None:   # what was framed stays framed when the docks change
+            self.fitInView(self._framed, Qt.AspectRatioMode.KeepAspectRatio)
         self._view_changed()
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802

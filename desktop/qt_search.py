@@ -6,25 +6,18 @@ searches again with the words and the marks.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ssjdn.core.calibration import GOOD_MATCH
-
+from ssjdn.desktop.explorer import place_names
 from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
 from ssjdn.desktop.qt_salience import QtColorLegend
 from ssjdn.desktop.resources import THUMB_PX
 
-NAME_CHARS = 30
 MARK_TINT_ALPHA = 70
-
-
-def _elide(name: str) -> str:
-    return name if len(name) <= NAME_CHARS else f"{name[:NAME_CHARS // 2 - 1]}…{name[-(NAME_CHARS // 2):]}"
 
 
 class QtSearchPanel(QWidget):
@@ -101,6 +94,7 @@ class QtSearchPanel(QWidget):
         self.absolute.toggled.connect(lambda _checked: self._emit_likelihood_display())
         self.likelihood_threshold = GOOD_MATCH
         self.hits: list = []
+        self.places: list[str] = []      # each hit's short name: raster stem and coordinates
         self.marks: dict[int, bool] = {}
 
     def set_history(self, queries: list[str]) -> None:
@@ -118,6 +112,7 @@ class QtSearchPanel(QWidget):
 
     def show_hits(self, query: str, hits: list, thumbnails: list[QPixmap | None]) -> None:
         self.hits = list(hits)
+        self.places = place_names(hits)
         self.results.clear()
         for hit, thumb in zip(hits, thumbnails):
             item = QListWidgetItem()
@@ -157,11 +152,9 @@ class QtSearchPanel(QWidget):
             item = self.results.item(rank - 1)
             hit = item.data(Qt.ItemDataRole.UserRole)
             mark = self.marks.get(int(hit.tile_id))
-            col, row = int(hit.window.col_off), int(hit.window.row_off)
             tag = "" if mark is None else f"   {MARK_SIGNS[mark]} {'relevant' if mark else 'not relevant'}"
             match = "" if hit.likelihood is None else f"   match {hit.likelihood:.0%}"
-            item.setText(f"#{rank}   score {hit.score:.3f}{match}{tag}\n{_elide(Path(hit.raster_path).name)}  "
-                         f"px {col},{row}")
+            item.setText(f"#{rank}   score {hit.score:.3f}{match}{tag}\n{self.places[rank - 1]}")
             weak = hit.likelihood is not None and hit.likelihood < self.likelihood_threshold
             item.setForeground(QBrush(QColor(140, 140, 140)) if weak else QBrush())
             tint = QColor(MARK_COLORS[mark]) if mark is not None else None

@@ -127,6 +127,10 @@ def test_geojson_is_valid_rfc7946_and_inside_the_rasters_footprint(indexed, tiny
         tile_box = window_bounds(rasterio.windows.Window(props["col_off"], props["row_off"],
                                                          props["width"], props["height"]), info.transform)
         assert min(xs) == pytest.approx(tile_box[0], abs=0.01) and max(ys) == pytest.approx(tile_box[3], abs=0.01)
+        # `lat` / `lon`: the tile's centre, where an analyst would send someone.
+        cx, cy = warp_transform("EPSG:4326", info.crs, [props["lon"]], [props["lat"]])
+        assert cx[0] == pytest.approx((tile_box[0] + tile_box[2]) / 2, abs=0.01)
+        assert cy[0] == pytest.approx((tile_box[1] + tile_box[3]) / 2, abs=0.01)
 
 
 def test_geopackage_holds_the_same_hits(indexed, tiny_model, tmp_path):
@@ -139,6 +143,10 @@ def test_geopackage_holds_the_same_hits(indexed, tiny_model, tmp_path):
         features = list(layer)
     assert [f["properties"]["tile_id"] for f in features] == [h.tile_id for h in hits]
     assert features[0]["properties"]["query"] == "a bridge"
+    with open(export_hits(hits, tmp_path / "hits.geojson")) as f:
+        as_json = [feature["properties"] for feature in json.load(f)["features"]]
+    assert [(f["properties"]["lat"], f["properties"]["lon"]) for f in features] == \
+        [(p["lat"], p["lon"]) for p in as_json]
 
 
 def test_geotiff_round_trip(tmp_path):
