@@ -17,6 +17,7 @@ from rasterio.windows import transform as window_transform
 
 from ssjdn.core.errors import UserError
 from ssjdn.core.fast_text import encode_query
+from ssjdn.core.model import salience_keys
 from ssjdn.core.raster import GeoRaster, full_window, raster_info, read_window_rgb
 from ssjdn.core.tiling import windows_to_wgs84
 
@@ -127,19 +128,20 @@ def tile_grid(record, windows: np.ndarray, values: np.ndarray) -> GeoRaster:
 
 def tile_salience(index, model, tile_id) -> dict[tuple[str, str, int], GeoRaster]:
     """The model's SEM and SSM maps for one tile, each placed on the tile's ground footprint.
-    Keys are (kind, direction, scale): kind "sem" or "ssm", scale 0 = finest."""
+    Keys are (kind, direction, scale): kind "sem" or "ssm", scale 0 = finest; the SSM maps
+    that are constant by construction (model.salience_keys) are left out."""
     record = index.tile(int(tile_id))
-    pixels = _pixels(record, index)
-    _, maps = model.encode_images(pixels, with_maps=True)
+    _, maps = model.encode_images(_pixels(record, index), with_maps=True)
+    return {(kind, direction, scale): tile_georaster(record, getattr(maps, kind)[direction][scale][0])
+            for kind, direction, scale in salience_keys()}
+
+
+def tile_georaster(record, grid: torch.Tensor, nodata: float | None = None) -> GeoRaster:
+    """A map over a tile ([h, w], any resolution) placed on the tile's ground footprint."""
+    array = grid.float().cpu().numpy()
     origin = window_transform(record.window, record.transform)
-    result = {}
-    for kind in ("sem", "ssm"):
-        for direction, per_scale in _items(getattr(maps, kind)):
-            for scale, grid in _items(per_scale):
-                array = grid[0].float().cpu().numpy()
-                cell = Affine.scale(record.window.width / array.shape[1], record.window.height / array.shape[0])
-                result[(kind, direction, int(scale))] = GeoRaster(array, origin @ cell, record.crs, None)
-    return result
+    cell = Affine.scale(record.window.width / array.shape[1], record.window.height / array.shape[0])
+    return GeoRaster(array, origin @ cell, record.crs, nodata)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,9 +232,5 @@ def _as_batch(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.ndim != 4 or tensor.shape[1] != 3:
         raise UserError(f"Expected an RGB image; got an array of shape {tuple(tensor.shape)}.")
     return tensor
-
-
-def _items(mapping):
-    return mapping.items() if isinstance(mapping, dict) else enumerate(mapping)
 
 

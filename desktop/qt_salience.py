@@ -5,6 +5,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QLinearGradient, QPainter
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QLabel, QSlider, QVBoxLayout, QWidget)
 
+from ssjdn.core.model import salience_keys
 from ssjdn.desktop.colormaps import NAMES, lookup_table
 
 KINDS = {"SEM (semantic)": "sem", "SSM (scale)": "ssm"}
@@ -71,9 +72,22 @@ class QtSaliencePanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.legend)
         layout.addStretch(1)
+        for combo in (self.kind, self.direction):
+            combo.currentIndexChanged.connect(self._offer_scales)
         for combo in (self.kind, self.direction, self.scale, self.colormap):
             combo.currentIndexChanged.connect(self.changed)
         self.opacity.valueChanged.connect(self.changed)
+
+    def _offer_scales(self) -> None:
+        """Offer only the scales whose map says something: an SSM map at the end scale of its
+        pass is 1.0 everywhere by construction (core.model.salience_keys)."""
+        kind, direction = self.kind.currentData(), self.direction.currentData()
+        offered = {scale for k, d, scale in salience_keys() if (k, d) == (kind, direction)}
+        items = self.scale.model()
+        for row in range(self.scale.count()):
+            items.item(row).setEnabled(self.scale.itemData(row) in offered)
+        if self.scale.currentData() not in offered:
+            self.scale.setCurrentIndex(self.scale.findData(min(offered)))
 
     def selection(self) -> tuple[str, str, int]:
         """(kind, direction, scale) as the engine's tile_salience keys them."""

@@ -109,7 +109,7 @@ def test_selecting_a_tile_computes_its_salience_unless_another_was_selected_sinc
     explorer.select_tile(second)
     assert not explorer.apply_salience(stale)                    # the user moved on: dropped
     assert explorer.apply_salience(explorer.select_tile(second)())
-    assert len(explorer.salience) == 12
+    assert len(explorer.salience) == 10
 
 
 def test_marks_change_with_an_event_and_survive_a_refined_search(explorer):

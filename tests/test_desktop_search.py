@@ -57,7 +57,7 @@ def test_clicking_a_hit_zooms_to_it_and_shows_its_salience_and_captions(qtbot, i
     assert window.model.selected_tile.tile_id == hits[0].tile_id
     visible = window.map_view.mapToScene(window.map_view.viewport().rect()).boundingRect()
     assert visible.contains(window.map_view.layer_items("selection")[0].rect().center())
-    assert len(window.model.salience) == 12                     # SEM and SSM x 2 directions x 3 scales
+    assert len(window.model.salience) == 10       # SEM x 6, SSM x 4 (2 are constant by construction)
     assert window.map_view.overlay_item("salience") is not None
     window.salience_panel.scale.setCurrentIndex(2)        # coarsest map replaces the overlay
     assert window.map_view.overlay_item("salience").georaster is window.model.salience[("sem", "coarse_to_fine", 2)]

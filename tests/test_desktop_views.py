@@ -164,3 +164,18 @@ def test_the_opacity_slider_says_to_pick_a_layer_until_one_is_selected(indexed_w
     panel.list.setCurrentItem(panel.row_for(raster_layer))
     assert panel.opacity.isEnabled() and panel.opacity.value() == 30
     assert panel.opacity_label.text() == "Opacity"
+
+
+def test_the_salience_panel_never_offers_an_ssm_map_that_is_constant_by_construction(qtbot):
+    from ssjdn.desktop.qt_salience import QtSaliencePanel
+    panel = QtSaliencePanel()
+    qtbot.addWidget(panel)
+    panel.kind.setCurrentIndex(panel.kind.findData("ssm"))
+    panel.direction.setCurrentIndex(panel.direction.findData("fine_to_coarse"))
+    assert panel.selection()[2] != 0
+    assert not panel.scale.model().item(panel.scale.findData(0)).isEnabled()
+    panel.direction.setCurrentIndex(panel.direction.findData("coarse_to_fine"))
+    assert panel.scale.model().item(panel.scale.findData(0)).isEnabled()
+    assert not panel.scale.model().item(panel.scale.findData(2)).isEnabled()
+    panel.kind.setCurrentIndex(panel.kind.findData("sem"))
+    assert all(panel.scale.model().item(row).isEnabled() for row in range(panel.scale.count()))

@@ -39,6 +39,24 @@ def test_salience_maps_cover_both_directions_and_three_scales_in_unit_range(tiny
     assert not torch.all(maps.ssm["coarse_to_fine"][0] == 1)
 
 
+def test_a_sem_unit_sees_no_edge_on_uniform_features(tiny_model):
+    # Zero padding made every finest SEM map bright along one edge (issue 16): a unit given
+    # the same feature everywhere must give the same value everywhere, borders included.
+    width = int(tiny_model.config["image"]["width"])
+    features = torch.rand(1, width, 1, 1).expand(1, width, 8, 8).contiguous()
+    for units in tiny_model.bsd.sem_units.values():
+        for unit in units:
+            sem = unit(features)
+            assert torch.allclose(sem, sem[..., 4:5, 4:5].expand_as(sem), atol=1e-6)
+
+
+def test_salience_keys_leave_out_the_maps_that_are_constant_by_construction():
+    from ssjdn.core.model import salience_keys
+    keys = salience_keys()
+    assert ("ssm", "coarse_to_fine", 2) not in keys and ("ssm", "fine_to_coarse", 0) not in keys
+    assert len(keys) == 10 and ("sem", "fine_to_coarse", 0) in keys and ("ssm", "coarse_to_fine", 0) in keys
+
+
 def test_encoding_does_not_depend_on_batching(tiny_model):
     images, _ = _batch(tiny_model)
     whole = tiny_model.encode_images(images)

@@ -94,6 +94,8 @@ def test_salience_maps_lie_on_the_tiles_footprint(indexed, tiny_model):
     record = index.tile(search_text(index, tiny_model, "houses", k=1)[0].tile_id)
     maps = tile_salience(index, tiny_model, record.tile_id)
     assert {k[0] for k in maps} == {"sem", "ssm"} and {k[2] for k in maps} == {0, 1, 2}
+    # The SSM of each pass's end scale is 1.0 everywhere by construction: not offered.
+    assert len(maps) == 10 and all(np.ptp(grid.array) > 0 for grid in maps.values())
     for grid in maps.values():
         rows, cols = grid.array.shape
         left, top = grid.transform @ (0, 0)
