@@ -104,7 +104,8 @@ def _feature(rank: int, hit, query, centre) -> dict:
     crs = hit.crs.to_string() if hit.crs is not None else None
     w = hit.window
     properties = {
-        "rank": rank, "score": round(float(hit.score), 6), "tile_id": int(hit.tile_id),
+        # null for a tile with no score (e.g. a marked tile exported from the app's table)
+        "rank": rank, "score": _optional(hit.score), "tile_id": int(hit.tile_id),
         "raster": str(hit.raster_path), "col_off": int(w.col_off), "row_off": int(w.row_off),
         "width": int(w.width), "height": int(w.height), "raster_crs": crs,
         "minx": hit.bounds[0], "miny": hit.bounds[1], "maxx": hit.bounds[2], "maxy": hit.bounds[3],
@@ -120,8 +121,12 @@ def _feature(rank: int, hit, query, centre) -> dict:
 
 
 def _likelihood(hit) -> float | None:
-    value = getattr(hit, "likelihood", None)
-    return None if value is None else round(float(value), 6)
+    return _optional(getattr(hit, "likelihood", None))
+
+
+def _optional(value) -> float | None:
+    """A number for a property, None (null) for a missing or NaN one."""
+    return None if value is None or not np.isfinite(value) else round(float(value), 6)
 
 
 def geojson_geometry(ring) -> dict:

@@ -27,6 +27,7 @@ from ssjdn.desktop.qt_layers import QtLayerPanel
 from ssjdn.desktop.qt_map import HIT_COLOR, QtMapView, rgb_to_qimage
 from ssjdn.desktop.qt_salience import QtSaliencePanel
 from ssjdn.desktop.qt_search import QtSearchPanel
+from ssjdn.desktop.qt_table import QtAttributeTable
 from ssjdn.desktop.qt_workers import QtFunctionWorker, describe_error
 from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, THUMB_PX, sample_scene_path
 from ssjdn.desktop.settings import Preferences
@@ -77,13 +78,15 @@ class QtMainWindow(QMainWindow):
         self.caption_panel = QtCaptionPanel()
         self.salience_panel = QtSaliencePanel()
         self.feedback_panel = QtFeedbackPanel(self.model)
+        self.attribute_table = QtAttributeTable(self.model)
         self.docks = {}
         for key, title, widget, area in (
                 ("layers", "Layers", self.layer_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
                 ("search", "Search", self.search_panel, Qt.DockWidgetArea.RightDockWidgetArea),
                 ("salience", "SEM / SSM salience", self.salience_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
                 ("findall", "Find all (by example)", self.feedback_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
-                ("captions", "Caption matching", self.caption_panel, Qt.DockWidgetArea.RightDockWidgetArea)):
+                ("captions", "Caption matching", self.caption_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+                ("table", "Attribute table", self.attribute_table, Qt.DockWidgetArea.BottomDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{key}")
             dock.setWidget(widget)
@@ -93,6 +96,7 @@ class QtMainWindow(QMainWindow):
         self.resizeDocks([self.docks["search"], self.docks["captions"]], [560, 300], Qt.Orientation.Vertical)
         self.tabifyDockWidget(self.docks["salience"], self.docks["findall"])
         self.docks["salience"].raise_()
+        self.resizeDocks([self.docks["table"]], [190], Qt.Orientation.Vertical)
         # The docks together take under half the window, so the map keeps the larger part.
         self.resizeDocks([self.docks["layers"], self.docks["search"]], [280, 360], Qt.Orientation.Horizontal)
 
@@ -235,6 +239,10 @@ class QtMainWindow(QMainWindow):
         self.feedback_panel.findAllRequested.connect(self.find_all)
         self.feedback_panel.detectionActivated.connect(self.activate_hit)
         self.feedback_panel.failed.connect(self.show_error)
+        self.attribute_table.tileChosen.connect(self.show_tile)
+        self.attribute_table.tileActivated.connect(self.activate_hit)
+        self.attribute_table.failed.connect(self.show_error)
+        self.attribute_table.succeeded.connect(lambda message: self.statusBar().showMessage(message, 8000))
         self.feedback_panel.succeeded.connect(lambda message: self.statusBar().showMessage(message, 8000))
 
     def _listen(self) -> None:
@@ -572,6 +580,11 @@ class QtMainWindow(QMainWindow):
         if name.startswith("heatmap:"):
             shown = any(s.visible for n, s in self.map_view.layers.items() if n.startswith("heatmap:"))
             self.search_panel.heat_legend.setVisible(shown and bool(self.model.heatmaps))
+
+    def show_tile(self, hit) -> None:
+        """Select a tile and bring it into view at the present scale (a row of the table)."""
+        self.map_view.pan_to_bounds(hit.bounds, hit.crs)
+        self.select_tile(hit.tile_id)
 
     def activate_hit(self, hit) -> None:
         self.map_view.zoom_to_bounds(hit.bounds, hit.crs)

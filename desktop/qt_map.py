@@ -304,6 +304,16 @@ class QtMapView(QGraphicsView):
         self.frame_rect(_keep_inside(QRectF(cx - side_w / 2, cy - side_h / 2, side_w, side_h),
                                      self._rasters_rect()))
 
+    def pan_to_bounds(self, bounds, crs) -> None:
+        """Centre on bounds at the present scale (the table's rows: stepping through them keeps
+        the scale the user chose); zoom out to them when they do not fit."""
+        x, y, w, h = self.frame.bounds_to_scene(bounds, crs)
+        tile, visible = QRectF(x, y, w, h), self.mapToScene(self.viewport().rect()).boundingRect()
+        if tile.width() > visible.width() or tile.height() > visible.height():
+            self.zoom_to_bounds(bounds, crs)
+        else:
+            self.frame_rect(visible.translated(tile.center() - visible.center()))
+
     def _rasters_rect(self) -> QRectF:
         rect = QRectF()
         for item in self.rasters.values():

@@ -304,3 +304,29 @@ def test_the_ready_line_counts_the_tiles_of_the_open_rasters_not_the_whole_cache
     explorer.close_raster(other)            # its 4 tiles stay in the cached index
     assert explorer.index.count == 24
     assert explorer.ready_text()[1].startswith("20 tiles indexed")
+
+
+def test_the_attribute_rows_hold_hits_detections_and_marks_with_their_centres(explorer, tmp_path):
+    from ssjdn.core.tiling import tile_centres_wgs84
+    hits = search(explorer, k=4)
+    for hit in hits[:3]:
+        explorer.mark(hit.tile_id, True)
+    explorer.mark(hits[3].tile_id, False)
+    explorer.apply_find_all(explorer.find_all_job()())
+    explorer.set_threshold(0.9)
+    rows = explorer.attribute_rows()
+    kinds = [r.kind for r in rows]
+    assert kinds == ["hit"] * 4 + ["detection"] * len(explorer.detections) + ["mark"] * 4
+    assert [r.tile_id for r in rows[:4]] == [h.tile_id for h in hits] and rows[0].rank == 1
+    assert [r.label for r in rows[:4]] == ["relevant"] * 3 + ["not relevant"]
+    assert all(r.score == p for r, (_, p) in zip(rows[4:], explorer.detections))
+    assert all(r.score is None for r in rows if r.kind == "mark")   # a mark has no score of its own
+    lon, lat = tile_centres_wgs84([hits[0]])[0]
+    assert (rows[0].lon, rows[0].lat) == (lon, lat) and 40 < lat < 60   # the fixture lies in UTM 31N
+
+    path = tmp_path / "chosen.geojson"
+    assert explorer.export_rows([rows[0], rows[-1]], str(path)) == 2
+    features = json.loads(path.read_text())["features"]
+    assert [f["properties"]["kind"] for f in features] == ["hit", "mark"]
+    assert features[1]["properties"]["label"] == "not relevant" and features[1]["properties"]["score"] is None
+    assert features[0]["properties"]["lat"] == pytest.approx(lat, abs=1e-6)
