@@ -38,6 +38,7 @@ examples:
   ssjdn index scene.tif --index my_index
   ssjdn index /data/orthophotos/ --index my_index            # every raster in a folder
   ssjdn index scene.tif --index my_index --tile-m 100 --overlap 0.25
+  ssjdn index drone.tif --index my_index --tile-m 76.8,38.4 --overlap 0.5   # two scales
   ssjdn index landsat.tif --index my_index --bands 4,3,2      # choose R,G,B bands
   ssjdn index drone.tif --index my_index --nodata 0 --max-nodata 0.3   # black is nodata
   ssjdn index scan.png --index my_index --tile-px 256          # no CRS: tile in pixels
@@ -120,11 +121,13 @@ def register(subparsers) -> None:
     _add_index_arg(p)
     _add_model_arg(p)
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--tile-m", type=_positive_float, metavar="METRES",
-                      help="tile side on the ground in metres (default: the model's training ground size)")
-    size.add_argument("--tile-px", type=_tile_px, metavar="PIXELS",
+    size.add_argument("--tile-m", type=_list_of(_positive_float), metavar="METRES[,METRES]",
+                      help="tile side on the ground in metres (default: the model's training ground "
+                           "size); several sizes (76.8,38.4) index each raster at each, and a search "
+                           "keeps the better of two hits on mostly the same ground")
+    size.add_argument("--tile-px", type=_list_of(_tile_px), metavar="PIXELS[,PIXELS]",
                       help="tile side in pixels of the raster (needed for rasters without a CRS "
-                           "if you want another size than the model input)")
+                           "if you want another size than the model input); several as for --tile-m")
     p.add_argument("--overlap", type=_overlap, default=0.0, metavar="FRACTION",
                    help="overlap between neighbouring tiles, 0 to 0.9 (default 0)")
     p.add_argument("--bands", metavar="R,G,B",
@@ -547,6 +550,7 @@ def _print_hits(hits, label: str, score_name: str = "score", index=None) -> None
             print(f"No tiles found for: {label}.")
         return
     likely = any(h.likelihood is not None for h in hits)
+    several_tilings = len({h.tiling for h in hits}) > 1   # then each line names its tile size
     print(f"top {len(hits)} for: {label}")
     print(f"{'rank':>4}  {score_name:>7}  {'match' if likely else '':>5}  {'tile id':>12}  {'lon':>11} {'lat':>10}  "
           f"raster [col, row, w, h]")
@@ -559,8 +563,9 @@ def _print_hits(hits, label: str, score_name: str = "score", index=None) -> None
             where = f"{'(no CRS)':>22}"
         w = hit.window
         match = f"{hit.likelihood:5.0%}" if hit.likelihood is not None else ""
+        tiling = f"  ({hit.tiling})" if several_tilings and hit.tiling else ""
         print(f"{rank:4d}  {hit.score:+.4f}  {match:>5}  {hit.tile_id:12d}  {where}  {Path(hit.raster_path).name} "
-              f"[{int(w.col_off)}, {int(w.row_off)}, {int(w.width)}, {int(w.height)}]")
+              f"[{int(w.col_off)}, {int(w.row_off)}, {int(w.width)}, {int(w.height)}]{tiling}")
 
 
 def _say_likelihood(model, hits) -> None:
@@ -663,6 +668,13 @@ def _tile_px(text: str) -> int:
     if value < 8:
         raise argparse.ArgumentTypeError(f"invalid tile size {text}: give at least 8 pixels (typically 256)")
     return value
+
+
+def _list_of(parse):
+    """An argparse type: one value, or several separated by commas (a list either way)."""
+    def parse_list(text: str) -> list:
+        return [parse(part) for part in text.split(",") if part.strip()] or [parse(text)]
+    return parse_list
 
 
 def _positive_float(text: str) -> float:

@@ -113,6 +113,7 @@ def _feature(rank: int, hit, query, centre) -> dict:
         "likelihood": _likelihood(hit),
         # The tile's centre in degrees (WGS84): what an analyst reads out or pastes elsewhere.
         "lat": round(float(centre[1]), _COORD_DECIMALS), "lon": round(float(centre[0]), _COORD_DECIMALS),
+        "tiling": getattr(hit, "tiling", ""),   # e.g. "38.4 m, overlap 0.5"
     }
     if query is not None:
         properties["query"] = query
@@ -214,7 +215,7 @@ def _write_gpkg(features: list[dict], path: Path, extra_fields: dict[str, str] |
         "rank": "int", "score": "float", "tile_id": "int", "raster": "str", "col_off": "int",
         "row_off": "int", "width": "int", "height": "int", "raster_crs": "str", "minx": "float",
         "miny": "float", "maxx": "float", "maxy": "float", "lat": "float", "lon": "float", "query": "str",
-        "likelihood": "float", **(extra_fields or {})}}
+        "likelihood": "float", "tiling": "str", **(extra_fields or {})}}
     with atomic_path(path) as tmp:
         with fiona.open(tmp, "w", driver="GPKG", layer="hits", crs="EPSG:4326", schema=schema) as dst:
             for feature in features:

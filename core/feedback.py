@@ -90,12 +90,10 @@ def search_refined(index, model, text: str | None = None, positive_ids=(), negat
     """The k tiles that best match the refined query, best first (search.Hit, score = cosine).
 
     With `skip_marked` the marked tiles are left out, so the k hits are all new to the analyst."""
-    from ssjdn.core.search import hits_for_ids
+    from ssjdn.core.search import ranked_hits
     query = refine_query(index, model, text, positive_ids, negative_ids, weights)
     marked = set(map(int, positive_ids)) | set(map(int, negative_ids)) if skip_marked else set()
-    scores, ids = index.search(query[None], int(k) + len(marked))
-    keep = [(i, s) for i, s in zip(ids[0], scores[0]) if int(i) >= 0 and int(i) not in marked][:int(k)]
-    return hits_for_ids(index, [i for i, _ in keep], [s for _, s in keep])
+    return ranked_hits(index, query, k, exclude=marked)
 
 
 def tile_probabilities(index, positive_ids, negative_ids=(),

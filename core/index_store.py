@@ -67,6 +67,10 @@ _TILE_FIELDS = ("id, raster_id, col_off, row_off, width, height, left, bottom, r
                 "west, south, east, north")
 # Tile ids are raster_id << 32 | tile index, so ids do not depend on the order tiles are written.
 _TILE_BITS = 32
+# A raster may be tiled at several scales (tile sizes): a tile index is scale << 26 | position in
+# that scale's grid (67 million tiles a scale), and a chunk id likewise. Scale 0 keeps the ids
+# of indexes built before scales existed.
+SCALE_SHIFT = 26
 
 
 class IndexMismatchError(UserError):
@@ -243,10 +247,22 @@ class TileRecord:
     bounds_wgs84: tuple[float, float, float, float] | None
     transform: Affine   # the raster's transform (tile pixels -> raster CRS via the window)
     bands: tuple[int, ...] = ()   # the RGB bands the tile was encoded from
+    tiling: str = ""    # which of its raster's tilings the tile is of, e.g. "76.8 m, overlap 0.5"
 
 
 def tile_id_for(raster_id: int, tile_index: int) -> int:
     return (raster_id << _TILE_BITS) | tile_index
+
+
+def scale_of(tile_id: int) -> int:
+    """Which of its raster's tilings (0: the first) a tile id or tile index belongs to."""
+    return (int(tile_id) & ((1 << _TILE_BITS) - 1)) >> SCALE_SHIFT
+
+
+def tiling_slots(tiling: dict) -> list[dict]:
+    """A raster's tilings, one {"tile_px": [w, h], "overlap": f} per scale, in scale order."""
+    first = {"tile_px": list(tiling["tile_px"]), "overlap": float(tiling.get("overlap", 0.0))}
+    return [first] + [dict(slot) for slot in tiling.get("scales", [])]
 
 
 def raster_id_of(tile_ids):
@@ -490,6 +506,12 @@ class TileIndex:
                                  n, ni, bool(done)) for rid, path, w, h, wkt, tr, tiling, n, done, ni in rows]
             return list(self._raster_records)
 
+    def has_overlapping_tiles(self) -> bool:
+        """True when some raster has several tilings or tiles overlapping by more than half:
+        then a search may find two tiles of mostly the same ground (search.ranked_hits)."""
+        return any(len(slots) > 1 or slots[0]["overlap"] > 0.5
+                   for slots in (tiling_slots(r.tiling) for r in self.rasters()))
+
     def raster(self, path) -> RasterRecord | None:
         path = raster_path(path)
         return next((r for r in self.rasters() if r.path == path), None)
@@ -516,10 +538,11 @@ class TileIndex:
                 [i for i in ids if _fits_int64(i)])   # SQLite cannot even compare longer ones
             by_id = {}
             for (tid, rid, col, row, w, h, left, bottom, right, top, west, south, east, north) in rows:
-                path, crs, transform, bands = self._raster_fields(rid)
+                path, crs, transform, bands, labels = self._raster_fields(rid)
                 wgs84 = None if west is None else (west, south, east, north)
+                label = labels[scale_of(tid)] if scale_of(tid) < len(labels) else ""
                 by_id[tid] = TileRecord(tid, path, Window(col, row, w, h), (left, bottom, right, top),
-                                        crs, wgs84, transform, bands)
+                                        crs, wgs84, transform, bands, label)
         return [by_id[i] for i in ids if i in by_id]
 
     def _rows_for_ids(self, sql: str, ids: list[int]) -> list[tuple]:
@@ -533,15 +556,17 @@ class TileIndex:
         return rows
 
     def _raster_fields(self, raster_id: int):
-        """(path, CRS, transform, bands) of a raster, parsed once: parsing a CRS from WKT costs
-        about a millisecond, which every hit of every search would otherwise pay."""
+        """(path, CRS, transform, bands, tiling labels per scale) of a raster, parsed once:
+        parsing a CRS from WKT costs about a millisecond, which every hit of every search would
+        otherwise pay."""
         fields = self._raster_fields_cache.get(raster_id)
         if fields is None:
-            path, wkt, transform, tiling = self._db.execute(
-                "SELECT path, crs_wkt, transform, tiling FROM rasters WHERE id = ?",
+            path, wkt, transform, tiling, width, height = self._db.execute(
+                "SELECT path, crs_wkt, transform, tiling, width, height FROM rasters WHERE id = ?",
                 (raster_id,)).fetchone()
-            fields = (path, _crs(wkt), Affine(*json.loads(transform)),
-                      tuple(json.loads(tiling).get("bands", ())))
+            crs, transform, tiling = _crs(wkt), Affine(*json.loads(transform)), json.loads(tiling)
+            fields = (path, crs, transform, tuple(tiling.get("bands", ())),
+                      tiling_labels(tiling, crs, transform, width, height))
             self._raster_fields_cache[raster_id] = fields
         return fields
 
@@ -666,6 +691,8 @@ class TileIndex:
                 rid, old_mtime_ns, old_size, old_tiling, complete = row
                 stored = json.loads(old_tiling)
                 if (old_mtime_ns, old_size) == (mtime_ns, size) and _grid(stored) == _grid(tiling):
+                    if tiling_slots(stored) != tiling_slots(tiling):
+                        stored, complete = self._change_scales(rid, stored, tiling, n_tiles), False
                     if _content(stored) == _content(tiling):
                         return rid, bool(complete), stored
                     return rid, False, self._begin_refresh(rid, stored, tiling)
@@ -683,6 +710,33 @@ class TileIndex:
                  info.height, info.crs.to_wkt() if info.crs else None,
                  json.dumps(list(info.transform)[:6]), json.dumps(tiling, sort_keys=True), n_tiles))
             return cur.lastrowid, False, tiling
+
+    def _change_scales(self, raster_id: int, stored: dict, tiling: dict, n_tiles: int) -> dict:
+        """Same file, other tilings: a scale whose tiling is unchanged keeps its tiles, the
+        others' tiles go (a new scale's are encoded). Returns the stored record with the new
+        tilings, its content part and chunking unchanged."""
+        old, new = tiling_slots(stored), tiling_slots(tiling)
+        for scale, slot in enumerate(old):
+            if scale >= len(new) or new[scale] != slot:
+                self._drop_scale(raster_id, scale)
+        updated = dict(stored, tile_px=tiling["tile_px"], overlap=tiling.get("overlap", 0.0))
+        updated.pop("scales", None)
+        if "scales" in tiling:
+            updated["scales"] = tiling["scales"]
+        self._db.execute("UPDATE rasters SET tiling = ?, n_tiles = ?, complete = 0 WHERE id = ?",
+                         (json.dumps(updated, sort_keys=True), n_tiles, raster_id))
+        self._forget_loaded()
+        return updated
+
+    def _drop_scale(self, raster_id: int, scale: int) -> None:
+        first, past = tile_id_for(raster_id, scale << SCALE_SHIFT), tile_id_for(raster_id, (scale + 1) << SCALE_SHIFT)
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS {_REMOVED_TABLE} (position INTEGER PRIMARY KEY)")
+        self._db.execute(f"INSERT OR IGNORE INTO {_REMOVED_TABLE} SELECT shard * ? + row FROM tiles "
+                         "WHERE id >= ? AND id < ?", (self._vector_store().shard_rows, first, past))
+        for table in ("tiles", "tile_pixels"):
+            self._db.execute(f"DELETE FROM {table} WHERE id >= ? AND id < ?", (first, past))
+        self._db.execute("DELETE FROM chunks WHERE raster_id = ? AND chunk >= ? AND chunk < ?",
+                         (raster_id, scale << SCALE_SHIFT, (scale + 1) << SCALE_SHIFT))
 
     def _begin_refresh(self, raster_id: int, stored: dict, tiling: dict) -> dict:
         """Same grid, other nodata setting: the raster's tiles stay, every chunk is read again and
@@ -1143,13 +1197,32 @@ _OLD_MAX_NODATA = 1.0
 
 
 def _grid(tiling: dict) -> dict:
-    """Where the tiles are: what must match for a raster's tiles to be kept."""
+    """What must match for any of a raster's tiles to be kept (each scale's own tiling is
+    compared apart, see _change_scales)."""
     return {key: value for key, value in tiling.items()
-            if key not in ("chunk_px", "refresh_from", *_CONTENT_KEYS)}
+            if key not in ("chunk_px", "refresh_from", "tile_px", "overlap", "scales", *_CONTENT_KEYS)}
 
 
 def _content(tiling: dict) -> dict:
     return {"nodata": tiling.get("nodata"), "max_nodata": tiling.get("max_nodata", _OLD_MAX_NODATA)}
+
+
+def tiling_labels(tiling: dict, crs, transform: Affine, width: int, height: int) -> list[str]:
+    """Each scale's tiling in words, e.g. "76.8 m, overlap 0.5" ("256 px" without a CRS)."""
+    from types import SimpleNamespace
+
+    from rasterio.transform import array_bounds
+
+    from ssjdn.core.tiling import pixel_size_m
+    left, bottom, right, top = array_bounds(height, width, transform)
+    grid = SimpleNamespace(crs=crs, res=(abs(transform.a), abs(transform.e)),
+                           bounds=(left, bottom, right, top))
+    pixel_m = pixel_size_m(grid)
+    labels = []
+    for slot in tiling_slots(tiling):
+        size = f"{slot['tile_px'][0] * pixel_m[0]:.1f} m" if pixel_m else f"{slot['tile_px'][0]} px"
+        labels.append(size + (f", overlap {slot['overlap']:g}" if slot["overlap"] else ""))
+    return labels
 
 
 def _crs(wkt):

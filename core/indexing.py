@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ssjdn.core.errors import UserError, stop_check
-from ssjdn.core.index_store import APPROX_THRESHOLD, IndexLock, TileIndex
+from ssjdn.core.index_store import APPROX_THRESHOLD, SCALE_SHIFT, IndexLock, TileIndex
 from ssjdn.core.raster import (is_virtual, nodata_note, nodata_policy, raster_info, raster_path,
                                read_window_rgb)
 from ssjdn.core.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
@@ -35,6 +35,9 @@ DEFAULT_CHUNK_PX = 1024
 # A tile more than this share nodata (declared, a collar, or a set value) is not indexed: a
 # mostly black tile matches dark queries and crowds out real hits.
 DEFAULT_MAX_NODATA = 0.5
+# Fewer tiles than this and a search ranks a handful of candidates: its order means little, and
+# an object on a tile border is cut in two. The user is told, and how to get more.
+MIN_TILES_FOR_SEARCH = 30
 
 
 @dataclass
@@ -184,6 +187,8 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
             store.set_model_source(model_source)
         jobs = _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands,
                           chunk_px, stats, _NodataSettings(nodata, max_nodata))
+        if few_tiles_note(stats.tiles_planned, overlap):
+            stats.warnings.append(few_tiles_note(stats.tiles_planned, overlap))
         done = _Counter(stats.tiles_resumed)
         report(done.value, stats.tiles_planned, "planned")
         encode(store, jobs, stats, lambda n, msg: report(done.add(n), stats.tiles_planned, msg),
@@ -244,31 +249,86 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
         if info.crs is None:
             stats.warnings.append(f"{path} has no coordinate system: its tiles are cut in pixels and "
                                   f"have no longitude/latitude (search works; map export does not).")
-        windows = plan_windows(info, tile_ground_m, tile_px, overlap, model)
-        tiling = {"tile_px": list(tile_size_px(info, tile_ground_m, tile_px, model)), "overlap": overlap,
-                  "bands": list(info.rgb_bands), "chunk_px": chunk_px, "max_nodata": nodata.max_nodata}
+        grids = _scale_grids(info, tile_ground_m, tile_px, overlap, model)
+        n_windows = sum(len(windows) for _, windows in grids)
+        tiling = {"tile_px": list(grids[0][0]), "overlap": overlap, "bands": list(info.rgb_bands),
+                  "chunk_px": chunk_px, "max_nodata": nodata.max_nodata}
+        if len(grids) > 1:
+            tiling["scales"] = [{"tile_px": list(size), "overlap": overlap} for size, _ in grids[1:]]
         if nodata_policy(info) is not None:
             tiling["nodata"] = nodata_policy(info)
-        stats.tiles_planned += len(windows)
-        raster_id, complete, stored = store.begin_raster(info, tiling, len(windows))
+        stats.tiles_planned += n_windows
+        raster_id, complete, stored = store.begin_raster(info, tiling, n_windows)
         if complete:
             stats.rasters_skipped += 1
-            stats.tiles_resumed += len(windows)
+            stats.tiles_resumed += n_windows
             continue
         if nodata_note(info):
             stats.warnings.append(nodata_note(info))
-        tiles = tiles_for_windows(info, windows)
         # A resumed raster keeps the chunking its done marks refer to.
-        chunks = chunk_tiles(info, tiles, stored.get("chunk_px", chunk_px))
+        tiles, chunks = _scale_tiles_and_chunks(info, grids, stored.get("chunk_px", chunk_px))
         done_chunks = store.done_chunks(raster_id)
-        stats.tiles_resumed += sum(len(chunks[c].tile_indices) for c in done_chunks if c < len(chunks))
-        pending = [i for i in range(len(chunks)) if i not in done_chunks]
+        stats.tiles_resumed += sum(len(chunks[c].tile_indices) for c in done_chunks if c in chunks)
+        pending = [i for i in chunks if i not in done_chunks]
         job = RasterJob(raster_id, info, tiles, chunks, pending, explicit, max_nodata=nodata.max_nodata)
         if "refresh_from" in stored:
             job.existing = store.tile_checks(raster_id)
             job.same_pixels = stored["refresh_from"].get("nodata") == tiling.get("nodata")
         jobs.append(job)
     return jobs
+
+
+def few_tiles_note(n_tiles: int, overlap: float) -> str | None:
+    """What to say when rasters give too few tiles for a search to mean much (None: enough)."""
+    if n_tiles >= MIN_TILES_FOR_SEARCH:
+        return None
+    how = ("overlapping tiles (--overlap 0.5, or Overlap in the app's Indexing settings)"
+           if overlap == 0 else
+           "a second, smaller tile size (e.g. --tile-m 76.8,38.4, or Second tile size in the app)")
+    return (f"these rasters give only {n_tiles} tile(s); a search ranks so few that its order means "
+            f"little and things on tile borders are cut in two. For more, use {how}.")
+
+
+def tile_sizes(tile_ground_m=None, tile_px=None) -> list[dict]:
+    """One tile_size_px keyword set per scale: `tile_ground_m` or `tile_px` may be one size or
+    several (e.g. [76.8, 38.4]: a second, finer tiling of every raster)."""
+    if tile_ground_m is not None and tile_px is not None:
+        raise UserError("Give either tile sizes in pixels or in metres, not both.")
+    sizes = tile_px if tile_px is not None else tile_ground_m
+    key = "tile_px" if tile_px is not None else "tile_ground_m"
+    if sizes is None:
+        return [{}]
+    sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise UserError(f"Give each tile size once (e.g. 76.8,38.4); got {sizes}.")
+    return [{key: size} for size in sizes]
+
+
+def _scale_grids(info, tile_ground_m, tile_px, overlap, model) -> list[tuple[tuple[int, int], list]]:
+    """((width, height) px, windows) of each scale's tile grid over `info`."""
+    grids = []
+    for size in tile_sizes(tile_ground_m, tile_px):
+        px = tile_size_px(info, model=model, **size)
+        if any(px == other for other, _ in grids):
+            continue   # two ground sizes that round to the same pixels: one tiling
+        windows = plan_windows(info, overlap=overlap, model=model, **size)
+        if len(windows) >= 1 << SCALE_SHIFT:
+            raise UserError(f"{info.path} would be cut into {len(windows)} tiles of {px[0]} px; the "
+                            f"most one tiling may hold is {1 << SCALE_SHIFT}. Use larger tiles.")
+        grids.append((px, windows))
+    return grids
+
+
+def _scale_tiles_and_chunks(info, grids, chunk_px) -> tuple[dict, dict]:
+    """({tile index: Tile}, {chunk id: Chunk}) over every scale: a scale's tile indices and chunk
+    ids start at scale << SCALE_SHIFT, so each scale's grid is chunked and resumed on its own."""
+    tiles, chunks = {}, {}
+    for scale, (_, windows) in enumerate(grids):
+        first = scale << SCALE_SHIFT
+        scale_tiles = tiles_for_windows(info, windows, first_index=first)
+        tiles.update((t.index, t) for t in scale_tiles)
+        chunks.update((first + i, c) for i, c in enumerate(chunk_tiles(info, scale_tiles, chunk_px)))
+    return tiles, chunks
 
 
 def _warn_empty_rasters(store, jobs, stats) -> None:

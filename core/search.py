@@ -21,6 +21,10 @@ from ssjdn.core.model import salience_keys
 from ssjdn.core.raster import GeoRaster, full_window, raster_info, read_window_rgb
 from ssjdn.core.tiling import windows_to_wgs84
 
+# Two hits sharing more than this share of the smaller footprint show mostly the same ground.
+SAME_GROUND = 0.5
+# Candidates fetched per wanted hit where overlapping tiles may be suppressed.
+_CANDIDATES_PER_HIT = 4
 # Images given to search_similar / rank_captions are read at most this large: the model
 # resizes to its input anyway, and a whole orthophoto passed by mistake must not fill memory.
 _MAX_IMAGE_SIDE = 2048
@@ -38,14 +42,51 @@ class Hit:
     transform: Affine                             # the raster's transform
     footprint_wgs84: np.ndarray | None = None     # closed lon/lat ring [P, 2], counter-clockwise
     likelihood: float | None = None               # calibrated match likelihood (text searches)
+    tiling: str = ""                              # which tiling of its raster, e.g. "38.4 m, overlap 0.5"
 
 
 def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
     """The k tiles that best match a description, best first."""
     text = clean_query(query)
     vector = encode_query(model, text)
-    scores, ids = index.search(vector, k)
-    return with_likelihoods(hits_for_ids(index, ids[0], scores[0]), model)
+    return with_likelihoods(ranked_hits(index, vector, k), model)
+
+
+def ranked_hits(index, vector: np.ndarray, k: int, exclude=()) -> list[Hit]:
+    """The k best hits for a query vector [1, D] or [D], leaving out tile ids in `exclude`.
+    Where the index holds tiles that overlap much (several tilings of a raster, or overlap
+    above SAME_GROUND), more candidates are fetched and of two hits on mostly the same ground
+    only the better is kept."""
+    exclude = {int(i) for i in exclude}
+    overlapping = index.has_overlapping_tiles()
+    fetch = int(k) * (_CANDIDATES_PER_HIT if overlapping else 1) + len(exclude)
+    scores, ids = index.search(np.atleast_2d(vector), fetch)
+    pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if int(i) not in exclude]
+    hits = hits_for_ids(index, [i for i, _ in pairs], [s for _, s in pairs])
+    return (suppress_same_ground(hits) if overlapping else hits)[:int(k)]
+
+
+def suppress_same_ground(hits: list[Hit]) -> list[Hit]:
+    """Non-maximum suppression on footprints: going down the ranking, a hit is dropped when
+    more than SAME_GROUND of its footprint or of a better kept hit's lies in the other (the
+    intersection over the smaller one, so a small tile inside a large one counts as the same
+    ground). Hits of different rasters never suppress each other: two dates of a place are
+    two findings."""
+    kept: list[Hit] = []
+    for hit in hits:
+        if not any(k.raster_path == hit.raster_path and _shared_share(k.window, hit.window) > SAME_GROUND
+                   for k in kept):
+            kept.append(hit)
+    return kept
+
+
+def _shared_share(a: Window, b: Window) -> float:
+    """Area of the intersection of two pixel windows over the smaller window's area."""
+    width = min(a.col_off + a.width, b.col_off + b.width) - max(a.col_off, b.col_off)
+    height = min(a.row_off + a.height, b.row_off + b.height) - max(a.row_off, b.row_off)
+    if width <= 0 or height <= 0:
+        return 0.0
+    return width * height / min(a.width * a.height, b.width * b.height)
 
 
 def with_likelihoods(hits: list[Hit], model) -> list[Hit]:
@@ -68,9 +109,7 @@ def search_similar(index, model, tile_or_image, k: int = 20) -> list[Hit]:
         vector = index.vectors([own_id])
     else:
         vector = model.encode_images(_pixels(tile_or_image, index)).float().cpu().numpy()
-    scores, ids = index.search(vector, k + (own_id is not None))
-    keep = ids[0] != (own_id if own_id is not None else -2)
-    return hits_for_ids(index, ids[0][keep][:k], scores[0][keep][:k])
+    return ranked_hits(index, vector, k, exclude=() if own_id is None else (own_id,))
 
 
 def rank_captions(model, image_or_tile, captions, index=None) -> list[tuple[str, float]]:
@@ -107,10 +146,12 @@ def vector_heatmap(index, record, query: np.ndarray) -> GeoRaster:
 def tile_grid(record, windows: np.ndarray, values: np.ndarray) -> GeoRaster:
     """Per-tile values (one per row of `windows`, a raster's tiles) as a grid over the raster,
     one cell per tile step (overlapping tiles are averaged; cells without a tile are NaN)."""
-    tile_w, tile_h = record.tiling["tile_px"]
-    overlap = float(record.tiling.get("overlap", 0.0))
-    n_cols = max(1, round(record.width / max(1, round(tile_w * (1 - overlap)))))
-    n_rows = max(1, round(record.height / max(1, round(tile_h * (1 - overlap)))))
+    from ssjdn.core.index_store import tiling_slots
+    # The finest step of the raster's tilings: coarser tiles span several cells.
+    steps = [(max(1, round(s["tile_px"][0] * (1 - s["overlap"]))), max(1, round(s["tile_px"][1] * (1 - s["overlap"]))))
+             for s in tiling_slots(record.tiling)]
+    n_cols = max(1, round(record.width / min(w for w, _ in steps)))
+    n_rows = max(1, round(record.height / min(h for _, h in steps)))
     cell_w, cell_h = record.width / n_cols, record.height / n_rows
     total = np.zeros((n_rows, n_cols), np.float64)
     count = np.zeros((n_rows, n_cols), np.int64)
@@ -166,7 +207,7 @@ def hits_for_ids(index, ids, scores) -> list[Hit]:
     records = {r.tile_id: r for r in index.tiles([i for i, _ in pairs])}
     footprints = _footprints(list(records.values()))
     return [Hit(r.tile_id, score, r.raster_path, r.window, r.bounds, r.crs, r.bounds_wgs84,
-                r.transform, footprints.get(r.tile_id))
+                r.transform, footprints.get(r.tile_id), tiling=r.tiling)
             for i, score in pairs if (r := records.get(i)) is not None]
 
 

@@ -63,12 +63,13 @@ def plan_windows(info, tile_ground_m=None, tile_px=None, overlap=0.0, model=None
             for r in rows for c in cols]
 
 
-def tiles_for_windows(info, windows) -> list[Tile]:
-    """Tiles for given windows of a raster, with raster-CRS and lon/lat bounds."""
+def tiles_for_windows(info, windows, first_index: int = 0) -> list[Tile]:
+    """Tiles for given windows of a raster, with raster-CRS and lon/lat bounds; their indices
+    count from `first_index`."""
     bounds = _windows_bounds(info.transform, windows)
     wgs84 = windows_to_wgs84(info.crs, info.transform, windows)[0] if info.crs else None
     return [Tile(info.path, w, tuple(float(v) for v in b),
-                 tuple(float(v) for v in wgs84[i]) if wgs84 is not None else None, i)
+                 tuple(float(v) for v in wgs84[i]) if wgs84 is not None else None, first_index + i)
             for i, (w, b) in enumerate(zip(windows, bounds))]
 
 

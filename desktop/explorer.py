@@ -185,16 +185,15 @@ class ExplorerModel:
         token back to apply_index with the IndexStats."""
         from ssjdn.core.indexing import build_index
         index_dir, rasters, model = self.current_index_dir(), list(self.session.rasters), self.loaded.model
-        tile_m = self.session.tile_ground_m
-        settings = self.session.indexing_settings.build_kwargs()
+        settings = self.session.indexing_settings.build_kwargs(self.session.tile_ground_m)
         # The engine reports progress once per encoded read chunk. On a CPU a default chunk
         # (1024 px) can hold the whole sample scene, so the bar would sit at 0 % for minutes;
         # small chunks cost nothing there (encoding dominates), and on a GPU the default stays.
         chunking = {} if model.device.type == "cuda" else {"chunk_px": CPU_CHUNK_PX}
 
         def work(progress=None, cancel=None):
-            return build_index(index_dir, rasters, model, tile_ground_m=tile_m, progress=progress,
-                               cancel=cancel, **settings, **chunking)
+            return build_index(index_dir, rasters, model, progress=progress, cancel=cancel,
+                               **settings, **chunking)
 
         self.drop_index()
         return work, (index_dir, model)

@@ -1,4 +1,5 @@
-"""The indexing settings dialog: how much nodata a tile may hold, and each open raster's nodata.
+"""The indexing settings dialog: tile overlap, a second tile size, how much nodata a tile may
+hold, and each open raster's nodata.
 
 Like every view it only sets the session's attributes (Session.set_indexing); the main window
 listens to the session and indexes again, re-encoding only the tiles whose pixels changed.
@@ -7,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QSpinBox,
-                               QTableWidget, QVBoxLayout)
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
+                               QLabel, QSpinBox, QTableWidget, QVBoxLayout)
 
 from ssjdn.core.indexing import DEFAULT_MAX_NODATA
 from ssjdn.core.raster import NODATA_AUTO, NODATA_NONE
@@ -27,6 +28,19 @@ class QtIndexingDialog(QDialog):
         self.session = session
         settings = session.indexing_settings
         form = QFormLayout()
+        self.overlap = QSpinBox(minimum=0, maximum=90, singleStep=25, suffix=" %")
+        self.overlap.setValue(round(100 * settings.overlap))
+        self.overlap.setToolTip("Neighbouring tiles share this much: a thing on a tile border is then "
+                                "whole in another tile (50 % gives about 4x the tiles).")
+        form.addRow("Overlap of neighbouring tiles", self.overlap)
+        self.second_tile = QDoubleSpinBox(minimum=0.0, maximum=100000.0, decimals=1, singleStep=10.0,
+                                          suffix=" m")
+        self.second_tile.setSpecialValueText("none")
+        self.second_tile.setValue(settings.second_tile_m or 0.0)
+        self.second_tile.setToolTip("Also index every raster at this tile size (e.g. half the first): "
+                                    "small things fill a small tile. A search keeps the better of two "
+                                    "hits on mostly the same ground.")
+        form.addRow("Second tile size", self.second_tile)
         self.max_nodata = QSpinBox(minimum=0, maximum=100, suffix=" %")
         self.max_nodata.setValue(round(100 * (DEFAULT_MAX_NODATA if settings.max_nodata is None
                                               else settings.max_nodata)))
@@ -66,7 +80,8 @@ class QtIndexingDialog(QDialog):
     def chosen(self) -> dict:
         """The settings as Session.indexing holds them (values not yet checked)."""
         return {"max_nodata": self.max_nodata.value() / 100.0,
-                "nodata": {path: _box_value(box) for path, box in self.nodata_boxes.items()}}
+                "nodata": {path: _box_value(box) for path, box in self.nodata_boxes.items()},
+                "overlap": self.overlap.value() / 100.0, "second_tile_m": self.second_tile.value() or None}
 
     def accept(self) -> None:
         """Apply to the session; a value that is not one shows its message and keeps the dialog."""

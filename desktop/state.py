@@ -61,32 +61,45 @@ class ModelChoice:
 
 @dataclass
 class IndexingSettings:
-    """How rasters are cut and what is left out, as build_index takes it: the share of a tile
-    that may be nodata (None: the engine's default), and per raster a nodata setting ("none" or
-    a pixel value; rasters not named are "auto")."""
+    """How rasters are cut and what is left out, as build_index takes it: the overlap of
+    neighbouring tiles, a second (finer) tile size in metres, the share of a tile that may be
+    nodata (None: the engine's default), and per raster a nodata setting ("none" or a pixel
+    value; rasters not named are "auto")."""
 
     max_nodata: float | None = None
     nodata: dict[str, object] = field(default_factory=dict)   # {raster path: setting}
+    overlap: float = 0.0
+    second_tile_m: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "IndexingSettings":
         """Settings from a session's dict; UserError for values build_index would refuse."""
+        from ssjdn.core.errors import UserError
         from ssjdn.core.indexing import check_max_nodata
         from ssjdn.core.raster import NODATA_AUTO, normalize_nodata
         nodata = {str(path): normalize_nodata(value) for path, value in (data.get("nodata") or {}).items()}
-        max_nodata = data.get("max_nodata")
+        max_nodata, second = data.get("max_nodata"), data.get("second_tile_m")
+        overlap = float(data.get("overlap", 0.0))
+        if not 0.0 <= overlap <= 0.9:
+            raise UserError(f"Overlap is a fraction of the tile between 0 and 0.9; got {overlap}.")
+        if second is not None and not float(second) > 0:
+            raise UserError(f"A second tile size is a positive number of metres; got {second}.")
         return cls(max_nodata=None if max_nodata is None else check_max_nodata(max_nodata),
-                   nodata={path: value for path, value in nodata.items() if value != NODATA_AUTO})
+                   nodata={path: value for path, value in nodata.items() if value != NODATA_AUTO},
+                   overlap=overlap, second_tile_m=None if second is None else float(second))
 
     def to_dict(self) -> dict:
         """Only what differs from the defaults, so a default session stays {} (and older
         session files compare equal)."""
-        data = {"max_nodata": self.max_nodata, "nodata": dict(self.nodata)}
+        data = {"max_nodata": self.max_nodata, "nodata": dict(self.nodata),
+                "overlap": self.overlap or None, "second_tile_m": self.second_tile_m}
         return {key: value for key, value in data.items() if value not in (None, {})}
 
-    def build_kwargs(self) -> dict:
-        """build_index's keyword arguments for these settings."""
-        kwargs = {"nodata": dict(self.nodata)}
+    def build_kwargs(self, tile_ground_m: float | None) -> dict:
+        """build_index's keyword arguments for these settings and the session's tile size."""
+        kwargs = {"nodata": dict(self.nodata), "overlap": self.overlap,
+                  "tile_ground_m": tile_ground_m if self.second_tile_m is None
+                  else [tile_ground_m, self.second_tile_m]}
         if self.max_nodata is not None:
             kwargs["max_nodata"] = self.max_nodata
         return kwargs

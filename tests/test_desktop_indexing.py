@@ -123,3 +123,24 @@ def test_a_bad_nodata_value_is_one_message_and_the_dialog_stays(qtbot, make_wind
     with qtbot.waitSignal(window.errorShown) as shown:
         dialog.accept()
     assert "pixel value" in shown.args[0] and dialog.isVisible() and window.session.indexing == {}
+
+
+def test_overlap_and_a_second_tile_size_from_the_settings(qtbot, make_window, small_raster):
+    """The tiny model's tiles are 19.2 m (64 px here): 20 tiles, which the app warns are few;
+    50 % overlap and a second size of 9.6 m add both grids to the index."""
+    window = make_window()
+    window.open_rasters([small_raster])
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as first:
+        window.load_model()
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+    assert any("only 20 tile(s)" in w and "Overlap" in w for w in first.args[0].warnings)
+    dialog = window.open_indexing_dialog()
+    dialog.overlap.setValue(50)
+    dialog.second_tile.setValue(9.6)
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as second:
+        dialog.accept()
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+    stats = second.args[0]
+    assert window.session.indexing == {"max_nodata": 0.5, "overlap": 0.5, "second_tile_m": 9.6}
+    assert stats.tiles_planned == 9 * 7 + 19 * 15 and not stats.warnings
+    assert window.model.index.count == stats.tiles_planned
