@@ -124,8 +124,8 @@ def rank_captions(model, image_or_tile, captions, index=None) -> list[tuple[str,
 
 
 def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
-    """Every indexed tile's score for `query` as a grid over the raster, one cell per tile step
-    (overlapping tiles are averaged; cells without a tile, e.g. nodata, are NaN)."""
+    """Every indexed tile's score for `query` as a grid over the raster whose cells line up with
+    the tiles (`tile_grid`; cells without a tile, e.g. nodata, are NaN)."""
     record = index.raster(raster_path)
     if record is None:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}; index it first "
@@ -143,9 +143,47 @@ def vector_heatmap(index, record, query: np.ndarray) -> GeoRaster:
                      else np.zeros(0))
 
 
+# A heatmap grid is fine enough for every cell edge to be a tile edge (so its cells line up with
+# the tile outlines, also where edge tiles are shifted inwards) up to this many cells a side;
+# past it (a raster of tens of thousands of pixels whose tile edges share no large divisor),
+# one cell per tile step, which may not line up exactly with the shifted edge tiles.
+HEATMAP_MAX_SIDE = 2048
+
+
 def tile_grid(record, windows: np.ndarray, values: np.ndarray) -> GeoRaster:
-    """Per-tile values (one per row of `windows`, a raster's tiles) as a grid over the raster,
-    one cell per tile step (overlapping tiles are averaged; cells without a tile are NaN)."""
+    """Per-tile values (one per row of `windows`, a raster's tiles) as a grid over the raster
+    whose cell edges are the tiles' edges; each cell holds the value of the tile whose centre
+    is nearest (the tile a click there selects); cells without a tile are NaN."""
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    edges = np.concatenate([windows[:, 0], windows[:, 1], windows[:, 0] + windows[:, 2],
+                            windows[:, 1] + windows[:, 3], [record.width, record.height]])
+    cell = int(np.gcd.reduce(edges)) if len(windows) else 0
+    one_size = len(windows) and (windows[:, 2:] == windows[0, 2:]).all()   # one tiling
+    if not one_size or cell == 0 or max(record.width, record.height) / cell > HEATMAP_MAX_SIDE:
+        return _step_grid(record, windows, values)
+    n_cols, n_rows = record.width // cell, record.height // cell
+    col_of = _nearest_tile(windows[:, 0], windows[:, 2], (np.arange(n_cols) + 0.5) * cell)
+    row_of = _nearest_tile(windows[:, 1], windows[:, 3], (np.arange(n_rows) + 0.5) * cell)
+    columns, rows = np.unique(windows[:, 0]), np.unique(windows[:, 1])
+    lattice = np.full((len(rows) + 1, len(columns) + 1), np.nan)   # last row / column: no tile
+    lattice[np.searchsorted(rows, windows[:, 1]), np.searchsorted(columns, windows[:, 0])] = values
+    heat = lattice[np.ix_(row_of, col_of)].astype(np.float32)
+    return GeoRaster(heat, record.transform @ Affine.scale(cell, cell), record.crs, float("nan"))
+
+
+def _nearest_tile(offsets, sizes, points) -> np.ndarray:
+    """For points along one axis, the index (among the distinct tile offsets, ascending) of
+    the tile covering each point whose centre is nearest; len(distinct offsets) where none does."""
+    starts, first = np.unique(offsets, return_index=True)
+    ends = starts + sizes[first]
+    centres = (starts + ends) / 2
+    nearest = np.searchsorted((centres[1:] + centres[:-1]) / 2, points)   # between two centres
+    covered = (starts[nearest] <= points) & (points < ends[nearest])
+    return np.where(covered, nearest, len(starts))
+
+
+def _step_grid(record, windows: np.ndarray, values: np.ndarray) -> GeoRaster:
+    """One cell per tile step (overlapping tiles are averaged; cells without a tile are NaN)."""
     from ssjdn.core.index_store import tiling_slots
     # The finest step of the raster's tilings: coarser tiles span several cells.
     steps = [(max(1, round(s["tile_px"][0] * (1 - s["overlap"]))), max(1, round(s["tile_px"][1] * (1 - s["overlap"]))))

@@ -224,7 +224,7 @@ class QtMapView(QGraphicsView):
         # A restored session's layer states for layers not made yet (the tile grid and heatmaps
         # appear once the index is ready): {name: {"visible": .., "opacity": ..}}.
         self.restored_layers: dict[str, dict] = {}
-        self.hit_items: list[QGraphicsRectItem] = []
+        self.hit_items: list[QGraphicsRectItem] = []   # outlines, each with its rank label
         self.setBackgroundBrush(QColor(40, 42, 46))
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
@@ -334,6 +334,7 @@ class QtMapView(QGraphicsView):
         """The view moved or zoomed: read details (and background tiles) once it is still."""
         self._detail_timer.start()
         self.update_scale_bar()
+        self._place_hit_labels()
 
     def zoom_to_layer(self, name: str) -> bool:
         """Fit the view to what a layer draws; False when it draws nothing yet."""
@@ -558,10 +559,37 @@ class QtMapView(QGraphicsView):
             label.setBrush(QBrush(HIT_COLOR))
             label.setFont(QFont("Sans", 9, QFont.Weight.Bold))
             label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
-            label.setPos(x, y)
             items.append(rect)
         self.hit_items = items
         self._replace_layer("hits", "hits", items, label="Search hits")
+        self._place_hit_labels()
+
+    def _place_hit_labels(self) -> None:
+        """Put each hit's rank inside a corner of its outline where it overlaps no better
+        hit's rank on screen (edge tiles shifted inwards overlap their neighbours, so their
+        top-left corners nearly coincide), or hide it (the rank stays in the tooltip and the
+        table). Runs after every zoom: on-screen overlaps depend on the scale."""
+        taken: dict[tuple[int, int], list[QRectF]] = {}   # placed boxes by 32 px screen cell
+        for outline in self.hit_items:
+            label = outline.childItems()[0]
+            rect, size = outline.rect(), label.boundingRect()
+            w, h = size.width(), size.height()
+            corners = ((rect.topLeft(), 3, 1), (rect.bottomLeft(), 3, -h - 1),
+                       (rect.bottomRight(), -w - 3, -h - 1), (rect.topRight(), -w - 3, 1))
+            label.setVisible(False)
+            for corner, dx, dy in corners:
+                point = self.mapFromScene(corner)
+                box = QRectF(point.x() + dx, point.y() + dy, w, h)
+                cells = [(cx, cy) for cx in range(int(box.left()) // 32, int(box.right()) // 32 + 1)
+                         for cy in range(int(box.top()) // 32, int(box.bottom()) // 32 + 1)]
+                if any(box.intersects(other) for cell in cells for other in taken.get(cell, ())):
+                    continue
+                label.setPos(corner)
+                label.setTransform(QTransform.fromTranslate(dx, dy))
+                label.setVisible(True)
+                for cell in cells:
+                    taken.setdefault(cell, []).append(box)
+                break
 
     def set_marks(self, marks) -> None:
         """Outline marked tiles: [(bounds, crs, relevant)], green + or magenta −."""

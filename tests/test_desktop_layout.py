@@ -82,3 +82,28 @@ def test_zoom_to_a_hit_frames_the_tile_readably(qtbot, make_window, tmp_path, pi
     on_screen = view.mapFromScene(tile).boundingRect()
     side = min(view.viewport().width(), view.viewport().height())
     assert on_screen.width() >= side / 4   # the tile and its SEM overlay can be read
+
+
+def screen_box(view, label):
+    """Where Qt paints a label that ignores the view's scale, in viewport pixels."""
+    return label.deviceTransform(view.viewportTransform()).mapRect(label.boundingRect())
+
+
+def test_hit_numbers_never_overlap_even_where_shifted_edge_tiles_overlap(qtbot, make_window, tmp_path):
+    # 300 px wide: the fifth tile column is shifted inwards to 236, 44 px from the fourth.
+    raster = write_raster(tmp_path / "shifted.tif", scene(256, 300, seed=3))
+    window = shown_window(qtbot, make_window, raster)
+    with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS):
+        window.search("a river", 20)
+    view = window.map_view
+    labels = [outline.childItems()[0] for outline in view.hit_items]
+    assert len(labels) == 20
+    for zoom in (1.0, 0.3, 0.15):           # fitted, then zoomed out until tiles are 10 px
+        view.fit_all()
+        view.scale(zoom, zoom)
+        view._view_changed()
+        shown = [screen_box(view, label) for label in labels if label.isVisible()]
+        assert labels[0].isVisible()                    # the best hit always keeps its number
+        assert all(not a.intersects(b) for i, a in enumerate(shown) for b in shown[i + 1:])
+        if zoom == 1.0:
+            assert len(shown) == 20                     # with room, every hit has its number

@@ -258,3 +258,32 @@ def test_cli_reads_rasters_through_gdal_virtual_paths(tmp_path, capsys):
     capsys.readouterr()
     assert main(["index", f"/vsizip/{tmp_path}/none.zip/scene.tif", "--index", idx, "--model", "tiny"]) == 2
     assert "GDAL cannot open" in capsys.readouterr().err
+
+
+def test_heatmap_cells_line_up_with_the_tile_outlines_when_edge_tiles_are_shifted(tmp_path, tiny_model):
+    # 300 x 200 px of 64 px tiles: the last column starts at 236 and the last row at 136,
+    # overlapping their neighbours. Every cell edge must be a tile edge, and every cell shows
+    # the tile whose centre is nearest (the one a click there selects).
+    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index_store import TileIndex
+    raster = write_raster(tmp_path / "shifted.tif", scene(200, 300, seed=4))
+    build_index(tmp_path / "idx", [raster], tiny_model)
+    index = TileIndex.open(tmp_path / "idx", model=tiny_model)
+    heat = score_heatmap(index, tiny_model, "a river", raster)
+    record = index.raster(raster)
+    ids, windows = index.raster_grid(record.raster_id)
+    assert sorted(set(windows[:, 0].tolist())) == [0, 64, 128, 192, 236]   # the last one shifted
+    cell = heat.transform.a / raster_info(raster).res[0]                  # raster px per cell
+    edges = set((windows[:, 0]).tolist()) | set((windows[:, 0] + windows[:, 2]).tolist())
+    assert all(float(e / cell).is_integer() for e in edges)
+    text = tiny_model.encode_texts(["a river"]).cpu().numpy()[0]
+    scores = index.vectors(ids.tolist()) @ text
+    centres = windows[:, :2] + windows[:, 2:] / 2
+    rows, cols = heat.array.shape
+    for r in range(0, rows, 3):
+        for c in range(0, cols, 3):
+            x, y = (c + 0.5) * cell, (r + 0.5) * cell
+            inside = ((windows[:, 0] <= x) & (x < windows[:, 0] + windows[:, 2]) &
+                      (windows[:, 1] <= y) & (y < windows[:, 1] + windows[:, 3]))
+            nearest = np.flatnonzero(inside)[np.argmin(((centres[inside] - (x, y)) ** 2).sum(1))]
+            assert heat.array[r, c] == pytest.approx(float(scores[nearest]), abs=1e-5)
