@@ -274,6 +274,8 @@ def _prepare_search(index) -> None:
     up to date first (minutes at 10M tiles, e.g. after its file was lost)."""
     with _StatusLine() as status:
         index.prepare_search(progress=status.show)
+    if index.search_file_note:
+        print(f"note: {index.search_file_note}", file=sys.stderr)
 
 
 class _StatusLine:

@@ -7,7 +7,8 @@ and run by ONNX Runtime (fused attention, GELU and layer norm, its own GEMM kern
 queries on a CPU go through here; batches (eval, training, caption ranking) stay in PyTorch.
 
 The export is made once per model (keyed by its fingerprint) into the user's cache folder and
-checked against PyTorch on a probe text before use. Anything that stops it (no onnxruntime,
+checked against PyTorch on a probe text before use; a cached file is run only if this
+installation wrote it (its sha256 is recorded, core.provenance), else it is exported again. Anything that stops it (no onnxruntime,
 an export error, a damaged file, a GPU model, a model being trained) falls back to PyTorch:
 the same results, slower.
 """
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssjdn.core import provenance
 from ssjdn.core.places import cache_dir
 
 # Largest difference to PyTorch's embedding of the probe text accepted from an export.
@@ -80,11 +82,17 @@ def _onnx_session(model):
     except ImportError:
         return None
     path = cache_dir() / "onnx" / f"text-{model.fingerprint[:32]}.onnx"
-    for attempt in range(2):   # a damaged cached file is exported again, once
+    for attempt in range(2):   # a damaged or foreign cached file is exported again, once
         try:
             if attempt or not path.is_file():
                 _export(model, path)
-            session = _session(onnxruntime, path)
+            # Run only a graph this installation wrote: a crafted one could map every text to
+            # the probe's vector and pass the agreement check. Checked and loaded from the same
+            # bytes, so the file cannot change in between.
+            graph = path.read_bytes()
+            if not provenance.written_here(provenance.sha256_of(graph)):
+                raise ValueError(f"{path} was not written by this installation")
+            session = _session(onnxruntime, graph)
             _check_agreement(model, session)
             return session
         except Exception as exc:  # noqa: BLE001 - any failure: PyTorch does the work
@@ -121,6 +129,7 @@ def _export(model, path: Path) -> None:
                 dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
                               "attention_mask": {0: "batch", 1: "tokens"}},
                 opset_version=17, dynamo=False)
+        provenance.remember_written(provenance.sha256_of(tmp.read_bytes()))
         os.replace(tmp, path)   # whole or not at all: another process may read it
     finally:
         tmp.unlink(missing_ok=True)
@@ -135,7 +144,7 @@ def _forget_old_exports(folder: Path, keep: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _session(onnxruntime, path: Path):
+def _session(onnxruntime, graph: bytes):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = max(1, torch.get_num_threads())
     options.inter_op_num_threads = 1
@@ -144,7 +153,7 @@ def _session(onnxruntime, path: Path):
     # must leave the cores to indexing and drawing.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def _check_agreement(model, session) -> None:

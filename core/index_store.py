@@ -35,7 +35,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ssjdn.core import ann
+from ssjdn.core import ann, provenance
 from ssjdn.core.ann import APPROX_THRESHOLD
 from ssjdn.core.errors import UserError, os_error_as_user_error
 from ssjdn.core.raster import change_key, raster_path
@@ -51,6 +51,9 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _UNREADABLE_LOCK_GRACE_S = 10.0
 # Rasters whose tile grids (ids, windows, shard positions: 56 bytes a tile) stay in memory.
 _CACHED_RASTERS = 4
+# Stored vectors are unit vectors; float16 rounding moves a norm by < 1e-3. A row further off
+# (random bytes, a file from elsewhere) is damage, never a vector to score with.
+_UNIT_NORM_TOLERANCE = 1e-2
 # Tile ids bound to one SQL query (IN (...)): under every SQLite build's limit of bound values.
 _IDS_PER_QUERY = 10_000
 # Tiles upgraded from format 1 per step (float32 blobs read, float16 rows written).
@@ -285,6 +288,8 @@ class TileIndex:
         self._raster_fields_cache: dict[int, tuple] = {}
         self._raster_records: list[RasterRecord] | None = None
         self._store: VectorShards | None = None
+        # Why the saved search file was not used (it came from elsewhere), for the caller to say.
+        self.search_file_note: str | None = None
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -381,18 +386,62 @@ class TileIndex:
         id -1. Interrupted, it runs again from the start: the files are rewritten whole."""
         if not self._is_format_2():
             return
-        store = self._vector_store()
         with self._writing("upgrade the index to the current format"), self._lock:
-            committed = self._committed_rows()
-            tables = {shard: np.full(rows, -1, np.int64) for shard, rows in committed.items()}
-            for tile_id, shard, row in self._db.execute("SELECT id, shard, row FROM tiles"):
-                tables[shard][row] = tile_id
-            for shard, ids in tables.items():
-                store.write_ids(shard, ids)
+            self._write_id_files()
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._set_meta("format_version", FORMAT_VERSION)
                 self._set_meta("faiss_dirty", "1")
+
+    def _write_id_files(self) -> None:
+        """Every shard's tile-id file, rewritten whole from the database (the source of truth);
+        rows no tile references get id -1."""
+        store = self._vector_store()
+        tables = {shard: np.full(rows, -1, np.int64) for shard, rows in self._committed_rows().items()}
+        for tile_id, shard, row in self._db.execute("SELECT id, shard, row FROM tiles"):
+            tables[shard][row] = tile_id
+        for shard, ids in tables.items():
+            store.write_ids(shard, ids)
+        store.close_files()   # a replaced file must not be read through an old descriptor
+
+    def repair_vector_files(self) -> list[str]:
+        """Before a build adds to the folder: tile-id files that are missing or short are
+        rewritten from the database; a vector file that is missing or short loses the tiles it
+        held (their rasters are marked unfinished, so a build encodes them again). Returns one
+        warning per repair. Checks sizes only: the content is checked as it is read."""
+        store, warnings = self._vector_store(), []
+        committed = self._committed_rows()
+        row_bytes = self.dim * np.dtype(np.float16).itemsize
+        with self._writing("repair the index's vector files"), self._lock:
+            short_ids = [s for s, rows in committed.items() if _size(store.ids_path(s)) < rows * 8]
+            lost = [s for s, rows in committed.items() if _size(store.path(s)) < rows * row_bytes]
+            if short_ids:
+                self._write_id_files()
+                warnings.append(f"{store.ids_path(short_ids[0])} was missing or cut short; rewrote "
+                                f"the tile-id files from the index database.")
+            for shard in lost:
+                names = self._forget_tiles_of_shard(shard)
+                warnings.append(f"{store.path(shard)} was missing or cut short: the tiles stored in "
+                                f"it are gone, so {', '.join(names)} must be encoded again (this run "
+                                f"does it for the rasters it was given; give the others to "
+                                f"`ssjdn index` too).")
+        return warnings
+
+    def _forget_tiles_of_shard(self, shard: int) -> list[str]:
+        """Drop the tiles of every raster with a vector in `shard` and mark those rasters
+        unfinished, in one transaction; returns their file names."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rasters = self._db.execute(
+                "SELECT id, path FROM rasters WHERE id IN (SELECT DISTINCT raster_id FROM tiles "
+                "WHERE shard = ?)", (shard,)).fetchall()
+            for raster_id, _ in rasters:
+                self._note_removed_from_faiss(raster_id)
+                self._db.execute("DELETE FROM tiles WHERE raster_id = ?", (raster_id,))
+                self._db.execute("DELETE FROM chunks WHERE raster_id = ?", (raster_id,))
+                self._db.execute("UPDATE rasters SET complete = 0 WHERE id = ?", (raster_id,))
+        self._forget_loaded()
+        return [Path(path).name for _, path in rasters]
 
     def _upgrade_format_1(self) -> None:
         """Move format-1 vectors (float32 blobs) into float16 shards, in one transaction: until
@@ -631,18 +680,31 @@ class TileIndex:
             return grid
 
     def _read_vectors(self, shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return self._guarded_read(self._vector_store().read, shards, rows)
+        return self._checked_read(np.asarray(shards), self._vector_store().read, shards, rows)
 
     def _read_positions(self, positions: np.ndarray) -> np.ndarray:
-        return self._guarded_read(self._vector_store().read_positions, positions)
+        shards = np.asarray(positions, np.int64) // self._vector_store().shard_rows
+        return self._checked_read(shards, self._vector_store().read_positions, positions)
 
-    def _guarded_read(self, read, *args):
+    def _checked_read(self, shards: np.ndarray, read, *args) -> np.ndarray:
+        """Vectors read from the shards, each checked to be a unit vector: random bytes or a
+        foreign file give norms far from 1 (or NaN), and no score is computed from them."""
         try:
-            return read(*args)
+            vectors = read(*args)
         except (VectorStoreDamaged, OSError) as exc:
-            raise UserError(f"The vectors of the index in {self.index_dir} are damaged or missing "
-                            f"({exc}). Build the index again into a new folder (ssjdn index RASTER "
-                            f"--index NEW_FOLDER).") from exc
+            raise self._damaged(exc) from exc
+        with np.errstate(all="ignore"):   # random bytes overflow: that is what is checked
+            norms = np.linalg.norm(vectors, axis=1)
+        bad = ~(np.abs(norms - 1.0) <= _UNIT_NORM_TOLERANCE)   # NaN is bad too
+        if bad.any():
+            path = self._vector_store().path(int(np.asarray(shards).reshape(-1)[bad][0]))
+            raise self._damaged(f"{path} holds rows that are not the unit vectors written there")
+        return vectors
+
+    def _damaged(self, cause) -> UserError:
+        return UserError(f"The vectors of the index in {self.index_dir} are damaged or missing "
+                         f"({cause}). Build the index again into a new folder (ssjdn index RASTER "
+                         f"--index NEW_FOLDER).")
 
     def search(self, queries: np.ndarray, k: int):
         """(scores [Q, k], tile ids [Q, k]) by inner product; ids of -1 pad missing results."""
@@ -659,8 +721,38 @@ class TileIndex:
             scores, positions = ann.search(faiss_index, queries, k, self._read_positions)
             ids = np.full(positions.shape, -1, np.int64)
             found = positions >= 0
-            ids[found] = self._guarded_read(self._vector_store().tile_ids_at, positions[found])
+            ids[found] = self._checked_tile_ids(positions[found])
+            if np.any(np.abs(scores[found]) > 1.0 + _UNIT_NORM_TOLERANCE):
+                raise self._damaged("a search scored beyond the cosine range [-1, 1]")
         return scores, ids
+
+    def _checked_tile_ids(self, positions: np.ndarray) -> np.ndarray:
+        """The tile ids of the hits' rows from the tile-id files, checked against the database
+        (k primary-key lookups); files that disagree are rewritten from it when the folder is
+        writable, else the search is refused."""
+        for attempt in range(2):
+            try:
+                ids = self._vector_store().tile_ids_at(positions)
+                problem = self._ids_disagree(positions, ids)
+            except (VectorStoreDamaged, OSError) as exc:
+                problem = str(exc)
+            if problem is None:
+                return ids
+            if attempt or self.read_only:
+                raise self._damaged(problem)
+            with self._writing("repair the tile-id files"):
+                self._write_id_files()
+        raise AssertionError("unreachable")
+
+    def _ids_disagree(self, positions: np.ndarray, ids: np.ndarray) -> str | None:
+        store = self._vector_store()
+        wanted = [int(i) for i in np.unique(ids) if i >= 0]
+        recorded = {tid: int(store.positions(shard, row)) for tid, shard, row in self._rows_for_ids(
+            "SELECT id, shard, row FROM tiles WHERE id IN ({marks})", wanted)}
+        wrong = [int(p) for p, i in zip(positions, ids) if recorded.get(int(i)) != int(p)]
+        if not wrong:
+            return None
+        return f"{store.ids_path(wrong[0] // store.shard_rows)} names other tiles than the index database"
 
     def short_result_note(self, asked: int, found: int) -> str | None:
         """Why a search found fewer hits than `asked` although the index holds more tiles, or
@@ -972,20 +1064,22 @@ class TileIndex:
             return self._faiss
 
     def _save_faiss(self, faiss_index) -> None:
-        """Write the faiss file atomically and record what it holds, with its checksum: a file
-        that is damaged, or copied from another index, never matches and is rebuilt."""
+        """Write the faiss file atomically and record what it holds, with its checksum, here
+        and in this installation's list of files it wrote (core.provenance): a file that is
+        damaged, changed, or copied from another index or computer, never matches and is
+        rebuilt from the checked vectors."""
         import faiss
 
         from ssjdn.core.export import atomic_path
         with atomic_path(self.index_dir / FAISS_NAME) as tmp:
             faiss.write_index(faiss_index, str(tmp))
-            checksum, stat_key = _sha256(tmp), _stat_key(tmp)   # a rename keeps inode and mtime
+            checksum = _sha256(tmp)
+            provenance.remember_written(checksum)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._set_meta("faiss_ntotal", str(faiss_index.ntotal))
             self._set_meta("faiss_rows", str(self._total_rows()))
             self._set_meta("faiss_sha256", checksum)
-            self._set_meta("faiss_stat", stat_key)
             self._set_meta("faiss_dirty", "0")
             if self._has_table(_REMOVED_TABLE):
                 self._db.execute(f"DELETE FROM {_REMOVED_TABLE}")   # the file holds none of them
@@ -1007,58 +1101,42 @@ class TileIndex:
 
     def _faiss_file_is_current(self) -> bool:
         """True if the faiss file is the one last written for exactly this database content."""
+        return self._load_faiss_file() is not None
+
+    def _trusted_saved_faiss(self):
+        """The saved faiss index (with its recorded nprobe) if its bytes are those this database
+        recorded and this installation wrote, else None. The file is read once, hashed and
+        parsed from the same bytes, so nothing can change it in between; a file written by
+        another installation (an index folder shared by a colleague) sets
+        `search_file_note` and is rebuilt from the index's checked vectors."""
+        if self._meta("faiss_dirty") == "1" or self._meta("faiss_sha256") is None:
+            return None
         path = self.index_dir / FAISS_NAME
-        if not path.exists() or self._meta("faiss_dirty") == "1":
-            return False
-        if self._meta("faiss_ntotal") != str(self.count) or self._meta("faiss_rows") != str(self._total_rows()):
-            return False
-        return self._faiss_file_is_the_one_written(path)
-
-    def _faiss_file_is_the_one_written(self, path: Path) -> bool:
-        """True if `path` holds the bytes this database last wrote (not damaged, not another
-        index's file). The checksum decides; hashing costs about as much as reading the file,
-        so it is skipped while the file is provably untouched since it was written (same inode,
-        size and mtime: a copy or any rewrite changes them)."""
-        if self._meta("faiss_sha256") is None:
-            return self._adopt_unchecked_faiss(path)
-        if _stat_key(path) == self._meta("faiss_stat"):
-            return True
-        if _sha256(path) != self._meta("faiss_sha256"):
-            return False
-        self._record_faiss_file(path, None)   # e.g. the folder was copied: same bytes, new inode
-        return True
-
-    def _adopt_unchecked_faiss(self, path: Path) -> bool:
-        """A faiss file written before checksums were recorded: trusted as before (readable, as
-        many vectors as recorded; rebuilding a large IVF index costs minutes), and its checksum
-        recorded now so that any later change to it is caught."""
-        saved = _read_faiss(path)
-        if saved is None or str(saved.ntotal) != self._meta("faiss_ntotal"):
-            return False
-        self._record_faiss_file(path, _sha256(path))
-        return True
-
-    def _record_faiss_file(self, path: Path, checksum: str | None) -> None:
-        if self.read_only:
-            return
         try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                if checksum is not None:
-                    self._set_meta("faiss_sha256", checksum)
-                self._set_meta("faiss_stat", _stat_key(path))
-        except sqlite3.Error:
-            pass   # only the shortcut is lost: the file is checked again next time
+            data = path.read_bytes()
+        except OSError:
+            return None
+        digest = provenance.sha256_of(data)
+        if digest != self._meta("faiss_sha256"):
+            return None
+        if not provenance.written_here(digest):
+            self.search_file_note = (
+                f"{path} was not written by this installation (a copied or shared index folder), "
+                f"so it is rebuilt from the index's vectors" +
+                ("." if self.read_only else " and saved again."))
+            return None
+        saved = _deserialize_faiss(data)
+        if saved is None or str(saved.ntotal) != self._meta("faiss_ntotal"):
+            return None
+        ann.apply_nprobe(saved, self._meta("nprobe"))
+        return saved
 
     def _load_faiss_file(self):
         """The saved faiss index if it matches the database exactly, else None."""
-        if not self._faiss_file_is_current():
+        if self._meta("faiss_ntotal") != str(self.count) or self._meta("faiss_rows") != str(self._total_rows()):
             return None
-        faiss_index = _read_faiss(self.index_dir / FAISS_NAME)
-        if faiss_index is None:
-            return None
-        ann.apply_nprobe(faiss_index, self._meta("nprobe"))
-        return faiss_index if faiss_index.ntotal == self.count else None
+        saved = self._trusted_saved_faiss()
+        return saved if saved is not None and saved.ntotal == self.count else None
 
     def _updated_faiss(self, approx_threshold: int, progress=None):
         saved = self._load_saved_for_append()
@@ -1071,16 +1149,10 @@ class TileIndex:
         return self._build_faiss_all(approx_threshold, progress)
 
     def _load_saved_for_append(self):
-        path = self.index_dir / FAISS_NAME
-        if not path.exists() or self._meta("faiss_dirty") == "1" or self._meta("faiss_rows") is None:
+        if self._meta("faiss_rows") is None:
             return None
-        if not self._faiss_file_is_the_one_written(path):
-            return None
-        saved = _read_faiss(path)
+        saved = self._trusted_saved_faiss()
         if saved is None:
-            return None
-        ann.apply_nprobe(saved, self._meta("nprobe"))
-        if str(saved.ntotal) != self._meta("faiss_ntotal"):
             return None
         removed = self._removed_from_faiss()
         if len(removed):
@@ -1147,18 +1219,20 @@ def _connect(db_path: Path, read_only: bool) -> sqlite3.Connection:
                                isolation_level=None)
 
 
-def _read_faiss(path: Path):
-    """The faiss index in `path`, or None if faiss cannot read it (damaged, truncated)."""
+def _deserialize_faiss(data: bytes):
+    """The faiss index held in `data`, or None if faiss cannot parse it (damaged, truncated)."""
     import faiss
     try:
-        return faiss.read_index(str(path))
+        return faiss.deserialize_index(np.frombuffer(data, np.uint8))
     except (RuntimeError, MemoryError):
         return None
 
 
-def _stat_key(path: Path) -> str:
-    stat = os.stat(path)
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
 
 
 def _sha256(path: Path) -> str:

@@ -183,6 +183,7 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
     lock = IndexLock(store.index_dir)
     try:
         lock.acquire()
+        stats.warnings += store.repair_vector_files()   # before planning: it may unfinish rasters
         if model_source is not None:
             store.set_model_source(model_source)
         jobs = _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands,

@@ -102,14 +102,19 @@ def test_a_copied_index_folder_uses_its_faiss_file_without_rebuilding(tmp_path, 
     assert _search_ids(tmp_path / "copy", tiny_model) == truth
 
 
-def test_a_faiss_file_from_before_checksums_is_adopted_not_rebuilt(tmp_path, tiny_model, monkeypatch):
+def test_a_faiss_file_from_before_checksums_is_rebuilt_then_checked(tmp_path, tiny_model, monkeypatch):
+    """Issue 21 (security): a file without a recorded checksum cannot be shown to be one this
+    installation wrote, so it is rebuilt from the checked vectors once (it used to be adopted)."""
     build_index(tmp_path / "idx", utm_scene(tmp_path), tiny_model, tile_px=64)
     truth = _search_ids(tmp_path / "idx", tiny_model)
     with sqlite3.connect(tmp_path / "idx" / DB_NAME) as db:   # as an index of the previous version
         db.execute("DELETE FROM meta WHERE key IN ('faiss_sha256', 'faiss_stat')")
+    rebuilt = []
+    real = TileIndex._build_faiss_all
     with monkeypatch.context() as patch:
-        patch.setattr(TileIndex, "_build_faiss_all", lambda *a: pytest.fail("faiss rebuilt"))
+        patch.setattr(TileIndex, "_build_faiss_all", lambda *a: rebuilt.append(1) or real(*a))
         assert _search_ids(tmp_path / "idx", tiny_model) == truth
+    assert rebuilt == [1]
     with TileIndex.open(tmp_path / "idx") as index:
         assert index._meta("faiss_sha256") is not None     # from now on it is checked
     (tmp_path / "idx" / FAISS_NAME).write_bytes(b"garbage")

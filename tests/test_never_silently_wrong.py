@@ -4,6 +4,8 @@ Archive-sized id lists, damaged vector files, foreign files loaded into native p
 messages that named the wrong cause.
 """
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +166,136 @@ def test_a_bad_output_extension_is_refused_before_the_work(cli_index, tmp_path, 
             "export": ["export", "--index", idx, "--query", "a river", "--out", out]}[command]
     assert main(argv) == 2
     assert ".geojson or .gpkg" in capsys.readouterr().err
+
+
+# -- 4: damaged vector files are caught, and what can be rebuilt is ------------------------------
+
+def _hits(idx, model, query="houses", k=20):
+    from ssjdn.core.search import search_text
+    with index_store.TileIndex.open(idx) as index:
+        return [(h.tile_id, round(h.score, 4)) for h in search_text(index, model, query, k=k)]
+
+
+def _shard_file(idx, suffix):
+    return Path(idx) / "vectors" / f"shard-00000.{suffix}"
+
+
+@pytest.mark.parametrize("damage", ["random", "permuted", "missing"])
+def test_a_damaged_ids_file_is_rewritten_from_the_database(cli_index, tiny_model, damage):
+    _, idx = cli_index
+    truth = _hits(idx, tiny_model)
+    path = _shard_file(idx, "ids")
+    ids = np.frombuffer(path.read_bytes(), "<i8")
+    if damage == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    elif damage == "permuted":
+        path.write_bytes(ids[np.random.default_rng(0).permutation(len(ids))].tobytes())
+    else:
+        path.unlink()
+    assert _hits(idx, tiny_model) == truth
+    np.testing.assert_array_equal(np.frombuffer(path.read_bytes(), "<i8"), ids)   # repaired
+
+
+def test_a_damaged_ids_file_in_a_read_only_index_is_refused(cli_index, tiny_model, monkeypatch, capsys):
+    _, idx = cli_index
+    path = _shard_file(idx, "ids")
+    ids = np.frombuffer(path.read_bytes(), "<i8")
+    path.write_bytes(ids[::-1].tobytes())
+    monkeypatch.setattr(index_store, "folder_is_writable", lambda path: False)
+    assert main(["search", "houses", "--index", idx, "--out", str(Path(idx).parent / "h.geojson")]) == 2
+    err = capsys.readouterr().err
+    assert "damaged" in err and "shard-00000.ids" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--like", "{tile}"],
+    ["search", "houses", "--positive", "{tile}"],
+    ["classify", "--positive", "{tiles}", "--out", "{out}"],
+    ["export", "--query", "houses", "--heatmap", "{raster}", "--out", "{heat}"],
+])
+def test_random_bytes_in_a_vector_shard_are_reported_not_used(cli_index, tmp_path, capsys, argv):
+    raster, idx = cli_index
+    with index_store.TileIndex.open(idx) as index:
+        ids = index.tile_ids()
+    path = _shard_file(idx, "f16")
+    path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    fill = dict(tile=ids[0], tiles=",".join(map(str, ids[:3])), out=tmp_path / "all.geojson",
+                raster=raster, heat=tmp_path / "heat.tif")
+    assert main([argv[0], "--index", idx] + [a.format(**fill) for a in argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "damaged" in err and "shard-00000.f16" in err and "Unexpected" not in err
+
+
+def test_a_faiss_file_changed_in_place_is_not_used(cli_index, tiny_model):
+    _, idx = cli_index
+    truth = _hits(idx, tiny_model)
+    path = Path(idx) / index_store.FAISS_NAME
+    before = os.stat(path)
+    with open(path, "r+b") as f:            # same size, same inode; mtime put back below
+        f.seek(before.st_size // 2)
+        f.write(np.full(64, 1e30, np.float32).tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_ino == before.st_ino
+    hits = _hits(idx, tiny_model)
+    assert hits == truth and all(-1 <= s <= 1 for _, s in hits)
+
+
+@pytest.mark.parametrize("lost", ["f16", "ids"])
+def test_indexing_again_notices_a_missing_shard_file(cli_index, tiny_model, capsys, lost):
+    raster, idx = cli_index
+    truth = _hits(idx, tiny_model)
+    _shard_file(idx, lost).unlink()
+    assert main(["index", raster, "--index", idx, "--tile-px", "64"]) == 0
+    captured = capsys.readouterr()
+    if lost == "f16":
+        assert "20 tiles encoded" in captured.out and "shard-00000.f16" in captured.err
+    assert _hits(idx, tiny_model) == truth
+
+
+# -- security: files loaded into native parsers must be ones this installation wrote -------------
+
+def test_a_faiss_file_written_elsewhere_is_rebuilt_from_checked_vectors(cli_index, tiny_model,
+                                                                       tmp_path, monkeypatch, capsys):
+    """A colleague's index folder: its faiss file matches its database, but this installation
+    did not write it, so it is never parsed; the folder stays usable."""
+    import shutil
+    from ssjdn.core.index_store import TileIndex
+    _, idx = cli_index
+    truth = _hits(idx, tiny_model)
+    shutil.copytree(idx, tmp_path / "shared")
+    monkeypatch.setenv("SSJDN_CACHE_DIR", str(tmp_path / "another-user"))   # another installation
+    monkeypatch.setattr(index_store, "_deserialize_faiss", lambda data: pytest.fail("parsed"))
+    assert main(["search", "houses", "--index", str(tmp_path / "shared"), "-k", "20"]) == 0
+    err = capsys.readouterr().err
+    assert "not written by this installation" in err and "rebuilt" in err
+    monkeypatch.undo()
+    monkeypatch.setenv("SSJDN_CACHE_DIR", str(tmp_path / "another-user"))
+    assert _hits(tmp_path / "shared", tiny_model) == truth
+    with TileIndex.open(tmp_path / "shared") as index:     # saved again: now it is this one's
+        assert index._faiss_file_is_current()
+
+
+def test_a_cached_text_encoder_not_written_here_is_exported_again(tmp_path, tiny_model, monkeypatch):
+    from ssjdn.core import fast_text
+    monkeypatch.setenv("SSJDN_CACHE_DIR", str(tmp_path / "cache"))
+    fast_text.forget_encoders()
+    fast_text.query_encoder(tiny_model)
+    (cached,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    exports = []
+    real_export = fast_text._export
+    monkeypatch.setattr(fast_text, "_export", lambda *a: exports.append(1) or real_export(*a))
+    # A crafted graph passes the probe-text check by design; only its origin can tell.
+    monkeypatch.setattr(fast_text, "_check_agreement", lambda model, session: None)
+    for tamper in ("foreign", "changed"):
+        if tamper == "foreign":
+            for record in (tmp_path / "cache" / "written-files").iterdir():
+                record.unlink()          # as a file put there by someone else
+        else:
+            data = bytearray(cached.read_bytes())
+            data[-8:] = bytes(8)
+            cached.write_bytes(bytes(data))
+        fast_text.forget_encoders()
+        assert fast_text.query_encoder(tiny_model).runtime == "onnxruntime"
+        assert len(exports) == 1
+        exports.clear()
+    fast_text.forget_encoders()
