@@ -98,8 +98,8 @@ examples:
 """
 EXPORT_HELP = """\
 Write results as files a GIS opens: search hits as GeoJSON (EPSG:4326, RFC 7946) or
-GeoPackage polygons; a query's score heatmap over a raster, or a tile's SEM/SSM salience
-maps, as GeoTIFF. Without --query, the hits of the last `ssjdn search` are exported.
+GeoPackage polygons; a query's score heatmap over a raster, a tile's SEM/SSM salience
+maps, or where a query matches inside a tile, as GeoTIFF. Without --query, the hits of the last `ssjdn search` are exported.
 """
 EXPORT_EPILOG = """\
 examples:
@@ -107,6 +107,7 @@ examples:
   ssjdn export --index my_index --query "a river" -k 30 --out river.gpkg
   ssjdn export --index my_index --query "a river" --heatmap scene.tif --out river_heat.tif
   ssjdn export --index my_index --salience 4294967301 --out salience_dir/
+  ssjdn export --index my_index --salience 4294967301 --query "an airplane" --out plane_map.tif
 """
 
 
@@ -426,6 +427,13 @@ def run_match(args) -> int:
 def run_export(args) -> int:
     from ssjdn.core import export, search
     out = Path(args.out)
+    if args.salience is not None and args.query:
+        index, model = _open_index(args)
+        with index:
+            grid = search.tile_query_map(index, model, args.salience, args.query)
+        print(f"wrote {export.write_geotiff(grid, out)} (where '{args.query}' matches in tile "
+              f"{args.salience}, {grid.array.shape[1]} x {grid.array.shape[0]} cells)")
+        return 0
     if args.salience is not None:
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is an existing file; salience maps go into a folder (one "

@@ -268,7 +268,14 @@ class SSJDN(nn.Module):
 
     def _image_branch(self, feats: list[torch.Tensor]):
         """image_from_features plus the BSD clues [B, 6, width] (None with BSD off)."""
-        feats = [lateral(f.float()) for lateral, f in zip(self.lateral, feats)]
+        return self._decouple(self._project(feats))
+
+    def _project(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Backbone maps -> the three scale maps at the common width."""
+        return [lateral(f.float()) for lateral, f in zip(self.lateral, feats)]
+
+    def _decouple(self, feats: list[torch.Tensor]):
+        """Projected scale maps -> (embedding before norm, LSD logits, maps, clues)."""
         maps = clues = None
         if self.switches["bsd"]:
             base, maps, clues = self.bsd(feats)
@@ -340,6 +347,39 @@ class SSJDN(nn.Module):
         if not with_maps:
             return emb
         return emb, _concat_maps(all_maps, len(images), self)
+
+    def query_maps(self, images: torch.Tensor, query: str | torch.Tensor,
+                   batch_size: int = 16) -> torch.Tensor:
+        """Where in each image the query matches: float32 [B, S/8, S/8] (S = input_size), >= 0.
+
+        Each cell is the positive part of its first-order contribution to the image's cosine
+        similarity with the query: gradient x activation of the three projected scale maps
+        (summed over channels, upsampled to the stride-8 grid and summed over scales). So
+        it follows every path the tile score takes (BSD clues, LSD attention, fusion); higher
+        = that place raises the match more. `query` is a text or its embedding [D]."""
+        text = (self.encode_texts([query])[0] if isinstance(query, str)
+                else query.to(self.device).float().reshape(-1))
+        parts = []
+        with self._eval_mode():
+            for start in range(0, len(images), batch_size):
+                pixels = self.preprocess_images(images[start:start + batch_size])
+                with torch.no_grad():
+                    scale_maps = [f.detach() for f in self._project(self.backbone_features(pixels))]
+                parts.append(self._contribution_map(scale_maps, text))
+        side = self.input_size // 8
+        return torch.cat(parts) if parts else torch.zeros(0, side, side, device=self.device)
+
+    def _contribution_map(self, scale_maps: list[torch.Tensor], text: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            leaves = [f.requires_grad_(True) for f in scale_maps]
+            base = self._decouple(leaves)[0]
+            score = (F.normalize(base.float(), dim=-1) @ text).sum()
+            # With BSD off only the coarsest scale reaches the embedding: unused maps add 0.
+            grads = torch.autograd.grad(score, leaves, allow_unused=True)
+        size = scale_maps[0].shape[-2:]
+        total = sum(F.interpolate((g * f).sum(1, keepdim=True), size=size, mode="bilinear",
+                                  align_corners=False) for g, f in zip(grads, leaves) if g is not None)
+        return total[:, 0].detach().float().clamp_min(0)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:

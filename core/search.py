@@ -215,6 +215,21 @@ def tile_salience(index, model, tile_id) -> dict[tuple[str, str, int], GeoRaster
             for kind, direction, scale in salience_keys()}
 
 
+def tile_query_map(index, model, tile_id, query: str) -> GeoRaster:
+    """Where inside one tile the words match (model.query_maps, stride 8), on the tile's ground
+    footprint: higher = a better match; NaN (nodata) where the tile has no data."""
+    record = index.tile(int(tile_id))
+    pixels, valid = read_window_rgb(record.raster_path, record.window,
+                                    bands=getattr(record, "bands", ()) or None, with_mask=True)
+    text = torch.from_numpy(encode_query(model, clean_query(query))[0])
+    grid = model.query_maps(_as_batch(torch.from_numpy(pixels)), text)[0].cpu()
+    georaster = tile_georaster(record, grid, nodata=float("nan"))
+    covered = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(~valid).float()[None, None],
+                                                      grid.shape)[0, 0].numpy() > 0
+    georaster.array[covered] = np.nan   # any nodata pixel in a cell: the cell is no data
+    return georaster
+
+
 def tile_georaster(record, grid: torch.Tensor, nodata: float | None = None) -> GeoRaster:
     """A map over a tile ([h, w], any resolution) placed on the tile's ground footprint."""
     array = grid.float().cpu().numpy()

@@ -31,6 +31,8 @@ from ssjdn.desktop.resources import THUMB_PX
 from ssjdn.desktop.settings import index_dir_for
 from ssjdn.desktop.state import Events, Session
 
+# The selected tile's query map in `salience`, beside the (kind, direction, scale) SEM/SSM keys.
+QUERY_MAP_KEY = ("query", "", 0)
 COARSE_PIXEL_M = 2.0  # pixels coarser than this get a note about matching quality
 CPU_CHUNK_PX = 128    # read-chunk side when indexing on a CPU: frequent progress, same speed
 RELEVANT, NOT_RELEVANT = True, False
@@ -427,14 +429,22 @@ class ExplorerModel:
 
     # == the selected tile =====================================================================
     def select_tile(self, tile_id: int):
-        """Select a tile; returns the job computing its SEM/SSM maps (None without an index)."""
-        from ssjdn.core.search import tile_salience
+        """Select a tile; returns the job computing its SEM/SSM maps, and while words are being
+        searched for, the map of where they match (QUERY_MAP_KEY). None without an index."""
+        from ssjdn.core.search import tile_query_map, tile_salience
         if self.index is None:
             return None
         self.selected_tile = self.index.tile(tile_id)
         self.events.emit("selection", record=self.selected_tile)
-        index, model = self.index, self.loaded.model
-        return lambda: (tile_id, tile_salience(index, model, tile_id))
+        index, model, words = self.index, self.loaded.model, self.words
+
+        def work():
+            maps = tile_salience(index, model, tile_id)
+            if words:
+                maps[QUERY_MAP_KEY] = tile_query_map(index, model, tile_id, words)
+            return tile_id, maps
+
+        return work
 
     def apply_salience(self, result) -> bool:
         tile_id, maps = result

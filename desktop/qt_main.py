@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDial
 
 from ssjdn.core.ann import PROGRESS_PREFIX
 from ssjdn.desktop import models as model_choices
-from ssjdn.desktop.explorer import NOT_RELEVANT, RELEVANT, ExplorerModel, describe_tile
+from ssjdn.desktop.explorer import NOT_RELEVANT, QUERY_MAP_KEY, RELEVANT, ExplorerModel, describe_tile
 from ssjdn.desktop.geo import format_lonlat
 from ssjdn.desktop.qt_captions import QtCaptionPanel
 from ssjdn.desktop.qt_feedback import PROBABILITY_COLORMAP, QtFeedbackPanel
@@ -671,7 +671,8 @@ class QtMainWindow(QMainWindow):
         self.salience_panel.info.setToolTip(record.raster_path)
 
     def _on_salience(self, tile_id, maps) -> None:
-        self._show_salience_overlay()
+        # While words are searched for, the map of where they match is shown (the panel redraws).
+        self.salience_panel.set_query(self.model.words if QUERY_MAP_KEY in maps else "")
         self.salienceReady.emit(tile_id)
 
     def _show_salience_overlay(self) -> None:

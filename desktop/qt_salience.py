@@ -1,4 +1,5 @@
-"""Salience panel: choose which SEM/SSM map of the selected tile to overlay, and how."""
+"""Salience panel: choose which map of the selected tile to overlay (where the query's words
+match, or one of the model's SEM/SSM maps), and how."""
 from __future__ import annotations
 
 from PySide6.QtCore import QRectF, Qt, Signal
@@ -7,8 +8,9 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QLabel, QSlider, QVBoxLay
 
 from ssjdn.core.model import salience_keys
 from ssjdn.desktop.colormaps import NAMES, lookup_table
+from ssjdn.desktop.explorer import QUERY_MAP_KEY
 
-KINDS = {"SEM (semantic)": "sem", "SSM (scale)": "ssm"}
+KINDS = {"Query: where the words match": "query", "SEM (semantic)": "sem", "SSM (scale)": "ssm"}
 DIRECTIONS = {"coarse → fine": "coarse_to_fine", "fine → coarse": "fine_to_coarse"}
 SCALES = {"0: finest (stride 8)": 0, "1: middle (stride 16)": 1, "2: coarsest (stride 32)": 2}
 
@@ -48,7 +50,9 @@ class QtSaliencePanel(QWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.info = QLabel("Select a tile (click a hit or the map) to see where the model looks.")
+        self.words = ""
+        self.info = QLabel("Select a tile (click a hit or the map) to see where the words match "
+                           "and where the model looks.")
         self.info.setWordWrap(True)
         self.kind = _combo(KINDS)
         self.direction = _combo(DIRECTIONS)
@@ -72,16 +76,32 @@ class QtSaliencePanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.legend)
         layout.addStretch(1)
+        self.set_query("")
         for combo in (self.kind, self.direction):
             combo.currentIndexChanged.connect(self._offer_scales)
         for combo in (self.kind, self.direction, self.scale, self.colormap):
             combo.currentIndexChanged.connect(self.changed)
         self.opacity.valueChanged.connect(self.changed)
 
+    def set_query(self, words: str) -> None:
+        """The words the selected tile's query map is for ("": no query, no query map). With
+        words the query map becomes the shown map; SEM/SSM stay a choice away."""
+        self.words = words
+        self.kind.model().item(self.kind.findData("query")).setEnabled(bool(words))
+        wanted = "query" if words else ("sem" if self.kind.currentData() == "query" else None)
+        if wanted and self.kind.currentData() != wanted:
+            self.kind.setCurrentIndex(self.kind.findData(wanted))
+        else:
+            self.changed.emit()
+
     def _offer_scales(self) -> None:
         """Offer only the scales whose map says something: an SSM map at the end scale of its
         pass is 1.0 everywhere by construction (core.model.salience_keys)."""
         kind, direction = self.kind.currentData(), self.direction.currentData()
+        for combo in (self.direction, self.scale):   # the query map has one scale, no direction
+            combo.setEnabled(kind != "query")
+        if kind == "query":
+            return
         offered = {scale for k, d, scale in salience_keys() if (k, d) == (kind, direction)}
         items = self.scale.model()
         for row in range(self.scale.count()):
@@ -90,10 +110,15 @@ class QtSaliencePanel(QWidget):
             self.scale.setCurrentIndex(self.scale.findData(min(offered)))
 
     def selection(self) -> tuple[str, str, int]:
-        """(kind, direction, scale) as the engine's tile_salience keys them."""
+        """(kind, direction, scale) as the engine's tile_salience keys them, or QUERY_MAP_KEY."""
+        if self.kind.currentData() == "query":
+            return QUERY_MAP_KEY
         return self.kind.currentData(), self.direction.currentData(), self.scale.currentData()
 
     def key_label(self) -> str:
+        """One line saying what the shown map means."""
+        if self.kind.currentData() == "query":
+            return f"where “{self.words}” matches: brighter = better"
         return f"{self.kind.currentText().split()[0]} {self.direction.currentText()}, scale {self.scale.currentData()}"
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 from desktop_fixtures import INDEX_TIMEOUT_MS, indexed_window, make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtCore import QRectF, Qt
+
+from ssjdn.desktop.explorer import QUERY_MAP_KEY
 
 SIGNAL_MS = 30_000
 
@@ -57,9 +61,15 @@ def test_clicking_a_hit_zooms_to_it_and_shows_its_salience_and_captions(qtbot, i
     assert window.model.selected_tile.tile_id == hits[0].tile_id
     visible = window.map_view.mapToScene(window.map_view.viewport().rect()).boundingRect()
     assert visible.contains(window.map_view.layer_items("selection")[0].rect().center())
-    assert len(window.model.salience) == 10       # SEM x 6, SSM x 4 (2 are constant by construction)
-    assert window.map_view.overlay_item("salience") is not None
-    window.salience_panel.scale.setCurrentIndex(2)        # coarsest map replaces the overlay
+    # SEM x 6, SSM x 4 (2 are constant by construction), and where the query's words match.
+    assert len(window.model.salience) == 11
+    query_map = window.model.salience[QUERY_MAP_KEY]
+    assert window.map_view.overlay_item("salience").georaster is query_map   # shown by default
+    legend = window.salience_panel.legend
+    assert window.model.words in legend.title and "\n" not in legend.title
+    assert (legend.vmin, legend.vmax) == pytest.approx((np.nanmin(query_map.array), np.nanmax(query_map.array)))
+    window.salience_panel.kind.setCurrentIndex(window.salience_panel.kind.findData("sem"))
+    window.salience_panel.scale.setCurrentIndex(2)        # the coarsest SEM map replaces the overlay
     assert window.map_view.overlay_item("salience").georaster is window.model.salience[("sem", "coarse_to_fine", 2)]
     captions = window.caption_panel.caption_list()
     assert sorted(c for c, _ in ranked.args[0]) == sorted(captions)

@@ -57,6 +57,28 @@ def test_salience_keys_leave_out_the_maps_that_are_constant_by_construction():
     assert len(keys) == 10 and ("sem", "fine_to_coarse", 0) in keys and ("ssm", "coarse_to_fine", 0) in keys
 
 
+def test_query_map_covers_the_finest_grid_and_depends_on_the_words(tiny_model):
+    images, _ = _batch(tiny_model, 3)
+    side = tiny_model.input_size // 8
+    plane = tiny_model.query_maps(images, "two white planes")
+    assert plane.shape == (3, side, side) and plane.dtype == torch.float32
+    assert bool(torch.isfinite(plane).all()) and float(plane.min()) >= 0 and float(plane.max()) > 0
+    forest = tiny_model.query_maps(images, "dense forest")
+    assert not torch.allclose(plane, forest)
+    # A query given as its embedding gives the same map; batching changes nothing.
+    vector = tiny_model.encode_texts(["two white planes"])[0]
+    assert torch.allclose(tiny_model.query_maps(images[1:2], vector), plane[1:2], atol=1e-5)
+    assert not tiny_model.training and all(p.grad is None for p in tiny_model.parameters())
+
+
+def test_query_map_works_without_bsd():
+    torch.manual_seed(0)
+    model = create_model("tiny", overrides={"bsd": False, "lsd": False})
+    images, _ = _batch(model, 2)
+    maps = model.query_maps(images, "a plane on the runway")
+    assert maps.shape == (2, model.input_size // 8, model.input_size // 8) and float(maps.max()) > 0
+
+
 def test_encoding_does_not_depend_on_batching(tiny_model):
     images, _ = _batch(tiny_model)
     whole = tiny_model.encode_images(images)

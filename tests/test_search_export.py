@@ -14,7 +14,7 @@ from ssjdn.core.index_store import TileIndex
 from ssjdn.core.indexing import build_index
 from ssjdn.core.raster import GeoRaster, raster_info
 from ssjdn.core.search import (rank_captions, score_heatmap, search_similar, search_text,
-                               tile_salience)
+                               tile_query_map, tile_salience)
 
 
 @pytest.fixture
@@ -287,3 +287,43 @@ def test_heatmap_cells_line_up_with_the_tile_outlines_when_edge_tiles_are_shifte
                       (windows[:, 1] <= y) & (y < windows[:, 1] + windows[:, 3]))
             nearest = np.flatnonzero(inside)[np.argmin(((centres[inside] - (x, y)) ** 2).sum(1))]
             assert heat.array[r, c] == pytest.approx(float(scores[nearest]), abs=1e-5)
+
+def test_query_map_lies_on_the_tiles_footprint_with_nodata_where_the_tile_has_no_data(tmp_path, tiny_model):
+    data = scene(256, 320)
+    data[:, 0:40, 0:24] = 0                       # a nodata corner inside the first tile
+    raster = write_raster(tmp_path / "holes.tif", data, nodata=0)
+    build_index(tmp_path / "idx", raster, tiny_model, tile_px=64)
+    with TileIndex.open(tmp_path / "idx", model=tiny_model) as index:
+        record = next(r for r in index.tiles(index.raster_grid(index.raster(raster).raster_id)[0])
+                      if (r.window.col_off, r.window.row_off) == (0, 0))
+        grid = tile_query_map(index, tiny_model, record.tile_id, "a small lake")
+    rows, cols = grid.array.shape
+    left, top = grid.transform @ (0, 0)
+    right, bottom = grid.transform @ (cols, rows)
+    assert (left, bottom, right, top) == pytest.approx(record.bounds, abs=1e-6)
+    assert grid.array.dtype == np.float32 and np.isnan(grid.nodata)
+    cell = 64 / rows
+    assert np.isnan(grid.array[0, 0]) and np.isnan(grid.array[int(39 // cell), int(23 // cell)])
+    assert np.isfinite(grid.array[-1, -1]) and np.isfinite(grid.array[:, int(24 // cell) + 1:]).all()
+
+
+def test_export_writes_the_query_map_of_a_tile_as_one_geotiff(tmp_path, capsys):
+    from ssjdn.core.cli import main
+    raster = utm_scene(tmp_path)
+    idx = str(tmp_path / "idx")
+    assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
+    assert main(["search", "a river", "--index", idx, "-k", "1", "--out", str(tmp_path / "h.geojson")]) == 0
+    hit = json.loads((tmp_path / "h.geojson").read_text())["features"][0]["properties"]
+    out = tmp_path / "map.tif"
+    assert main(["export", "--index", idx, "--salience", str(hit["tile_id"]), "--query", "a river",
+                 "--out", str(out)]) == 0
+    with rasterio.open(out) as src, rasterio.open(raster) as scene_src:
+        assert src.count == 1 and src.dtypes[0] == "float32" and np.isnan(src.nodata)
+        assert src.crs == scene_src.crs
+        assert tuple(src.bounds) == pytest.approx((hit["minx"], hit["miny"], hit["maxx"], hit["maxy"]), abs=1e-6)
+        assert float(np.nanmax(src.read(1))) > 0
+    capsys.readouterr()
+    # A folder is for the SEM/SSM maps; the query map is one file, which must be a .tif.
+    assert main(["export", "--index", idx, "--salience", str(hit["tile_id"]), "--query", "a river",
+                 "--out", str(tmp_path / "folder")]) == 2
+    assert ".tif" in capsys.readouterr().err and not (tmp_path / "folder").exists()
