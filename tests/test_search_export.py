@@ -288,6 +288,7 @@ def test_heatmap_cells_line_up_with_the_tile_outlines_when_edge_tiles_are_shifte
             nearest = np.flatnonzero(inside)[np.argmin(((centres[inside] - (x, y)) ** 2).sum(1))]
             assert heat.array[r, c] == pytest.approx(float(scores[nearest]), abs=1e-5)
 
+
 def test_query_map_lies_on_the_tiles_footprint_with_nodata_where_the_tile_has_no_data(tmp_path, tiny_model):
     data = scene(256, 320)
     data[:, 0:40, 0:24] = 0                       # a nodata corner inside the first tile
