@@ -200,8 +200,9 @@ def read_window_rgb(path_or_info, window: Window, out_size=None, bands=None,
                 mask = src.read_masks(info.rgb_bands[0], window=window, out_shape=out_shape,
                                       resampling=Resampling.nearest)
     except RasterioIOError as exc:
-        raise UserError(f"Could not read pixels from {info.path}: {exc}. The file may be damaged or "
-                        f"truncated; check it opens in a GIS, or re-export it as GeoTIFF.") from exc
+        raise _missing_source(info.path, exc) or UserError(
+            f"Could not read pixels from {info.path}: {gdal_reason(exc)}. The file may be damaged "
+            f"or truncated; check it opens in a GIS, or re-export it as GeoTIFF.") from exc
     valid = mask > 0
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
@@ -257,12 +258,50 @@ def _cached_info(path: str, mtime_ns: int, size: int, bands, nodata) -> RasterIn
             with rasterio.open(path) as src:
                 return _describe(src, path, bands, nodata)
     except RasterioIOError as exc:
+        missing = _missing_source(path, exc)
+        if missing is not None:
+            raise missing from exc
         if is_virtual(path):
-            raise UserError(f"GDAL cannot open {path}: {exc}. Check the path, and for object "
+            raise UserError(f"GDAL cannot open {path}: {gdal_reason(exc)}. Check the path, and for object "
                             f"storage the credentials (e.g. AWS_PROFILE or AWS_ACCESS_KEY_ID for "
                             f"/vsis3/; docs/cluster.md).") from exc
-        raise UserError(f"Cannot open {path} as a raster: {exc}. The file is damaged, truncated or not "
-                        f"an image GDAL understands; re-export it as GeoTIFF.") from exc
+        raise UserError(f"Cannot open {path} as a raster: {gdal_reason(exc)}. The file is damaged, "
+                        f"truncated or not an image GDAL understands; re-export it as GeoTIFF.") from exc
+
+
+def gdal_reason(exc: BaseException) -> str:
+    """GDAL's own words for a failure, without a final full stop: rasterio's "Read failed. See
+    previous exception for details." says nothing, the GDAL error it chains to does."""
+    for cause in _chain(exc):
+        text = str(cause).strip().rstrip(".")
+        if text and "see previous exception" not in text.lower():
+            return text
+    return str(exc).strip().rstrip(".")
+
+
+def _missing_source(path: str, exc: BaseException) -> UserError | None:
+    """A UserError naming the file a VRT (or any raster made of others) refers to that does not
+    exist, when that is why GDAL failed; else None."""
+    for cause in _chain(exc):
+        text = str(cause)
+        if "No such file or directory" in text and ":" in text:
+            source = text.split(": No such file or directory")[0].strip()
+            if Path(source).name == Path(path).name:
+                return None   # the raster itself: _check_path's message
+            if not Path(source).is_absolute() and not is_virtual(path):
+                source = str(Path(path).parent / source)   # VRT sources are relative to it
+            return UserError(f"Cannot read {path}: the file it is made from, {source}, is missing. "
+                             f"Put it back at that path, or rebuild {Path(path).name} (e.g. with "
+                             f"gdalbuildvrt) from where the files are now.")
+    return None
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def _describe(src, path: str, bands, nodata_setting) -> RasterInfo:

@@ -299,3 +299,47 @@ def test_a_cached_text_encoder_not_written_here_is_exported_again(tmp_path, tiny
         assert len(exports) == 1
         exports.clear()
     fast_text.forget_encoders()
+
+
+# -- 17: GDAL's own reason, not rasterio's "See previous exception" --------------------------------
+
+def _vrt_of(folder, source_name, name="mosaic.vrt"):
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename relativeToVRT="1">'
+        f'{source_name}</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>'
+        for b in (1, 2, 3))
+    path = Path(folder) / name
+    path.write_text(f'<VRTDataset rasterXSize="320" rasterYSize="256"><SRS>EPSG:32631</SRS>'
+                    f'<GeoTransform>500000, 0.3, 0, 5700000, 0, -0.3</GeoTransform>{bands}</VRTDataset>')
+    return path
+
+
+def test_a_vrt_whose_source_is_missing_names_the_source(tmp_path):
+    from engine_fixtures import utm_scene
+    from ssjdn.core.errors import UserError
+    from ssjdn.core.raster import full_window, raster_info, read_window_rgb
+    source = Path(utm_scene(tmp_path, "part.tif"))
+    vrt = _vrt_of(tmp_path, "part.tif")
+    info = raster_info(vrt)
+    source.rename(tmp_path / "moved.tif")
+    opened_after = _vrt_of(tmp_path, "part.tif", "after.vrt")
+    for attempt in (lambda: read_window_rgb(info, full_window(info)), lambda: raster_info(opened_after)):
+        with pytest.raises(UserError) as error:
+            attempt()
+        message = str(error.value)
+        assert str(source) in message and "missing" in message
+        assert "previous exception" not in message and ".." not in message
+
+
+def test_a_truncated_raster_gives_gdals_reason(tmp_path):
+    from engine_fixtures import utm_scene
+    from ssjdn.core.errors import UserError
+    from ssjdn.core.raster import full_window, raster_info, read_window_rgb
+    path = utm_scene(tmp_path, "cut.tif", rows=512, cols=512, block=128, compress="deflate")
+    raw = Path(path).read_bytes()
+    Path(path).write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(UserError) as error:
+        read_window_rgb(path, full_window(raster_info(path)))
+    message = str(error.value)
+    assert "previous exception" not in message and ".." not in message
+    assert "cut.tif" in message and "re-export" in message
