@@ -340,7 +340,11 @@ class ExplorerModel:
 
     def refine_job(self, k: int = 20, with_heatmap: bool = True):
         """Search again with the last words moved towards the relevant tiles and away from the
-        not relevant ones (Rocchio in the joint space); the marks stay as they are."""
+        not relevant ones (Rocchio in the joint space); the marks stay as they are.
+
+        The hits show what is new: k unmarked candidates first, then the marked tiles the
+        refined query also found (the refined query sits near them, so they would otherwise
+        take the top places and push the new candidates down)."""
         from ssjdn.core.errors import UserError
         from ssjdn.core.feedback import refine_query, search_refined
         from ssjdn.core.search import vector_heatmap
@@ -348,14 +352,18 @@ class ExplorerModel:
         positives, negatives = self.marked(RELEVANT), self.marked(NOT_RELEVANT)
         if not self.can_refine():
             raise UserError("Mark at least one tile relevant (+) to refine the search.")
-        index, model, words, (ask, keep) = self.index, self.loaded.model, self.words or None, self._fetch(k)
+        index, model, words = self.index, self.loaded.model, self.words or None
+        marked = set(self.marks)
+        ask, keep = self._fetch(k + len(marked))
         shown_words = self.words
         records = {r.path: r for r in index.rasters()}
         heatmap_rasters = self._heatmap_rasters()
         label = f"{self.words or 'examples'} + {len(positives)} relevant, {len(negatives)} not relevant"
 
         def work():
-            hits = keep(search_refined(index, model, words, positives, negatives, k=ask))
+            found = keep(search_refined(index, model, words, positives, negatives, k=ask))
+            hits = ([h for h in found if h.tile_id not in marked][:k] +
+                    [h for h in found if h.tile_id in marked])
             heat = {}
             if with_heatmap:
                 query = refine_query(index, model, words, positives, negatives)
@@ -413,7 +421,15 @@ class ExplorerModel:
         return grids, value_range, "match likelihood"
 
     def results_text(self) -> str:
-        """The line above the hit list: how many, and whether any is a good match."""
+        """The line above the hit list: how many, whether any is a good match, and how many of
+        them are new (a refinement lists the marked tiles after the new ones)."""
+        marked = sum(int(h.tile_id) in self.marks for h in self.hits)
+        text = self._count_text()
+        if marked:
+            text += f" ({len(self.hits) - marked} new first, then the {marked} marked, dimmed)"
+        return text
+
+    def _count_text(self) -> str:
         query, hits = self.last_query, self.hits
         if not hits:
             return f"No tiles for \u201c{query}\u201d"

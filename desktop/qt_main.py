@@ -592,8 +592,11 @@ class QtMainWindow(QMainWindow):
 
     # == relevance feedback and find all =======================================================
     def mark_current(self, label) -> None:
-        """Mark the hit current in the list (when the list has focus), else the selected tile."""
+        """Mark the hit current in the list (when the list has focus), else the tile under the
+        cursor on the map (one key marks straight from the map), else the selected tile."""
         tile_id = self.search_panel.current_tile_id() if self.search_panel.results.hasFocus() else None
+        if tile_id is None and self.map_view.hover_xy is not None:
+            tile_id = self.model.tile_at(*self.map_view.hover_xy)
         if tile_id is None and self.model.selected_tile is not None:
             tile_id = self.model.selected_tile.tile_id
         if tile_id is None:

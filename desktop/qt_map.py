@@ -230,6 +230,7 @@ class QtMapView(QGraphicsView):
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
         self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self._framed: QRectF | None = None   # the scene rect to keep framed on resize
+        self.hover_xy: tuple[float, float] | None = None   # map point under the cursor, if over the map
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
         self.setMouseTracking(True)
         self.setAcceptDrops(True)
@@ -700,8 +701,13 @@ class QtMapView(QGraphicsView):
         self._view_changed()
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
-        self.cursorMoved.emit(*self._map_xy(event.position().toPoint()))
+        self.hover_xy = self._map_xy(event.position().toPoint())
+        self.cursorMoved.emit(*self.hover_xy)
         super().mouseMoveEvent(event)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self.hover_xy = None
+        super().leaveEvent(event)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         self._press_pos = event.position().toPoint()

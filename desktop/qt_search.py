@@ -160,7 +160,8 @@ class QtSearchPanel(QWidget):
             match = "" if hit.likelihood is None else f"   match {hit.likelihood:.0%}"
             item.setText(f"#{rank}   score {hit.score:.3f}{match}{tag}\n{self.places[rank - 1]}")
             weak = hit.likelihood is not None and hit.likelihood < self.likelihood_threshold
-            item.setForeground(QBrush(QColor(140, 140, 140)) if weak else QBrush())
+            # Marked tiles are judged already: dimmed, so the eye goes to the new candidates.
+            item.setForeground(QBrush(QColor(140, 140, 140)) if weak or mark is not None else QBrush())
             tint = QColor(MARK_COLORS[mark]) if mark is not None else None
             if tint is not None:
                 tint.setAlpha(MARK_TINT_ALPHA)

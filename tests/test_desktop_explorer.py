@@ -127,8 +127,13 @@ def test_marks_change_with_an_event_and_survive_a_refined_search(explorer):
 
     explorer.show_results(explorer.refine_job(k=8)())
     expected = search_refined(explorer.index, explorer.loaded.model, "a river next to a road",
-                              [hits[0].tile_id], [hits[1].tile_id], k=8)
-    assert [h.tile_id for h in explorer.hits] == [h.tile_id for h in expected]
+                              [hits[0].tile_id], [hits[1].tile_id], k=10)
+    marked = {hits[0].tile_id, hits[1].tile_id}
+    # The refined list shows what is new first: 8 unmarked candidates in the refined order,
+    # then the marked tiles the refined search also found, at the end.
+    new = [h.tile_id for h in expected if h.tile_id not in marked][:8]
+    judged = [h.tile_id for h in expected if h.tile_id in marked]
+    assert [h.tile_id for h in explorer.hits] == new + judged
     assert explorer.marks == {hits[0].tile_id: True, hits[1].tile_id: False}    # marks kept
     assert explorer.words == "a river next to a road"                          # refine again from them
     assert "1 relevant, 1 not relevant" in explorer.last_query
@@ -291,7 +296,7 @@ print(len(model.hits), len(model.probabilities))
     done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["5", "20"]
+    assert done.stdout.split() == ["8", "20"]    # 5 new hits, then the 3 marked ones
 
 
 def test_the_ready_line_counts_the_tiles_of_the_open_rasters_not_the_whole_cached_index(explorer, tmp_path):

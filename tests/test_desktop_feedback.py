@@ -206,3 +206,35 @@ def test_the_find_all_panel_follows_its_model_and_drives_it(qtbot):
     assert model.threshold == 0.7 and panel.threshold_label.text() == "p \u2265 0.70: 0 tiles"
     qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
     assert model.marks == {} and not panel.clear_button.isEnabled()
+
+
+def test_refined_hits_list_the_new_first_and_the_marked_dimmed_at_the_end(qtbot, indexed_window):
+    window = indexed_window
+    window.search_panel.k.setValue(5)
+    hits = search_through_ui(qtbot, window)
+    window.model.mark(hits[0].tile_id, True)
+    window.model.mark(hits[1].tile_id, True)
+    with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS) as refined:
+        window.refine()
+    refined = refined.args[0]
+    marked = [h for h in refined if h.tile_id in window.model.marks]
+    assert [h.tile_id not in window.model.marks for h in refined] == [True] * 5 + [False] * len(marked)
+    results = window.search_panel.results
+    dim = results.item(results.count() - 1).foreground().color()
+    assert not marked or dim.lightness() != results.item(0).foreground().color().lightness()
+    assert "new" in window.search_panel.status.text()
+
+
+def test_a_key_over_the_map_marks_the_tile_under_the_cursor(qtbot, indexed_window):
+    window = indexed_window
+    window.show()
+    qtbot.waitExposed(window)
+    hits = search_through_ui(qtbot, window)
+    view = window.map_view
+    x, y, w, h = view.frame.bounds_to_scene(hits[3].bounds, hits[3].crs)
+    point = view.mapFromScene(x + w / 2, y + h / 2)
+    qtbot.mouseMove(view.viewport(), point)
+    qtbot.waitUntil(lambda: view.hover_xy is not None, timeout=5000)
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_Plus)
+    assert window.model.marks == {hits[3].tile_id: True}
