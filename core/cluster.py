@@ -94,6 +94,7 @@ def connect(cluster, timeout: float = CONNECT_TIMEOUT_S):
     where = cluster if isinstance(cluster, ClusterAddress) else parse_address(cluster)
     if where.kind == "scheduler":
         try:
+            _check_dask_answers(where.address, timeout)
             client = Client(where.address, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(f"Cannot reach a Dask scheduler at {where.address} ({exc}). Start one "
@@ -109,6 +110,50 @@ def connect(cluster, timeout: float = CONNECT_TIMEOUT_S):
             yield client
     finally:
         local.close()
+
+
+# A Dask peer's first message (its handshake) is small; what is not is another protocol's bytes,
+# which Dask would take for a frame length and try to allocate ("Out of memory").
+HANDSHAKE_MAX_BYTES = 1 << 20
+NOT_A_SCHEDULER = ("; it is not a Dask scheduler. Give the scheduler's own port (8786 unless "
+                   "it was started with another --port; 8787 is its dashboard, a web page)")
+
+
+def _check_dask_answers(address: str, timeout: float) -> None:
+    """Over plain TCP a Dask scheduler sends its handshake as soon as a client connects: read
+    its first frame header within `timeout`, so another service on the port is named at once
+    instead of a Dask client waiting on it for minutes. Other schemes are left to Dask."""
+    scheme, _, hostport = address.partition("://")
+    if scheme != "tcp":
+        return
+    host, _, port = hostport.rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        try:
+            first = sock.recv(8)
+        except socket.timeout:
+            first = _silent_service_answer(sock)
+            if not first.startswith(b"HTTP"):
+                raise UserError(f"{address} accepted the connection but sent nothing within "
+                                f"{timeout:g} s, as a service waiting for a request does"
+                                f"{NOT_A_SCHEDULER}.") from None
+    if first.startswith(b"HTTP") or first.lstrip().startswith(b"<"):
+        raise UserError(f"{address} answered as an HTTP server{NOT_A_SCHEDULER}.")
+    length = int.from_bytes(first.ljust(8, b"\0"), "little")
+    if len(first) < 8 or not 0 < length <= HANDSHAKE_MAX_BYTES:
+        shown = first.decode("ascii", "replace") if first.isascii() else first.hex()
+        raise UserError(f"{address} answered, but not in Dask's protocol (first bytes: "
+                        f"{shown!r}){NOT_A_SCHEDULER}.")
+
+
+def _silent_service_answer(sock) -> bytes:
+    """What a service that waits for a request answers to a minimal HTTP one (a web server,
+    such as a scheduler's dashboard, says "HTTP/..."), or b"" if nothing."""
+    try:
+        sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+        return sock.recv(8)
+    except OSError:
+        return b""
 
 
 def _local_cluster(where: ClusterAddress):

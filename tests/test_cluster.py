@@ -233,3 +233,46 @@ def test_failures_on_workers_become_one_message(failure, expected):
     error = _worker_error(failure, "the Dask worker tcp://10.0.0.5:40000")
     assert isinstance(error, UserError)
     assert re.search(expected, str(error))
+
+
+@pytest.fixture
+def other_service():
+    """A local TCP service that is not a Dask scheduler, on a free port: an HTTP server (as a
+    scheduler's dashboard is), or one that sends bytes Dask would read as a huge frame length."""
+    import http.server
+    import socket
+    import socketserver
+    servers = []
+
+    def start(kind: str) -> str:
+        if kind == "http":
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+        else:
+            class Banner(socketserver.BaseRequestHandler):
+                def handle(self):
+                    self.request.sendall(b"\xff" * 64)
+                    self.request.recv(1024)
+
+            server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Banner)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"tcp://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("kind, expected", [("http", "HTTP server"), ("banner", "not in Dask's protocol")])
+def test_a_service_that_is_not_a_dask_scheduler_is_named_within_seconds(other_service, kind, expected):
+    # An http.server on the port kept "starting the cluster" for minutes (Ctrl-C did nothing);
+    # another service gave a false "Out of memory".
+    import time
+    address = other_service(kind)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=f"{re.escape(address)}.*{expected}.*8786"):
+        with connect(address, timeout=3):
+            pass
+    assert time.monotonic() - started < 15
