@@ -216,3 +216,14 @@ def test_without_ties_all_three_agree():
     for key in ("i2t_R@1", "i2t_R@10", "t2i_R@5", "mR"):
         assert metrics[key] == pytest.approx(metrics[f"{key}_plain"])
         assert metrics[key] == pytest.approx(metrics[f"{key}_pessimistic"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("ties", ["expected", "pessimistic", "plain"])
+def test_scores_that_are_not_finite_are_refused(bad, ties):
+    # NaN scores gave "mR 0.00 (pessimistic 100.00, plain 61.11)" for a diverged model.
+    from ssjdn.core.errors import UserError
+    scores = torch.eye(2).repeat_interleave(5, dim=1)
+    scores[0, 3] = bad
+    with pytest.raises(UserError, match="NaN or infinite"):
+        retrieval_metrics(scores, ties=ties)

@@ -386,3 +386,57 @@ train(tiny_config(epochs=2), {str(ucm_root)!r}, {str(tmp_path / "run")!r})
     epochs_logged = [line.split(",")[0] for line in
                      (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
     assert epochs_logged == ["1", "2"]
+
+
+# ---------------------------------------------------------------- issue 21, 7: config types
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": "zero"}, "seed"), ({"seed": 1.5}, "seed"), ({"augment": "none"}, "augment"),
+    ({"augment": {"resize": "big"}}, "augment.resize"), ({"model": 5}, "model"),
+    ({"bsd": "no"}, "bsd"), ({"tensorboard": "off"}, "tensorboard"), ({"lr": float("inf")}, "lr"),
+    ({"lr": float("nan")}, "lr"), ({"lr_gamma": float("inf")}, "lr_gamma"),
+    ({"feature_cache": "yes"}, "feature_cache"), ({"feature_cache": {"views": -1}}, "feature_cache.views"),
+    ({"category_names": "farmland"}, "category_names"), ({"val_split": 3}, "val_split"),
+    ({"model_overrides": []}, "model_overrides"),
+])
+def test_wrongly_typed_or_infinite_settings_are_refused_before_anything_loads(
+        ucm_root, tmp_path, monkeypatch, change, message):
+    import ssjdn.training.train as train_module
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the dataset was read before the settings were checked")
+
+    monkeypatch.setattr(train_module, "load_dataset", no_loading)
+    with pytest.raises(UserError, match=message.replace(".", r"\.")):
+        train(tiny_config(**change), ucm_root, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: [1\nlr: 2", "not valid YAML"), ("- epochs: 1\n", "mapping"),
+    ("seed: zero\n", "seed"), ("bsd: 'no'\n", "bsd"), ("lr: .inf\n", "lr")])
+def test_cli_train_with_a_broken_config_file_is_one_line_naming_it(ucm_root, tmp_path, capsys, text,
+                                                                  message):
+    config = tmp_path / "broken.yaml"
+    config.write_text(text)
+    assert cli(["train", "--config", str(config), "--data-root", str(ucm_root),
+                "--out", str(tmp_path / "run")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert message in line and (message != "not valid YAML" or str(config) in line)
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_with_a_message_and_saves_nothing(ucm_root, tmp_path,
+                                                                              monkeypatch):
+    # lr: .inf "finished" and saved NaN weights as best.safetensors.
+    from ssjdn.core.loss import SemanticTripleLoss
+    real_forward = SemanticTripleLoss.forward
+
+    def diverging(self, *args, **kwargs):
+        loss, parts = real_forward(self, *args, **kwargs)
+        return loss * float("nan"), parts
+
+    monkeypatch.setattr(SemanticTripleLoss, "forward", diverging)
+    with pytest.raises(UserError, match=r"loss became NaN.*epoch 1.*lr"):
+        train(tiny_config(), ucm_root, tmp_path / "run")
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+    assert not (tmp_path / "run" / "last.safetensors").exists()

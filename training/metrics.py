@@ -151,6 +151,12 @@ def retrieval_metrics(scores: torch.Tensor, caption_image: torch.Tensor | None =
     if ties not in TIE_MODES:
         raise ValueError(f"ties must be one of {TIE_MODES}, not {ties!r}")
     scores = scores.float()
+    if not bool(torch.isfinite(scores).all()):
+        # NaN compares false with everything: the ranks (and so the recalls) would be made up.
+        from ssjdn.core.errors import UserError
+        raise UserError("The model's scores include NaN or infinite values, so its retrieval "
+                        "metrics mean nothing: its weights are broken (a training run that "
+                        "diverged?). Evaluate another checkpoint.")
     caption_image = _default_owners(scores, caption_image, captions_per_image)
     if captions is not None and len(captions) != scores.shape[1]:
         raise ValueError(f"{scores.shape[1]} caption columns but {len(captions)} captions")

@@ -91,7 +91,16 @@ def load_training_config(config: str | Path | dict) -> dict:
         path = Path(config)
         if not path.is_file():
             raise UserError(f"Training config {path} does not exist; see training/configs/.")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1})" if where is not None else ""
+            raise UserError(f"Training config {path} is not valid YAML{at}; fix it, or start "
+                            f"from a file in training/configs/.") from None
+        if not isinstance(data, dict):
+            raise UserError(f"Training config {path} must be a mapping of settings (key: value "
+                            f"lines), not a {type(data).__name__}; see training/configs/.")
         data.setdefault("name", path.stem)
     else:
         data = copy.deepcopy(config)
@@ -103,32 +112,70 @@ def load_training_config(config: str | Path | dict) -> dict:
     return merged
 
 
-# Numeric settings: (whole number?, lower bound, bound allowed?). Checked before anything
-# loads: `--epochs 0` used to "finish" at once and name a best.safetensors it never wrote.
+# Numeric settings: (whole number?, lower bound, bound allowed?); None: no bound. Checked
+# before anything loads: `--epochs 0` used to "finish" at once and name a best.safetensors it
+# never wrote, and `lr: .inf` to save NaN weights as the best model.
 _SETTING_RULES = {
     "epochs": (True, 1, True), "batch_size": (True, 2, True), "lr": (False, 0, False),
     "text_lr_scale": (False, 0, True), "weight_decay": (False, 0, True),
     "lr_step_epochs": (True, 1, True), "lr_gamma": (False, 0, False),
     "eval_every": (True, 1, True), "time_budget_min": (False, 0, False),
     "ema_epochs": (False, 0, True),
+    "seed": (True, None, True), "augment.resize": (False, 0, False),
+    "augment.rotation": (False, 0, True), "augment.crop": (True, 1, True),
+    "augment.test_size": (True, 1, True), "feature_cache.views": (True, 0, True),
+    "feature_cache.seed": (True, None, True),
 }
 _SETTING_FLAGS = {"epochs": "--epochs", "time_budget_min": "--time-budget-min"}
+_OPTIONAL = {"time_budget_min", "feature_cache.seed", "augment.rotation", "feature_cache.views"}
+_SWITCHES = ("bsd", "lsd", "stl", "amp", "gpu_data", "tensorboard", "progress_bar",
+             "augment.hflip")
+# Settings of a given type: (type, what it must be, may be null?).
+_TYPED = {"name": (str, "text", True), "dataset": (str, "text", True),
+          "data_format": (str, "text", False), "train_split": (str, "text", False),
+          "val_split": (str, "text", True), "model": (str, "a model name or a YAML path", False),
+          "model_overrides": (dict, "a mapping", False), "augment": (dict, "a mapping", False),
+          "feature_cache": (dict, "a mapping", False), "feature_cache.dir": (str, "a folder", True)}
+
+
+def _setting(cfg: dict, key: str):
+    """A setting by dotted name (`augment.crop`); None where it is not set."""
+    value = cfg
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _refuse(key: str, must: str, value) -> None:
+    flag = f" or with {_SETTING_FLAGS[key]}" if key in _SETTING_FLAGS else ""
+    raise UserError(f"{key} must be {must}, not {value!r}; set it in the training config{flag}.")
 
 
 def _check_settings(cfg: dict) -> None:
+    for key, (kind, what, nullable) in _TYPED.items():
+        value = _setting(cfg, key)
+        if not isinstance(value, kind) and not (nullable and value is None):
+            _refuse(key, what + (" or null" if nullable else ""), value)
+    for key in _SWITCHES:
+        value = _setting(cfg, key)
+        if not isinstance(value, bool) and not (key == "augment.hflip" and value is None):
+            _refuse(key, "true or false", value)   # YAML reads 'no' in quotes as text, truthy
+    names = cfg["category_names"]
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        _refuse("category_names", "a list of texts or null", names)
     for key, (whole, bound, inclusive) in _SETTING_RULES.items():
-        value = cfg[key]
-        if key == "time_budget_min" and value is None:
+        value = _setting(cfg, key)
+        if key in _OPTIONAL and value is None:
             continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value))
         fits = number and (not whole or isinstance(value, int)) and (
-            value >= bound if inclusive else value > bound)
+            bound is None or (value >= bound if inclusive else value > bound))
         if not fits:
-            what = "a whole number" if whole else "a number"
-            limit = f"of at least {bound}" if inclusive else f"above {bound}"
-            flag = f" or with {_SETTING_FLAGS[key]}" if key in _SETTING_FLAGS else ""
-            raise UserError(f"{key} must be {what} {limit}, not {value!r}; set it in the "
-                            f"training config{flag}.")
+            what = "a whole number" if whole else "a finite number"
+            limit = "" if bound is None else \
+                f" of at least {bound}" if inclusive else f" above {bound}"
+            _refuse(key, what + limit, value)
 
 
 def _is_cancelled(cancel) -> bool:
@@ -629,12 +676,18 @@ def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, 
             out = wrapped(x, tokens["input_ids"], tokens["attention_mask"], features=features)
         loss, parts = model.criterion(out, labels, negative_mask_for(captions, dist.device),
                                       captions=captions)
+        values = {"loss": float(loss.detach())}
+        if not math.isfinite(values["loss"]):
+            bar.close()
+            raise UserError(f"The training loss became NaN or infinite in epoch {epoch} (step "
+                            f"{step}), so training stopped: the model diverged and nothing of "
+                            f"this epoch was saved. Lower lr (now {cfg['lr']}) in the training "
+                            f"config and start a new run in a new --out folder.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if averager is not None:
             averager.update(model)
-        values = {"loss": float(loss.detach())}
         values.update({k: float(v.detach()) if torch.is_tensor(v) else float(v)
                        for k, v in parts.items()})
         for key, value in values.items():
