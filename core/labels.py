@@ -98,19 +98,76 @@ def _read_features(path) -> tuple[list[tuple[dict, bool]], str]:
         raise UserError(f"Label file not found: {path}.")
     reader = _read_geojson if path.suffix.lower() in (".geojson", ".json") else _read_with_fiona
     rows, crs = reader(path)
+    geographic = _checked_crs(crs, path).is_geographic
     features = []
-    for geometry, properties in rows:
+    for number, (geometry, properties) in enumerate(rows, 1):
         if not geometry:
             continue
-        kind = geometry["type"]
-        if kind not in ("Point", "MultiPoint", "Polygon", "MultiPolygon"):
-            raise UserError(f"{path} holds {kind} features; mark tiles with points or polygons.")
+        try:
+            checked = _checked_geometry(geometry, geographic)
+        except _BadFeature as exc:
+            raise UserError(f"{path}, feature {number}: {exc}.") from None
         key = next((k for k in properties if k.lower() == "label"), None)
-        features.append(({"type": kind, "coordinates": geometry["coordinates"]},
-                         parse_label(properties.get(key) if key else None)))
+        features.append((checked, parse_label(properties.get(key) if key else None)))
     if not features:
         raise UserError(f"{path} holds no features with a geometry.")
     return features, crs
+
+
+class _BadFeature(ValueError):
+    """A feature whose geometry cannot mark tiles; the text says what is wrong and what to do."""
+
+
+_POSITION_DEPTH = {"Point": 0, "MultiPoint": 1, "Polygon": 2, "MultiPolygon": 3}
+
+
+def _checked_crs(crs: str, path: Path):
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+    try:
+        return CRS.from_user_input(crs)
+    except CRSError:
+        raise UserError(f"{path} names an unknown coordinate system {crs!r}: export it as "
+                        f"EPSG:4326 (longitude/latitude) or as a GeoPackage.") from None
+
+
+def _checked_geometry(geometry, geographic: bool) -> dict:
+    """The geometry as {"type", "coordinates"} once its shape fits its type (positions of 2 or 3
+    finite numbers, rings of 3 points or more, nothing empty) and, in a geographic CRS, its
+    numbers are longitudes and latitudes."""
+    if not isinstance(geometry, dict):
+        raise _BadFeature(f"its geometry {str(geometry)[:40]!r} is not a GeoJSON object with "
+                          f"\"type\" and \"coordinates\"; export the file again from a GIS")
+    kind = geometry.get("type")
+    if kind not in _POSITION_DEPTH:
+        raise _BadFeature(f"it is a {kind} feature; mark tiles with points or polygons")
+    if geometry.get("coordinates") is None:
+        raise _BadFeature(f"its {kind} has no coordinates; give them, or delete the feature")
+    coords = geometry["coordinates"]
+    positions = _positions(coords, _POSITION_DEPTH[kind], kind)
+    if geographic:
+        for x, y in ((p[0], p[1]) for p in positions):
+            if not (-180 <= x <= 180 and -90 <= y <= 90):
+                raise _BadFeature(f"coordinates ({x:g}, {y:g}) are not longitude/latitude, and "
+                                  f"the file names no other coordinate system: export it as "
+                                  f"EPSG:4326 or as a GeoPackage")
+    return {"type": kind, "coordinates": coords}
+
+
+def _positions(coords, depth: int, kind: str) -> list:
+    """Every position in `coords` nested `depth` lists deep; _BadFeature if the shape is wrong."""
+    if depth == 0:
+        if not isinstance(coords, (list, tuple)) or not 2 <= len(coords) <= 3:
+            raise _BadFeature(f"a position of its {kind} is {coords!r}, not x, y (or x, y, z)")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                   for v in coords):
+            raise _BadFeature(f"a position of its {kind} is {coords!r}; coordinates must be numbers")
+        return [coords]
+    if not isinstance(coords, (list, tuple)) or not coords:
+        raise _BadFeature(f"its {kind} is empty; draw it again or delete the feature")
+    if kind.endswith("Polygon") and depth == 1 and len(coords) < 3:
+        raise _BadFeature(f"a ring of its {kind} has {len(coords)} points; a ring needs 3 or more")
+    return [p for part in coords for p in _positions(part, depth - 1, kind)]
 
 
 def _read_geojson(path: Path):

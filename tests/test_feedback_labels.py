@@ -168,3 +168,29 @@ def test_lines_or_features_off_the_imagery_are_user_errors(indexed, tmp_path):
         import_labels(indexed, far)
     with pytest.raises(UserError, match="not found"):
         import_labels(indexed, tmp_path / "missing.geojson")
+
+
+@pytest.mark.parametrize("geometry, crs, expected", [
+    ({"type": "Point", "coordinates": list(UTM_ORIGIN)}, None, r"feature 2: .*not longitude/latitude.*EPSG:4326"),
+    ({"type": "Point"}, None, r"feature 2: .*no coordinates"),
+    ("POINT (2.1 48.8)", None, r"feature 2: .*geometry .*GeoJSON object"),
+    ({"type": "Polygon", "coordinates": []}, None, r"feature 2: .*empty"),
+    ({"type": "Point", "coordinates": [2.1]}, None, r"feature 2: .*x, y"),
+    ({"type": "Point", "coordinates": ["2.1", "48.8"]}, None, r"feature 2: .*numbers"),
+    ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}, None, r"feature 2: .*ring"),
+    ({"type": "Point", "coordinates": [2.1, 48.8]}, "EPSG:999999", r"unknown coordinate system.*EPSG:999999"),
+])
+def test_mistakes_in_a_label_file_are_one_line_naming_the_file_and_feature(indexed, tmp_path, geometry,
+                                                                          crs, expected):
+    # Each ended in "Unexpected error" (KeyError, TypeError, CRSError, ...).
+    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": list(_lonlat(10, 10))},
+                 "properties": {}},
+                {"type": "Feature", "geometry": geometry, "properties": {}}]
+    data = {"type": "FeatureCollection", "features": features}
+    if crs:
+        data["crs"] = {"type": "name", "properties": {"name": crs}}
+    path = tmp_path / "marks.geojson"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=expected) as raised:
+        import_labels(indexed, path)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
