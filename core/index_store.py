@@ -1056,6 +1056,8 @@ class TileIndex:
             # rows would cost more than the search. Writes through this object reset it.
             if self._faiss is None:
                 self._faiss = self._load_faiss_file()
+                if self._faiss is None and self.search_file_note and progress is not None:
+                    progress(f"{ann.PROGRESS_PREFIX}: {self.search_file_note}")   # the app's status line
                 if self._faiss is None:
                     # e.g. an indexing run died before its last step: catch up from the saved
                     # file when it can be trusted, else rebuild from the database.

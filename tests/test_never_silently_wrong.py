@@ -343,3 +343,14 @@ def test_a_truncated_raster_gives_gdals_reason(tmp_path):
     message = str(error.value)
     assert "previous exception" not in message and ".." not in message
     assert "cut.tif" in message and "re-export" in message
+
+
+def test_the_app_hears_why_a_shared_index_rebuilds_its_search_file(cli_index, tmp_path, monkeypatch):
+    import shutil
+    _, idx = cli_index
+    shutil.copytree(idx, tmp_path / "shared")
+    monkeypatch.setenv("SSJDN_CACHE_DIR", str(tmp_path / "another-user"))
+    steps = []
+    with index_store.TileIndex.open(tmp_path / "shared") as index:
+        index.prepare_search(progress=steps.append)     # what the app's status line shows
+    assert any("not written by this installation" in step for step in steps)
