@@ -75,7 +75,7 @@ class QtMainWindow(QMainWindow):
         self.setCentralWidget(self.map_view)
         self.layer_panel = QtLayerPanel(self.map_view)
         self.search_panel = QtSearchPanel()
-        self.caption_panel = QtCaptionPanel()
+        self.caption_panel = QtCaptionPanel(self.session)
         self.salience_panel = QtSaliencePanel()
         self.feedback_panel = QtFeedbackPanel(self.model)
         self.attribute_table = QtAttributeTable(self.model)
@@ -92,8 +92,11 @@ class QtMainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[key] = dock
+        # The side docks run the full height; the attribute table sits under the map only.
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.splitDockWidget(self.docks["search"], self.docks["captions"], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["search"], self.docks["captions"]], [560, 300], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["search"], self.docks["captions"]], [420, 440], Qt.Orientation.Vertical)
         self.tabifyDockWidget(self.docks["salience"], self.docks["findall"])
         self.docks["salience"].raise_()
         self.resizeDocks([self.docks["table"]], [190], Qt.Orientation.Vertical)
