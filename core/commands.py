@@ -453,6 +453,7 @@ def run_export(args) -> int:
     if args.heatmap is not None:
         if not args.query:
             raise UserError('A heatmap shows one query\'s scores: add --query "what to find".')
+        export.check_geotiff_path(out)   # before the model loads
         index, model = _open_index(args)
         with index:
             heat = search.score_heatmap(index, model, args.query, args.heatmap)

@@ -78,11 +78,17 @@ def check_hits_path(path) -> Path:
     return path
 
 
-def write_geotiff(georaster, path) -> Path:
-    """Write a GeoRaster (float32 grid + transform + CRS) as a single-band GeoTIFF."""
+def check_geotiff_path(path) -> Path:
+    """The path write_geotiff can write to, or a UserError (checked before the work)."""
     path = Path(path).expanduser()
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise UserError(f"Cannot write a GeoTIFF to '{path.name}': use a .tif file name.")
+    return path
+
+
+def write_geotiff(georaster, path) -> Path:
+    """Write a GeoRaster (float32 grid + transform + CRS) as a single-band GeoTIFF."""
+    path = check_geotiff_path(path)
     array = np.asarray(georaster.array, dtype=np.float32)
     profile = {"driver": "GTiff", "width": array.shape[1], "height": array.shape[0], "count": 1,
                "dtype": "float32", "transform": georaster.transform, "nodata": georaster.nodata,

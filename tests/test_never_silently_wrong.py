@@ -168,6 +168,15 @@ def test_a_bad_output_extension_is_refused_before_the_work(cli_index, tmp_path, 
     assert ".geojson or .gpkg" in capsys.readouterr().err
 
 
+def test_a_heatmap_to_a_bad_extension_is_refused_before_the_model_loads(cli_index, tmp_path, capsys,
+                                                                        monkeypatch):
+    raster, idx = cli_index
+    _no_model(monkeypatch)
+    assert main(["export", "--index", idx, "--query", "a river", "--heatmap", raster,
+                 "--out", str(tmp_path / "heat.png")]) == 2
+    assert ".tif" in capsys.readouterr().err
+
+
 # -- 4: damaged vector files are caught, and what can be rebuilt is ------------------------------
 
 def _hits(idx, model, query="houses", k=20):
