@@ -426,12 +426,17 @@ class QtMapView(QGraphicsView):
             fill.setPen(QPen(Qt.PenStyle.NoPen))
             fill.setBrush(QColor(MEASURE_COLOR.red(), MEASURE_COLOR.green(), MEASURE_COLOR.blue(), 50))
             items.append(fill)
-        label = QGraphicsSimpleTextItem(self.measure_text(), line)
-        label.setBrush(QBrush(MEASURE_COLOR))
-        label.setFont(QFont("Sans", 10, QFont.Weight.Bold))
-        label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
-        label.setPos(points[-1] + QPointF(0, 0))
-        label.setTransform(QTransform.fromTranslate(8, 4))
+        # The result beside the last point, on a dark plate so it reads over any imagery.
+        text = QGraphicsSimpleTextItem(self.measure_text())
+        text.setBrush(QBrush(QColor(255, 255, 255)))
+        text.setFont(QFont("Sans", 10, QFont.Weight.Bold))
+        plate = QGraphicsRectItem(text.boundingRect().adjusted(-4, -2, 4, 2), line)
+        plate.setBrush(QColor(0, 0, 0, 170))
+        plate.setPen(QPen(MEASURE_COLOR, 1))
+        plate.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+        plate.setPos(points[-1])
+        plate.setTransform(QTransform.fromTranslate(10, 6))
+        text.setParentItem(plate)
         self._replace_layer("measure", "measure", items, label="Measurement")
 
     # -- background map -------------------------------------------------------------------------
