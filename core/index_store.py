@@ -746,13 +746,17 @@ class TileIndex:
 
     def _ids_disagree(self, positions: np.ndarray, ids: np.ndarray) -> str | None:
         store = self._vector_store()
-        wanted = [int(i) for i in np.unique(ids) if i >= 0]
-        recorded = {tid: int(store.positions(shard, row)) for tid, shard, row in self._rows_for_ids(
-            "SELECT id, shard, row FROM tiles WHERE id IN ({marks})", wanted)}
-        wrong = [int(p) for p, i in zip(positions, ids) if recorded.get(int(i)) != int(p)]
-        if not wrong:
+        rows = np.array(self._rows_for_ids("SELECT id, shard, row FROM tiles WHERE id IN ({marks})",
+                                           np.unique(ids).tolist()), np.int64).reshape(-1, 3)
+        order = np.argsort(rows[:, 0])
+        known_ids, known_positions = rows[order, 0], store.positions(rows[order, 1], rows[order, 2])
+        at = np.minimum(np.searchsorted(known_ids, ids), max(len(known_ids) - 1, 0))
+        right = (known_ids[at] == ids) & (known_positions[at] == positions) if len(known_ids) else \
+            np.zeros(len(ids), bool)
+        if right.all():
             return None
-        return f"{store.ids_path(wrong[0] // store.shard_rows)} names other tiles than the index database"
+        wrong = int(np.asarray(positions)[~right][0])
+        return f"{store.ids_path(wrong // store.shard_rows)} names other tiles than the index database"
 
     def short_result_note(self, asked: int, found: int) -> str | None:
         """Why a search found fewer hits than `asked` although the index holds more tiles, or
