@@ -440,3 +440,37 @@ def test_a_loss_that_becomes_nan_stops_the_run_with_a_message_and_saves_nothing(
         train(tiny_config(), ucm_root, tmp_path / "run")
     assert not (tmp_path / "run" / "best.safetensors").exists()
     assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+# ---------------------------------------------------------------- issue 21, 8: resume settings
+
+@pytest.mark.parametrize("change, named", [
+    ({"model_overrides": {"embed_dim": 48}}, "model_overrides"), ({"bsd": False}, "bsd"),
+    ({"lr": 5e-3}, "lr")])
+def test_resume_with_other_settings_is_refused_and_the_run_record_is_kept(ucm_root, finished_run, tmp_path,
+                                                                        change, named):
+    # It continued silently with the old model and rewrote train_config.yaml with settings
+    # that were never used.
+    out = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(out)
+    with pytest.raises(UserError, match=rf"{named}.*differ.*train_config\.yaml"):
+        train(tiny_config(epochs=2, **change), ucm_root, out, resume=True)
+    assert snapshot(out) == before
+
+
+def test_resume_with_more_epochs_records_them(ucm_root, finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path / "run")
+    train(tiny_config(epochs=2), ucm_root, out, resume=True)
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["epochs"] == 2
+
+
+# ---------------------------------------------------------------- issue 21, 14: tiny splits
+
+@pytest.mark.parametrize("sizes, split", [({"train": 1, "val": 4}, "train"), ({"train": 6, "val": 1}, "val")])
+def test_a_split_too_small_to_train_or_validate_on_is_refused(tmp_path, sizes, split):
+    # One training image: no optimizer step, yet "finished" with val mR 100.
+    root = tmp_path / "ucm"
+    write_ucm_json(root, sizes)
+    with pytest.raises(UserError, match=rf"{split} split .* 1 image.*at least 2"):
+        train(tiny_config(), root, tmp_path / "run")
+    assert not (tmp_path / "run" / "last.safetensors").exists()

@@ -440,6 +440,58 @@ def _load_resume_state(out_dir: Path, device, log):
     return load_model(last, device=device), state
 
 
+# Settings a resumed run may change: how long it goes on and what it shows. Any other would
+# be ignored (the model, the optimizer's restored learning rate) or mix two recipes in one run.
+RESUME_MAY_CHANGE = ("epochs", "time_budget_min", "progress_bar", "tensorboard", "name")
+
+
+def _resumed_record(cfg: dict, out_dir: Path) -> dict | None:
+    """The run's settings as its last checkpoint recorded them, with what a resume may change
+    taken from `cfg`; UserError if `cfg` changes anything else. None if there is no checkpoint
+    (resuming then fails with its own message)."""
+    from ssjdn.core.api import read_checkpoint_metadata
+
+    last = out_dir / LAST_CHECKPOINT
+    if not last.is_file():
+        return None
+    recorded = read_checkpoint_metadata(last)["extra"].get("train_config") or {}
+    differ = [key for key in DEFAULTS if key not in RESUME_MAY_CHANGE
+              and not (key == "dataset" and cfg[key] is None)
+              and cfg[key] != recorded.get(key, DEFAULTS[key])]
+    if differ:
+        raise UserError(f"Cannot resume {out_dir}: {', '.join(differ)} differ from the settings "
+                        f"the run started with (a resume may change only epochs and "
+                        f"time_budget_min). Resume with the run's own "
+                        f"{out_dir / 'train_config.yaml'}, or start a new run in a new --out folder.")
+    return {**recorded, **{key: cfg[key] for key in RESUME_MAY_CHANGE if key in cfg}}
+
+
+def _write_record(record: dict | None, out_dir: Path) -> None:
+    """train_config.yaml: the settings the run uses (atomic: the run's record is never half)."""
+    if record is None:
+        return
+    path = out_dir / "train_config.yaml"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _check_split_sizes(train_set, val_set, cfg: dict, dist: _Distributed, data_root) -> None:
+    """A split too small for one batch trained nothing and still "finished"; one validation
+    image scores mR 100 whatever the model (its captions compete with no other image's)."""
+    need_train = 2 if dist.world == 1 else int(cfg["batch_size"])
+    checks = [(train_set, "train", need_train, "a training step needs")]
+    if val_set is not None:
+        checks.append((val_set, "val", 2, "validation ranks images against each other, so it "
+                                          "needs"))
+    for dataset, role, need, why in checks:
+        count = len(dataset)
+        if count < need:
+            raise UserError(f"The {role} split '{dataset.split}' of {data_root} has {count} "
+                            f"image{'s' if count != 1 else ''}; {why} at least {need}. Use a "
+                            f"bigger split, or set {role}_split in the training config.")
+
+
 # ---------------------------------------------------------------------------- logging
 
 class _EpochLog:
@@ -512,6 +564,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
     cfg = load_training_config(config)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, resume)
+    record = _resumed_record(cfg, out_dir) if resume else cfg
     dist = _Distributed()
     emit = progress or (lambda event: None)
 
@@ -523,13 +576,14 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
     torch.manual_seed(int(cfg["seed"]) + dist.rank)
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        _write_record(record, out_dir)
 
     train_set = load_dataset(data_root, cfg["train_split"], name=cfg["dataset"],
                              fmt=cfg["data_format"])
     val_set = load_dataset(data_root, cfg["val_split"], name=train_set.name,
                            fmt=cfg["data_format"]) if cfg["val_split"] else None
     cfg["dataset"] = train_set.name
+    _check_split_sizes(train_set, val_set, cfg, dist, data_root)
 
     generator = torch.Generator()
     generator.manual_seed(int(cfg["seed"]))
