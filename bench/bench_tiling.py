@@ -6,10 +6,12 @@
 
 Built from UCM-Captions **val** images only (split "val" of dataset_ucm.json; the model never
 trained on them). 81 val images (seeded draw, every class) are laid edge to edge in a 9 x 9
-grid at 0.3 m, and the raster is that grid with half an image (128 px = 38.4 m) cut off each
-side: 2048 x 2048 px, holding 7 x 7 whole images whose borders lie half a default tile off the
-tile grid, so every whole image is cut into four quarters by the default 76.8 m tiles. A
-control raster keeps the 8 x 8 images aligned with the grid (no cut).
+grid at 0.3 m, and the raster is that grid with `--cut` px cut off each side, holding 7 x 7
+whole images whose borders lie that far off the tile grid. With --cut 128 (half a default
+tile) every whole image is cut into four quarters by the default 76.8 m tiles, but the 38.4 m
+grid then lines up with the images exactly (a best case for the second scale); --cut 96 lines
+up with no grid (images are 62.5 % / 37.5 % across 76.8 m tiles, 75 % / 25 % across 38.4 m
+ones). A control raster (--control) keeps 8 x 8 images aligned with the grid (no cut).
 
 Each whole image is one query: its first caption. Two measures per query, over the search's
 top hits (with the suppression of hits on mostly the same ground that search applies):
@@ -138,18 +140,22 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="shipped")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/datasets/ucm_captions"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cut", type=int, default=96, help="px cut off each side (0 < cut < 256)")
+    parser.add_argument("--control", action="store_true", help="also the aligned control at 76.8 m")
     args = parser.parse_args()
     set_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     model = load_bench_model(args.checkpoint)
     entries = val_entries(args.data_root, GRID * GRID)
-    layouts = {"cut": (TILE // 2, CONFIGS), "aligned": (0, {"76.8 m": CONFIGS["76.8 m"]})}
+    layouts = {f"cut {args.cut}": (args.cut, CONFIGS)}
+    if args.control:
+        layouts["aligned"] = (0, {"76.8 m": CONFIGS["76.8 m"]})
     results = {}
     for layout, (cut, configs) in layouts.items():
-        raster = args.out / f"{layout}.tif"
+        raster = args.out / f"layout-{cut}.tif"
         whole = write_canvas(entries, raster, cut)
         for name, (sizes, overlap) in configs.items():
-            run = run_config(model, raster, args.out / f"idx-{layout}-{len(sizes)}-{overlap}", sizes, overlap)
+            run = run_config(model, raster, args.out / f"idx-{cut}-{len(sizes)}-{overlap}", sizes, overlap)
             with run.pop("index") as index:
                 run.update(evaluate(index, model, entries, whole, cut))
             results[f"{layout}: {name}"] = run

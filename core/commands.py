@@ -29,6 +29,11 @@ continue. It is incremental: adding a raster to an existing index encodes only t
 A damaged file found in a folder is skipped with a warning and the others are indexed (exit
 status 3). One `ssjdn index` per index folder at a time; searching works meanwhile.
 
+A STAC Item, Collection or Catalog (a .json file or an http(s) URL) stands for the image
+asset of each of its items (--asset, --bbox, --datetime choose); remote COGs are read through
+GDAL's /vsicurl/, windowed. Hits carry the item id. An item whose asset cannot be read is
+skipped with a warning (exit status 3); a rerun encodes only new or changed items.
+
 With --cluster the tiles are encoded by Dask workers (local processes, one per GPU, or the
 workers of a Dask scheduler on other machines) and this command writes the index; the workers
 must read the rasters at the same paths (shared storage). See docs/cluster.md.
@@ -44,6 +49,8 @@ examples:
   ssjdn index scan.png --index my_index --tile-px 256          # no CRS: tile in pixels
   ssjdn index /shared/orthophotos/ --index my_index --cluster tcp://scheduler:8786
   ssjdn index scene.tif --index my_index --cluster local:2     # 2 worker processes here
+  ssjdn index https://example.org/stac/catalog.json --index my_index \
+      --bbox 2.25,48.8,2.42,48.9 --datetime 2024-01-01/..      # a STAC catalog of COGs
 """
 SEARCH_HELP = """\
 Find the tiles that best match a description (or that look like a given tile or image)
@@ -118,7 +125,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("index", help="build or extend a tile index of rasters",
                               description=INDEX_HELP, epilog=INDEX_EPILOG, formatter_class=fmt)
     p.add_argument("rasters", nargs="+", metavar="RASTER",
-                   help="raster files (GeoTIFF, COG, JPEG2000, any GDAL format) or folders of them")
+                   help="raster files (GeoTIFF, COG, JPEG2000, any GDAL format), folders of them, or "
+                        "STAC Items, Collections or Catalogs (a .json file or an http(s) URL)")
     _add_index_arg(p)
     _add_model_arg(p)
     size = p.add_mutually_exclusive_group()
@@ -141,6 +149,13 @@ def register(subparsers) -> None:
                         "no nodata is a collar, treated as nodata)")
     p.add_argument("--max-nodata", type=_fraction, default=None, metavar="FRACTION",
                    help="leave out tiles more than this share nodata, 0 to 1 (default 0.5)")
+    stac = p.add_argument_group("STAC catalogs")
+    stac.add_argument("--asset", metavar="KEY",
+                      help="the asset of each item to index (default: 'visual', else the RGB image)")
+    stac.add_argument("--bbox", metavar="W,S,E,N",
+                      help="only items that intersect this box (degrees, WGS84)")
+    stac.add_argument("--datetime", metavar="RANGE",
+                      help="only items in this time: 2024-05-01, 2024-01-01/2024-06-30, 2024-01-01/..")
     p.add_argument("--batch-size", type=_positive_int,
                    help="tiles per model batch (default 512 on GPU, 32 on CPU)")
     p.add_argument("--workers", type=_positive_int, help="reader threads (default: CPU count, at most 8)")
@@ -218,9 +233,11 @@ def run_index(args) -> int:
 
     from ssjdn.core.index_store import IndexLock, TileIndex, check_index_dir
     from ssjdn.core.indexing import build_index, find_rasters
+    from ssjdn.core.stac import expand_inputs
     # What can be refused is refused before the model loads (seconds).
     IndexLock(check_index_dir(args.index, for_writing=True)).raise_if_held()
-    find_rasters(args.rasters)
+    rasters, stac_warnings = expand_inputs(args.rasters, args.asset, args.bbox, args.datetime)
+    find_rasters(rasters)
     if args.cluster is not None:
         _check_cluster_args(args)
     # With --cluster the workers encode: the model here only plans tiles, so it stays on the CPU.
@@ -245,14 +262,14 @@ def run_index(args) -> int:
     with _first_ctrl_c_sets(cancel):
         if args.cluster is not None:
             from ssjdn.core.cluster import build_index_on_cluster
-            stats = build_index_on_cluster(args.index, args.rasters, model, args.cluster, **common)
+            stats = build_index_on_cluster(args.index, rasters, model, args.cluster, **common)
         else:
-            stats = build_index(args.index, args.rasters, model, batch_size=args.batch_size,
+            stats = build_index(args.index, rasters, model, batch_size=args.batch_size,
                                 workers=args.workers, **common)
     bar.close()
     with TileIndex.open(args.index) as index:
         total = index.count
-    for warning in stats.warnings:
+    for warning in stac_warnings + stats.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{stats.tiles_encoded} tiles encoded in {stats.seconds:.1f} s "
           f"({stats.tiles_per_second:.0f} tiles/s); {stats.tiles_resumed} already indexed, "
@@ -575,6 +592,7 @@ def _print_hits(hits, label: str, score_name: str = "score", index=None) -> None
         w = hit.window
         match = f"{hit.likelihood:5.0%}" if hit.likelihood is not None else ""
         tiling = f"  ({hit.tiling})" if several_tilings and hit.tiling else ""
+        tiling += f"  item {hit.stac['item']}" if hit.stac else ""
         print(f"{rank:4d}  {hit.score:+.4f}  {match:>5}  {hit.tile_id:12d}  {where}  {Path(hit.raster_path).name} "
               f"[{int(w.col_off)}, {int(w.row_off)}, {int(w.width)}, {int(w.height)}]{tiling}")
 

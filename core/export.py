@@ -120,11 +120,19 @@ def _feature(rank: int, hit, query, centre) -> dict:
         # The tile's centre in degrees (WGS84): what an analyst reads out or pastes elsewhere.
         "lat": round(float(centre[1]), _COORD_DECIMALS), "lon": round(float(centre[0]), _COORD_DECIMALS),
         "tiling": getattr(hit, "tiling", ""),   # e.g. "38.4 m, overlap 0.5"
+        # The STAC item the raster came from (null for rasters not read from a catalog).
+        **_stac_fields(getattr(hit, "stac", None)),
     }
     if query is not None:
         properties["query"] = query
     return {"type": "Feature", "id": int(hit.tile_id), "bbox": _bbox(ring),
             "geometry": geojson_geometry(ring), "properties": properties}
+
+
+def _stac_fields(stac: dict | None) -> dict:
+    stac = stac or {}
+    return {"stac_item": stac.get("item"), "stac_collection": stac.get("collection"),
+            "datetime": stac.get("datetime")}
 
 
 def _likelihood(hit) -> float | None:
@@ -221,7 +229,8 @@ def _write_gpkg(features: list[dict], path: Path, extra_fields: dict[str, str] |
         "rank": "int", "score": "float", "tile_id": "int", "raster": "str", "col_off": "int",
         "row_off": "int", "width": "int", "height": "int", "raster_crs": "str", "minx": "float",
         "miny": "float", "maxx": "float", "maxy": "float", "lat": "float", "lon": "float", "query": "str",
-        "likelihood": "float", "tiling": "str", **(extra_fields or {})}}
+        "likelihood": "float", "tiling": "str", "stac_item": "str", "stac_collection": "str",
+        "datetime": "str", **(extra_fields or {})}}
     with atomic_path(path) as tmp:
         with fiona.open(tmp, "w", driver="GPKG", layer="hits", crs="EPSG:4326", schema=schema) as dst:
             for feature in features:

@@ -251,6 +251,7 @@ class TileRecord:
     transform: Affine   # the raster's transform (tile pixels -> raster CRS via the window)
     bands: tuple[int, ...] = ()   # the RGB bands the tile was encoded from
     tiling: str = ""    # which of its raster's tilings the tile is of, e.g. "76.8 m, overlap 0.5"
+    stac: dict | None = None   # the STAC item it came from: item, collection, datetime
 
 
 def tile_id_for(raster_id: int, tile_index: int) -> int:
@@ -587,11 +588,11 @@ class TileIndex:
                 [i for i in ids if _fits_int64(i)])   # SQLite cannot even compare longer ones
             by_id = {}
             for (tid, rid, col, row, w, h, left, bottom, right, top, west, south, east, north) in rows:
-                path, crs, transform, bands, labels = self._raster_fields(rid)
+                path, crs, transform, bands, labels, stac = self._raster_fields(rid)
                 wgs84 = None if west is None else (west, south, east, north)
                 label = labels[scale_of(tid)] if scale_of(tid) < len(labels) else ""
                 by_id[tid] = TileRecord(tid, path, Window(col, row, w, h), (left, bottom, right, top),
-                                        crs, wgs84, transform, bands, label)
+                                        crs, wgs84, transform, bands, label, stac)
         return [by_id[i] for i in ids if i in by_id]
 
     def _rows_for_ids(self, sql: str, ids: list[int]) -> list[tuple]:
@@ -605,7 +606,8 @@ class TileIndex:
         return rows
 
     def _raster_fields(self, raster_id: int):
-        """(path, CRS, transform, bands, tiling labels per scale) of a raster, parsed once:
+        """(path, CRS, transform, bands, tiling labels per scale, STAC item record or None) of a
+        raster, parsed once:
         parsing a CRS from WKT costs about a millisecond, which every hit of every search would
         otherwise pay."""
         fields = self._raster_fields_cache.get(raster_id)
@@ -614,8 +616,10 @@ class TileIndex:
                 "SELECT path, crs_wkt, transform, tiling, width, height FROM rasters WHERE id = ?",
                 (raster_id,)).fetchone()
             crs, transform, tiling = _crs(wkt), Affine(*json.loads(transform)), json.loads(tiling)
+            stac = tiling.get("stac")
             fields = (path, crs, transform, tuple(tiling.get("bands", ())),
-                      tiling_labels(tiling, crs, transform, width, height))
+                      tiling_labels(tiling, crs, transform, width, height),
+                      {k: stac.get(k) for k in ("item", "collection", "datetime")} if stac else None)
             self._raster_fields_cache[raster_id] = fields
         return fields
 

@@ -111,11 +111,16 @@ class ReadChunk:
 
 def find_rasters(inputs) -> list[tuple[str, bool]]:
     """(path, named_explicitly) for each raster in `inputs`: files, folders (searched
-    recursively for raster file names) or a mix."""
-    if isinstance(inputs, (str, os.PathLike)):
+    recursively for raster file names), STAC assets (stac.StacAsset: found in a catalog, so
+    skipped with a warning when unreadable, like a file in a folder) or a mix."""
+    from ssjdn.core.stac import StacAsset
+    if isinstance(inputs, (str, os.PathLike, StacAsset)):
         inputs = [inputs]
     found: list[tuple[str, bool]] = []
     for item in inputs:
+        if isinstance(item, StacAsset):
+            found.append((item.path, False))
+            continue
         if is_virtual(item):   # object storage: GDAL opens it later, or names what is wrong
             found.append((str(item), True))
             continue
@@ -178,6 +183,7 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
     should_stop = stop_check(cancel)
     report = progress or (lambda done, total, message: None)
     found = find_rasters(rasters)   # a typo fails before an index folder is made
+    sources = _stac_sources(rasters)
     max_nodata = check_max_nodata(max_nodata)
     store = TileIndex.open(index_dir, model=model, create=True)
     lock = IndexLock(store.index_dir)
@@ -187,7 +193,7 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
         if model_source is not None:
             store.set_model_source(model_source)
         jobs = _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands,
-                          chunk_px, stats, _NodataSettings(nodata, max_nodata))
+                          chunk_px, stats, _NodataSettings(nodata, max_nodata), sources)
         if few_tiles_note(stats.tiles_planned, overlap):
             stats.warnings.append(few_tiles_note(stats.tiles_planned, overlap))
         done = _Counter(stats.tiles_resumed)
@@ -234,8 +240,16 @@ class _NodataSettings:
         return self.setting
 
 
+def _stac_sources(rasters) -> dict[str, dict]:
+    """{raster path: its STAC item's record} of the StacAssets among `rasters`."""
+    from ssjdn.core.stac import StacAsset
+    items = [rasters] if isinstance(rasters, StacAsset) else \
+        [] if isinstance(rasters, (str, os.PathLike)) else list(rasters)
+    return {a.path: a.source for a in items if isinstance(a, StacAsset)}
+
+
 def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chunk_px, stats,
-               nodata: _NodataSettings):
+               nodata: _NodataSettings, sources: dict):
     jobs = []
     for path, explicit in found:
         try:
@@ -258,6 +272,8 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
             tiling["scales"] = [{"tile_px": list(size), "overlap": overlap} for size, _ in grids[1:]]
         if nodata_policy(info) is not None:
             tiling["nodata"] = nodata_policy(info)
+        if path in sources:   # a new version of the item re-encodes it (part of the grid key)
+            tiling["stac"] = sources[path]
         stats.tiles_planned += n_windows
         raster_id, complete, stored = store.begin_raster(info, tiling, n_windows)
         if complete:

@@ -43,6 +43,7 @@ class Hit:
     footprint_wgs84: np.ndarray | None = None     # closed lon/lat ring [P, 2], counter-clockwise
     likelihood: float | None = None               # calibrated match likelihood (text searches)
     tiling: str = ""                              # which tiling of its raster, e.g. "38.4 m, overlap 0.5"
+    stac: dict | None = None                      # its STAC item: {"item", "collection", "datetime"}
 
 
 def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
@@ -260,7 +261,7 @@ def hits_for_ids(index, ids, scores) -> list[Hit]:
     records = {r.tile_id: r for r in index.tiles([i for i, _ in pairs])}
     footprints = _footprints(list(records.values()))
     return [Hit(r.tile_id, score, r.raster_path, r.window, r.bounds, r.crs, r.bounds_wgs84,
-                r.transform, footprints.get(r.tile_id), tiling=r.tiling)
+                r.transform, footprints.get(r.tile_id), tiling=r.tiling, stac=r.stac)
             for i, score in pairs if (r := records.get(i)) is not None]
 
 

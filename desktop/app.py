@@ -80,6 +80,7 @@ def initial_session(args):
         else:
             session = Session(model_spec=restored.model_spec, device=restored.device,
                               tile_ground_m=restored.tile_ground_m, indexing=restored.indexing,
+                              stac_items=restored.stac_items,
                               queries=restored.queries,
                               layers=restored.layers)
             rasters = [p for p in restored.rasters if is_virtual(p) or Path(p).exists()]

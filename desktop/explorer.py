@@ -186,7 +186,7 @@ class ExplorerModel:
         """(work(progress, cancel), token) building or resuming the open rasters' index; pass the
         token back to apply_index with the IndexStats."""
         from ssjdn.core.indexing import build_index
-        index_dir, rasters, model = self.current_index_dir(), list(self.session.rasters), self.loaded.model
+        index_dir, rasters, model = self.current_index_dir(), self.session.index_inputs(), self.loaded.model
         settings = self.session.indexing_settings.build_kwargs(self.session.tile_ground_m)
         # The engine reports progress once per encoded read chunk. On a CPU a default chunk
         # (1024 px) can hold the whole sample scene, so the bar would sit at 0 % for minutes;
@@ -674,6 +674,7 @@ class ExplorerModel:
             self.close_raster(raster)
         self.session.set_tile_ground_m(restored.tile_ground_m)
         self.session.set_indexing(restored.indexing)
+        self.session.stac_items.update(restored.stac_items)
         self.session.queries = restored.queries
         self.pending_query = restored.queries[-1] if restored.queries else None
         return restored

@@ -47,6 +47,7 @@ class QtMainWindow(QMainWindow):
     findAllFinished = Signal(int)    # number of tiles scored
     errorShown = Signal(str)         # the message a box shows
     idle = Signal()                  # nothing running or queued
+    stacOpened = Signal(int)         # number of STAC assets read from a catalog
 
     def __init__(self, session: Session | None = None, preferences: Preferences | None = None,
                  auto_index: bool = True) -> None:
@@ -122,6 +123,7 @@ class QtMainWindow(QMainWindow):
         self.open_action = file_menu.addAction("&Open raster…", QKeySequence.StandardKey.Open, self.open_raster_dialog)
         self.recent_menu = file_menu.addMenu("Open &recent")
         file_menu.addAction("Open &sample scene", self.open_sample)
+        file_menu.addAction("Open STAC catalog…", self.open_stac_dialog)
         file_menu.addSeparator()
         file_menu.addAction("Open session…", self.open_session_dialog)
         file_menu.addAction("&Save session…", QKeySequence.StandardKey.Save, self.save_session_dialog)
@@ -338,6 +340,27 @@ class QtMainWindow(QMainWindow):
         if not self.session.rasters and self.session.tile_ground_m is None:
             self.session.set_tile_ground_m(SAMPLE_TILE_M)   # the sample's own, as on the first launch
         self.open_rasters([str(sample_scene_path())])
+
+    def open_stac_dialog(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+        source, ok = QInputDialog.getText(
+            self, "Open STAC catalog", "A STAC Item, Collection or Catalog: an http(s) URL or a "
+            "local .json file.\nIts items' visual (RGB) images are opened and indexed; remote "
+            "ones are read in windows, never downloaded whole.")
+        if ok and source.strip():
+            self.open_stac(source.strip())
+
+    def open_stac(self, source: str) -> None:
+        """Read a STAC catalog off the GUI thread (it may be remote), then open its images."""
+        from ssjdn.core.stac import read_stac
+        self.run_job(lambda: read_stac(source), self._on_stac_read, "Reading the STAC catalog")
+
+    def _on_stac_read(self, result) -> None:
+        assets, warnings = result
+        for warning in warnings:
+            self.statusBar().showMessage(warning, 10000)
+        self.open_rasters(self.session.add_stac_assets(assets))
+        self.stacOpened.emit(len(assets))
 
     def open_rasters(self, paths: list[str]) -> bool:
         """Show rasters on the map (errors as messages) and index the new ones."""

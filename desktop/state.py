@@ -115,6 +115,8 @@ class Session:
     tile_ground_m: float | None = None
     # How the open rasters are indexed besides the tile size (IndexingSettings.to_dict()).
     indexing: dict = field(default_factory=dict)
+    # Rasters opened from a STAC catalog: {path: StacAsset.source}, kept with their tiles.
+    stac_items: dict[str, dict] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
     layers: dict[str, dict] = field(default_factory=dict)
     view_bounds: list[float] | None = None
@@ -141,6 +143,18 @@ class Session:
             self.tile_ground_m = tile_ground_m
             self.events.emit("tile_size", tile_ground_m=tile_ground_m)
 
+    def add_stac_assets(self, assets) -> list[str]:
+        """Remember where STAC assets (stac.StacAsset) came from; their paths, to open."""
+        for asset in assets:
+            self.stac_items[asset.path] = asset.source
+        return [asset.path for asset in assets]
+
+    def index_inputs(self) -> list:
+        """The open rasters as build_index takes them: a STAC asset with its item's record."""
+        from ssjdn.core.stac import StacAsset
+        return [StacAsset.from_source(path, self.stac_items[path]) if path in self.stac_items else path
+                for path in self.rasters]
+
     def set_indexing(self, indexing: dict) -> None:
         """Nodata threshold and per-raster nodata settings (see IndexingSettings)."""
         indexing = IndexingSettings.from_dict(indexing).to_dict()
@@ -153,7 +167,8 @@ class Session:
         return IndexingSettings.from_dict(self.indexing)
 
     def add_raster(self, path: str) -> bool:
-        path = str(Path(path).expanduser().resolve())
+        from ssjdn.core.raster import raster_path
+        path = raster_path(path)   # a GDAL virtual path (/vsicurl/...) stays as given
         if path in self.rasters:
             return False
         self.rasters.append(path)
@@ -175,7 +190,7 @@ class Session:
     def to_dict(self) -> dict:
         return {"version": SESSION_VERSION, "rasters": self.rasters, "model": self.model_spec,
                 "device": self.device, "tile_ground_m": self.tile_ground_m,
-                "indexing": self.indexing, "queries": self.queries, "layers": self.layers, "view_bounds": self.view_bounds,
+                "indexing": self.indexing, "stac_items": self.stac_items, "queries": self.queries, "layers": self.layers, "view_bounds": self.view_bounds,
                 "index": self.index_dir}
 
     @classmethod
@@ -189,7 +204,7 @@ class Session:
         try:
             return cls(rasters=_strings(data, "rasters"), model_spec=_model_spec(data),
                        device=_device(data), tile_ground_m=_tile_ground_m(data),
-                       indexing=_indexing(data),
+                       indexing=_indexing(data), stac_items=_stac_items(data),
                        queries=_strings(data, "queries"), layers=_layers(data),
                        view_bounds=_view_bounds(data), index_dir=_text(data, "index", None))
         except _BadField as exc:
@@ -267,6 +282,13 @@ def _indexing(data: dict) -> dict:
         return IndexingSettings.from_dict(value).to_dict()
     except UserError as exc:
         raise _BadField(f'"indexing": {exc}') from None
+
+
+def _stac_items(data: dict) -> dict[str, dict]:
+    value = data.get("stac_items") or {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) and "item" in v for v in value.values()):
+        raise _BadField(f'"stac_items" must map raster paths to STAC item records, not {value!r}')
+    return dict(value)
 
 
 def _layers(data: dict) -> dict[str, dict]:

@@ -144,3 +144,19 @@ def test_overlap_and_a_second_tile_size_from_the_settings(qtbot, make_window, sm
     assert window.session.indexing == {"max_nodata": 0.5, "overlap": 0.5, "second_tile_m": 9.6}
     assert stats.tiles_planned == 9 * 7 + 19 * 15 and not stats.warnings
     assert window.model.index.count == stats.tiles_planned
+
+
+def test_file_opens_a_stac_catalog_and_its_hits_carry_the_item(qtbot, make_window, tmp_path):
+    from stac_fixtures import write_catalog
+    catalog = write_catalog(tmp_path / "stac", broken=False)
+    window = make_window()
+    with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
+        window.load_model()
+    with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as ready:
+        window.open_stac(str(catalog))
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
+    assert len(window.session.rasters) == 3 and ready.args[0].tiles_planned == 60
+    assert {r["item"] for r in window.session.stac_items.values()} == {"flight-0", "flight-1", "flight-2"}
+    with qtbot.waitSignal(window.searchFinished, timeout=INDEX_TIMEOUT_MS) as found:
+        window.search("houses", 5)
+    assert all(hit.stac["item"].startswith("flight-") for hit in found.args[0])
