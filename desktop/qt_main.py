@@ -384,6 +384,8 @@ class QtMainWindow(QMainWindow):
         self.map_view.add_raster(info)
         if note:
             self.statusBar().showMessage(note, 15000)
+        if self.prefs.background_url and self.map_view.background_url is None and info.crs is not None:
+            self._show_background(self.prefs.background_url)   # the one the user set last time
 
     def close_raster(self, path: str) -> None:
         """Take a raster off the map; its tiles stay in the cached index for when it returns."""
@@ -863,8 +865,19 @@ class QtMainWindow(QMainWindow):
             self.set_background(url)
 
     def set_background(self, url: str) -> None:
-        self._guarded("Background map", lambda: self.map_view.set_background(url.strip() or None),
-                      "Background map set" if url.strip() else "Background map removed")
+        """Show (or with "" remove) a background map and remember it for later starts."""
+        if self._show_background(url):
+            self.prefs.background_url = url.strip() or None
+            self.prefs.save()
+
+    def _show_background(self, url: str) -> bool:
+        try:
+            self.map_view.set_background(url.strip() or None)
+        except Exception as exc:  # noqa: BLE001
+            self.show_error("Background map", *describe_error(exc))
+            return False
+        self.statusBar().showMessage("Background map set" if url.strip() else "Background map removed", 8000)
+        return True
 
     def show_about(self) -> None:
         QMessageBox.about(self, APP_TITLE, "<b>SSJDN Explorer</b><br>Search remote-sensing imagery with "

@@ -34,6 +34,7 @@ class Preferences:
         self.recent_files: list[str] = []
         self.checkpoints: list[dict] = []   # {"path": ..., "label": ...}
         self.first_launch_done = False
+        self.background_url: str | None = None   # the user's background map; None: none
         self._load()
 
     def _load(self) -> None:
@@ -44,11 +45,13 @@ class Preferences:
         self.recent_files = [p for p in data.get("recent_files", []) if isinstance(p, str)]
         self.checkpoints = [c for c in data.get("checkpoints", []) if isinstance(c, dict) and "path" in c]
         self.first_launch_done = bool(data.get("first_launch_done", False))
+        url = data.get("background_url")
+        self.background_url = url if isinstance(url, str) and url else None
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"recent_files": self.recent_files, "checkpoints": self.checkpoints,
-                "first_launch_done": self.first_launch_done}
+                "first_launch_done": self.first_launch_done, "background_url": self.background_url}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self.path)

@@ -206,7 +206,8 @@ def tile_server():
     server.stop()
 
 
-def test_background_map_tiles_come_only_from_the_url_the_user_sets(qtbot, window, tmp_path, tile_server):
+def test_background_map_tiles_come_only_from_the_url_the_user_sets(qtbot, window, make_window, tmp_path,
+                                                                   tile_server):
     utm_window(window, tmp_path)
     view = window.map_view
     qtbot.wait(300)
@@ -229,12 +230,20 @@ def test_background_map_tiles_come_only_from_the_url_the_user_sets(qtbot, window
     drawn = [item for item in view.layer_items("background") if item.sceneBoundingRect().contains(centre)]
     assert drawn and all(item.zValue() < raster.zValue() for item in drawn)
 
+    # Remembered: the next start draws it once a georeferenced raster opens.
+    again = make_window(auto_index=False)
+    again.open_rasters([next(iter(view.rasters))])
+    assert again.map_view.background_url == f"{tile_server.url}/{{z}}/{{x}}/{{y}}.png"
+    qtbot.waitUntil(again.map_view.background_settled, timeout=20_000)
+    again.map_view.set_background(None)                 # this window asks for no more tiles
+
     window.set_background("")                            # removed: no layer, no more requests
     asked = len(tile_server.requests)
     view.scale(0.5, 0.5)
     view.refresh_details()
     qtbot.wait(300)
     assert "background" not in view.layers and len(tile_server.requests) == asked
+    assert make_window(auto_index=False).prefs.background_url is None   # and forgotten
 
 
 def test_a_tile_url_without_its_placeholders_is_refused_with_an_example():
