@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--find-all", action="store_true",
                         help="with 3 or more relevant marks: find all, shown at --threshold")
     parser.add_argument("--threshold", type=float, default=0.5, help="find-all threshold (default 0.5)")
+    parser.add_argument("--match-threshold", type=float, metavar="P",
+                        help="with --query: draw the hits whose match likelihood is at least P "
+                        "(0-1; default the Search panel's)")
     parser.add_argument("--dock", help="raise this dock before the screenshot (e.g. findall)")
     parser.add_argument("--size", default="1400x860", help="window size WxH (default 1400x860)")
     parser.add_argument("--timeout", type=float, default=900, help="--screenshot gives up after this many seconds")
@@ -248,6 +251,8 @@ class ScreenshotDirector:
 
     def arm(self) -> None:
         from PySide6.QtCore import QTimer
+        if self.args.match_threshold is not None:
+            self.window.search_panel.threshold.setValue(round(self.args.match_threshold * 100))
         self.window.indexReady.connect(self._on_index_ready)
         self.window.errorShown.connect(self._on_error)
         QTimer.singleShot(int(self.args.timeout * 1000), self._on_timeout)

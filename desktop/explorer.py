@@ -731,15 +731,16 @@ def elide_middle(text: str, chars: int = NAME_CHARS) -> str:
     return f"{text[:head]}…{text[len(text) - (chars - 1 - head):]}"
 
 
-def place_names(records) -> list[str]:
+def place_names(records, chars: int = NAME_CHARS, sep: str = "  ") -> list[str]:
     """Short names of tiles that say where they are: 'stem…elided  14.59312°N 120.98422°E'
-    (the tile's centre; 'tile 12' for a raster with no CRS)."""
+    (the tile's centre; 'tile 12' for a raster with no CRS); `chars` for the stem, `sep`
+    between it and the place (a newline in a list of tall rows)."""
     from ssjdn.core.tiling import tile_centres_wgs84
     records = list(records)
     names = []
     for record, (lon, lat) in zip(records, tile_centres_wgs84(records)):
         where = format_lonlat(lon, lat) if np.isfinite(lat) else f"tile {record.tile_id & 0xFFFFFFFF}"
-        names.append(f"{elide_middle(Path(record.raster_path).stem)}  {where}")
+        names.append(f"{elide_middle(Path(record.raster_path).stem, chars)}{sep}{where}")
     return names
 
 

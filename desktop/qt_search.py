@@ -116,7 +116,7 @@ class QtSearchPanel(QWidget):
 
     def show_hits(self, query: str, hits: list, thumbnails: list[QPixmap | None]) -> None:
         self.hits = list(hits)
-        self.places = place_names(hits)
+        self.places = place_names(hits, sep="\n")   # three lines beside a thumbnail: all fit
         self.results.clear()
         for hit, thumb in zip(hits, thumbnails):
             item = QListWidgetItem()

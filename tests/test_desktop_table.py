@@ -78,3 +78,16 @@ def test_copy_coordinates_and_export_the_selected_rows(qtbot, indexed_window, tm
     features = json.loads(path.read_text())["features"]
     assert [f["properties"]["tile_id"] for f in features] == [hits[1].tile_id, hits[4].tile_id]
     assert all("lat" in f["properties"] and "lon" in f["properties"] for f in features)
+
+
+def test_the_hit_list_names_each_place_by_raster_and_coordinates_and_it_fits(qtbot, indexed_window):
+    window = indexed_window
+    window.resize(1400, 860)
+    window.show()
+    qtbot.waitExposed(window)
+    searched(qtbot, window)
+    results = window.search_panel.results
+    text = results.item(0).text()
+    assert "px " not in text and "°N" in text and "°E" in text and "small" in text
+    room = results.viewport().width() - results.iconSize().width() - 12
+    assert max(results.fontMetrics().horizontalAdvance(line) for line in text.splitlines()) <= room
