@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDial
 from ssjdn.core.ann import PROGRESS_PREFIX
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.explorer import NOT_RELEVANT, QUERY_MAP_KEY, RELEVANT, ExplorerModel, describe_tile
-from ssjdn.desktop.geo import format_lonlat
+from ssjdn.desktop.geo import MapFrame, format_lonlat
 from ssjdn.desktop.qt_captions import QtCaptionPanel
 from ssjdn.desktop.qt_feedback import PROBABILITY_COLORMAP, QtFeedbackPanel
 from ssjdn.desktop.qt_layers import QtLayerPanel
@@ -376,6 +376,10 @@ class QtMainWindow(QMainWindow):
             self.refresh_recent_menu()
             self.map_view.fit_all()
             self.crs_label.setText(f"CRS: {self.map_view.frame.describe()}")
+            others = sorted({MapFrame(i.crs).describe() for i in self.model.rasters.values()
+                             if i.crs is not None and i.crs != self.map_view.frame.crs})
+            self.crs_label.setToolTip("The map's CRS" + (f"; rasters in {', '.join(others)} are reprojected "
+                                                         "into it on the fly" if others else ""))
             if self.model.loaded is not None and self.auto_index:
                 self.start_indexing()
         return added
