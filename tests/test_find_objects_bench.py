@@ -40,3 +40,18 @@ def test_pointing_is_one_for_a_flat_map_and_four_for_a_map_inside_a_quarter_box(
     flat = torch.ones(32, 32) * 0.3
     assert bench.pointing(flat, box, shift=False)[0] == pytest.approx(1.0, rel=1e-4)
     assert bench.pointing(flat, box)[0] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_tile_score_regions_are_quarters_or_half_windows_at_quarter_steps(tiny_model):
+    import sys
+    sys.path.insert(0, str(_PATH.parent))
+    import bench_tile_scores as scores
+    quarters = scores.region_slices(32, 2)
+    assert [(r.start, r.stop, c.start, c.stop) for r, c in quarters] == [
+        (0, 16, 0, 16), (0, 16, 16, 32), (16, 32, 0, 16), (16, 32, 16, 32)]
+    nine = scores.region_slices(32, 3)
+    assert len(nine) == 9 and all(r.stop - r.start == 16 for r, _ in nine) and nine[-1][0].stop == 32
+    vectors = scores.tile_vectors(tiny_model.to("cpu"), torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
+    assert vectors["regions2"].shape[:2] == (2, 4) and vectors["regions3"].shape[:2] == (2, 9)
+    assert torch.allclose(vectors["regions3"].norm(dim=-1), torch.ones(2, 9), atol=1e-5)
+    assert torch.allclose(vectors["logp"].exp().sum(-1), torch.ones(2), atol=1e-5)
