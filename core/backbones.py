@@ -58,7 +58,7 @@ def _staged_entry(root: str, package: str) -> dict | None:
     if not manifest.is_file():
         raise UserError(f"{WEIGHTS_DIR_ENV}={root} has no manifest.json; stage the weights with "
                         "bench/gpu_stage.py or unset the variable.")
-    entry = json.loads(manifest.read_text()).get(package)
+    entry = _manifest_entry(manifest, package)
     if entry is None:
         return None
     path = Path(root) / entry["file"]
@@ -66,6 +66,25 @@ def _staged_entry(root: str, package: str) -> dict | None:
         raise UserError(f"The staged weights {path} are missing or damaged (sha256 differs from "
                         f"{manifest}); stage them again with bench/gpu_stage.py.")
     return {**entry, "path": path, "root": Path(root)}
+
+
+def _manifest_entry(manifest: Path, package: str) -> dict | None:
+    """`package`'s entry of a staged manifest, checked: a damaged manifest is named as such
+    (otherwise the failure surfaced as the checkpoint being built from it "edited")."""
+    damaged = (f"{manifest} ({WEIGHTS_DIR_ENV}) is damaged: {{}}. Stage the weights again with "
+               f"bench/gpu_stage.py, or unset {WEIGHTS_DIR_ENV}.")
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(damaged.format(f"it cannot be read as JSON ({exc})")) from None
+    if not isinstance(data, dict):
+        raise UserError(damaged.format("it must map package names to their files"))
+    entry = data.get(package)
+    fields = ("file", "sha256", "package_sha256")
+    if entry is not None and not (isinstance(entry, dict)
+                                  and all(isinstance(entry.get(k), str) for k in fields)):
+        raise UserError(damaged.format(f"the entry of {package} needs the texts {', '.join(fields)}"))
+    return entry
 
 
 class MultiScaleBackbone(nn.Module):

