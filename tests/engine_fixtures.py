@@ -110,3 +110,18 @@ def synthetic_index(folder, model, side_px=4080, tile_px=8, seed=0):
         index.commit(raster_id, part, vectors, [])
     index.mark_complete(raster_id)
     return index, raster
+
+
+def bench_module(name: str):
+    """A script of bench/ loaded as a module (bench/ is not a package); its folder goes on
+    sys.path so the scripts can import each other as they do when run."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    folder = Path(__file__).resolve().parent.parent / "bench"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

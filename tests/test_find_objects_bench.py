@@ -1,14 +1,9 @@
 """The pasted-object benchmark's rules (bench/bench_find_objects.py) on synthetic images."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from engine_fixtures import bench_module
 
-_PATH = Path(__file__).resolve().parent.parent / "bench" / "bench_find_objects.py"
-_spec = importlib.util.spec_from_file_location("bench_find_objects", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = bench_module("bench_find_objects")
 
 
 def test_object_box_is_the_quarter_least_like_the_background():
@@ -43,9 +38,7 @@ def test_pointing_is_one_for_a_flat_map_and_four_for_a_map_inside_a_quarter_box(
 
 
 def test_tile_score_regions_are_quarters_or_half_windows_at_quarter_steps(tiny_model):
-    import sys
-    sys.path.insert(0, str(_PATH.parent))
-    import bench_tile_scores as scores
+    scores = bench_module("bench_tile_scores")
     quarters = scores.region_slices(32, 2)
     assert [(r.start, r.stop, c.start, c.stop) for r, c in quarters] == [
         (0, 16, 0, 16), (0, 16, 16, 32), (16, 32, 0, 16), (16, 32, 16, 32)]

@@ -1,14 +1,9 @@
 """The SEM pointing score of bench/bench_pointing.py, on synthetic maps and the tiny model."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from engine_fixtures import bench_module
 
-_PATH = Path(__file__).resolve().parent.parent / "bench" / "bench_pointing.py"
-_spec = importlib.util.spec_from_file_location("bench_pointing", _PATH)
-pointing = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pointing)
+pointing = bench_module("bench_pointing")
 
 
 def test_pasted_object_lands_inside_its_box_on_a_plain_background():
