@@ -252,6 +252,7 @@ class TileRecord:
     bands: tuple[int, ...] = ()   # the RGB bands the tile was encoded from
     tiling: str = ""    # which of its raster's tilings the tile is of, e.g. "76.8 m, overlap 0.5"
     stac: dict | None = None   # the STAC item it came from: item, collection, datetime
+    nodata: object = "none"    # raster_info's nodata setting that gives the pixels it was encoded from
 
 
 def tile_id_for(raster_id: int, tile_index: int) -> int:
@@ -588,11 +589,11 @@ class TileIndex:
                 [i for i in ids if _fits_int64(i)])   # SQLite cannot even compare longer ones
             by_id = {}
             for (tid, rid, col, row, w, h, left, bottom, right, top, west, south, east, north) in rows:
-                path, crs, transform, bands, labels, stac = self._raster_fields(rid)
+                path, crs, transform, bands, labels, stac, nodata = self._raster_fields(rid)
                 wgs84 = None if west is None else (west, south, east, north)
                 label = labels[scale_of(tid)] if scale_of(tid) < len(labels) else ""
                 by_id[tid] = TileRecord(tid, path, Window(col, row, w, h), (left, bottom, right, top),
-                                        crs, wgs84, transform, bands, label, stac)
+                                        crs, wgs84, transform, bands, label, stac, nodata)
         return [by_id[i] for i in ids if i in by_id]
 
     def _rows_for_ids(self, sql: str, ids: list[int]) -> list[tuple]:
@@ -606,8 +607,8 @@ class TileIndex:
         return rows
 
     def _raster_fields(self, raster_id: int):
-        """(path, CRS, transform, bands, tiling labels per scale, STAC item record or None) of a
-        raster, parsed once:
+        """(path, CRS, transform, bands, tiling labels per scale, STAC item record or None, nodata
+        setting) of a raster, parsed once:
         parsing a CRS from WKT costs about a millisecond, which every hit of every search would
         otherwise pay."""
         fields = self._raster_fields_cache.get(raster_id)
@@ -619,7 +620,8 @@ class TileIndex:
             stac = tiling.get("stac")
             fields = (path, crs, transform, tuple(tiling.get("bands", ())),
                       tiling_labels(tiling, crs, transform, width, height),
-                      {k: stac.get(k) for k in ("item", "collection", "datetime")} if stac else None)
+                      {k: stac.get(k) for k in ("item", "collection", "datetime")} if stac else None,
+                      _nodata_setting(tiling.get("nodata")))
             self._raster_fields_cache[raster_id] = fields
         return fields
 
@@ -1307,6 +1309,15 @@ def tiling_labels(tiling: dict, crs, transform: Affine, width: int, height: int)
         size = f"{slot['tile_px'][0] * pixel_m[0]:.1f} m" if pixel_m else f"{slot['tile_px'][0]} px"
         labels.append(size + (f", overlap {slot['overlap']:g}" if slot["overlap"] else ""))
     return labels
+
+
+def _nodata_setting(policy: dict | None):
+    """raster_info's nodata setting that reproduces a recorded policy (raster.nodata_policy):
+    none recorded means nothing beyond the file's own mask was nodata."""
+    from ssjdn.core.raster import NODATA_AUTO, NODATA_NONE
+    if not policy:
+        return NODATA_NONE
+    return NODATA_AUTO if policy.get("origin") == "collar" else policy["value"]
 
 
 def _crs(wkt):

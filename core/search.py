@@ -304,7 +304,9 @@ def _pixels(obj, index) -> torch.Tensor:
         obj = index.tile(int(obj))
     if hasattr(obj, "raster_path") and hasattr(obj, "window"):
         bands = getattr(obj, "bands", ()) or None
-        array = read_window_rgb(obj.raster_path, obj.window, bands=bands)
+        # With the nodata setting the tile was encoded with: the model sees what it saw then.
+        info = raster_info(obj.raster_path, bands=bands, nodata=getattr(obj, "nodata", None))
+        array = read_window_rgb(info, obj.window)
     elif isinstance(obj, (str, Path)):
         info = raster_info(obj)
         side = max(info.width, info.height)

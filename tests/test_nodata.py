@@ -165,3 +165,19 @@ def test_the_cli_takes_a_nodata_value_and_a_threshold(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(args + ["--nodata", "black"])
     assert "pixel value" in capsys.readouterr().err
+
+
+def test_a_tile_is_read_again_with_the_nodata_setting_it_was_encoded_with(tmp_path, tiny_model):
+    """Salience and caption ranking read a tile's pixels again: a set nodata value must black
+    out the same pixels as when it was indexed, so the model sees the tile it encoded."""
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.indexing import build_index
+    from ssjdn.core.search import _pixels
+    path = write_raster(tmp_path / "collar.tif", collared(value=255), res=0.1)
+    build_index(tmp_path / "idx", path, tiny_model, tile_px=64, nodata=250, max_nodata=1.0)
+    with TileIndex.open(tmp_path / "idx", model=tiny_model) as index:
+        ids = index.tile_ids()
+        record = index.tile(int(ids[len(ids) // 2]))
+        assert record.nodata == 250.0
+        vector = tiny_model.encode_images(_pixels(record, index)).float().numpy()[0]
+        np.testing.assert_allclose(vector, index.vectors([record.tile_id])[0], atol=2e-3)
