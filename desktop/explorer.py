@@ -185,7 +185,7 @@ class ExplorerModel:
     def index_job(self):
         """(work(progress, cancel), token) building or resuming the open rasters' index; pass the
         token back to apply_index with the IndexStats."""
-        from ssjdn.core.indexing import build_index
+        from ssjdn.core import index_store, indexing
         index_dir, rasters, model = self.current_index_dir(), self.session.index_inputs(), self.loaded.model
         settings = self.session.indexing_settings.build_kwargs(self.session.tile_ground_m)
         # The engine reports progress once per encoded read chunk. On a CPU a default chunk
@@ -193,9 +193,13 @@ class ExplorerModel:
         # small chunks cost nothing there (encoding dominates), and on a GPU the default stays.
         chunking = {} if model.device.type == "cuda" else {"chunk_px": CPU_CHUNK_PX}
 
+        paths = list(self.session.rasters)
+
         def work(progress=None, cancel=None):
-            return build_index(index_dir, rasters, model, progress=progress, cancel=cancel,
-                               **settings, **chunking)
+            if index_store.folder_is_writable(index_dir) or not index_dir.is_dir():
+                return indexing.build_index(index_dir, rasters, model, progress=progress,
+                                            cancel=cancel, **settings, **chunking)
+            return complete_read_only_index(index_dir, paths, model)
 
         self.drop_index()
         return work, (index_dir, model)
@@ -687,6 +691,25 @@ def finite_range(arrays) -> tuple[float, float] | None:
     if not finite:
         return None
     return float(min(a.min() for a in finite)), float(max(a.max() for a in finite))
+
+
+def complete_read_only_index(index_dir: Path, paths: list[str], model):
+    """IndexStats of an index in a read-only folder (a shared or archived cache) that already
+    holds every raster of `paths` completely: it is searched as it is, as the CLI does. Only
+    what would need building is refused."""
+    from ssjdn.core.errors import UserError
+    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.indexing import IndexStats
+    with TileIndex.open(index_dir, model=model) as index:
+        complete = {record.path for record in index.rasters() if record.complete}
+    missing = [path for path in paths if path not in complete]
+    if missing:
+        names = ", ".join(elide_middle(Path(path).name) for path in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UserError(f"The index folder {index_dir} is read-only and does not hold {names}{more} "
+                        f"completely, so they cannot be indexed. Make the folder writable, or "
+                        f"set SSJDN_CACHE_DIR to a folder you can write to.")
+    return IndexStats(rasters=len(paths), rasters_skipped=len(paths))
 
 
 def read_thumbnails(hits) -> list:

@@ -97,3 +97,62 @@ def test_a_user_error_in_a_worker_is_shown_as_is_and_logs_nothing(tmp_path, monk
     monkeypatch.setenv("SSJDN_LOG_DIR", str(tmp_path))
     message, _ = describe_error(UserError("Pick a GeoTIFF."))
     assert message == "Pick a GeoTIFF." and not list(tmp_path.glob("*.log"))
+
+
+def _make_read_only(folder, monkeypatch) -> list:
+    """chmod a folder read-only; as root (who writes anyway) also make it report read-only and
+    make a build in it fail as it does for everyone else."""
+    import os
+    from ssjdn.core import index_store, indexing
+    from ssjdn.core.errors import os_error_as_user_error
+    made = [folder, *folder.iterdir()]
+    for path in made:
+        os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    if os.geteuid() == 0:
+        real = index_store.folder_is_writable
+        monkeypatch.setattr(index_store, "folder_is_writable",
+                            lambda p: False if os.path.samefile(p, folder) else real(p))
+
+        def build_refused(index_dir, *args, **kwargs):
+            raise os_error_as_user_error(PermissionError(13, "Permission denied", str(index_dir)))
+        monkeypatch.setattr(indexing, "build_index", build_refused)
+    return made
+
+
+def test_a_complete_index_in_a_read_only_folder_is_searched(qtbot, indexed_window, make_window, small_raster,
+                                                            monkeypatch):
+    # The app could not search it (it always built first); the CLI could.
+    import os
+    index_dir = indexed_window.model.current_index_dir()
+    made = _make_read_only(index_dir, monkeypatch)
+    try:
+        window = make_window()
+        window.open_rasters([small_raster])
+        with qtbot.waitSignal(window.indexReady, timeout=SIGNAL_MS):
+            window.load_model()
+        qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
+        assert window.model.index is not None and window.model.index.read_only
+        with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS) as found:
+            window.search("a red roof", 5)
+        assert len(found.args[0]) == 5
+    finally:
+        for path in made:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+def test_a_read_only_index_that_lacks_a_raster_says_it_cannot_be_built(qtbot, indexed_window, make_window,
+                                                                      small_raster, tmp_path, monkeypatch):
+    import os
+    from engine_fixtures import scene, write_raster
+    other = write_raster(tmp_path / "other.tif", scene(256, 320, seed=5))
+    made = _make_read_only(indexed_window.model.current_index_dir(), monkeypatch)
+    try:
+        window = make_window()
+        window.show()
+        window.open_rasters([small_raster, other])
+        with qtbot.waitSignal(window.errorShown, timeout=SIGNAL_MS) as shown:
+            window.load_model()
+        assert "read-only" in shown.args[0] and "other.tif" in shown.args[0]
+    finally:
+        for path in made:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
