@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
@@ -125,3 +126,15 @@ def bench_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def cli_index(tmp_path, capsys):
+    """A 320 x 256 UTM raster indexed by the CLI with the tiny config as 20 tiles of 64 px:
+    (raster path, index folder)."""
+    from ssjdn.core.cli import main
+    raster = utm_scene(tmp_path)
+    idx = str(tmp_path / "idx")
+    assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
+    capsys.readouterr()
+    return raster, idx

@@ -17,23 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine_fixtures import utm_scene, write_raster, scene
+from engine_fixtures import cli_index, utm_scene, write_raster, scene  # noqa: F401
 from ssjdn.core import index_store
 from ssjdn.core.cli import main
 from ssjdn.core.errors import UserError, write_error_log
 from ssjdn.core.index_store import DB_NAME, FAISS_NAME, LOCK_NAME, IndexLockedError, TileIndex
 from ssjdn.core.indexing import build_index
 from ssjdn.core.search import search_text
-
-
-@pytest.fixture
-def cli_index(tmp_path, capsys):
-    """A 320 x 256 UTM raster indexed by the CLI with the tiny config as 20 tiles of 64 px."""
-    raster = utm_scene(tmp_path)
-    idx = str(tmp_path / "idx")
-    assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
-    capsys.readouterr()
-    return raster, idx
 
 
 def _err(capsys) -> str:

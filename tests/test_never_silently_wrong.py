@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine_fixtures import index_small_scene, synthetic_index
+from engine_fixtures import cli_index, index_small_scene, synthetic_index  # noqa: F401
 from ssjdn.core import index_store
 from ssjdn.core.cli import main
 
@@ -62,17 +62,6 @@ def test_classify_with_a_label_file_marking_every_tile_of_an_archive(archive, tm
                  "--out", str(out)]) == 0
     assert "259590 relevant, 1 not relevant" in capsys.readouterr().out
     assert out.exists()
-
-
-@pytest.fixture
-def cli_index(tmp_path, capsys):
-    """A 320 x 256 UTM raster indexed by the CLI with the tiny config as 20 tiles of 64 px."""
-    from engine_fixtures import utm_scene
-    raster = utm_scene(tmp_path)
-    idx = str(tmp_path / "idx")
-    assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
-    capsys.readouterr()
-    return raster, idx
 
 
 def _no_model(monkeypatch):
