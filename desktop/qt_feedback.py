@@ -126,7 +126,7 @@ class QtFeedbackPanel(QWidget):
         """The first MAX_LISTED detections (hits whose score is the probability)."""
         hits, total, threshold = self.model.detection_hits(MAX_LISTED), len(self.model.detections), self.model.threshold
         self.detections.clear()
-        for hit, place in zip(hits, place_names(hits, chars=16)):
+        for hit, place in zip(hits, place_names(hits, chars=24, sep="\n")):
             mark = self.model.marks.get(int(hit.tile_id))
             tag = "" if mark is None else f"  {MARK_SIGNS[mark]}"
             item = QListWidgetItem(f"p {hit.score:.2f}{tag}   {place}")
