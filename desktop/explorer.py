@@ -427,10 +427,12 @@ class ExplorerModel:
     def results_text(self) -> str:
         """The line above the hit list: how many, whether any is a good match, and how many of
         them are new (a refinement lists the marked tiles after the new ones)."""
-        marked = sum(int(h.tile_id) in self.marks for h in self.hits)
-        text = self._count_text()
-        if marked:
-            text += f" ({len(self.hits) - marked} new first, then the {marked} marked, dimmed)"
+        flags = [int(h.tile_id) in self.marks for h in self.hits]
+        marked, text = sum(flags), self._count_text()
+        if marked and flags == sorted(flags):   # every marked hit after every new one
+            text += f" ({len(flags) - marked} new first, then the {marked} marked, dimmed)"
+        elif marked:
+            text += f" ({marked} of them marked, dimmed)"
         return text
 
     def _count_text(self) -> str:

@@ -639,6 +639,8 @@ class QtMainWindow(QMainWindow):
     def _on_marks(self, marks: dict) -> None:
         self.map_view.set_marks(self.model.mark_footprints())
         self.search_panel.set_marks(marks, self.model.can_refine() and self.model.index is not None)
+        if self.model.hits:   # how many of the listed hits are marked
+            self.search_panel.status.setText(self.model.results_text())
 
     def find_all(self) -> None:
         """Train the classifier on the marks (off the GUI thread) and score every tile."""

@@ -222,7 +222,9 @@ def test_refined_hits_list_the_new_first_and_the_marked_dimmed_at_the_end(qtbot,
     results = window.search_panel.results
     dim = results.item(results.count() - 1).foreground().color()
     assert not marked or dim.lightness() != results.item(0).foreground().color().lightness()
-    assert "new" in window.search_panel.status.text()
+    assert f"then the {len(marked)} marked" in window.search_panel.status.text()
+    window.model.mark(refined[0].tile_id, False)      # marked in place: no longer "new first"
+    assert f"{len(marked) + 1} of them marked" in window.search_panel.status.text()
 
 
 def test_a_key_over_the_map_marks_the_tile_under_the_cursor(qtbot, indexed_window):
