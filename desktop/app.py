@@ -67,7 +67,7 @@ def last_session_path() -> Path:
 
 def initial_session(args):
     """The session to start with and the rasters to open in it."""
-    from ssjdn.core.errors import UserError
+    from ssjdn.core.errors import message_for
     from ssjdn.core.raster import is_virtual
     from ssjdn.desktop.state import Session
     session, rasters = Session(), []
@@ -75,11 +75,11 @@ def initial_session(args):
     if args.session or (not args.rasters and not args.sample and source.is_file()):
         try:
             restored = Session.load(source)
-        except UserError as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad last session must not stop the app starting, ever
             if args.session:
                 raise
-            # A bad last session must not stop the app starting, at this launch or the next.
-            print(f"ssjdn-explorer: the last session {source} was ignored: {exc}", file=sys.stderr)
+            message, _log = message_for(exc, "reading the last session")
+            print(f"ssjdn-explorer: the last session {source} was ignored: {message}", file=sys.stderr)
         else:
             session = Session(model_spec=restored.model_spec, device=restored.device,
                               tile_ground_m=restored.tile_ground_m, indexing=restored.indexing,

@@ -280,7 +280,7 @@ def _indexing(data: dict) -> dict:
         raise _BadField(f'"indexing" must be a mapping of indexing settings, not {value!r}')
     try:
         return IndexingSettings.from_dict(value).to_dict()
-    except UserError as exc:
+    except (UserError, ValueError, TypeError) as exc:   # float("abc") in a hand-edited file
         raise _BadField(f'"indexing": {exc}') from None
 
 

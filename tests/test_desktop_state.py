@@ -112,7 +112,8 @@ def test_a_damaged_shipped_model_falls_back_with_the_reason(monkeypatch, tmp_pat
     ("model", "nonsense"), ("device", ["cpu"]), ("device", "gpu"), ("rasters", "a.tif"), ("rasters", [3]),
     ("queries", [None]), ("layers", []), ("layers", {"tiles": {"opacity": "half"}}),
     ("layers", {"tiles": {"visible": "yes"}}), ("view_bounds", [0, 1]), ("view_bounds", "all"),
-    ("index", 7)])
+    ("index", 7), ("indexing", {"overlap": "abc"}), ("indexing", {"second_tile_m": [1]}),
+    ("indexing", {"max_nodata": "most"})])
 def test_a_session_with_a_wrongly_typed_field_is_a_user_error_naming_the_field(tmp_path, field, value):
     # Valid JSON with a wrong type was accepted and broke the app later, at every start.
     import json
