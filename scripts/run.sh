@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=.venv/.ssjdn-installed
-wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+wanted="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"   # Linux, macOS
 if [ ! -x .venv/bin/ssjdn-explorer ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
