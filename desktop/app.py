@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--screenshot", metavar="PATH", help="save a PNG of the window after start-up, then exit")
     parser.add_argument("--query", help="run this search after start-up (useful with --screenshot)")
     parser.add_argument("--select-hit", type=int, default=0, metavar="N",
-                        help="with --query: select hit N (1 = best) to show its SEM/SSM overlay "
+                        help="with --query: select hit N (1 = best) to show where the words match in it "
                         "and caption scores (the view stays on the whole scene)")
     parser.add_argument("--relevant", type=_ranks, default=[], metavar="N,N,...",
                         help="with --query: mark these hits (1 = best) relevant")

@@ -721,7 +721,7 @@ class QtMainWindow(QMainWindow):
                                            f"Salience: {self.salience_panel.key_label()}")
         self.map_view.set_layer_opacity("salience", self.salience_panel.opacity.value() / 100.0)
         self.layer_panel.refresh()
-        self.salience_panel.legend.set_range(colormap, item.vmin, item.vmax, self.salience_panel.key_label())
+        self.salience_panel.show_range(colormap, item.vmin, item.vmax)
 
     def rank_captions(self, captions: list[str]) -> None:
         job = self.model.captions_job(captions)

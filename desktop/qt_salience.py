@@ -64,6 +64,9 @@ class QtSaliencePanel(QWidget):
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
         self.legend = QtColorLegend()
+        # What the shown map means, one line under the colour bar (the bar's own title is short).
+        self.legend_line = QLabel()
+        self.legend_line.setWordWrap(True)   # a long query wraps rather than being cut off
         form = QFormLayout()
         form.addRow("Map", self.kind)
         form.addRow("Direction", self.direction)
@@ -75,6 +78,7 @@ class QtSaliencePanel(QWidget):
         layout.addWidget(self.info)
         layout.addLayout(form)
         layout.addWidget(self.legend)
+        layout.addWidget(self.legend_line)
         layout.addStretch(1)
         self.set_query("")
         for combo in (self.kind, self.direction):
@@ -115,10 +119,16 @@ class QtSaliencePanel(QWidget):
             return QUERY_MAP_KEY
         return self.kind.currentData(), self.direction.currentData(), self.scale.currentData()
 
+    def show_range(self, colormap: str, vmin: float, vmax: float) -> None:
+        """The shown map's colour scale, and one line saying what it means."""
+        kind = self.kind.currentData()
+        self.legend.set_range(colormap, vmin, vmax, "match" if kind == "query" else kind.upper())
+        self.legend_line.setText(self.key_label())
+
     def key_label(self) -> str:
         """One line saying what the shown map means."""
         if self.kind.currentData() == "query":
-            return f"where “{self.words}” matches: brighter = better"
+            return f"Where “{self.words}” matches: brighter = better"
         return f"{self.kind.currentText().split()[0]} {self.direction.currentText()}, scale {self.scale.currentData()}"
 
 

@@ -65,8 +65,8 @@ def test_clicking_a_hit_zooms_to_it_and_shows_its_salience_and_captions(qtbot, i
     assert len(window.model.salience) == 11
     query_map = window.model.salience[QUERY_MAP_KEY]
     assert window.map_view.overlay_item("salience").georaster is query_map   # shown by default
-    legend = window.salience_panel.legend
-    assert window.model.words in legend.title and "\n" not in legend.title
+    legend, line = window.salience_panel.legend, window.salience_panel.legend_line.text()
+    assert window.model.words in line and "\n" not in line
     assert (legend.vmin, legend.vmax) == pytest.approx((np.nanmin(query_map.array), np.nanmax(query_map.array)))
     window.salience_panel.kind.setCurrentIndex(window.salience_panel.kind.findData("sem"))
     window.salience_panel.scale.setCurrentIndex(2)        # the coarsest SEM map replaces the overlay
