@@ -220,8 +220,7 @@ def tile_query_map(index, model, tile_id, query: str) -> GeoRaster:
     """Where inside one tile the words match (model.query_maps, stride 8), on the tile's ground
     footprint: higher = a better match; NaN (nodata) where the tile has no data."""
     record = index.tile(int(tile_id))
-    pixels, valid = read_window_rgb(record.raster_path, record.window,
-                                    bands=getattr(record, "bands", ()) or None, with_mask=True)
+    pixels, valid = read_window_rgb(_encoded_info(record), record.window, with_mask=True)
     text = torch.from_numpy(encode_query(model, clean_query(query))[0])
     grid = model.query_maps(_as_batch(torch.from_numpy(pixels)), text)[0].cpu()
     georaster = tile_georaster(record, grid, nodata=float("nan"))
@@ -296,6 +295,13 @@ def _tile_id_of(obj):
     return int(tile_id) if tile_id is not None else None
 
 
+def _encoded_info(record):
+    """The raster of a tile record as it was encoded: its bands and nodata setting, so the
+    model sees what it saw then."""
+    bands = getattr(record, "bands", ()) or None
+    return raster_info(record.raster_path, bands=bands, nodata=getattr(record, "nodata", None))
+
+
 def _pixels(obj, index) -> torch.Tensor:
     """Any image-like input as a uint8 tensor [1, 3, H, W]."""
     if isinstance(obj, (int, np.integer)) and not isinstance(obj, bool):
@@ -303,10 +309,7 @@ def _pixels(obj, index) -> torch.Tensor:
             raise UserError("A tile id needs the index it belongs to.")
         obj = index.tile(int(obj))
     if hasattr(obj, "raster_path") and hasattr(obj, "window"):
-        bands = getattr(obj, "bands", ()) or None
-        # With the nodata setting the tile was encoded with: the model sees what it saw then.
-        info = raster_info(obj.raster_path, bands=bands, nodata=getattr(obj, "nodata", None))
-        array = read_window_rgb(info, obj.window)
+        array = read_window_rgb(_encoded_info(obj), obj.window)
     elif isinstance(obj, (str, Path)):
         info = raster_info(obj)
         side = max(info.width, info.height)
