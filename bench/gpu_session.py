@@ -706,6 +706,14 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
         session.index_dir = index_dir
         if stats.cancelled:
             break
+    # The pipeline's ceiling: the same build with an encoder that costs nothing (2026-12-04:
+    # 17.0k tiles/s model-only, 3.7k end to end; is reading and cutting the limit?).
+    from bench_common import EncoderFreeModel
+
+    stats = build_index(session.work / "index_encoder_free", str(raster), EncoderFreeModel(model),
+                        batch_size=batch, cancel=lambda: time.time() > deadline)
+    session.gpu.update(index_end_to_end_encoder_free_tiles_per_s=round(
+        stats.tiles_encoded / max(stats.seconds, 1e-9), 1))
     # With the default 8 reader threads the H200's 16 cores gave 0.58x the model-only rate
     # (2026-11-27): one more run with a reader per core says whether reading is the limit.
     readers = os.cpu_count() or 2

@@ -358,7 +358,8 @@ def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     gpu = json.loads((out / "gpu.json").read_text())
     assert {n: r["status"] for n, r in gpu["phases"].items()} == dict.fromkeys(
         ["env", "train_bench", "training", "checkpoint", "precision", "index", "search"], "ok"), log[-3000:]
-    for key in ("device", "date", "index_end_to_end_tiles_per_s", "index_model_only_tiles_per_s",
+    for key in ("device", "date", "index_end_to_end_tiles_per_s", "index_end_to_end_encoder_free_tiles_per_s",
+                "index_model_only_tiles_per_s",
                 "train_full_images_per_s", "train_backbone_only_images_per_s",
                 "bf16_fp32_min_cosine", "search_p50_ms"):
         assert gpu[key] not in (None, ""), key
