@@ -27,11 +27,11 @@ class WeightAverage:
         self.model = copy.deepcopy(model).eval()
         self.model.requires_grad_(False)
         self.updates = 0
-        # Only what training can change is averaged and saved: trained parameters and
-        # buffers (BatchNorm statistics of trained stages). Frozen weights stay as they are.
-        trained = {name for name, p in model.named_parameters() if p.requires_grad}
-        self._keys = [name for name in model.state_dict()
-                      if name in trained or name in dict(model.named_buffers())]
+        # Only what training can change is averaged and saved: trained parameters and the
+        # buffers (BatchNorm statistics; a frozen stage's never move). Frozen weights stay.
+        changing = {name for name, p in model.named_parameters() if p.requires_grad}
+        changing |= {name for name, _ in model.named_buffers()}
+        self._keys = [name for name in model.state_dict() if name in changing]
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
