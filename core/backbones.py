@@ -12,7 +12,6 @@ report the package's sha256, so their checkpoints reference the package as usual
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import warnings
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from ssjdn.core.errors import UserError
+from ssjdn.core.provenance import file_sha256  # noqa: F401 - text.py and gpu_stage import it here
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,6 @@ class PretrainedSource:
     package: str
     path: str
     sha256: str
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 WEIGHTS_DIR_ENV = "SSJDN_WEIGHTS_DIR"

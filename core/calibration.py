@@ -15,7 +15,6 @@ sha256 of the checkpoint file it was fitted for; a checkpoint that changed since
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssjdn.core.provenance import file_sha256  # noqa: F401 - training/calibrate.py imports it here
 from ssjdn.core.errors import UserError
 
 CALIBRATION_SUFFIX = ".calibration.json"
@@ -147,14 +147,6 @@ def cross_fitted(scores, image_labels, caption_image, folds: int = 2):
 
 
 # -- files ------------------------------------------------------------------------------------
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def calibration_path(checkpoint) -> Path:
     checkpoint = Path(checkpoint)

@@ -18,7 +18,6 @@ leaves the old index as it was).
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import socket
@@ -38,6 +37,7 @@ from rasterio.windows import Window
 from ssjdn.core import ann, provenance
 from ssjdn.core.ann import APPROX_THRESHOLD
 from ssjdn.core.errors import UserError, os_error_as_user_error
+from ssjdn.core.provenance import file_sha256
 from ssjdn.core.raster import change_key, raster_path
 from ssjdn.core.vector_store import VectorShards, VectorStoreDamaged
 
@@ -74,6 +74,7 @@ _TILE_BITS = 32
 # that scale's grid (67 million tiles a scale), and a chunk id likewise. Scale 0 keeps the ids
 # of indexes built before scales existed.
 SCALE_SHIFT = 26
+_ALL_TILES = 1 << _TILE_BITS   # past the last tile index (and chunk id) of a raster
 
 
 class IndexMismatchError(UserError):
@@ -438,9 +439,7 @@ class TileIndex:
                 "SELECT id, path FROM rasters WHERE id IN (SELECT DISTINCT raster_id FROM tiles "
                 "WHERE shard = ?)", (shard,)).fetchall()
             for raster_id, _ in rasters:
-                self._note_removed_from_faiss(raster_id)
-                self._db.execute("DELETE FROM tiles WHERE raster_id = ?", (raster_id,))
-                self._db.execute("DELETE FROM chunks WHERE raster_id = ?", (raster_id,))
+                self._forget_tile_range(raster_id, 0, _ALL_TILES)
                 self._db.execute("UPDATE rasters SET complete = 0 WHERE id = ?", (raster_id,))
         self._forget_loaded()
         return [Path(path).name for _, path in rasters]
@@ -798,11 +797,7 @@ class TileIndex:
                     if _content(stored) == _content(tiling):
                         return rid, bool(complete), stored
                     return rid, False, self._begin_refresh(rid, stored, tiling)
-                self._note_removed_from_faiss(rid)
-                self._db.execute("DELETE FROM tile_pixels WHERE id >= ? AND id < ?",
-                                 (tile_id_for(rid, 0), tile_id_for(rid + 1, 0)))
-                self._db.execute("DELETE FROM tiles WHERE raster_id = ?", (rid,))
-                self._db.execute("DELETE FROM chunks WHERE raster_id = ?", (rid,))
+                self._forget_tile_range(rid, 0, _ALL_TILES)
                 self._db.execute("DELETE FROM rasters WHERE id = ?", (rid,))
                 self._forget_loaded()
             cur = self._db.execute(
@@ -831,14 +826,18 @@ class TileIndex:
         return updated
 
     def _drop_scale(self, raster_id: int, scale: int) -> None:
-        first, past = tile_id_for(raster_id, scale << SCALE_SHIFT), tile_id_for(raster_id, (scale + 1) << SCALE_SHIFT)
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS {_REMOVED_TABLE} (position INTEGER PRIMARY KEY)")
-        self._db.execute(f"INSERT OR IGNORE INTO {_REMOVED_TABLE} SELECT shard * ? + row FROM tiles "
-                         "WHERE id >= ? AND id < ?", (self._vector_store().shard_rows, first, past))
+        self._forget_tile_range(raster_id, scale << SCALE_SHIFT, (scale + 1) << SCALE_SHIFT)
+
+    def _forget_tile_range(self, raster_id: int, first: int, past: int) -> None:
+        """Delete a raster's tiles with an index in [first, past) (chunk ids share the range),
+        their pixel checksums and chunk marks, after recording their positions in the saved
+        faiss file (see _note_removed_from_faiss). Inside the caller's transaction."""
+        lo, hi = tile_id_for(raster_id, first), tile_id_for(raster_id, past)
+        self._note_removed_from_faiss("id >= ? AND id < ?", (lo, hi))
         for table in ("tiles", "tile_pixels"):
-            self._db.execute(f"DELETE FROM {table} WHERE id >= ? AND id < ?", (first, past))
+            self._db.execute(f"DELETE FROM {table} WHERE id >= ? AND id < ?", (lo, hi))
         self._db.execute("DELETE FROM chunks WHERE raster_id = ? AND chunk >= ? AND chunk < ?",
-                         (raster_id, scale << SCALE_SHIFT, (scale + 1) << SCALE_SHIFT))
+                         (raster_id, first, past))
 
     def _begin_refresh(self, raster_id: int, stored: dict, tiling: dict) -> dict:
         """Same grid, other nodata setting: the raster's tiles stay, every chunk is read again and
@@ -861,14 +860,14 @@ class TileIndex:
                 " WHERE t.id >= ? AND t.id < ?", (tile_id_for(raster_id, 0), tile_id_for(raster_id + 1, 0)))
             return {tile_id & ((1 << _TILE_BITS) - 1): crc for tile_id, crc in rows}
 
-    def _note_removed_from_faiss(self, raster_id: int) -> None:
-        """Record the positions of a raster's tiles before they are deleted (same transaction):
-        the saved faiss file drops them when it is next brought up to date, instead of being
-        rebuilt (k-means over every vector: 17 min at 10M tiles). A crash in between leaves the
-        record, so a search never returns a replaced tile."""
+    def _note_removed_from_faiss(self, where: str, params: tuple) -> None:
+        """Record the positions of the tiles `where` selects before they are deleted (same
+        transaction): the saved faiss file drops them when it is next brought up to date,
+        instead of being rebuilt (k-means over every vector: 17 min at 10M tiles). A crash in
+        between leaves the record, so a search never returns a replaced tile."""
         self._db.execute(f"CREATE TABLE IF NOT EXISTS {_REMOVED_TABLE} (position INTEGER PRIMARY KEY)")
         self._db.execute(f"INSERT OR IGNORE INTO {_REMOVED_TABLE} SELECT shard * ? + row FROM tiles "
-                         "WHERE raster_id = ?", (self._vector_store().shard_rows, raster_id))
+                         f"WHERE {where}", (self._vector_store().shard_rows, *params))
 
     def _removed_from_faiss(self) -> np.ndarray:
         """Positions still in the saved faiss file whose tiles were deleted since."""
@@ -916,14 +915,12 @@ class TileIndex:
     def _drop_tiles(self, removed_ids: list[int], replaced_ids: list[int]) -> None:
         """Delete tiles, and take them and the tiles about to be replaced out of the saved faiss
         file (their rows stay in the shards, unreferenced; see _note_removed_from_faiss)."""
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS {_REMOVED_TABLE} (position INTEGER PRIMARY KEY)")
         ids = removed_ids + replaced_ids
-        for start in range(0, len(ids), 10_000):   # under SQLite's limit of bound values
-            part = ids[start:start + 10_000]
-            self._db.execute(f"INSERT OR IGNORE INTO {_REMOVED_TABLE} SELECT shard * ? + row FROM tiles"
-                             f" WHERE id IN ({_marks(part)})", (self._vector_store().shard_rows, *part))
-        for start in range(0, len(removed_ids), 10_000):
-            part = removed_ids[start:start + 10_000]
+        for start in range(0, len(ids), _IDS_PER_QUERY):   # under SQLite's limit of bound values
+            part = ids[start:start + _IDS_PER_QUERY]
+            self._note_removed_from_faiss(f"id IN ({_marks(part)})", tuple(part))
+        for start in range(0, len(removed_ids), _IDS_PER_QUERY):
+            part = removed_ids[start:start + _IDS_PER_QUERY]
             self._db.execute(f"DELETE FROM tiles WHERE id IN ({_marks(part)})", part)
             self._db.execute(f"DELETE FROM tile_pixels WHERE id IN ({_marks(part)})", part)
 
@@ -1085,7 +1082,7 @@ class TileIndex:
         from ssjdn.core.export import atomic_path
         with atomic_path(self.index_dir / FAISS_NAME) as tmp:
             faiss.write_index(faiss_index, str(tmp))
-            checksum = _sha256(tmp)
+            checksum = file_sha256(tmp)
             provenance.remember_written(checksum)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
@@ -1245,14 +1242,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return -1
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stack_blobs(blobs, dim: int) -> np.ndarray:
