@@ -38,7 +38,7 @@ import torch
 from ssjdn.core.errors import UserError
 from ssjdn.core.index_store import APPROX_THRESHOLD
 from ssjdn.core.indexing import (DEFAULT_CHUNK_PX, DEFAULT_MAX_NODATA, ChunkCommitter, IndexStats,
-                                 ReadChunk, build_with, cut_chunk, encode_tiles, skip_unreadable)
+                                 build_with, cut_chunk, encode_tiles, skip_unreadable)
 
 # A task that fails with an error (a network read of a raster, say) is run again this often;
 # a task whose worker died is given to another worker by the scheduler regardless.
@@ -372,12 +372,9 @@ class _ClusterEncoder:
         keep = [job.tiles[i] for i in result.tile_indices]
         # A refresh encodes every kept tile on the workers (they do not know the index); only
         # those whose pixels changed are written.
-        encode, unchanged, removed = job.sort_out(job.chunks[chunk_id], keep, result.crcs)
-        checks = {keep[i].index: result.crcs[i] for i in encode}
-        checks.update(unchanged)
+        chunk, encode = job.sorted_chunk(chunk_id, keep, result.crcs, result.n_nodata)
         vectors = result.vectors[encode] if result.vectors is not None else result.vectors
-        committer.add(ReadChunk(job, chunk_id, [keep[i] for i in encode], None, result.n_nodata, checks,
-                                removed, len(unchanged)), vectors)
+        committer.add(chunk, vectors)
         return len(keep) + result.n_nodata
 
     def _refresh_workers(self) -> int:

@@ -94,6 +94,17 @@ class RasterJob:
         removed = [i for i in chunk.tile_indices if i in self.existing and i not in kept]
         return encode, unchanged, removed
 
+    def sorted_chunk(self, chunk_id: int, keep, crcs, n_nodata: int, pixels=None):
+        """(the ReadChunk of the kept tiles to encode, `pixels` cut to them; the indices into
+        `keep` of those tiles, to cut anything else held per tile, e.g. a worker's vectors)."""
+        encode, unchanged, removed = self.sort_out(self.chunks[chunk_id], keep, crcs)
+        if pixels is not None and len(encode) < len(keep):
+            pixels = pixels[encode]
+        checks = {keep[i].index: crcs[i] for i in encode}
+        checks.update(unchanged)
+        return ReadChunk(self, chunk_id, [keep[i] for i in encode], pixels, n_nodata, checks,
+                         removed, len(unchanged)), encode
+
 
 @dataclass
 class ReadChunk:
@@ -194,8 +205,8 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
             store.set_model_source(model_source)
         jobs = _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands,
                           chunk_px, stats, _NodataSettings(nodata, max_nodata), sources)
-        if few_tiles_note(stats.tiles_planned, overlap):
-            stats.warnings.append(few_tiles_note(stats.tiles_planned, overlap))
+        if note := few_tiles_note(stats.tiles_planned, overlap):
+            stats.warnings.append(note)
         done = _Counter(stats.tiles_resumed)
         report(done.value, stats.tiles_planned, "planned")
         encode(store, jobs, stats, lambda n, msg: report(done.add(n), stats.tiles_planned, msg),
@@ -218,13 +229,14 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
 
 def check_max_nodata(value) -> float:
     """The nodata threshold as a float in [0, 1], or a UserError."""
+    given = value
     try:
         value = float(value)
     except (TypeError, ValueError):
         value = float("nan")
     if not 0.0 <= value <= 1.0:
         raise UserError(f"The nodata threshold is the share of a tile that may be nodata, between 0 "
-                        f"and 1 (e.g. 0.5; 1 keeps every tile with any valid pixel); got {value}.")
+                        f"and 1 (e.g. 0.5; 1 keeps every tile with any valid pixel); got {given!r}.")
     return value
 
 
@@ -270,8 +282,8 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
                   "chunk_px": chunk_px, "max_nodata": nodata.max_nodata}
         if len(grids) > 1:
             tiling["scales"] = [{"tile_px": list(size), "overlap": overlap} for size, _ in grids[1:]]
-        if nodata_policy(info) is not None:
-            tiling["nodata"] = nodata_policy(info)
+        if (policy := nodata_policy(info)) is not None:
+            tiling["nodata"] = policy
         if path in sources:   # a new version of the item re-encodes it (part of the grid key)
             tiling["stac"] = sources[path]
         stats.tiles_planned += n_windows
@@ -280,8 +292,8 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
             stats.rasters_skipped += 1
             stats.tiles_resumed += n_windows
             continue
-        if nodata_note(info):
-            stats.warnings.append(nodata_note(info))
+        if note := nodata_note(info):
+            stats.warnings.append(note)
         # A resumed raster keeps the chunking its done marks refer to.
         tiles, chunks = _scale_tiles_and_chunks(info, grids, stored.get("chunk_px", chunk_px))
         done_chunks = store.done_chunks(raster_id)
@@ -393,13 +405,7 @@ def _read_chunk(job: RasterJob, chunk_id: int, pin: bool) -> ReadChunk:
     """Read one chunk and cut its tiles (runs in a reader thread)."""
     chunk = job.chunks[chunk_id]
     keep, pixels, n_nodata, crcs = cut_chunk(job.info, chunk, job.tiles, pin, job.max_nodata)
-    encode, unchanged, removed = job.sort_out(chunk, keep, crcs)
-    if len(encode) < len(keep):
-        pixels = pixels[encode]
-    checks = {keep[i].index: crcs[i] for i in encode}
-    checks.update(unchanged)
-    return ReadChunk(job, chunk_id, [keep[i] for i in encode], pixels, n_nodata, checks, removed,
-                     len(unchanged))
+    return job.sorted_chunk(chunk_id, keep, crcs, n_nodata, pixels)[0]
 
 
 def _slices(window, row0: int, col0: int):
