@@ -147,7 +147,7 @@ def register(subparsers) -> None:
                         "declares; 'none': only what the file declares (default 'auto': a black "
                         "(0) or white (255) border reaching the edge of a raster that declares "
                         "no nodata is a collar, treated as nodata)")
-    p.add_argument("--max-nodata", type=_fraction, default=None, metavar="FRACTION",
+    p.add_argument("--max-nodata", type=_max_nodata, default=None, metavar="FRACTION",
                    help="leave out tiles more than this share nodata, 0 to 1 (default 0.5)")
     stac = p.add_argument_group("STAC catalogs")
     stac.add_argument("--asset", metavar="KEY",
@@ -445,6 +445,7 @@ def run_export(args) -> int:
     from ssjdn.core import export, search
     out = Path(args.out)
     if args.salience is not None and args.query:
+        export.check_geotiff_path(out)   # before the model loads
         index, model = _open_index(args)
         with index:
             grid = search.tile_query_map(index, model, args.salience, args.query)
@@ -721,11 +722,12 @@ def _overlap(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
-    value = _number(text, float, "a fraction")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"invalid share {text}: give a fraction from 0 to 1 (e.g. 0.5)")
-    return value
+def _max_nodata(text: str) -> float:
+    from ssjdn.core.indexing import check_max_nodata
+    try:
+        return check_max_nodata(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _nodata_setting(text: str):

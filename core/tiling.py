@@ -52,11 +52,21 @@ def plan_tiles(info, tile_ground_m=None, tile_px=None, overlap=0.0, model=None) 
     return tiles_for_windows(info, plan_windows(info, tile_ground_m, tile_px, overlap, model))
 
 
+def check_overlap(value) -> float:
+    """The tiles' overlap as a float in [0, 0.9], or a UserError."""
+    try:
+        overlap = float(value)
+    except (TypeError, ValueError):
+        overlap = float("nan")
+    if not 0.0 <= overlap <= 0.9:
+        raise UserError(f"Overlap is a fraction of the tile between 0 and 0.9 (e.g. 0.25); got {value!r}.")
+    return overlap
+
+
 def plan_windows(info, tile_ground_m=None, tile_px=None, overlap=0.0, model=None) -> list[Window]:
     """The tile grid as pixel windows only (no coordinates): cheap, for counting and planning."""
     width_px, height_px = tile_size_px(info, tile_ground_m, tile_px, model)
-    if not 0.0 <= overlap <= 0.9:
-        raise UserError(f"Overlap is a fraction of the tile between 0 and 0.9 (e.g. 0.25); got {overlap}.")
+    check_overlap(overlap)
     cols = _offsets(info.width, width_px, overlap)
     rows = _offsets(info.height, height_px, overlap)
     return [Window(c, r, min(width_px, info.width), min(height_px, info.height))

@@ -77,11 +77,10 @@ class IndexingSettings:
         from ssjdn.core.errors import UserError
         from ssjdn.core.indexing import check_max_nodata
         from ssjdn.core.raster import NODATA_AUTO, normalize_nodata
+        from ssjdn.core.tiling import check_overlap
         nodata = {str(path): normalize_nodata(value) for path, value in (data.get("nodata") or {}).items()}
         max_nodata, second = data.get("max_nodata"), data.get("second_tile_m")
-        overlap = float(data.get("overlap", 0.0))
-        if not 0.0 <= overlap <= 0.9:
-            raise UserError(f"Overlap is a fraction of the tile between 0 and 0.9; got {overlap}.")
+        overlap = check_overlap(data.get("overlap", 0.0))
         if second is not None and not float(second) > 0:
             raise UserError(f"A second tile size is a positive number of metres; got {second}.")
         return cls(max_nodata=None if max_nodata is None else check_max_nodata(max_nodata),
