@@ -470,10 +470,10 @@ def _write_record(record: dict | None, out_dir: Path) -> None:
     """train_config.yaml: the settings the run uses (atomic: the run's record is never half)."""
     if record is None:
         return
-    path = out_dir / "train_config.yaml"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
-    os.replace(tmp, path)
+    from ssjdn.core.export import atomic_path
+
+    with atomic_path(out_dir / "train_config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(record, sort_keys=False))
 
 
 def _check_split_sizes(train_set, val_set, cfg: dict, dist: _Distributed, data_root) -> None:
@@ -534,10 +534,10 @@ class _EpochLog:
         kept = rows[:1] + [row for row in rows[1:] if row and int(float(row[column])) <= epoch]
         if len(kept) == len(rows):
             return
-        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
-        with open(tmp, "w", newline="") as handle:
+        from ssjdn.core.export import atomic_path
+
+        with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as handle:
             csv.writer(handle).writerows(kept)
-        os.replace(tmp, self.csv_path)
 
     def _header(self) -> list[str] | None:
         if not self.csv_path.exists():
@@ -730,6 +730,12 @@ def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, 
             out = wrapped(x, tokens["input_ids"], tokens["attention_mask"], features=features)
         loss, parts = model.criterion(out, labels, negative_mask_for(captions, dist.device),
                                       captions=captions)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Read after the step, where the parts are read anyway: reading the loss before
+        # backward() would make a GPU wait for the forward pass before queueing the rest.
+        # The diverged step's weights are never saved or averaged: the run stops here.
         values = {"loss": float(loss.detach())}
         if not math.isfinite(values["loss"]):
             bar.close()
@@ -737,9 +743,6 @@ def _train_one_epoch(wrapped, model, data: _TrainingData, optimizer, generator, 
                             f"{step}), so training stopped: the model diverged and nothing of "
                             f"this epoch was saved. Lower lr (now {cfg['lr']}) in the training "
                             f"config and start a new run in a new --out folder.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         if averager is not None:
             averager.update(model)
         values.update({k: float(v.detach()) if torch.is_tensor(v) else float(v)
