@@ -342,7 +342,6 @@ class QtMainWindow(QMainWindow):
         self.open_rasters([str(sample_scene_path())])
 
     def open_stac_dialog(self) -> None:
-        from PySide6.QtWidgets import QInputDialog
         source, ok = QInputDialog.getText(
             self, "Open STAC catalog", "A STAC Item, Collection or Catalog: an http(s) URL or a "
             "local .json file.\nIts items' visual (RGB) images are opened and indexed; remote "

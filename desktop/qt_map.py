@@ -384,8 +384,9 @@ class QtMapView(QGraphicsView):
         if self._measure_done:
             self.measure_points, self._measure_done = [], False
         self.measure_points.append((float(x), float(y)))
-        self._draw_measure()
-        self.measured.emit(self.measure_text())
+        text = self.measure_text()   # geodesics of every point: measured once per click
+        self._draw_measure(text)
+        self.measured.emit(text)
 
     def finish_measure(self) -> None:
         self._measure_done = True
@@ -411,7 +412,7 @@ class QtMapView(QGraphicsView):
             text += f" · area {format_area(area)} (perimeter {format_length(perimeter)})"
         return text
 
-    def _draw_measure(self) -> None:
+    def _draw_measure(self, result: str) -> None:
         points = [QPointF(x, self.frame.y_sign * y) for x, y in self.measure_points]
         path = QPainterPath(points[0])
         for point in points[1:]:
@@ -427,7 +428,7 @@ class QtMapView(QGraphicsView):
             fill.setBrush(QColor(MEASURE_COLOR.red(), MEASURE_COLOR.green(), MEASURE_COLOR.blue(), 50))
             items.append(fill)
         # The result beside the last point, on a dark plate so it reads over any imagery.
-        text = QGraphicsSimpleTextItem(self.measure_text())
+        text = QGraphicsSimpleTextItem(result)
         text.setBrush(QBrush(QColor(255, 255, 255)))
         text.setFont(QFont("Sans", 10, QFont.Weight.Bold))
         plate = QGraphicsRectItem(text.boundingRect().adjusted(-4, -2, 4, 2), line)
