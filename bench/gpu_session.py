@@ -666,6 +666,7 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
     import numpy as np
     import torch
 
+    from ssjdn.core.api import place_model
     from ssjdn.core.indexing import build_index
     from ssjdn.core.raster import raster_info, read_window_rgb
     from ssjdn.core.tiling import plan_tiles
@@ -692,10 +693,9 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
     # (contiguous) layout. The model is channels_last on CUDA (core.api.place_model) since the
     # 2026-12-04 H200 session measured 15.0k tiles/s that way against 3.4k contiguous.
     backbone_rates = _encode_rates(model, pixels, batch, plan["repeat"], backbone_only=True)
-    layout = torch.channels_last if model.device.type == "cuda" else torch.contiguous_format
     model.to(memory_format=torch.contiguous_format)
     contiguous_rates = _encode_rates(model, pixels, batch, plan["repeat"])
-    model.to(memory_format=layout)
+    place_model(model, model.device)   # back to the product's layout for the builds below
     del pixels
     end_to_end = []
     for run in range(plan["repeat"]):
