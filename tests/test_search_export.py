@@ -328,3 +328,13 @@ def test_export_writes_the_query_map_of_a_tile_as_one_geotiff(tmp_path, capsys):
     assert main(["export", "--index", idx, "--salience", str(hit["tile_id"]), "--query", "a river",
                  "--out", str(tmp_path / "folder")]) == 2
     assert ".tif" in capsys.readouterr().err and not (tmp_path / "folder").exists()
+
+
+def test_export_of_a_query_map_checks_its_file_name_before_any_work(tmp_path, capsys):
+    """A bad --out is said first: not after opening the index, loading the model and computing
+    the map (here the index does not even exist, and that is not what is reported)."""
+    from ssjdn.core.cli import main
+    assert main(["export", "--index", str(tmp_path / "no-index"), "--salience", "1",
+                 "--query", "a river", "--out", str(tmp_path / "map.png")]) == 2
+    err = capsys.readouterr().err
+    assert ".tif" in err and "no-index" not in err
