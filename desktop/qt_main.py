@@ -8,7 +8,6 @@ message box, never a traceback on the terminal.
 """
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
@@ -28,7 +27,7 @@ from ssjdn.desktop.qt_map import HIT_COLOR, QtMapView, rgb_to_qimage
 from ssjdn.desktop.qt_salience import QtSaliencePanel
 from ssjdn.desktop.qt_search import QtSearchPanel
 from ssjdn.desktop.qt_table import QtAttributeTable
-from ssjdn.desktop.qt_workers import QtFunctionWorker, describe_error
+from ssjdn.desktop.qt_workers import Job, QtJobQueue, describe_error
 from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, THUMB_PX, sample_scene_path
 from ssjdn.desktop.settings import Preferences
 from ssjdn.desktop.state import Session
@@ -56,10 +55,10 @@ class QtMainWindow(QMainWindow):
         self.session = self.model.session
         self.prefs = preferences or Preferences()
         self.auto_index = auto_index
-        self._worker: QtFunctionWorker | None = None
-        self._queue: deque = deque()
-        self._index_worker: QtFunctionWorker | None = None
-        self._restart_indexing = False
+        # Engine jobs (search, salience, find-all…) run one at a time, in order; an index build
+        # runs beside them in its own queue.
+        self.jobs = QtJobQueue(self)
+        self.index_jobs = QtJobQueue(self)
         self.training_dialog = None
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 860)
@@ -251,7 +250,16 @@ class QtMainWindow(QMainWindow):
         self.feedback_panel.succeeded.connect(lambda message: self.statusBar().showMessage(message, 8000))
 
     def _listen(self) -> None:
-        """The model's and the session's changes, shown."""
+        """The model's and the session's changes, and the jobs' progress, shown."""
+        for queue in (self.jobs, self.index_jobs):
+            queue.failed.connect(self.show_error)
+        self.jobs.started.connect(lambda job: self.statusBar().showMessage(f"{job.label}…"))
+        self.jobs.progressed.connect(self._on_job_progress)
+        self.jobs.ended.connect(self._on_job_ended)
+        self.jobs.idle.connect(self._maybe_idle)
+        self.index_jobs.started.connect(self._on_indexing_started)
+        self.index_jobs.progressed.connect(self._on_index_progress)
+        self.index_jobs.idle.connect(self._on_indexing_ended)
         self.session.events.connect("model", lambda spec: self._on_session_model())
         self.session.events.connect("device", lambda device: self._on_session_device(device))
         self.session.events.connect("tile_size", self._on_tile_size)
@@ -303,8 +311,8 @@ class QtMainWindow(QMainWindow):
         """Load the session's model off the GUI thread, then index the open rasters with it."""
         self.cancel_indexing()
         spec = self.session.model_spec
-        self.run_job(self.model.load_job(), self.model.apply_loaded, "Loading model",
-                     on_error=lambda: self._on_model_failed(spec))
+        self.jobs.submit(Job("Loading model", self.model.load_job(), self.model.apply_loaded,
+                             on_error=lambda: self._on_model_failed(spec)))
 
     def _on_model_loading(self, spec: str) -> None:
         self.model_label.setText(f"Model: loading {model_choices.label_for(spec)}…")
@@ -352,7 +360,7 @@ class QtMainWindow(QMainWindow):
     def open_stac(self, source: str) -> None:
         """Read a STAC catalog off the GUI thread (it may be remote), then open its images."""
         from ssjdn.core.stac import read_stac
-        self.run_job(lambda: read_stac(source), self._on_stac_read, "Reading the STAC catalog")
+        self.jobs.submit(Job("Reading the STAC catalog", lambda: read_stac(source), self._on_stac_read))
 
     def _on_stac_read(self, result) -> None:
         assets, warnings = result
@@ -432,20 +440,18 @@ class QtMainWindow(QMainWindow):
         return dialog
 
     def start_indexing(self) -> None:
-        """Build the index of the open rasters, or resume it: finished work is never redone."""
-        if self._index_worker is not None:
-            self._restart_indexing = True   # e.g. the model changed while a build was cancelling
-            return
+        """Build the index of the open rasters, or resume it: finished work is never redone.
+        Asked for while a build runs (or cancels), it starts once that one has ended."""
+        self.index_jobs.submit_once(self._index_job)
+
+    def _index_job(self) -> Job | None:
         if not self.model.can_index():
-            return
+            return None
         work, token = self.model.index_job()
-        worker = QtFunctionWorker(work, parent=self)
-        worker.progressed.connect(self._on_index_progress)
-        worker.finished_ok.connect(lambda stats: self._on_index_done(stats, token))
-        worker.cancelled.connect(lambda stats: self._on_index_done(stats, token))
-        worker.failed.connect(lambda m, d: self.show_error("Indexing failed", m, d))
-        worker.finished.connect(self._on_index_worker_finished)
-        self._index_worker = worker
+        done = lambda stats: self._on_index_done(stats, token)  # noqa: E731 - a cancelled build is kept too
+        return Job("Indexing", work, done, on_cancelled=done, reports_progress=True)
+
+    def _on_indexing_started(self, _job) -> None:
         self.index_action.setEnabled(False)
         self.cancel_action.setEnabled(True)
         self.progress.setRange(0, 0)
@@ -454,11 +460,9 @@ class QtMainWindow(QMainWindow):
         self.cancel_button.show()
         self.search_panel.set_ready(False, "Indexing the open rasters… (search is available when it ends)")
         self.indexingStarted.emit()
-        worker.start()
 
     def cancel_indexing(self) -> None:
-        if self._index_worker is not None:
-            self._index_worker.cancel()
+        if self.index_jobs.cancel():
             self.progress.setFormat("Cancelling…")
 
     def _on_index_progress(self, done: int, total: int, message: str) -> None:
@@ -486,12 +490,7 @@ class QtMainWindow(QMainWindow):
             self.statusBar().showMessage(warning, 10000)
         self.indexReady.emit(stats)
 
-    def _on_index_worker_finished(self) -> None:
-        self._index_worker = None
-        if self._restart_indexing:
-            self._restart_indexing = False
-            self.start_indexing()
-            return
+    def _on_indexing_ended(self) -> None:
         self.index_action.setEnabled(True)
         self.cancel_action.setEnabled(False)
         self.progress.hide()
@@ -507,15 +506,13 @@ class QtMainWindow(QMainWindow):
         self._on_marks(self.model.marks)
 
     # == engine jobs: one at a time, in order ==================================================
-    def run_job(self, function, on_result, label: str, on_error=None, with_progress: bool = False) -> None:
+    def run_job(self, function, on_result, label: str, with_progress: bool = False) -> None:
         """Queue `function()` (or, with_progress, `function(progress=, cancel=)`, shown with a
         bar and a Cancel; a cancelled job's result is dropped)."""
-        self._queue.append((function, on_result, label, on_error, with_progress))
-        self._start_next_job()
+        self.jobs.submit(Job(label, function, on_result, reports_progress=with_progress))
 
     def cancel_job(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        if self.jobs.cancel():
             self.job_progress.setFormat("Cancelling…")
 
     def _on_job_progress(self, done: int, total: int, message: str) -> None:
@@ -525,6 +522,11 @@ class QtMainWindow(QMainWindow):
         self.job_progress.setToolTip(message)
         self.job_progress.show()
         self.job_cancel.show()
+
+    def _on_job_ended(self, _job) -> None:
+        self.statusBar().clearMessage()
+        self.job_progress.hide()
+        self.job_cancel.hide()
 
     def _guarded_job(self, title: str, make_job, on_result, label: str, with_progress: bool = False) -> None:
         """Make a job from the model (a UserError there, e.g. no index, is a message) and run it."""
@@ -536,35 +538,12 @@ class QtMainWindow(QMainWindow):
         if job is not None:
             self.run_job(job, on_result, label, with_progress=with_progress)
 
-    def _start_next_job(self) -> None:
-        if self._worker is not None or not self._queue:
-            return
-        function, on_result, label, on_error, with_progress = self._queue.popleft()
-        worker = QtFunctionWorker(function, plain=not with_progress, parent=self)
-        worker.finished_ok.connect(on_result)
-        worker.progressed.connect(self._on_job_progress)
-        worker.failed.connect(lambda m, d: self.show_error(f"{label} failed", m, d))
-        if on_error is not None:
-            worker.failed.connect(lambda _m, _d: on_error())
-        worker.finished.connect(self._on_job_finished)
-        self._worker = worker
-        self.statusBar().showMessage(f"{label}…")
-        worker.start()
-
-    def _on_job_finished(self) -> None:
-        self._worker = None
-        self.statusBar().clearMessage()
-        self.job_progress.hide()
-        self.job_cancel.hide()
-        self._start_next_job()
-        self._maybe_idle()
-
     def _maybe_idle(self) -> None:
-        if self._worker is None and not self._queue and self._index_worker is None:
+        if not self.is_busy():
             self.idle.emit()
 
     def is_busy(self) -> bool:
-        return self._worker is not None or bool(self._queue) or self._index_worker is not None
+        return self.jobs.is_busy() or self.index_jobs.is_busy()
 
     # == search ================================================================================
     def search(self, query: str, k: int = 20) -> None:
@@ -890,11 +869,8 @@ class QtMainWindow(QMainWindow):
                           "resources/sample/ORIGIN.md.")
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        self.cancel_indexing()
-        self._queue.clear()   # queued jobs must not start a thread on a closing window
-        for worker in (self._index_worker, self._worker):
-            if worker is not None:
-                worker.wait(30000)   # a worker thread must not outlive its window
+        for queue in (self.index_jobs, self.jobs):
+            queue.stop()   # no queued job starts a thread on a closing window, none outlives it
         if self.training_dialog is not None:
             self.training_dialog.stop_training()
         super().closeEvent(event)

@@ -1,4 +1,5 @@
-"""Long work off the GUI thread: a QThread that runs one function with progress and cancel.
+"""Long work off the GUI thread: a QThread that runs one function with progress and cancel, and
+the queue that runs `Job`s in such threads one at a time (the app's one worker lifecycle).
 
 The function gets `progress(done, total, message)` and a `threading.Event` to honour; the
 engine's build_index takes exactly these. Results and errors come back as signals, so the GUI
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections import deque
+from dataclasses import dataclass
 from typing import Callable
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, QThread, Signal
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
@@ -60,3 +63,97 @@ class QtFunctionWorker(QThread):
             self.cancelled.emit(result)
         else:
             self.finished_ok.emit(result)
+
+
+@dataclass
+class Job:
+    """One piece of long work and what becomes of its outcome, on the GUI thread."""
+
+    label: str                                # "Searching": named in the status line and in a failure
+    work: Callable                            # work(), or work(progress=, cancel=) with reports_progress
+    on_result: Callable | None = None
+    on_cancelled: Callable | None = None      # the result of a cancelled run; None: it is dropped
+    on_error: Callable | None = None          # called after the failure is reported
+    reports_progress: bool = False
+
+    @property
+    def failure_title(self) -> str:
+        return f"{self.label} failed"
+
+
+class QtJobQueue(QObject):
+    """Runs Jobs one at a time, in order, each in a QtFunctionWorker (the engine's model and
+    index are shared, so its jobs must not overlap). A request may also be a function that makes
+    its Job (or None) when its turn comes: `submit_once` keeps one such request waiting however
+    often it is made, so a build asked for while one runs starts once, from the state of then."""
+
+    started = Signal(object)               # the Job now running
+    progressed = Signal(int, int, str)     # done, total, message of the running job
+    failed = Signal(str, str, str)         # title, message for the user, details
+    ended = Signal(object)                 # a Job ended: done, cancelled or failed
+    idle = Signal()                        # a job ended and none waits
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._waiting: deque = deque()
+        self.worker: QtFunctionWorker | None = None
+        self.job: Job | None = None
+
+    def submit(self, job: Job) -> None:
+        self._waiting.append(job)
+        self._start_next()
+
+    def submit_once(self, make_job: Callable[[], Job | None]) -> None:
+        if make_job not in self._waiting:
+            self._waiting.append(make_job)
+        self._start_next()
+
+    def cancel(self) -> bool:
+        """Ask the running job to stop; False when none runs."""
+        if self.worker is None:
+            return False
+        self.worker.cancel()
+        return True
+
+    def is_busy(self) -> bool:
+        return self.worker is not None or bool(self._waiting)
+
+    def stop(self, wait_ms: int = 30000) -> None:
+        """Drop what waits, cancel what runs and wait for it (a worker must not outlive its window)."""
+        self._waiting.clear()
+        if self.worker is not None:
+            self.worker.cancel()
+            self.worker.wait(wait_ms)
+
+    def _start_next(self) -> None:
+        while self.worker is None and self._waiting:
+            job = self._waiting.popleft()
+            if not isinstance(job, Job):
+                job = job()
+            if job is not None:
+                self._start(job)
+
+    def _start(self, job: Job) -> None:
+        worker = QtFunctionWorker(job.work, plain=not job.reports_progress, parent=self)
+        if job.on_result is not None:
+            worker.finished_ok.connect(job.on_result)
+        if job.on_cancelled is not None:
+            worker.cancelled.connect(job.on_cancelled)
+        worker.progressed.connect(self.progressed)
+        worker.failed.connect(lambda message, details: self._failed(job, message, details))
+        worker.finished.connect(self._on_finished)
+        self.worker, self.job = worker, job
+        self.started.emit(job)
+        worker.start()
+
+    def _failed(self, job: Job, message: str, details: str) -> None:
+        self.failed.emit(job.failure_title, message, details)
+        if job.on_error is not None:
+            job.on_error()
+
+    def _on_finished(self) -> None:
+        job, self.worker, self.job = self.job, None, None
+        self.ended.emit(job)
+        self._start_next()
+        if self.worker is None:
+            self.idle.emit()

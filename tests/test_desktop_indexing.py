@@ -16,11 +16,11 @@ def test_cancel_stops_indexing_and_leaves_a_resumable_index(qtbot, make_window, 
         # read chunks deterministically, not whenever the GUI thread gets to it.
         progress_seen.append((done, total))
         if done > 0:
-            window._index_worker.cancel()
+            window.index_jobs.worker.cancel()
 
     with qtbot.waitSignal(window.indexingStarted, timeout=INDEX_TIMEOUT_MS):
         window.open_rasters([wide_raster])
-    window._index_worker.progressed.connect(cancel_after_first_tiles, Qt.ConnectionType.DirectConnection)
+    window.index_jobs.worker.progressed.connect(cancel_after_first_tiles, Qt.ConnectionType.DirectConnection)
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as stopped:
         pass
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
