@@ -24,8 +24,12 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, epochs: float, steps_per_epoch: int):
         self.epochs = float(epochs)
         self.decay = math.exp(-1.0 / (self.epochs * max(int(steps_per_epoch), 1)))
+        # The copy keeps the model's requires_grad flags: save_checkpoint reads them to tell
+        # frozen pretrained weights (written as references to their package) from trained ones.
+        # Marking the copy frozen made every trained encoder weight a reference, so the kept
+        # model loaded back with its untrained backbone and text encoder. No gradient is ever
+        # taken through the copy: updates run under no_grad and validation does not backprop.
         self.model = copy.deepcopy(model).eval()
-        self.model.requires_grad_(False)
         self.updates = 0
         # Only what training can change is averaged and saved: trained parameters and the
         # buffers (BatchNorm statistics; a frozen stage's never move). Frozen weights stay.
