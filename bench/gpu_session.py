@@ -245,9 +245,28 @@ def chosen_phases(text: str | None) -> set[str]:
     return chosen
 
 
+def seeds_override(text: str | None) -> dict | None:
+    """--seeds full_lite1=8,full=2 as the plan's seeds (every variant not named: none)."""
+    if not text:
+        return None
+    seeds = {"other": 0}
+    for item in text.split(","):
+        variant, _, count = item.partition("=")
+        if variant not in VARIANTS or not count.isdigit():
+            raise SystemExit(f"--seeds wants VARIANT=N,... with variants {', '.join(VARIANTS)}; "
+                             f"got {item!r}")
+        seeds[variant] = int(count)
+    return seeds
+
+
 def cmd_run(args) -> int:
     chosen = chosen_phases(args.phases)
-    plan = PLANS["tiny" if args.tiny else "full"]
+    plan = dict(PLANS["tiny" if args.tiny else "full"])
+    # A short follow-up call (e.g. one variant's seeds after a fix) sets its own runs and the
+    # time it keeps back for the phases after training.
+    plan["seeds"] = seeds_override(args.seeds) or plan["seeds"]
+    if args.reserve_s is not None:
+        plan["reserve_s"] = args.reserve_s
     session = Session(args, plan)
     session.out.mkdir(parents=True, exist_ok=True)
     session.save()
@@ -827,6 +846,8 @@ def main(argv=None) -> int:
     run.add_argument("--tiny", action="store_true", help="the CPU dry run: tiny model, seconds")
     run.add_argument("--phases", help="comma-separated phases to run (default: all), e.g. env,index,search")
     run.add_argument("--model", help="checkpoint the later phases measure (default: the session's best)")
+    run.add_argument("--seeds", help="runs per variant instead of the plan's, e.g. full_lite1=8")
+    run.add_argument("--reserve-s", type=float, help="seconds kept back after training (plan's default)")
     lane = sub.add_parser("lane")
     lane.add_argument("--spec", required=True)
     raster = sub.add_parser("write-raster")

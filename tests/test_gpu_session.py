@@ -313,6 +313,16 @@ def test_device_plan_trains_each_backbone_on_three_seeds_and_each_ablation_once(
     assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
 
 
+def test_a_follow_up_call_can_train_one_variant_on_its_own_seeds():
+    import gpu_session
+
+    seeds = gpu_session.seeds_override("full_lite1=8")
+    runs = gpu_session.training_plan(type("S", (), {"plan": {"seeds": seeds}}))
+    assert [r["name"] for r in runs] == [f"full_lite1_s{i}" for i in range(8)]
+    with pytest.raises(SystemExit, match="full_lite1"):
+        gpu_session.seeds_override("lite9=2")
+
+
 def test_late_epoch_means_take_the_last_validated_epochs():
     import gpu_session
 
