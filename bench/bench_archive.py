@@ -102,7 +102,7 @@ def main(argv=None) -> None:
     texts = np.load(args.real)["texts"].astype(np.float32)
     queries = texts[np.random.default_rng(1).permutation(len(texts))[:args.queries]]
     t0 = time.perf_counter()
-    from ssjdn.core.ann import exact_top_k
+    from ssjdn.core.index.ann import exact_top_k
     truth = exact_top_k(np.arange(len(vectors)), lambda rows: np.asarray(vectors[rows], np.float32),
                         queries, 10)
     print(f"{len(vectors):,} x {vectors.shape[1]} vectors; exact ground truth for {len(queries)} "
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
     if args.model:
         spec = args.model
         if spec == "shipped":
-            from ssjdn.core.api import default_model_path
+            from ssjdn.core.model.api import default_model_path
             spec = str(default_model_path())
         print(f"text encoding p50: {text_encoding_ms(spec, args.threads):.1f} ms (add to the latencies below)")
     for factory in args.configs:

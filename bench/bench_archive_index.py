@@ -64,7 +64,7 @@ def _tiles(first: int, count: int, columns: int):
 def build(args) -> None:
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
-    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.index.index_store import TileIndex
     vectors = np.load(args.vectors, mmap_mode="r")
     n = len(vectors) if args.n is None else min(args.n, len(vectors))
     if args.index.exists():
@@ -105,7 +105,7 @@ def build(args) -> None:
 def rebuild_ann(args) -> None:
     """Build the search structure of an existing index again (e.g. after changing ann.py),
     through the same path as after indexing: the faiss file is marked stale, then finalize()."""
-    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.index.index_store import TileIndex
     with TileIndex.open(args.index) as index:
         with index._db:
             index._db.execute("BEGIN IMMEDIATE")
@@ -122,8 +122,8 @@ def app_figures(args) -> None:
     one million-tile raster's grid (loaded on a click or when the grid layer is shown), its
     outline on the map, and one raster's heatmap (a search draws them within a tile budget)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.search import vector_heatmap
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.query.search import vector_heatmap
     from ssjdn.desktop.qt_map import tile_outline
     timings = {}
 
@@ -164,9 +164,9 @@ def _warm_page_cache(index_dir: Path) -> float:
 
 
 def search(args) -> None:
-    from ssjdn.core import ann
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.search import search_text
+    from ssjdn.core.index import ann
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.query.search import search_text
     model = load_bench_model(args.model)
     queries = _caption_queries(args.captions, args.queries)
     warm_s = _warm_page_cache(args.index) if args.warm else None
@@ -185,7 +185,7 @@ def search(args) -> None:
         times.append(time.perf_counter() - t0)
         found.append([h.tile_id for h in hits])
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    from ssjdn.core.fast_text import query_encoder
+    from ssjdn.core.model.fast_text import query_encoder
     t_enc, t_torch = [], []
     for text in queries[:50]:
         t0 = time.perf_counter()
@@ -196,7 +196,7 @@ def search(args) -> None:
         t_torch.append(time.perf_counter() - t1)
     # The parts of a search, each alone: the index (candidates, re-ranking, tile ids) and the
     # hit records (tile rows, footprints) for the same queries.
-    from ssjdn.core.search import hits_for_ids
+    from ssjdn.core.query.search import hits_for_ids
     text_vectors = model.encode_texts(queries).float().cpu().numpy()
     t_index, t_hits = [], []
     for vector in text_vectors:

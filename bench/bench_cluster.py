@@ -35,9 +35,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
-    from ssjdn.core.api import model_from_spec, save_checkpoint
-    from ssjdn.core.cluster import build_index_on_cluster, connect
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.model.api import model_from_spec, save_checkpoint
+    from ssjdn.core.index.cluster import build_index_on_cluster, connect
+    from ssjdn.core.index.indexing import build_index
 
     resolved = model_from_spec(args.model, device="cpu")
     model, source = resolved.model, resolved.source

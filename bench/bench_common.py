@@ -19,7 +19,7 @@ def set_threads(threads: int) -> None:
 def load_bench_model(spec: str | None = None):
     """A checkpoint path, "shipped" (default), or a config name (seeded: untrained heads, real
     architecture and speed)."""
-    from ssjdn.core.api import model_from_spec
+    from ssjdn.core.model.api import model_from_spec
     return model_from_spec(spec).model
 
 

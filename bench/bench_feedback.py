@@ -119,7 +119,7 @@ def build_mosaic(path: Path, ucm: Path, split: str = "val", seed: int = 0) -> tu
 def tile_classes(index, mosaics: dict[str, tuple[np.ndarray, int]]) -> dict[int, int]:
     """tile id -> true class, from the tile's mosaic ({path: (class per cell, columns)}) and its
     window position in the mosaic grid."""
-    from ssjdn.core.feedback import all_tile_ids
+    from ssjdn.core.query.feedback import all_tile_ids
     ids = all_tile_ids(index)
     truth = {}
     for record in index.tiles(ids):
@@ -157,8 +157,8 @@ def split(marks: dict) -> tuple[list[int], list[int]]:
 
 def run_class(index, model, query: str, cls: int, truth: dict, weights, settings,
               marks_per_round: int = MARKS_PER_ROUND) -> dict:
-    from ssjdn.core.feedback import DEFAULT_THRESHOLD, MIN_POSITIVES, search_refined, tile_probabilities
-    from ssjdn.core.search import search_text
+    from ssjdn.core.query.feedback import DEFAULT_THRESHOLD, MIN_POSITIVES, search_refined, tile_probabilities
+    from ssjdn.core.query.search import search_text
     n = index.count
     relevant = {t for t, c in truth.items() if c == cls}
     text_rank = [h.tile_id for h in search_text(index, model, query, k=n)]
@@ -227,7 +227,7 @@ def report(summary: dict, marks: int = MARKS_PER_ROUND) -> str:
 def tune(index, model, truth, marks: int = MARKS_PER_ROUND) -> None:
     """Grids over the Rocchio weights and the classifier settings (one at a time: they are
     independent, the classifier only sees the marks)."""
-    from ssjdn.core.feedback import DEFAULT_CLASSIFIER, DEFAULT_WEIGHTS, RocchioWeights
+    from ssjdn.core.query.feedback import DEFAULT_CLASSIFIER, DEFAULT_WEIGHTS, RocchioWeights
     print("Rocchio (text = 1): positive negative -> refine1 gain, refine2 gain")
     for positive, negative in itertools.product((0.5, 1.0, 2.0, 4.0, 8.0), (0.0, 0.25, 0.5, 1.0, 2.0)):
         s, _ = evaluate(index, model, truth, RocchioWeights(1.0, positive, negative), DEFAULT_CLASSIFIER,
@@ -258,9 +258,9 @@ def main(argv=None) -> None:
     if not (args.ucm / "dataset_ucm.json").is_file():
         parser.error(f"UCM-Captions not found in {args.ucm}; pass --ucm FOLDER.")
     set_threads(args.threads)
-    from ssjdn.core.feedback import DEFAULT_CLASSIFIER, DEFAULT_WEIGHTS
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.query.feedback import DEFAULT_CLASSIFIER, DEFAULT_WEIGHTS
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
 
     model = load_bench_model(args.model)
     # The val split: the checkout's shared folder holds train + val, and train taught the model.

@@ -228,7 +228,7 @@ def save_crops(crops, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    from ssjdn.core.api import default_model_path, load_model
+    from ssjdn.core.model.api import default_model_path, load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="a folder for the mosaic, index and results")

@@ -41,9 +41,9 @@ def main(argv=None) -> None:
 
     import torch
 
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.raster import raster_info, read_window_rgb
-    from ssjdn.core.tiling import plan_tiles
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.geo.raster import raster_info, read_window_rgb
+    from ssjdn.core.geo.tiling import plan_tiles
 
     model = load_bench_model(args.model)
     with tempfile.TemporaryDirectory(prefix="ssjdn-bench-") as tmp:

@@ -25,7 +25,7 @@ from bench_common import load_bench_model, set_threads, write_synthetic_geotiff 
 def child(raster: str, model_spec: str, index_dir: str, tile_px, threads: int) -> None:
     """Index one raster and print JSON figures (runs in its own process)."""
     set_threads(threads)
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index.indexing import build_index
     model = load_bench_model(model_spec)
     model_rss_mb = _rss_now_mb()
     stats = build_index(index_dir, raster, model, tile_px=tile_px)

@@ -105,7 +105,7 @@ def load_objects(images_dir: Path, long_side: int) -> list[torch.Tensor]:
 
 
 def main(argv=None) -> None:
-    from ssjdn.core.api import default_model_path, load_model
+    from ssjdn.core.model.api import default_model_path, load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(default_model_path()))

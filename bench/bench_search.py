@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
-    from ssjdn.core.ann import APPROX_THRESHOLD, build_ann, measure_recall, search
+    from ssjdn.core.index.ann import APPROX_THRESHOLD, build_ann, measure_recall, search
     model = load_bench_model(args.model)
     dim = args.dim or int(model.encode_texts(["probe"]).shape[1])
     threshold = args.threshold or APPROX_THRESHOLD

@@ -32,7 +32,7 @@ def edge_ratios(maps) -> dict[str, dict[str, float]]:
 
 
 def main(argv=None) -> None:
-    from ssjdn.core.api import default_model_path, load_model
+    from ssjdn.core.model.api import default_model_path, load_model
     from ssjdn.training.augment import read_image, resize
 
     here = Path(__file__).resolve().parents[1]

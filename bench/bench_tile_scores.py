@@ -127,7 +127,7 @@ def val_mr(model, data_root: Path) -> dict[str, float]:
 
 
 def main(argv=None) -> None:
-    from ssjdn.core.api import default_model_path, load_model
+    from ssjdn.core.model.api import default_model_path, load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(default_model_path()))

@@ -111,7 +111,7 @@ def image_shares(window, layout_cut: int) -> dict[int, float]:
 
 
 def evaluate(index, model, entries, whole, cut) -> dict:
-    from ssjdn.core.search import search_text
+    from ssjdn.core.query.search import search_text
     found, precision = [], []
     for number in whole:
         hits = search_text(index, model, entries[number]["caption"], k=10)
@@ -125,8 +125,8 @@ def evaluate(index, model, entries, whole, cut) -> dict:
 
 
 def run_config(model, raster: Path, index_dir: Path, sizes, overlap) -> dict:
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
     start = time.perf_counter()
     stats = build_index(index_dir, raster, model, tile_ground_m=sizes, overlap=overlap)
     seconds = time.perf_counter() - start

@@ -50,7 +50,7 @@ def _autocast(device):
 
 def bench(config: str, batch: int, steps: int, device: torch.device,
           cached_recipes: tuple[str, ...] = ("8:4",), cached_only: bool = False) -> dict:
-    from ssjdn.core.api import create_model
+    from ssjdn.core.model.api import create_model
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8)
@@ -68,7 +68,7 @@ def bench(config: str, batch: int, steps: int, device: torch.device,
 
 
 def _end_to_end(config, images, labels, steps, device) -> dict:
-    from ssjdn.core.api import create_model
+    from ssjdn.core.model.api import create_model
 
     batch, results = len(images), {}
     model = create_model(config, device=device).train()
@@ -102,7 +102,7 @@ def _end_to_end(config, images, labels, steps, device) -> dict:
 
 def _cached(config, images, labels, steps, device, frozen: int, text_frozen: int) -> float:
     """img/s of a CPU-route step: the frozen prefix is read from a cache, the rest trains."""
-    from ssjdn.core.api import create_model
+    from ssjdn.core.model.api import create_model
 
     batch = len(images)
     cpu_model = create_model(config, overrides={"image": {"freeze_stages": frozen, "width": 128},

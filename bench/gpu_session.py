@@ -322,7 +322,7 @@ def _session_model(session: Session):
     Built once and shared by the phases after training."""
     import torch
 
-    from ssjdn.core.api import create_model, load_model
+    from ssjdn.core.model.api import create_model, load_model
 
     if session.model is None or session.model[0] != session.model_path:
         if session.model_path is not None:
@@ -392,7 +392,7 @@ def phase_train_bench(session: Session) -> None:
     import torch
     from bench_train import bench
 
-    from ssjdn.core.api import load_config
+    from ssjdn.core.model.api import load_config
 
     plan = session.plan
     # The recipe's model (its heads' width decides the step's cost), not the config's defaults.
@@ -577,7 +577,7 @@ def cmd_lane(args) -> int:
 
 def phase_checkpoint(session: Session) -> None:
     """The best full-model run's best epoch, fp16, referencing the packaged frozen weights."""
-    from ssjdn.core.api import load_model, save_checkpoint
+    from ssjdn.core.model.api import load_model, save_checkpoint
 
     full = [r for r in session.runs["runs"] if r["variant"] in FULL_MODEL_VARIANTS
             and r.get("best_epoch") and Path(r.get("best_checkpoint", "")).is_file()]
@@ -685,10 +685,10 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
     import numpy as np
     import torch
 
-    from ssjdn.core.api import place_model
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.raster import raster_info, read_window_rgb
-    from ssjdn.core.tiling import plan_tiles
+    from ssjdn.core.model.api import place_model
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.geo.raster import raster_info, read_window_rgb
+    from ssjdn.core.geo.tiling import plan_tiles
 
     while writer.poll() is None and time.time() < deadline - 10:
         time.sleep(0.5)
@@ -709,7 +709,7 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
     del arrays
     model_rates = _encode_rates(model, pixels, batch, plan["repeat"])
     # Where the model-only time goes: the backbone alone, and the whole model in the default
-    # (contiguous) layout. The model is channels_last on CUDA (core.api.place_model) since the
+    # (contiguous) layout. The model is channels_last on CUDA (core.model.api.place_model) since the
     # 2026-12-04 H200 session measured 15.0k tiles/s that way against 3.4k contiguous.
     backbone_rates = _encode_rates(model, pixels, batch, plan["repeat"], backbone_only=True)
     model.to(memory_format=torch.contiguous_format)
@@ -783,8 +783,8 @@ def phase_search(session: Session, deadline: float) -> None:
     """(d) one query at a time, as a user types them: encode on the device, faiss top-10."""
     import numpy as np
 
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.search import search_text
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.query.search import search_text
 
     index_dir = session.index_dir
     if index_dir is None:

@@ -7,7 +7,7 @@ included. So this script, run here, makes one bundle:
   162 MiB; --jpeg-quality shrinks them) and a dataset_ucm.json with those two splits only;
 - weights/: EfficientNet-Lite0 in fp16 and MiniLM in fp16 minus its word-embedding table, of
   which only the rows of the tokens the session uses travel (fp32, exact); manifest.json with
-  the sha256 of each staged file and of the package file it came from (core/backbones.py);
+  the sha256 of each staged file and of the package file it came from (core/model/backbones.py);
 - wheels/: the cp312 manylinux wheels of rasterio and faiss-cpu and their missing needs;
 and cuts it into parts that each fit one call beside the working tree: .gpu_stage/part1,
 part2, ... (git-ignored). Each device call carries one part; bench/gpu_session.sh collects
@@ -44,7 +44,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def sha256_of(path: Path) -> str:
-    from ssjdn.core.backbones import file_sha256   # the same digest the model checks at load
+    from ssjdn.core.model.backbones import file_sha256   # the same digest the model checks at load
     return file_sha256(path)
 
 
@@ -111,8 +111,8 @@ def stage_weights(dest: Path, texts: list[str]) -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from ssjdn.core.backbones import LITE_PACKAGES
-    from ssjdn.core.text import (MINILM_PACKAGE, STAGED_WORD_IDS, STAGED_WORD_ROWS,
+    from ssjdn.core.model.backbones import LITE_PACKAGES
+    from ssjdn.core.model.text import (MINILM_PACKAGE, STAGED_WORD_IDS, STAGED_WORD_ROWS,
                                  WORD_EMBEDDINGS, load_tokenizer, packaged_minilm_dir)
 
     if os.environ.get("SSJDN_WEIGHTS_DIR"):

@@ -46,7 +46,7 @@ def _ratios(result: dict) -> dict:
 
 
 def main(argv=None) -> None:
-    from ssjdn.core.api import default_model_path, load_model
+    from ssjdn.core.model.api import default_model_path, load_model
     from ssjdn.training.augment import load_images, train_view
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -45,7 +45,7 @@ def embed_scene_tiles(model, scene: Path, tile_px: int, batch: int = 32) -> np.n
     import torch
     from rasterio.windows import Window
 
-    from ssjdn.core.raster import raster_info, read_window_rgb
+    from ssjdn.core.geo.raster import raster_info, read_window_rgb
     info = raster_info(scene)
     width, height = info.width, info.height
     step = tile_px // 2
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     set_threads(args.threads)
     if args.model == "shipped":
-        from ssjdn.core.api import default_model_path
+        from ssjdn.core.model.api import default_model_path
         args.model = str(default_model_path())
     model = load_bench_model(args.model)
     parts = []

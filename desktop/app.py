@@ -68,7 +68,7 @@ def last_session_path() -> Path:
 def initial_session(args):
     """The session to start with and the rasters to open in it."""
     from ssjdn.core.errors import message_for
-    from ssjdn.core.raster import is_virtual
+    from ssjdn.core.geo.raster import is_virtual
     from ssjdn.desktop.state import Session
     session, rasters = Session(), []
     source = Path(args.session) if args.session else last_session_path()

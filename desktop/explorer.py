@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssjdn.core.calibration import GOOD_MATCH, calibration_of
+from ssjdn.core.model.calibration import GOOD_MATCH, calibration_of
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.geo import MapFrame, format_lonlat
 from ssjdn.desktop.resources import THUMB_PX
@@ -83,7 +83,7 @@ class ExplorerModel:
         self.session = session or Session()
         self.events = Events()
         self.loaded = None               # models.LoadedModel
-        self.index = None                # ssjdn.core.index_store.TileIndex
+        self.index = None                # ssjdn.core.index.index_store.TileIndex
         self.index_stats = None
         self.rasters: dict = {}          # raster path -> RasterInfo of the open rasters
         self.frame = MapFrame()          # the map's CRS: the first open raster's
@@ -121,7 +121,7 @@ class ExplorerModel:
         self.events.emit("model_loading", spec=spec)
 
         def work():
-            from ssjdn.core.fast_text import query_encoder
+            from ssjdn.core.model.fast_text import query_encoder
             loaded = model_choices.load_choice(spec, device)
             query_encoder(loaded.model)   # made here, so the first search waits for no export
             return loaded, spec, device
@@ -140,7 +140,7 @@ class ExplorerModel:
     # == rasters ===============================================================================
     def open_raster(self, path: str):
         """Open one raster (UserError for a bad file); returns its RasterInfo."""
-        from ssjdn.core.raster import raster_info
+        from ssjdn.core.geo.raster import raster_info
         info = raster_info(path)
         if info.path not in self.rasters:
             if not self.rasters:
@@ -185,7 +185,7 @@ class ExplorerModel:
     def index_job(self):
         """(work(progress, cancel), token) building or resuming the open rasters' index; pass the
         token back to apply_index with the IndexStats."""
-        from ssjdn.core import index_store, indexing
+        from ssjdn.core.index import index_store, indexing
         index_dir, rasters, model = self.current_index_dir(), self.session.index_inputs(), self.loaded.model
         settings = self.session.indexing_settings.build_kwargs(self.session.tile_ground_m)
         # The engine reports progress once per encoded read chunk. On a CPU a default chunk
@@ -206,7 +206,7 @@ class ExplorerModel:
 
     def apply_index(self, stats, token) -> bool:
         """Open the built index unless the user has since left its model or tile size."""
-        from ssjdn.core.index_store import TileIndex
+        from ssjdn.core.index.index_store import TileIndex
         index_dir, model = token
         if self.loaded is None or model is not self.loaded.model or index_dir != self.current_index_dir():
             return False
@@ -292,8 +292,8 @@ class ExplorerModel:
 
     def search_job(self, query: str, k: int = 20, with_heatmap: bool = True):
         """A text search (recorded in the session's history): hits, heatmaps, thumbnails."""
-        from ssjdn.core.fast_text import encode_query
-        from ssjdn.core.search import clean_query, search_text, vector_heatmap
+        from ssjdn.core.model.fast_text import encode_query
+        from ssjdn.core.query.search import clean_query, search_text, vector_heatmap
         self._require_index()
         query = query.strip()
         (index, model), (ask, keep) = (self.index, self.loaded.model), self._fetch(k)
@@ -332,7 +332,7 @@ class ExplorerModel:
         return choose
 
     def similar_job(self, tile_id: int, k: int = 20):
-        from ssjdn.core.search import search_similar
+        from ssjdn.core.query.search import search_similar
         self._require_index()
         (index, model), (ask, keep) = (self.index, self.loaded.model), self._fetch(k)
 
@@ -350,8 +350,8 @@ class ExplorerModel:
         refined query also found (the refined query sits near them, so they would otherwise
         take the top places and push the new candidates down)."""
         from ssjdn.core.errors import UserError
-        from ssjdn.core.feedback import refine_query, search_refined
-        from ssjdn.core.search import vector_heatmap
+        from ssjdn.core.query.feedback import refine_query, search_refined
+        from ssjdn.core.query.search import vector_heatmap
         self._require_index()
         positives, negatives = self.marked(RELEVANT), self.marked(NOT_RELEVANT)
         if not self.can_refine():
@@ -413,7 +413,7 @@ class ExplorerModel:
 
         With likelihoods the grids are likelihoods, blank (NaN) under the threshold so the
         imagery shows there; the range is 0..1 on the absolute scale, else what remains."""
-        from ssjdn.core.raster import GeoRaster
+        from ssjdn.core.geo.raster import GeoRaster
         if not self.results_calibrated():
             return dict(self.heatmaps), finite_range([h.array for h in self.heatmaps.values()]), "tile score"
         grids = {}
@@ -453,7 +453,7 @@ class ExplorerModel:
     def select_tile(self, tile_id: int):
         """Select a tile; returns the job computing its SEM/SSM maps, and while words are being
         searched for, the map of where they match (QUERY_MAP_KEY). None without an index."""
-        from ssjdn.core.search import tile_query_map, tile_salience
+        from ssjdn.core.query.search import tile_query_map, tile_salience
         if self.index is None:
             return None
         self.selected_tile = self.index.tile(tile_id)
@@ -477,7 +477,7 @@ class ExplorerModel:
         return True
 
     def captions_job(self, captions: list[str]):
-        from ssjdn.core.search import rank_captions
+        from ssjdn.core.query.search import rank_captions
         if self.selected_tile is None or self.index is None or not captions:
             return None
         index, model, tile_id = self.index, self.loaded.model, self.selected_tile.tile_id
@@ -512,7 +512,7 @@ class ExplorerModel:
         return bool(self.marked(RELEVANT)) or bool(self.marks and self.words)
 
     def can_find_all(self) -> bool:
-        from ssjdn.core.feedback import MIN_POSITIVES
+        from ssjdn.core.query.feedback import MIN_POSITIVES
         return self.index is not None and len(self.marked(RELEVANT)) >= MIN_POSITIVES
 
     def find_all_job(self):
@@ -520,8 +520,8 @@ class ExplorerModel:
         cancel event, returns (TileScores, {raster path: probability grid}), or None when
         cancelled. Past HEATMAP_TILE_BUDGET, grids go to the rasters of the best detections."""
         from ssjdn.core.errors import Cancelled
-        from ssjdn.core.feedback import probability_heatmap, tile_probabilities
-        from ssjdn.core.index_store import raster_id_of
+        from ssjdn.core.query.feedback import probability_heatmap, tile_probabilities
+        from ssjdn.core.index.index_store import raster_id_of
         self._require_index()
         index, positives, negatives = self.index, self.marked(RELEVANT), self.marked(NOT_RELEVANT)
         heatmap_rasters, path_of = self._heatmap_rasters(), {v: k for k, v in self._indexed.items()}
@@ -548,7 +548,7 @@ class ExplorerModel:
 
     def set_threshold(self, threshold: float) -> None:
         """Keep the tiles of the open rasters at or above `threshold`, most probable first."""
-        from ssjdn.core.index_store import raster_id_of
+        from ssjdn.core.index.index_store import raster_id_of
         self.threshold = float(threshold)
         ids, probabilities = self.probabilities.tile_ids, self.probabilities.values
         on_map = [self._indexed[path] for path in self.indexed_rasters()]   # raster ids
@@ -560,7 +560,7 @@ class ExplorerModel:
 
     def thresholded_maps(self) -> dict:
         """The probability grids with cells under the threshold blanked (NaN), for display."""
-        from ssjdn.core.raster import GeoRaster
+        from ssjdn.core.geo.raster import GeoRaster
         result = {}
         for path, grid in self.probability_maps.items():
             array = np.where(grid.array >= self.threshold, grid.array, np.nan).astype(np.float32)
@@ -569,7 +569,7 @@ class ExplorerModel:
 
     def detection_hits(self, limit: int | None = None) -> list:
         """The detections as search hits whose score is the probability."""
-        from ssjdn.core.search import hits_for_ids
+        from ssjdn.core.query.search import hits_for_ids
         chosen = self.detections[:limit] if limit else self.detections
         if self.index is None or not chosen:
             return []
@@ -579,8 +579,8 @@ class ExplorerModel:
     def attribute_rows(self) -> list[AttributeRow]:
         """The hits, the first TABLE_DETECTIONS detections and the marked tiles of the open
         rasters, with each tile's centre and mark: what the attribute table lists."""
-        from ssjdn.core.search import hits_for_ids
-        from ssjdn.core.tiling import tile_centres_wgs84
+        from ssjdn.core.query.search import hits_for_ids
+        from ssjdn.core.geo.tiling import tile_centres_wgs84
         groups = [("hit", self.hits), ("detection", self.detection_hits(TABLE_DETECTIONS))]
         if self.index is not None and self.marks:
             marked = list(self.marks)
@@ -601,7 +601,7 @@ class ExplorerModel:
         """Write chosen rows of the attribute table as GeoJSON / GeoPackage polygons with their
         kind and label (and lat / lon, score, likelihood as every export); returns how many."""
         from ssjdn.core.errors import UserError
-        from ssjdn.core.export import export_hits
+        from ssjdn.core.geo.export import export_hits
         if not rows:
             raise UserError("No rows are selected: select rows of the table to export them.")
         export_hits([r.hit for r in rows], path, query=self.words or None,
@@ -627,7 +627,7 @@ class ExplorerModel:
     def export_marks(self, path: str, name: str | None = None) -> None:
         """The marks as GeoJSON / GeoPackage polygons with their label."""
         from ssjdn.core.errors import UserError
-        from ssjdn.core.labels import export_labels
+        from ssjdn.core.query.labels import export_labels
         self._require_index()
         if not self.marks:
             raise UserError("There are no marks to export: mark tiles relevant (+) or not relevant (-) first.")
@@ -636,7 +636,7 @@ class ExplorerModel:
     def import_marks(self, path: str) -> int:
         """Mark the tiles a GIS file's points / polygons cover (its labels win over existing
         marks); returns how many tiles it marked."""
-        from ssjdn.core.labels import import_labels
+        from ssjdn.core.query.labels import import_labels
         self._require_index()
         imported = import_labels(self.index, path)
         self.set_marks({**self.marks, **imported})
@@ -645,7 +645,7 @@ class ExplorerModel:
     # == export ================================================================================
     def export_hits(self, path: str) -> None:
         from ssjdn.core.errors import UserError
-        from ssjdn.core.export import export_hits
+        from ssjdn.core.geo.export import export_hits
         if not self.hits:
             raise UserError("There are no hits to export: run a search first.")
         export_hits(self.hits, path, query=self.last_query)
@@ -653,7 +653,7 @@ class ExplorerModel:
     def export_heatmap(self, path: str) -> None:
         """One GeoTIFF per raster: the path as given for the first, name-suffixed for the others."""
         from ssjdn.core.errors import UserError
-        from ssjdn.core.export import write_geotiff
+        from ssjdn.core.geo.export import write_geotiff
         if not self.heatmaps:
             raise UserError("There is no heatmap: search with 'Score heatmap' checked.")
         target = Path(path)
@@ -663,7 +663,7 @@ class ExplorerModel:
     def export_detections(self, path: str) -> int:
         """Write the detections (tiles at or above the threshold) with their probability."""
         from ssjdn.core.errors import UserError
-        from ssjdn.core.export import export_hits
+        from ssjdn.core.geo.export import export_hits
         hits = self.detection_hits()
         if not hits:
             raise UserError("There are no detections to export: run Find all, or lower the threshold.")
@@ -700,8 +700,8 @@ def complete_read_only_index(index_dir: Path, paths: list[str], model):
     holds every raster of `paths` completely: it is searched as it is, as the CLI does. Only
     what would need building is refused."""
     from ssjdn.core.errors import UserError
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import IndexStats
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import IndexStats
     with TileIndex.open(index_dir, model=model) as index:
         complete = {record.path for record in index.rasters() if record.complete}
     missing = [path for path in paths if path not in complete]
@@ -722,7 +722,7 @@ def read_thumbnails(hits) -> list:
     the view makes its images from them.
     """
     from rasterio.windows import Window
-    from ssjdn.core.raster import raster_info, read_window_rgb
+    from ssjdn.core.geo.raster import raster_info, read_window_rgb
     thumbs = []
     for hit in hits:
         try:
@@ -760,7 +760,7 @@ def place_names(records, chars: int = NAME_CHARS, sep: str = "  ") -> list[str]:
     """Short names of tiles that say where they are: 'stem…elided  14.59312°N 120.98422°E'
     (the tile's centre; 'tile 12' for a raster with no CRS); `chars` for the stem, `sep`
     between it and the place (a newline in a list of tall rows)."""
-    from ssjdn.core.tiling import tile_centres_wgs84
+    from ssjdn.core.geo.tiling import tile_centres_wgs84
     records = list(records)
     names = []
     for record, (lon, lat) in zip(records, tile_centres_wgs84(records)):
@@ -772,7 +772,7 @@ def place_names(records, chars: int = NAME_CHARS, sep: str = "  ") -> list[str]:
 def describe_tile(record) -> str:
     """'stem…elided, tile 12 at 14.59312°N 120.98422°E' (ids pack the raster id in their high
     bits; the place is the tile's centre, pixel offsets without a CRS)."""
-    from ssjdn.core.tiling import tile_centres_wgs84
+    from ssjdn.core.geo.tiling import tile_centres_wgs84
     lon, lat = tile_centres_wgs84([record])[0]
     col, row = int(record.window.col_off), int(record.window.row_off)
     where = format_lonlat(lon, lat) if np.isfinite(lat) else f"px {col},{row}"

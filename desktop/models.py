@@ -27,13 +27,13 @@ class LoadedModel:
 
 
 def shipped_model_path() -> Path:
-    from ssjdn.core.api import default_model_path
+    from ssjdn.core.model.api import default_model_path
     return default_model_path()
 
 
 def available_choices(registered: list[dict]) -> list[ModelChoice]:
     """Shipped model (or its fallback), registered checkpoints, then every known config."""
-    from ssjdn.core.api import list_configs
+    from ssjdn.core.model.api import list_configs
     if shipped_model_path().is_file():
         choices = [ModelChoice(SHIPPED_DEFAULT, "SSJDN default (shipped, trained)")]
     else:
@@ -57,7 +57,7 @@ def load_choice(spec: str, device: str = "auto") -> LoadedModel:
 
     The spec goes to core's model_from_spec (the one way from a spec to a model); this adds the
     shipped model's untrained fallback and the labels and warnings the app shows."""
-    from ssjdn.core.api import model_from_spec
+    from ssjdn.core.model.api import model_from_spec
     from ssjdn.core.errors import UserError
     torch_device = None if device == "auto" else device
     if torch_device == "cuda":

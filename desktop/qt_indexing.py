@@ -11,8 +11,8 @@ from pathlib import Path
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                QLabel, QSpinBox, QTableWidget, QVBoxLayout)
 
-from ssjdn.core.indexing import DEFAULT_MAX_NODATA
-from ssjdn.core.raster import NODATA_AUTO, NODATA_NONE
+from ssjdn.core.index.indexing import DEFAULT_MAX_NODATA
+from ssjdn.core.geo.raster import NODATA_AUTO, NODATA_NONE
 
 # The nodata choices offered per raster; any other pixel value can be typed.
 NODATA_CHOICES = ((NODATA_AUTO, "auto: a black or white border is nodata"),

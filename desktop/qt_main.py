@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDial
                                QMainWindow, QMenu, QMessageBox, QProgressBar, QPushButton,
                                QToolBar)
 
-from ssjdn.core.ann import PROGRESS_PREFIX
+from ssjdn.core.index.ann import PROGRESS_PREFIX
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.explorer import NOT_RELEVANT, QUERY_MAP_KEY, RELEVANT, ExplorerModel, describe_tile
 from ssjdn.desktop.geo import MapFrame, format_lonlat
@@ -359,7 +359,7 @@ class QtMainWindow(QMainWindow):
 
     def open_stac(self, source: str) -> None:
         """Read a STAC catalog off the GUI thread (it may be remote), then open its images."""
-        from ssjdn.core.stac import read_stac
+        from ssjdn.core.geo.stac import read_stac
         self.jobs.submit(Job("Reading the STAC catalog", lambda: read_stac(source), self._on_stac_read))
 
     def _on_stac_read(self, result) -> None:
@@ -787,7 +787,7 @@ class QtMainWindow(QMainWindow):
 
     def register_checkpoint(self, path: str, select: bool = False, label: str | None = None) -> None:
         """Add a checkpoint to the model list (kept across runs); optionally switch to it."""
-        from ssjdn.core.api import read_checkpoint_metadata
+        from ssjdn.core.model.api import read_checkpoint_metadata
         try:
             read_checkpoint_metadata(path)   # refuse a bad file now, not when it is chosen
         except Exception as exc:  # noqa: BLE001

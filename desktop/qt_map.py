@@ -69,7 +69,7 @@ class QtRasterItem(QGraphicsItem):
 
     def __init__(self, info, frame: MapFrame) -> None:
         super().__init__()
-        from ssjdn.core.raster import full_window, read_window_rgb
+        from ssjdn.core.geo.raster import full_window, read_window_rgb
         self.info = info
         self._read = read_window_rgb
         self.setTransform(qtransform(frame.pixel_to_scene(info.transform, info.crs, info.width, info.height)))
@@ -134,7 +134,7 @@ class QtRasterItem(QGraphicsItem):
         """Read a large raster's overview off the GUI thread (see SYNC_OVERVIEW_MAX_PX)."""
         if self.overview_loaded:
             return
-        from ssjdn.core.raster import full_window
+        from ssjdn.core.geo.raster import full_window
         info, read = self.info, self._read
 
         def job():

@@ -6,7 +6,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QLinearGradient, QPainter
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QLabel, QSlider, QVBoxLayout, QWidget)
 
-from ssjdn.core.model import salience_keys
+from ssjdn.core.model.network import salience_keys
 from ssjdn.desktop.colormaps import NAMES, lookup_table
 from ssjdn.desktop.explorer import QUERY_MAP_KEY
 
@@ -100,7 +100,7 @@ class QtSaliencePanel(QWidget):
 
     def _offer_scales(self) -> None:
         """Offer only the scales whose map says something: an SSM map at the end scale of its
-        pass is 1.0 everywhere by construction (core.model.salience_keys)."""
+        pass is 1.0 everywhere by construction (core.model.network.salience_keys)."""
         kind, direction = self.kind.currentData(), self.direction.currentData()
         for combo in (self.direction, self.scale):   # the query map has one scale, no direction
             combo.setEnabled(kind != "query")

@@ -11,7 +11,7 @@ from PySide6.QtGui import QBrush, QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ssjdn.core.calibration import GOOD_MATCH
+from ssjdn.core.model.calibration import GOOD_MATCH
 from ssjdn.desktop.explorer import place_names
 from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
 from ssjdn.desktop.qt_salience import QtColorLegend

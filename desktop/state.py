@@ -75,9 +75,9 @@ class IndexingSettings:
     def from_dict(cls, data: dict) -> "IndexingSettings":
         """Settings from a session's dict; UserError for values build_index would refuse."""
         from ssjdn.core.errors import UserError
-        from ssjdn.core.indexing import check_max_nodata
-        from ssjdn.core.raster import NODATA_AUTO, normalize_nodata
-        from ssjdn.core.tiling import check_overlap
+        from ssjdn.core.index.indexing import check_max_nodata
+        from ssjdn.core.geo.raster import NODATA_AUTO, normalize_nodata
+        from ssjdn.core.geo.tiling import check_overlap
         nodata = {str(path): normalize_nodata(value) for path, value in (data.get("nodata") or {}).items()}
         max_nodata, second = data.get("max_nodata"), data.get("second_tile_m")
         overlap = check_overlap(data.get("overlap", 0.0))
@@ -150,7 +150,7 @@ class Session:
 
     def index_inputs(self) -> list:
         """The open rasters as build_index takes them: a STAC asset with its item's record."""
-        from ssjdn.core.stac import StacAsset
+        from ssjdn.core.geo.stac import StacAsset
         return [StacAsset.from_source(path, self.stac_items[path]) if path in self.stac_items else path
                 for path in self.rasters]
 
@@ -166,7 +166,7 @@ class Session:
         return IndexingSettings.from_dict(self.indexing)
 
     def add_raster(self, path: str) -> bool:
-        from ssjdn.core.raster import raster_path
+        from ssjdn.core.geo.raster import raster_path
         path = raster_path(path)   # a GDAL virtual path (/vsicurl/...) stays as given
         if path in self.rasters:
             return False

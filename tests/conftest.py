@@ -26,7 +26,7 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 @pytest.fixture(scope="session")
 def tiny_model():
     """The tiny config: random weights, a few thousand parameters, fast on CPU."""
-    from ssjdn.core.api import create_model
+    from ssjdn.core.model.api import create_model
     torch.manual_seed(0)
     return create_model("tiny")
 

@@ -71,8 +71,8 @@ __all__ = ["write_raster", "scene", "collared", "utm_scene", "UTM31N", "UTM_ORIG
 
 def index_small_scene(tmp_path, model):
     """A 320 x 256 UTM raster indexed as a 5 x 4 grid of 64 px tiles: (open TileIndex, raster path)."""
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
     raster = utm_scene(tmp_path, rows=256, cols=320)
     build_index(tmp_path / "idx", raster, model, tile_px=64)
     return TileIndex.open(tmp_path / "idx", model=model), raster
@@ -84,9 +84,9 @@ def synthetic_index(folder, model, side_px=4080, tile_px=8, seed=0):
     8 px are an archive-sized 260,100-tile index in seconds. Returns (open TileIndex, raster)."""
     from rasterio.windows import Window
 
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.raster import raster_info
-    from ssjdn.core.tiling import Tile
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.geo.raster import raster_info
+    from ssjdn.core.geo.tiling import Tile
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     res, (west, north) = 1e-5, (10.0, 50.0)
@@ -132,7 +132,7 @@ def bench_module(name: str):
 def cli_index(tmp_path, capsys):
     """A 320 x 256 UTM raster indexed by the CLI with the tiny config as 20 tiles of 64 px:
     (raster path, index folder)."""
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     raster = utm_scene(tmp_path)
     idx = str(tmp_path / "idx")
     assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0

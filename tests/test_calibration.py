@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine_fixtures import utm_scene
-from ssjdn.core.calibration import (GOOD_MATCH, Calibration, calibration_path, cross_fitted,
+from ssjdn.core.model.calibration import (GOOD_MATCH, Calibration, calibration_path, cross_fitted,
                                     expected_calibration_error, file_sha256, fit_calibration,
                                     load_for_checkpoint, save_calibration, same_kind)
 
@@ -50,7 +50,7 @@ def test_a_split_without_matches_cannot_be_calibrated():
 
 
 def test_a_checkpoint_finds_its_own_calibration_and_not_one_for_other_weights(tmp_path, tiny_model):
-    from ssjdn.core.api import load_model, save_checkpoint
+    from ssjdn.core.model.api import load_model, save_checkpoint
     checkpoint = save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")
     assert load_model(checkpoint).calibration is None        # none fitted yet
     save_calibration(Calibration(10.0, -1.0, file_sha256(checkpoint), "synthetic"), calibration_path(checkpoint))
@@ -62,8 +62,8 @@ def test_a_checkpoint_finds_its_own_calibration_and_not_one_for_other_weights(tm
 @pytest.fixture
 def calibrated_index(tmp_path, tiny_model):
     """A tiny checkpoint with a synthetic calibration, and a raster indexed with it."""
-    from ssjdn.core.api import save_checkpoint
-    from ssjdn.core.cli import main
+    from ssjdn.core.model.api import save_checkpoint
+    from ssjdn.core.cli.main import main
     checkpoint = save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")
     raster = utm_scene(tmp_path)
     idx = str(tmp_path / "idx")
@@ -72,7 +72,7 @@ def calibrated_index(tmp_path, tiny_model):
 
 
 def test_search_prints_the_likelihood_and_exports_carry_it(calibrated_index, tmp_path, capsys):
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     checkpoint, idx = calibrated_index
     capsys.readouterr()
     assert main(["search", "storage tanks", "--index", idx, "-k", "3"]) == 0
@@ -94,7 +94,7 @@ def test_search_prints_the_likelihood_and_exports_carry_it(calibrated_index, tmp
 
 
 def test_search_says_no_good_match_when_nothing_reaches_the_threshold(calibrated_index, capsys):
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     checkpoint, idx = calibrated_index
     save_calibration(Calibration(1.0, -10.0, file_sha256(checkpoint), "synthetic"), calibration_path(checkpoint))
     assert main(["search", "storage tanks", "--index", idx, "-k", "3"]) == 0

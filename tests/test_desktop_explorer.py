@@ -46,7 +46,7 @@ def test_a_text_search_gives_hits_heatmaps_thumbnails_and_a_results_event(explor
 
 
 def test_loading_the_model_prepares_the_fast_query_encoder(explorer):
-    from ssjdn.core import fast_text
+    from ssjdn.core.model import fast_text
     assert explorer.loaded.model in fast_text._encoders   # no export waits in the first search
 
 
@@ -60,7 +60,7 @@ def test_the_tile_at_a_map_point_is_the_tile_covering_it(explorer):
 def test_opening_an_index_loads_no_tile_grid_until_one_is_needed(user_dirs, small_raster, monkeypatch):
     # An archive raster holds a million tiles (3 s and 40 MB to load its grid); the index of
     # ten of them must open in seconds, so grids load when a click or a map layer asks.
-    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.index.index_store import TileIndex
     from ssjdn.desktop.explorer import ExplorerModel
     from ssjdn.desktop.state import Session
     model = ExplorerModel(Session(model_spec="config:tiny", device="cpu"))
@@ -113,7 +113,7 @@ def test_selecting_a_tile_computes_its_salience_unless_another_was_selected_sinc
 
 
 def test_marks_change_with_an_event_and_survive_a_refined_search(explorer):
-    from ssjdn.core.feedback import search_refined
+    from ssjdn.core.query.feedback import search_refined
     hits = search(explorer, k=8)
     seen = recorder(explorer, "marks")
     explorer.mark(hits[0].tile_id, True)
@@ -312,7 +312,7 @@ def test_the_ready_line_counts_the_tiles_of_the_open_rasters_not_the_whole_cache
 
 
 def test_the_attribute_rows_hold_hits_detections_and_marks_with_their_centres(explorer, tmp_path):
-    from ssjdn.core.tiling import tile_centres_wgs84
+    from ssjdn.core.geo.tiling import tile_centres_wgs84
     hits = search(explorer, k=4)
     for hit in hits[:3]:
         explorer.mark(hit.tile_id, True)

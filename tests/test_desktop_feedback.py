@@ -158,7 +158,7 @@ def test_find_all_shows_its_progress_and_can_be_cancelled(qtbot, indexed_window,
     # Scoring an archive takes minutes: the status bar shows how far it is, and Cancel stops it
     # with no message and nothing changed.
     import threading
-    from ssjdn.core import feedback
+    from ssjdn.core.query import feedback
     from ssjdn.core.errors import Cancelled
     window = indexed_window
     window.show()

@@ -7,7 +7,7 @@ import pytest
 from desktop_fixtures import INDEX_TIMEOUT_MS, make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtCore import Qt
 
-from ssjdn.core.calibration import Calibration, calibration_path, file_sha256, save_calibration
+from ssjdn.core.model.calibration import Calibration, calibration_path, file_sha256, save_calibration
 
 SIGNAL_MS = 30_000
 
@@ -15,7 +15,7 @@ SIGNAL_MS = 30_000
 @pytest.fixture
 def calibrated_window(qtbot, make_window, small_raster, tiny_model, tmp_path):
     """The small raster indexed with a tiny checkpoint with a (synthetic) calibration."""
-    from ssjdn.core.api import save_checkpoint
+    from ssjdn.core.model.api import save_checkpoint
     checkpoint = save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")
     save_calibration(Calibration(10.0, 0.0, file_sha256(checkpoint), "synthetic pairs"),
                      calibration_path(checkpoint))

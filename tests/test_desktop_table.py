@@ -59,7 +59,7 @@ def test_selecting_a_row_selects_and_shows_the_tile_and_the_map_selects_the_row(
 
 
 def test_copy_coordinates_and_export_the_selected_rows(qtbot, indexed_window, tmp_path):
-    from ssjdn.core.tiling import tile_centres_wgs84
+    from ssjdn.core.geo.tiling import tile_centres_wgs84
     window = indexed_window
     table = window.attribute_table
     hits = searched(qtbot, window)

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from engine_fixtures import cli_index, utm_scene, write_raster, scene  # noqa: F401
-from ssjdn.core import index_store
-from ssjdn.core.cli import main
+from ssjdn.core.index import index_store
+from ssjdn.core.cli.main import main
 from ssjdn.core.errors import UserError, write_error_log
-from ssjdn.core.index_store import DB_NAME, FAISS_NAME, LOCK_NAME, IndexLockedError, TileIndex
-from ssjdn.core.indexing import build_index
-from ssjdn.core.search import search_text
+from ssjdn.core.index.index_store import DB_NAME, FAISS_NAME, LOCK_NAME, IndexLockedError, TileIndex
+from ssjdn.core.index.indexing import build_index
+from ssjdn.core.query.search import search_text
 
 
 def _err(capsys) -> str:
@@ -210,14 +210,14 @@ def test_search_works_on_a_read_only_index_and_says_hits_were_not_remembered(
     raster, idx = cli_index
     read_only(pathlib.Path(idx))
     if os.geteuid() == 0:   # root writes anyway: make the last_search.json write fail as it would
-        from ssjdn.core import export as export_module
+        from ssjdn.core import files as files_module
         real_replace = os.replace
 
         def refuse(src, dst):
             if str(dst).startswith(idx):
                 raise PermissionError(errno.EACCES, "Permission denied", str(dst))
             return real_replace(src, dst)
-        monkeypatch.setattr(export_module.os, "replace", refuse)
+        monkeypatch.setattr(files_module.os, "replace", refuse)
     assert main(["search", "a river", "--index", idx, "-k", "3"]) == 0
     captured = capsys.readouterr()
     assert "top 3 for: a river" in captured.out
@@ -227,7 +227,7 @@ def test_search_works_on_a_read_only_index_and_says_hits_were_not_remembered(
 def test_adding_rasters_to_a_read_only_index_says_so(cli_index, tmp_path, capsys, read_only, monkeypatch):
     import pathlib
 
-    from ssjdn.core import commands
+    from ssjdn.core.cli import commands
     raster, idx = cli_index
     read_only(pathlib.Path(idx))
     monkeypatch.setattr(commands, "load_model_arg", lambda *a: pytest.fail("model loaded"))
@@ -240,14 +240,14 @@ def test_exporting_into_a_read_only_folder_says_so(cli_index, tmp_path, capsys, 
     raster, idx = cli_index
     target = tmp_path / "locked"
     target.mkdir()
-    from ssjdn.core import export as export_module
+    from ssjdn.core import files as files_module
     real_replace = os.replace
 
     def refuse(src, dst):
         if str(dst).startswith(str(target)):
             raise PermissionError(errno.EACCES, "Permission denied", str(dst))
         return real_replace(src, dst)
-    monkeypatch.setattr(export_module.os, "replace", refuse)
+    monkeypatch.setattr(files_module.os, "replace", refuse)
     out = target / "h.geojson"
     assert main(["export", "--index", idx, "--query", "a river", "--out", str(out)]) == 2
     err = _err(capsys)
@@ -260,9 +260,9 @@ def test_a_geotiff_export_into_a_folder_without_write_access_says_so(cli_index, 
     raster, idx = cli_index
     target = tmp_path / "locked"
     target.mkdir()
-    from ssjdn.core import export as export_module
+    from ssjdn.core import files as files_module
     real_access = os.access
-    monkeypatch.setattr(export_module.os, "access",
+    monkeypatch.setattr(files_module.os, "access",
                         lambda p, mode: False if str(p) == str(target) else real_access(p, mode))
     out = target / "heat.tif"
     assert main(["export", "--index", idx, "--query", "a river", "--heatmap", raster, "--out", str(out)]) == 2
@@ -322,7 +322,7 @@ def test_disk_full_writing_the_faiss_file_is_one_message(tmp_path, tiny_model, m
 # -- 11: clear messages for odd paths and damaged small files -------------------------------------
 
 def test_index_pointing_to_a_file_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    from ssjdn.core import commands
+    from ssjdn.core.cli import commands
     monkeypatch.setattr(commands, "load_model_arg", lambda *a: pytest.fail("model loaded"))
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
@@ -384,7 +384,7 @@ def test_a_missing_captions_file_is_a_clear_error(tmp_path, capsys):
     ["index", "r.tif", "--index", "I", "--workers", "-2"],
 ])
 def test_bad_numbers_are_refused_by_the_parser(argv, capsys, monkeypatch):
-    from ssjdn.core import commands
+    from ssjdn.core.cli import commands
     monkeypatch.setattr(commands, "load_model_arg", lambda *a: pytest.fail("model loaded"))
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -395,7 +395,7 @@ def test_bad_numbers_are_refused_by_the_parser(argv, capsys, monkeypatch):
 # -- 14: the model is recorded before encoding starts ---------------------------------------------
 
 def test_a_first_index_that_is_interrupted_still_records_its_model(tmp_path, capsys, monkeypatch):
-    from ssjdn.core import indexing
+    from ssjdn.core.index import indexing
 
     def killed(self):
         raise KeyboardInterrupt
@@ -424,7 +424,7 @@ def _polygons(geometry):
 
 
 def test_geojson_splits_tiles_at_the_antimeridian(tmp_path, tiny_model):
-    from ssjdn.core.export import export_hits
+    from ssjdn.core.geo.export import export_hits
     build_index(tmp_path / "idx", _antimeridian_scene(tmp_path), tiny_model, tile_px=64)
     with TileIndex.open(tmp_path / "idx") as index:
         hits = search_text(index, tiny_model, "an island", k=2)
@@ -454,7 +454,7 @@ def test_geojson_splits_tiles_at_the_antimeridian(tmp_path, tiny_model):
 
 
 def test_geojson_splits_a_tile_straddling_the_antimeridian_into_two_parts(tmp_path):
-    from ssjdn.core.export import geojson_geometry
+    from ssjdn.core.geo.export import geojson_geometry
     ring = np.array([[179.9, 10], [179.9, 9], [180.2, 9], [180.2, 10], [179.9, 10]])
     geometry = geojson_geometry(ring)
     assert geometry["type"] == "MultiPolygon" and len(geometry["coordinates"]) == 2
@@ -467,7 +467,7 @@ def test_geojson_splits_a_tile_straddling_the_antimeridian_into_two_parts(tmp_pa
 
 
 def test_geojson_latitudes_are_clamped_at_the_poles(tmp_path, tiny_model):
-    from ssjdn.core.export import export_hits
+    from ssjdn.core.geo.export import export_hits
     polar = write_raster(tmp_path / "polar.tif", scene(64, 64), crs="EPSG:4326", res=0.1,
                          origin=(10.0, 92.0))            # a grid reaching past the pole
     build_index(tmp_path / "idx", polar, tiny_model, tile_px=32)
@@ -503,7 +503,7 @@ def test_a_second_indexer_says_who_holds_the_folder(cli_index, tmp_path, capsys,
         _write_lock(tmp_path / "idx", holder.pid, since)
         with pytest.raises(IndexLockedError):
             build_index(idx, raster, tiny_model, tile_px=64)
-        from ssjdn.core import commands
+        from ssjdn.core.cli import commands
         with monkeypatch.context() as patch:
             patch.setattr(commands, "load_model_arg", lambda *a: pytest.fail("model loaded"))
             assert main(["index", raster, "--index", idx, "--tile-px", "32"]) == 2
@@ -548,7 +548,7 @@ def test_a_lock_on_another_host_is_respected(cli_index, tmp_path, tiny_model):
 def test_an_unexpected_error_prints_one_line_and_the_log_path(cli_index, capsys, monkeypatch, tmp_path):
     raster, idx = cli_index
     monkeypatch.setenv("SSJDN_LOG_DIR", str(tmp_path / "logs"))
-    from ssjdn.core import search
+    from ssjdn.core.query import search
 
     def broken(*args, **kwargs):
         raise ValueError("something inside broke")
@@ -578,7 +578,7 @@ def test_the_error_log_falls_back_to_the_temp_folder(tmp_path, monkeypatch):
 
 def test_keyboard_interrupt_still_exits_130(cli_index, capsys, monkeypatch):
     raster, idx = cli_index
-    from ssjdn.core import search
+    from ssjdn.core.query import search
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

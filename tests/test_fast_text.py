@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from engine_fixtures import index_small_scene
-from ssjdn.core import fast_text
-from ssjdn.core.search import search_text
+from ssjdn.core.model import fast_text
+from ssjdn.core.query.search import search_text
 
 TEXTS = ["a river", "many cars are parked in a parking lot next to a road", "storage tanks"]
 
@@ -82,7 +82,7 @@ def test_only_the_most_recent_exports_are_kept(cache, monkeypatch):
     # Each export of MiniLM is ~90 MB: trying checkpoint after checkpoint must not fill the disk.
     import os
     import time
-    from ssjdn.core.api import create_model
+    from ssjdn.core.model.api import create_model
     monkeypatch.setattr(fast_text, "KEPT_EXPORTS", 2)
     made = []
     for seed in range(3):

@@ -4,7 +4,7 @@ import pytest
 
 from engine_fixtures import index_small_scene
 from ssjdn.core.errors import UserError
-from ssjdn.core.feedback import (MIN_POSITIVES, ClassifierSettings, RocchioWeights, _negatives,
+from ssjdn.core.query.feedback import (MIN_POSITIVES, ClassifierSettings, RocchioWeights, _negatives,
                                  all_tile_ids, classify_tiles, refine_query, search_refined,
                                  tile_probabilities)
 
@@ -107,7 +107,7 @@ def test_classifier_scores_every_tile_with_a_probability(indexed):
 def test_scoring_every_tile_reports_progress_and_stops_on_cancel(indexed, monkeypatch):
     # An archive has millions of tiles to score: the app shows how far it is and can stop it.
     import threading
-    from ssjdn.core import index_store
+    from ssjdn.core.index import index_store
     from ssjdn.core.errors import Cancelled
     ids = _ids(indexed)
     real = index_store.TileIndex.iter_raster_vectors
@@ -136,7 +136,7 @@ def test_classify_keeps_tiles_above_the_threshold_best_first(indexed):
 
 
 def test_probability_heatmap_puts_each_tile_probability_in_its_cell(indexed):
-    from ssjdn.core.feedback import probability_heatmap
+    from ssjdn.core.query.feedback import probability_heatmap
     ids = _ids(indexed)
     tile_ids, probabilities = tile_probabilities(indexed, ids[:3], ids[10:14])
     raster = indexed.rasters()[0].path
@@ -168,14 +168,14 @@ def test_an_index_all_marked_relevant_cannot_be_classified(indexed):
 # -- model specs and the offline environment ---------------------------------------------------
 
 def test_a_config_name_gives_the_same_untrained_model_every_time():
-    from ssjdn.core.api import model_from_spec
+    from ssjdn.core.model.api import model_from_spec
     first, second = model_from_spec("tiny", device="cpu"), model_from_spec("config:tiny", device="cpu")
     assert first.model.fingerprint == second.model.fingerprint
     assert (first.trained, first.source) == (False, "tiny")
 
 
 def test_a_checkpoint_path_loads_the_trained_model(tmp_path, tiny_model):
-    from ssjdn.core.api import model_from_spec, save_checkpoint
+    from ssjdn.core.model.api import model_from_spec, save_checkpoint
     path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
     for spec in (str(path), f"file:{path}"):
         resolved = model_from_spec(spec, device="cpu")
@@ -184,7 +184,7 @@ def test_a_checkpoint_path_loads_the_trained_model(tmp_path, tiny_model):
 
 
 def test_a_missing_checkpoint_or_unknown_config_is_a_user_error(tmp_path):
-    from ssjdn.core.api import model_from_spec
+    from ssjdn.core.model.api import model_from_spec
     with pytest.raises(UserError, match="Model file not found"):
         model_from_spec(str(tmp_path / "gone.safetensors"))
     with pytest.raises(UserError, match="Unknown model config"):
@@ -192,7 +192,7 @@ def test_a_missing_checkpoint_or_unknown_config_is_a_user_error(tmp_path):
 
 
 def test_the_shipped_spec_loads_the_default_checkpoint():
-    from ssjdn.core.api import default_model_path, model_from_spec
+    from ssjdn.core.model.api import default_model_path, model_from_spec
     if not default_model_path().is_file():
         pytest.skip("no shipped checkpoint in this checkout")
     resolved = model_from_spec("shipped", device="cpu")

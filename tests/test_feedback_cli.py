@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from engine_fixtures import utm_scene
-from ssjdn.core.cli import main
-from ssjdn.core.feedback import all_tile_ids, refine_query
-from ssjdn.core.index_store import TileIndex
+from ssjdn.core.cli.main import main
+from ssjdn.core.query.feedback import all_tile_ids, refine_query
+from ssjdn.core.index.index_store import TileIndex
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_classify_writes_tiles_above_the_threshold_most_probable_first(cli_index
 
 def test_classify_takes_marks_from_a_gis_file(cli_index, tmp_path, capsys):
     idx, ids = cli_index
-    from ssjdn.core.labels import export_labels
+    from ssjdn.core.query.labels import export_labels
     with TileIndex.open(idx) as index:
         marks = export_labels(index, {ids[0]: True, ids[1]: True, ids[2]: False}, tmp_path / "marks.gpkg")
     out = tmp_path / "found.geojson"

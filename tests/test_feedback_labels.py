@@ -9,10 +9,10 @@ from rasterio.warp import transform as warp_transform
 
 from engine_fixtures import UTM_ORIGIN, utm_scene
 from ssjdn.core.errors import UserError
-from ssjdn.core.feedback import all_tile_ids
-from ssjdn.core.index_store import DB_NAME, TileIndex
-from ssjdn.core.indexing import build_index
-from ssjdn.core.labels import export_labels, import_labels, parse_label
+from ssjdn.core.query.feedback import all_tile_ids
+from ssjdn.core.index.index_store import DB_NAME, TileIndex
+from ssjdn.core.index.indexing import build_index
+from ssjdn.core.query.labels import export_labels, import_labels, parse_label
 
 RES = 0.3
 TILE = 64   # px, 19.2 m

@@ -51,7 +51,7 @@ def features(model):
 LARGER_BACKBONES = '''import json, sys
 sys.path.insert(0, r"{probe_dir}")
 from probe import features
-from ssjdn.core.api import create_model
+from ssjdn.core.model.api import create_model
 out = {{}}
 for name in {configs!r}:
     model = create_model(name, device="cpu", overrides={{"text": {{"freeze_word_embeddings": True}}}})
@@ -149,7 +149,7 @@ def test_staged_weights_build_the_default_model_without_the_weight_packages(stag
     the staged fp16 files, says it holds the packages' weights, encodes like the package-built
     model, warns if the partly staged vocabulary table would train, and its checkpoint loads
     here from the packages."""
-    from ssjdn.core.api import create_model, load_model
+    from ssjdn.core.model.api import create_model, load_model
 
     stage_dir = tmp_path / "assembled"
     _assemble_all(staged, stage_dir)
@@ -163,9 +163,9 @@ def test_staged_weights_build_the_default_model_without_the_weight_packages(stag
 import json, sys, torch
 sys.path.insert(0, r"{tmp_path}")
 from probe import features
-from ssjdn.core.api import create_model, save_checkpoint
+from ssjdn.core.model.api import create_model, save_checkpoint
 import warnings
-from ssjdn.core.text import TextEncoder
+from ssjdn.core.model.text import TextEncoder
 with warnings.catch_warnings(record=True) as frozen:
     warnings.simplefilter("always")
     model = create_model("ssjdn-lite0-minilm", device="cpu",
@@ -202,7 +202,7 @@ def test_staged_weights_build_the_larger_backbones_the_session_compares(staged, 
     """Lite1 and Lite2 (the session's full_lite1/full_lite2 runs) build from their staged fp16
     files with the packages hidden, match the packaged networks and reference the packages."""
     import gpu_session
-    from ssjdn.core.api import create_model
+    from ssjdn.core.model.api import create_model
 
     stage_dir = tmp_path / "assembled"
     _assemble_all(staged, stage_dir)
@@ -225,7 +225,7 @@ def test_staged_weights_build_the_larger_backbones_the_session_compares(staged, 
 
 
 def test_staged_weights_refuse_a_damaged_file(staged, tmp_path):
-    from ssjdn.core.backbones import _staged_entry
+    from ssjdn.core.model.backbones import _staged_entry
     from ssjdn.core.errors import UserError
 
     stage_dir = tmp_path / "assembled"
@@ -346,7 +346,7 @@ def test_a_session_can_run_chosen_phases_only_and_refuses_unknown_ones():
 def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     """The device call sequence on the CPU: one call per part (the last one runs every phase
     with the tiny model), the weight packages hidden, results in OUT as the tool returns it."""
-    from ssjdn.core.api import load_model
+    from ssjdn.core.model.api import load_model
 
     carried, stage, out = tmp_path / "carried", tmp_path / "device_stage", tmp_path / "out"
     parts = sorted((staged / "parts").glob("part*"))

@@ -7,10 +7,10 @@ import torch
 
 from engine_fixtures import scene, utm_scene, write_raster
 from ssjdn.core.errors import UserError
-from ssjdn.core import ann
-from ssjdn.core.index_store import FAISS_NAME, IndexMismatchError, TileIndex
-from ssjdn.core.indexing import build_index
-from ssjdn.core.search import search_text
+from ssjdn.core.index import ann
+from ssjdn.core.index.index_store import FAISS_NAME, IndexMismatchError, TileIndex
+from ssjdn.core.index.indexing import build_index
+from ssjdn.core.query.search import search_text
 
 # Small chunks and commits so that a 320 x 256 raster is several committed steps.
 SMALL = dict(tile_px=32, chunk_px=64, commit_every=8, workers=2)
@@ -45,7 +45,7 @@ def test_index_then_search(tmp_path, tiny_model):
 
 
 def test_stored_vectors_are_the_models_encoding_of_the_tile(tmp_path, tiny_model):
-    from ssjdn.core.raster import read_window_rgb
+    from ssjdn.core.geo.raster import read_window_rgb
     raster = utm_scene(tmp_path)
     build_index(tmp_path / "idx", raster, tiny_model, **SMALL)
     with TileIndex.open(tmp_path / "idx") as index:
@@ -255,7 +255,7 @@ def test_raster_without_crs_is_indexed_in_pixels(tmp_path, tiny_model):
 
 
 def test_index_built_by_another_model_is_refused(tmp_path, tiny_model):
-    from ssjdn.core.api import create_model
+    from ssjdn.core.model.api import create_model
     build_index(tmp_path / "idx", utm_scene(tmp_path), tiny_model, tile_px=64)
     torch.manual_seed(123)
     other = create_model("tiny")
@@ -349,7 +349,7 @@ def _zipped(tmp_path, raster, name="scenes.zip"):
 def test_gdal_virtual_paths_index_search_and_resume(tmp_path, tiny_model):
     # Archives live in object storage (/vsis3/, /vsigs/, /vsiaz/); /vsizip/ is the same GDAL
     # virtual file system without a network: read through GDAL, never stat'ed or resolved.
-    from ssjdn.core.search import score_heatmap
+    from ssjdn.core.query.search import score_heatmap
     local = utm_scene(tmp_path, "a.tif", seed=1)
     virtual = _zipped(tmp_path, local)
     stats = build_index(tmp_path / "idx", virtual, tiny_model, tile_px=64)

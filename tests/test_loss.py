@@ -2,8 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from ssjdn.core.loss import SemanticTripleLoss
-from ssjdn.core.model import ModelOutput
+from ssjdn.core.model.loss import SemanticTripleLoss
+from ssjdn.core.model.network import ModelOutput
 
 ALL_ON = {"bsd": True, "lsd": True, "stl": True}
 ALL_OFF = {"bsd": False, "lsd": False, "stl": False}
@@ -108,7 +108,7 @@ def test_caption_similarity_with_the_label_indicator_reproduces_the_label_margin
 
 
 def test_a_more_similar_caption_gets_a_smaller_margin():
-    from ssjdn.core.loss import caption_similarity
+    from ssjdn.core.model.loss import caption_similarity
     captions = ["many planes are parked at the airport",
                 "several planes parked near the terminal",
                 "a long runway with some grass beside it",
@@ -125,7 +125,7 @@ def test_a_more_similar_caption_gets_a_smaller_margin():
 
 
 def test_caption_similarity_ignores_filler_words_case_and_plurals():
-    from ssjdn.core.loss import caption_similarity
+    from ssjdn.core.model.loss import caption_similarity
     sim = caption_similarity(["There are many Planes .", "a plane", "there is a road"])
     assert sim[0, 1] == 1.0 and sim[0, 2] == 0.0
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ssjdn.core.api import create_model
-from ssjdn.core.model import DIRECTIONS
+from ssjdn.core.model.api import create_model
+from ssjdn.core.model.network import DIRECTIONS
 
 
 def _batch(model, n=4):
@@ -51,7 +51,7 @@ def test_a_sem_unit_sees_no_edge_on_uniform_features(tiny_model):
 
 
 def test_salience_keys_leave_out_the_maps_that_are_constant_by_construction():
-    from ssjdn.core.model import salience_keys
+    from ssjdn.core.model.network import salience_keys
     keys = salience_keys()
     assert ("ssm", "coarse_to_fine", 2) not in keys and ("ssm", "fine_to_coarse", 0) not in keys
     assert len(keys) == 10 and ("sem", "fine_to_coarse", 0) in keys and ("ssm", "coarse_to_fine", 0) in keys
@@ -151,7 +151,7 @@ def test_sem_supervision_is_off_by_default():
 def test_cuda_placement_uses_channels_last_and_cpu_keeps_the_default_layout(monkeypatch):
     """On CUDA the weights go channels_last (4.4x the encoding rate on an H200, docs/gpu.md);
     the layout never changes what the model computes, and a CPU model keeps its layout."""
-    from ssjdn.core import api
+    from ssjdn.core.model import api
 
     model = create_model("tiny", pretrained=False, device="cpu")
     conv_weights = [p for p in model.parameters() if p.dim() == 4]

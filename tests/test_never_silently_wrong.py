@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from engine_fixtures import cli_index, index_small_scene, synthetic_index  # noqa: F401
-from ssjdn.core import index_store
-from ssjdn.core.cli import main
+from ssjdn.core.index import index_store
+from ssjdn.core.cli.main import main
 
 TILE_OF_RASTER_1 = 1 << 32
 
@@ -65,7 +65,7 @@ def test_classify_with_a_label_file_marking_every_tile_of_an_archive(archive, tm
 
 
 def _no_model(monkeypatch):
-    from ssjdn.core import commands
+    from ssjdn.core.cli import commands
     monkeypatch.setattr(commands, "load_model_arg", lambda *a, **k: pytest.fail("model loaded"))
 
 
@@ -117,7 +117,7 @@ def test_an_empty_classification_says_what_to_change(cli_index, tmp_path, capsys
 
 def test_a_search_past_the_compressed_index_cap_says_so(tmp_path, tiny_model, capsys):
     from engine_fixtures import utm_scene
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index.indexing import build_index
     rasters = [utm_scene(tmp_path, "a.tif", seed=1), utm_scene(tmp_path, "b.tif", seed=2)]
     build_index(tmp_path / "idx", rasters, tiny_model, tile_px=32, approx_threshold=100)
     assert main(["search", "houses", "--index", str(tmp_path / "idx"), "--model", "tiny",
@@ -132,7 +132,7 @@ def test_a_search_past_the_compressed_index_cap_says_so(tmp_path, tiny_model, ca
 # -- 16: outputs are checked before the work ------------------------------------------------------
 
 def test_classify_refuses_an_empty_label_set_name_before_scoring(cli_index, tmp_path, capsys, monkeypatch):
-    from ssjdn.core import feedback
+    from ssjdn.core.query import feedback
     _, idx = cli_index
     monkeypatch.setattr(feedback, "tile_probabilities", lambda *a, **k: pytest.fail("scored"))
     with index_store.TileIndex.open(idx) as index:
@@ -145,7 +145,7 @@ def test_classify_refuses_an_empty_label_set_name_before_scoring(cli_index, tmp_
 @pytest.mark.parametrize("command", ["classify", "search", "export"])
 def test_a_bad_output_extension_is_refused_before_the_work(cli_index, tmp_path, capsys, monkeypatch,
                                                            command):
-    from ssjdn.core import feedback
+    from ssjdn.core.query import feedback
     _, idx = cli_index
     _no_model(monkeypatch)
     monkeypatch.setattr(feedback, "tile_probabilities", lambda *a, **k: pytest.fail("scored"))
@@ -169,7 +169,7 @@ def test_a_heatmap_to_a_bad_extension_is_refused_before_the_model_loads(cli_inde
 # -- 4: damaged vector files are caught, and what can be rebuilt is ------------------------------
 
 def _hits(idx, model, query="houses", k=20):
-    from ssjdn.core.search import search_text
+    from ssjdn.core.query.search import search_text
     with index_store.TileIndex.open(idx) as index:
         return [(h.tile_id, round(h.score, 4)) for h in search_text(index, model, query, k=k)]
 
@@ -257,7 +257,7 @@ def test_a_faiss_file_written_elsewhere_is_rebuilt_from_checked_vectors(cli_inde
     """A colleague's index folder: its faiss file matches its database, but this installation
     did not write it, so it is never parsed; the folder stays usable."""
     import shutil
-    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.index.index_store import TileIndex
     _, idx = cli_index
     truth = _hits(idx, tiny_model)
     shutil.copytree(idx, tmp_path / "shared")
@@ -274,7 +274,7 @@ def test_a_faiss_file_written_elsewhere_is_rebuilt_from_checked_vectors(cli_inde
 
 
 def test_a_cached_text_encoder_not_written_here_is_exported_again(tmp_path, tiny_model, monkeypatch):
-    from ssjdn.core import fast_text
+    from ssjdn.core.model import fast_text
     monkeypatch.setenv("SSJDN_CACHE_DIR", str(tmp_path / "cache"))
     fast_text.forget_encoders()
     fast_text.query_encoder(tiny_model)
@@ -315,7 +315,7 @@ def _vrt_of(folder, source_name, name="mosaic.vrt"):
 def test_a_vrt_whose_source_is_missing_names_the_source(tmp_path):
     from engine_fixtures import utm_scene
     from ssjdn.core.errors import UserError
-    from ssjdn.core.raster import full_window, raster_info, read_window_rgb
+    from ssjdn.core.geo.raster import full_window, raster_info, read_window_rgb
     source = Path(utm_scene(tmp_path, "part.tif"))
     vrt = _vrt_of(tmp_path, "part.tif")
     info = raster_info(vrt)
@@ -332,7 +332,7 @@ def test_a_vrt_whose_source_is_missing_names_the_source(tmp_path):
 def test_a_truncated_raster_gives_gdals_reason(tmp_path):
     from engine_fixtures import utm_scene
     from ssjdn.core.errors import UserError
-    from ssjdn.core.raster import full_window, raster_info, read_window_rgb
+    from ssjdn.core.geo.raster import full_window, raster_info, read_window_rgb
     path = utm_scene(tmp_path, "cut.tif", rows=512, cols=512, block=128, compress="deflate")
     raw = Path(path).read_bytes()
     Path(path).write_bytes(raw[: len(raw) // 2])

@@ -11,7 +11,7 @@ from engine_fixtures import collared, scene, write_raster
 
 
 def test_a_black_collar_without_nodata_tag_is_nodata_but_black_inside_it_is_not(tmp_path):
-    from ssjdn.core.raster import nodata_note, raster_info, read_window_rgb
+    from ssjdn.core.geo.raster import nodata_note, raster_info, read_window_rgb
     path = write_raster(tmp_path / "collar.tif", collared(), res=0.1)
     info = raster_info(path)
     assert (info.fill_value, info.fill_origin) == (0.0, "collar")
@@ -24,13 +24,13 @@ def test_a_black_collar_without_nodata_tag_is_nodata_but_black_inside_it_is_not(
 
 
 def test_a_white_collar_is_found_too(tmp_path):
-    from ssjdn.core.raster import raster_info
+    from ssjdn.core.geo.raster import raster_info
     info = raster_info(write_raster(tmp_path / "white.tif", collared(value=255), res=0.1))
     assert (info.fill_value, info.fill_origin) == (255.0, "collar")
 
 
 def test_no_collar_is_looked_for_when_the_file_declares_nodata_or_none_is_there(tmp_path):
-    from ssjdn.core.raster import raster_info
+    from ssjdn.core.geo.raster import raster_info
     declared = raster_info(write_raster(tmp_path / "declared.tif", collared(), nodata=0, res=0.1))
     assert declared.fill_value is None and declared.nodata == 0
     clean = raster_info(write_raster(tmp_path / "clean.tif", scene(256, 256), res=0.1))
@@ -39,7 +39,7 @@ def test_no_collar_is_looked_for_when_the_file_declares_nodata_or_none_is_there(
 
 def test_a_nodata_setting_overrides_detection(tmp_path):
     from ssjdn.core.errors import UserError
-    from ssjdn.core.raster import raster_info, read_window_rgb
+    from ssjdn.core.geo.raster import raster_info, read_window_rgb
     path = write_raster(tmp_path / "collar.tif", collared(), res=0.1)
     kept = raster_info(path, nodata="none")
     assert kept.fill_value is None
@@ -53,7 +53,7 @@ def test_a_nodata_setting_overrides_detection(tmp_path):
 
 
 def test_collar_detection_memory_does_not_grow_with_the_raster(tmp_path):
-    from ssjdn.core import raster
+    from ssjdn.core.geo import raster
     big = np.zeros((3, 3000, 3000), np.uint8)
     big[:, 500:2500, 700:2300] = 90
     path = write_raster(tmp_path / "big.tif", big, res=0.1, block=512, compress="deflate")
@@ -70,16 +70,16 @@ def test_collar_detection_memory_does_not_grow_with_the_raster(tmp_path):
 
 def _nodata_shares(index, info):
     """The nodata share of every indexed tile of `info`'s raster, as read now."""
-    from ssjdn.core.raster import read_window_rgb
+    from ssjdn.core.geo.raster import read_window_rgb
     _, windows = index.raster_grid(index.raster(info.path).raster_id)
     return [1.0 - read_window_rgb(info, Window(*map(int, w)), with_mask=True)[1].mean() for w in windows]
 
 
 def test_no_mostly_black_tile_of_a_collared_scene_is_indexed_and_the_collar_is_named_once(
         tmp_path, tiny_model):
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.raster import raster_info
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.geo.raster import raster_info
     path = write_raster(tmp_path / "collar.tif", collared(), res=0.1)
     stats = build_index(tmp_path / "idx", path, tiny_model, tile_px=64)
     assert [w for w in stats.warnings if "treated as nodata" in w] == [stats.warnings[0]]
@@ -94,7 +94,7 @@ def test_no_mostly_black_tile_of_a_collared_scene_is_indexed_and_the_collar_is_n
 
 def test_the_nodata_threshold_is_a_setting(tmp_path, tiny_model):
     from ssjdn.core.errors import UserError
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index.indexing import build_index
     path = write_raster(tmp_path / "collar.tif", collared(), res=0.1)
     strict = build_index(tmp_path / "strict", path, tiny_model, tile_px=64, max_nodata=0.1)
     loose = build_index(tmp_path / "loose", path, tiny_model, tile_px=64, max_nodata=1.0)
@@ -110,9 +110,9 @@ def _vectors_by_tile(index):
 
 
 def test_a_rerun_with_another_nodata_setting_encodes_only_tiles_that_changed(tmp_path, tiny_model):
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.search import search_text
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.query.search import search_text
     path = write_raster(tmp_path / "collar.tif", collared(value=255), res=0.1)
     first = build_index(tmp_path / "idx", path, tiny_model, tile_px=64)
     with TileIndex.open(tmp_path / "idx", model=tiny_model) as index:
@@ -138,8 +138,8 @@ def test_a_rerun_with_another_nodata_setting_encodes_only_tiles_that_changed(tmp
 
 
 def test_a_nodata_setting_per_raster(tmp_path, tiny_model):
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
     a = write_raster(tmp_path / "a.tif", collared(), res=0.1)
     b = write_raster(tmp_path / "b.tif", collared(seed=1), res=0.1)
     stats = build_index(tmp_path / "idx", [a, b], tiny_model, tile_px=64, nodata={a: "none"})
@@ -150,8 +150,8 @@ def test_a_nodata_setting_per_raster(tmp_path, tiny_model):
 
 
 def test_the_cli_takes_a_nodata_value_and_a_threshold(tmp_path, capsys):
-    from ssjdn.core.cli import main
-    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.cli.main import main
+    from ssjdn.core.index.index_store import TileIndex
     path = write_raster(tmp_path / "collar.tif", collared(), res=0.1)
     args = ["index", path, "--index", str(tmp_path / "idx"), "--model", "tiny", "--tile-px", "64"]
     assert main(args + ["--nodata", "none"]) == 0
@@ -170,9 +170,9 @@ def test_the_cli_takes_a_nodata_value_and_a_threshold(tmp_path, capsys):
 def test_a_tile_is_read_again_with_the_nodata_setting_it_was_encoded_with(tmp_path, tiny_model):
     """Salience and caption ranking read a tile's pixels again: a set nodata value must black
     out the same pixels as when it was indexed, so the model sees the tile it encoded."""
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.search import _pixels
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.query.search import _pixels
     path = write_raster(tmp_path / "collar.tif", collared(value=255), res=0.1)
     build_index(tmp_path / "idx", path, tiny_model, tile_px=64, nodata=250, max_nodata=1.0)
     with TileIndex.open(tmp_path / "idx", model=tiny_model) as index:

@@ -5,7 +5,7 @@ from rasterio.windows import Window
 
 from engine_fixtures import ColorInterp, scene, utm_scene, write_raster
 from ssjdn.core.errors import UserError
-from ssjdn.core.raster import full_window, raster_info, read_window_rgb
+from ssjdn.core.geo.raster import full_window, raster_info, read_window_rgb
 
 
 def test_rgb_uint8_window_is_read_unchanged(tmp_path):

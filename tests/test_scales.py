@@ -15,8 +15,8 @@ def _raster(tmp_path, rows=256, cols=320):
 
 
 def test_two_tile_sizes_index_both_grids_and_ids_say_the_scale(tmp_path, tiny_model):
-    from ssjdn.core.index_store import TileIndex, scale_of
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.index.index_store import TileIndex, scale_of
+    from ssjdn.core.index.indexing import build_index
     path = _raster(tmp_path)
     stats = build_index(tmp_path / "idx", path, tiny_model, tile_px=[64, 32], overlap=0.5)
     # 64 px at overlap 0.5: 9 x 7 windows; 32 px: 19 x 15.
@@ -33,9 +33,9 @@ def test_two_tile_sizes_index_both_grids_and_ids_say_the_scale(tmp_path, tiny_mo
 
 
 def test_adding_or_dropping_a_scale_encodes_only_that_scale(tmp_path, tiny_model):
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.search import search_text
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.query.search import search_text
     path = _raster(tmp_path)
     build_index(tmp_path / "idx", path, tiny_model, tile_px=64)
     with TileIndex.open(tmp_path / "idx", model=tiny_model) as index:
@@ -56,9 +56,9 @@ def test_adding_or_dropping_a_scale_encodes_only_that_scale(tmp_path, tiny_model
 
 
 def test_search_keeps_the_better_of_two_hits_on_mostly_the_same_ground(tmp_path, tiny_model):
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.search import SAME_GROUND, _shared_share, search_text
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.query.search import SAME_GROUND, _shared_share, search_text
     path = _raster(tmp_path)
     build_index(tmp_path / "idx", path, tiny_model, tile_px=[64, 32], overlap=0.5)
     with TileIndex.open(tmp_path / "idx", model=tiny_model) as index:
@@ -81,20 +81,20 @@ def test_search_keeps_the_better_of_two_hits_on_mostly_the_same_ground(tmp_path,
 
 
 def _query(model):
-    from ssjdn.core.fast_text import encode_query
+    from ssjdn.core.model.fast_text import encode_query
     return encode_query(model, "a parking lot with many cars")
 
 
 def test_shared_share_is_intersection_over_the_smaller_footprint():
-    from ssjdn.core.search import _shared_share
+    from ssjdn.core.query.search import _shared_share
     assert _shared_share(Window(0, 0, 64, 64), Window(16, 16, 32, 32)) == 1.0   # small inside large
     assert _shared_share(Window(0, 0, 64, 64), Window(32, 0, 64, 64)) == 0.5    # half-overlap neighbours
     assert _shared_share(Window(0, 0, 64, 64), Window(64, 0, 64, 64)) == 0.0
 
 
 def test_few_tiles_are_warned_with_what_to_do(tmp_path, tiny_model, capsys):
-    from ssjdn.core.cli import main
-    from ssjdn.core.indexing import build_index
+    from ssjdn.core.cli.main import main
+    from ssjdn.core.index.indexing import build_index
     path = _raster(tmp_path)
     stats = build_index(tmp_path / "idx", path, tiny_model, tile_px=64)
     assert [w for w in stats.warnings if "only 20 tile(s)" in w and "--overlap 0.5" in w]
@@ -103,10 +103,10 @@ def test_few_tiles_are_warned_with_what_to_do(tmp_path, tiny_model, capsys):
     args = ["index", path, "--index", str(tmp_path / "idx3"), "--model", "tiny", "--tile-px", "64,32"]
     assert main(args) == 0
     assert "tile(s)" not in capsys.readouterr().err     # 20 + 80 tiles
-    from ssjdn.core.commands import _print_hits
-    from ssjdn.core.export import export_hits
-    from ssjdn.core.index_store import TileIndex, scale_of
-    from ssjdn.core.search import hits_for_ids
+    from ssjdn.core.cli.commands import _print_hits
+    from ssjdn.core.geo.export import export_hits
+    from ssjdn.core.index.index_store import TileIndex, scale_of
+    from ssjdn.core.query.search import hits_for_ids
     with TileIndex.open(tmp_path / "idx3") as index:
         ids = index.tile_ids()
         one_of_each = [int(ids[[scale_of(i) for i in ids].index(s)]) for s in (0, 1)]

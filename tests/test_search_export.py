@@ -9,11 +9,11 @@ from rasterio.windows import bounds as window_bounds
 
 from engine_fixtures import index_small_scene, scene, utm_scene, write_raster
 from ssjdn.core.errors import UserError
-from ssjdn.core.export import export_hits, write_geotiff
-from ssjdn.core.index_store import TileIndex
-from ssjdn.core.indexing import build_index
-from ssjdn.core.raster import GeoRaster, raster_info
-from ssjdn.core.search import (rank_captions, score_heatmap, search_similar, search_text,
+from ssjdn.core.geo.export import export_hits, write_geotiff
+from ssjdn.core.index.index_store import TileIndex
+from ssjdn.core.index.indexing import build_index
+from ssjdn.core.geo.raster import GeoRaster, raster_info
+from ssjdn.core.query.search import (rank_captions, score_heatmap, search_similar, search_text,
                                tile_query_map, tile_salience)
 
 
@@ -52,7 +52,7 @@ def test_unknown_tile_ids_give_a_user_error(indexed, tiny_model):
 
 def test_an_image_finds_the_tile_it_was_cut_from(indexed, tiny_model):
     index, raster = indexed
-    from ssjdn.core.raster import read_window_rgb
+    from ssjdn.core.geo.raster import read_window_rgb
     record = index.tile(search_text(index, tiny_model, "a road", k=1)[0].tile_id)
     pixels = read_window_rgb(raster, record.window)                 # [3, h, w]
     hits = search_similar(index, tiny_model, np.moveaxis(pixels, 0, -1), k=1)  # as HxWx3
@@ -181,7 +181,7 @@ def test_failed_export_leaves_the_previous_file_and_no_temp_files(indexed, tiny_
 
 
 def test_cli_index_search_export(tmp_path, capsys):
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     raster = utm_scene(tmp_path)
     idx = str(tmp_path / "idx")
     assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
@@ -202,8 +202,8 @@ def test_cli_index_search_export(tmp_path, capsys):
 
 
 def test_hits_for_ids_keep_each_score_with_its_tile_when_some_ids_are_missing(indexed):
-    from ssjdn.core.feedback import all_tile_ids
-    from ssjdn.core.search import hits_for_ids
+    from ssjdn.core.query.feedback import all_tile_ids
+    from ssjdn.core.query.search import hits_for_ids
     index, _ = indexed
     first, second = (int(i) for i in all_tile_ids(index)[:2])
     hits = hits_for_ids(index, [-1, first, 999_999_999, second], [0.9, 0.8, 0.7, 0.6])
@@ -214,8 +214,8 @@ def test_hits_for_ids_keep_each_score_with_its_tile_when_some_ids_are_missing(in
 def test_hits_from_rasters_of_one_crs_are_projected_in_one_call(tmp_path, tiny_model, monkeypatch):
     # An archive's top ten come from many rasters of one CRS; one projection call per raster
     # cost about a millisecond of a search each (issue 8). The rings must stay each tile's own.
-    from ssjdn.core import search as search_module
-    from ssjdn.core import tiling
+    from ssjdn.core.query import search as search_module
+    from ssjdn.core.geo import tiling
     rasters = [utm_scene(tmp_path, name=f"{n}.tif", rows=128, cols=128, seed=n,
                          origin=(500_000.0 + 100 * n, 5_700_000.0)) for n in range(3)]
     build_index(tmp_path / "idx", rasters, tiny_model, tile_px=64)
@@ -239,7 +239,7 @@ def test_hits_from_rasters_of_one_crs_are_projected_in_one_call(tmp_path, tiny_m
 def test_cli_reads_rasters_through_gdal_virtual_paths(tmp_path, capsys):
     # `ssjdn index /vsis3/bucket/scene.tif` on a cluster; /vsizip/ is GDAL's same machinery offline.
     import zipfile
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     raster = utm_scene(tmp_path)
     with zipfile.ZipFile(tmp_path / "scenes.zip", "w") as zipped:
         zipped.write(raster, "scene.tif")
@@ -264,8 +264,8 @@ def test_heatmap_cells_line_up_with_the_tile_outlines_when_edge_tiles_are_shifte
     # 300 x 200 px of 64 px tiles: the last column starts at 236 and the last row at 136,
     # overlapping their neighbours. Every cell edge must be a tile edge, and every cell shows
     # the tile whose centre is nearest (the one a click there selects).
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.index.index_store import TileIndex
     raster = write_raster(tmp_path / "shifted.tif", scene(200, 300, seed=4))
     build_index(tmp_path / "idx", [raster], tiny_model)
     index = TileIndex.open(tmp_path / "idx", model=tiny_model)
@@ -309,7 +309,7 @@ def test_query_map_lies_on_the_tiles_footprint_with_nodata_where_the_tile_has_no
 
 
 def test_export_writes_the_query_map_of_a_tile_as_one_geotiff(tmp_path, capsys):
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     raster = utm_scene(tmp_path)
     idx = str(tmp_path / "idx")
     assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64"]) == 0
@@ -333,7 +333,7 @@ def test_export_writes_the_query_map_of_a_tile_as_one_geotiff(tmp_path, capsys):
 def test_export_of_a_query_map_checks_its_file_name_before_any_work(tmp_path, capsys):
     """A bad --out is said first: not after opening the index, loading the model and computing
     the map (here the index does not even exist, and that is not what is reported)."""
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     assert main(["export", "--index", str(tmp_path / "no-index"), "--salience", "1",
                  "--query", "a river", "--out", str(tmp_path / "map.png")]) == 2
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ def no_proxy(monkeypatch):
 
 
 def test_reading_a_catalog_picks_the_visual_asset_and_keeps_the_items_record(tmp_path):
-    from ssjdn.core.stac import read_stac
+    from ssjdn.core.geo.stac import read_stac
     catalog = write_catalog(tmp_path / "stac", broken=False)
     assets, warnings = read_stac(catalog)
     assert warnings == []
@@ -32,7 +32,7 @@ def test_reading_a_catalog_picks_the_visual_asset_and_keeps_the_items_record(tmp
 
 def test_bbox_datetime_and_asset_filters(tmp_path):
     from ssjdn.core.errors import UserError
-    from ssjdn.core.stac import read_stac
+    from ssjdn.core.geo.stac import read_stac
     catalog = write_catalog(tmp_path / "stac", broken=False)
     first_half, _ = read_stac(catalog, datetime_range="2024-01-01/2024-03-31")
     assert [a.item_id for a in first_half] == ["flight-0", "flight-1"]
@@ -60,7 +60,7 @@ def _write(path, text):
 
 def test_a_catalog_of_three_items_indexes_reruns_without_encoding_and_hits_carry_item_ids(
         tmp_path, capsys):
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     catalog = write_catalog(tmp_path / "stac")
     index = str(tmp_path / "idx")
     args = ["index", str(catalog), "--index", index, "--model", "tiny", "--tile-px", "64"]
@@ -82,8 +82,8 @@ def test_a_catalog_of_three_items_indexes_reruns_without_encoding_and_hits_carry
 
 
 def test_a_changed_item_is_encoded_again_and_only_it(tmp_path, tiny_model):
-    from ssjdn.core.indexing import build_index
-    from ssjdn.core.stac import read_stac
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.geo.stac import read_stac
     catalog = write_catalog(tmp_path / "stac", broken=False)
     build_index(tmp_path / "idx", read_stac(catalog)[0], tiny_model, tile_px=64)
     item_file = tmp_path / "stac" / COLLECTION / "flight-2" / "flight-2.json"
@@ -95,10 +95,10 @@ def test_a_changed_item_is_encoded_again_and_only_it(tmp_path, tiny_model):
 
 
 def test_a_remote_catalog_is_read_through_vsicurl_windowed(tmp_path, tiny_model, no_proxy, capsys):
-    from ssjdn.core.cli import main
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.raster import raster_info
-    from ssjdn.core.stac import read_stac
+    from ssjdn.core.cli.main import main
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.geo.raster import raster_info
+    from ssjdn.core.geo.stac import read_stac
     write_catalog(tmp_path / "stac")
     with StacServer(tmp_path / "stac") as server:
         url = f"{server.url}/catalog.json"
@@ -123,7 +123,7 @@ def test_a_remote_catalog_is_read_through_vsicurl_windowed(tmp_path, tiny_model,
 
 
 def test_stac_options_need_a_catalog(tmp_path, capsys):
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     from engine_fixtures import utm_scene
     raster = utm_scene(tmp_path)
     assert main(["index", raster, "--index", str(tmp_path / "idx"), "--model", "tiny",

@@ -8,8 +8,8 @@ from rasterio.warp import transform as warp_transform
 
 from engine_fixtures import scene, utm_scene, write_raster
 from ssjdn.core.errors import UserError
-from ssjdn.core.raster import raster_info
-from ssjdn.core.tiling import chunk_tiles, plan_tiles, tile_size_px, windows_to_wgs84
+from ssjdn.core.geo.raster import raster_info
+from ssjdn.core.geo.tiling import chunk_tiles, plan_tiles, tile_size_px, windows_to_wgs84
 
 MODEL_77M = SimpleNamespace(input_size=256, ground_size_m=76.8)
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from caption_fixtures import TINY_CONFIG, tiny_config
-from ssjdn.core.api import load_model, read_checkpoint_metadata
+from ssjdn.core.model.api import load_model, read_checkpoint_metadata
 from ssjdn.core.errors import UserError
 from ssjdn.training.train import epoch_batches, negative_mask_for, train
 
@@ -90,7 +90,7 @@ def test_feature_cache_refuses_a_trainable_backbone(ucm_root, tmp_path):
 
 
 def test_cli_train_then_eval_writes_a_json_report(ucm_root, tmp_path, capsys):
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     out = tmp_path / "run"
     assert main(["train", "--config", str(TINY_CONFIG), "--data-root", str(ucm_root),
                  "--out", str(out)]) == 0
@@ -138,7 +138,7 @@ def test_a_resumed_run_keeps_the_columns_its_log_started_with(ucm_root, tmp_path
 
 
 def test_cli_reports_an_unknown_split_as_a_one_line_error(ucm_root, tmp_path, capsys):
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
     out = tmp_path / "run"
     main(["train", "--config", str(TINY_CONFIG), "--data-root", str(ucm_root), "--out", str(out)])
     code = main(["eval", "--checkpoint", str(out / "last.safetensors"), "--data-root",
@@ -178,7 +178,7 @@ def test_cli_train_stops_cleanly_on_sigterm_and_says_how_to_resume(ucm_root, tmp
     import signal
 
     import ssjdn.training.train as train_module
-    from ssjdn.core.cli import main
+    from ssjdn.core.cli.main import main
 
     real_train = train_module.train
 

@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from caption_fixtures import TINY_CONFIG, tiny_config, write_ucm_json
-from ssjdn.core.api import read_checkpoint_metadata
-from ssjdn.core.cli import main as cli
+from ssjdn.core.model.api import read_checkpoint_metadata
+from ssjdn.core.cli.main import main as cli
 from ssjdn.core.errors import UserError
 from ssjdn.training.train import train
 
@@ -160,7 +160,7 @@ print("sigint at start:", signal.getsignal(signal.SIGINT), signal.pthread_sigmas
 signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-import ssjdn.core.api as api
+import ssjdn.core.model.api as api
 from caption_fixtures import tiny_config
 from ssjdn.training.train import train
 real_save = api.save_checkpoint
@@ -360,7 +360,7 @@ def test_kill_9_between_the_checkpoint_and_the_trainer_state_loses_only_that_epo
     code = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-import ssjdn.core.api as api
+import ssjdn.core.model.api as api
 from caption_fixtures import tiny_config
 from ssjdn.training.train import train
 real_save = api.save_checkpoint
@@ -428,7 +428,7 @@ def test_cli_train_with_a_broken_config_file_is_one_line_naming_it(ucm_root, tmp
 def test_a_loss_that_becomes_nan_stops_the_run_with_a_message_and_saves_nothing(ucm_root, tmp_path,
                                                                               monkeypatch):
     # lr: .inf "finished" and saved NaN weights as best.safetensors.
-    from ssjdn.core.loss import SemanticTripleLoss
+    from ssjdn.core.model.loss import SemanticTripleLoss
     real_forward = SemanticTripleLoss.forward
 
     def diverging(self, *args, **kwargs):

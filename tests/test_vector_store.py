@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from engine_fixtures import utm_scene
-from ssjdn.core import index_store
+from ssjdn.core.index import index_store
 from ssjdn.core.errors import UserError
-from ssjdn.core.index_store import DB_NAME, TileIndex
-from ssjdn.core.indexing import build_index
-from ssjdn.core.search import score_heatmap, search_text
-from ssjdn.core.vector_store import VectorShards
+from ssjdn.core.index.index_store import DB_NAME, TileIndex
+from ssjdn.core.index.indexing import build_index
+from ssjdn.core.query.search import score_heatmap, search_text
+from ssjdn.core.index.vector_store import VectorShards
 
 SMALL = dict(tile_px=32, chunk_px=64, commit_every=8, workers=2)
 
@@ -190,7 +190,7 @@ class _FakeTile:
 
 def test_all_tile_ids_follow_the_rasters_and_their_grids(built, tmp_path, tiny_model):
     """tile_probabilities pairs all_tile_ids with vectors streamed raster by raster: same order."""
-    from ssjdn.core.feedback import all_tile_ids
+    from ssjdn.core.query.feedback import all_tile_ids
     index_dir, first = built
     build_index(index_dir, [first, utm_scene(tmp_path, "second.tif", seed=3)], tiny_model, **SMALL)
     with TileIndex.open(index_dir) as index:

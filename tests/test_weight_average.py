@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from caption_fixtures import tiny_config
-from ssjdn.core.api import create_model, load_model
+from ssjdn.core.model.api import create_model, load_model
 from ssjdn.training.averaging import WeightAverage
 from ssjdn.training.train import train
 
@@ -74,8 +74,8 @@ def test_the_saved_average_keeps_the_trained_weights_of_a_pretrained_encoder(tmp
     # scored 32.5 in `ssjdn eval`: the average's copy had every parameter marked frozen, so
     # save_checkpoint wrote the trained backbone and text encoder as references to their
     # pretrained packages, and loading brought the untrained weights back.
-    from ssjdn.core.api import save_checkpoint
-    from ssjdn.core.backbones import PretrainedSource
+    from ssjdn.core.model.api import save_checkpoint
+    from ssjdn.core.model.backbones import PretrainedSource
 
     model = create_model("tiny", pretrained=False, device="cpu")
     model.backbone.pretrained_source = PretrainedSource("some-package", "/nowhere", "0" * 64)

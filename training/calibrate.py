@@ -1,6 +1,6 @@
 """`ssjdn calibrate`: fit a checkpoint's match likelihood on a captioned split it did not train on.
 
-The fitting itself is core's (ssjdn.core.calibration); this reads the split, scores every
+The fitting itself is core's (ssjdn.core.model.calibration); this reads the split, scores every
 (image, caption) pair with the checkpoint, measures the expected calibration error on pairs a
 fit did not use (cross-fitting over two folds of images), fits on the whole split and writes
 `<checkpoint stem>.calibration.json` beside the checkpoint, where load_model finds it.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssjdn.core.calibration import (Calibration, calibration_path, cross_fitted,
+from ssjdn.core.model.calibration import (Calibration, calibration_path, cross_fitted,
                                     expected_calibration_error, file_sha256, fit_calibration,
                                     reliability_table, same_kind, save_calibration)
 from ssjdn.core.errors import UserError
@@ -36,7 +36,7 @@ def split_scores(model, data_root, split: str, dataset_name: str | None, test_si
 
 def calibrate_checkpoint(checkpoint, data_root, split: str = "val", check_split: str | None = None,
                          dataset_name: str | None = None, device=None, log=print) -> Calibration:
-    from ssjdn.core.api import load_model
+    from ssjdn.core.model.api import load_model
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint, device=device)
     train_cfg = (getattr(model, "checkpoint_extra", {}) or {}).get("train_config") or {}

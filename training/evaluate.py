@@ -71,7 +71,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
                         folds: int | None = None, report: str | Path | None = None,
                         device: str | None = None, log=print) -> dict:
     """`ssjdn eval`: load a checkpoint, score a split, print and write a JSON report."""
-    from ssjdn.core.api import load_model
+    from ssjdn.core.model.api import load_model
 
     if folds is not None and folds < 1:
         raise UserError(f"--folds must be 1 or more, not {folds}.")

@@ -47,7 +47,7 @@ class DeviceImages:
         source = self.pixels[indices.to(self.device)].float().div_(255.0)
         views = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros",
                               align_corners=False)
-        if self.device.type == "cuda":  # the model is channels_last there (core.api.place_model)
+        if self.device.type == "cuda":  # the model is channels_last there (core.model.api.place_model)
             views = views.contiguous(memory_format=torch.channels_last)
         return views
 

@@ -5,7 +5,7 @@ captions drawn at random: a batch never holds the same image twice, and captions
 word-for-word identical (UCM repeats many) are masked out as each other's negatives.
 
 Files in out_dir:
-- last.safetensors / best.safetensors: model checkpoints (ssjdn.core.api.save_checkpoint),
+- last.safetensors / best.safetensors: model checkpoints (ssjdn.core.model.api.save_checkpoint),
   best = highest validation mR so far.
 - trainer_state.pt: optimizer, scheduler and RNG state for --resume (tensors and plain
   Python values only, loaded with torch.load(weights_only=True)).
@@ -85,7 +85,7 @@ ProgressCallback = Callable[[dict], None]
 
 def load_training_config(config: str | Path | dict) -> dict:
     """A YAML path or a dict, merged over DEFAULTS."""
-    from ssjdn.core.api import deep_merge
+    from ssjdn.core.model.api import deep_merge
 
     if isinstance(config, (str, Path)):
         path = Path(config)
@@ -221,7 +221,7 @@ class _Distributed:
 # ---------------------------------------------------------------------------- model
 
 def _model_overrides(cfg: dict, categories: list[str]) -> dict:
-    from ssjdn.core.api import deep_merge
+    from ssjdn.core.model.api import deep_merge
 
     names = cfg["category_names"] or [c.replace("_", " ") for c in categories]
     if len(names) != len(categories):
@@ -419,7 +419,7 @@ def _restore_trainer_state(state: dict, optimizer, scheduler, generator, path: P
 
 
 def _load_resume_state(out_dir: Path, device, log):
-    from ssjdn.core.api import load_model, read_checkpoint_metadata
+    from ssjdn.core.model.api import load_model, read_checkpoint_metadata
 
     state_path, last = out_dir / STATE_FILE, out_dir / LAST_CHECKPOINT
     if not state_path.is_file() or not last.is_file():
@@ -449,7 +449,7 @@ def _resumed_record(cfg: dict, out_dir: Path) -> dict | None:
     """The run's settings as its last checkpoint recorded them, with what a resume may change
     taken from `cfg`; UserError if `cfg` changes anything else. None if there is no checkpoint
     (resuming then fails with its own message)."""
-    from ssjdn.core.api import read_checkpoint_metadata
+    from ssjdn.core.model.api import read_checkpoint_metadata
 
     last = out_dir / LAST_CHECKPOINT
     if not last.is_file():
@@ -470,7 +470,7 @@ def _write_record(record: dict | None, out_dir: Path) -> None:
     """train_config.yaml: the settings the run uses (atomic: the run's record is never half)."""
     if record is None:
         return
-    from ssjdn.core.export import atomic_path
+    from ssjdn.core.files import atomic_path
 
     with atomic_path(out_dir / "train_config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(record, sort_keys=False))
@@ -534,7 +534,7 @@ class _EpochLog:
         kept = rows[:1] + [row for row in rows[1:] if row and int(float(row[column])) <= epoch]
         if len(kept) == len(rows):
             return
-        from ssjdn.core.export import atomic_path
+        from ssjdn.core.files import atomic_path
 
         with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as handle:
             csv.writer(handle).writerows(kept)
@@ -596,7 +596,7 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
         log(f"resuming after epoch {state['epoch']} (best mR {best['score']:.2f} at epoch "
             f"{best['epoch']})")
     else:
-        from ssjdn.core.api import create_model
+        from ssjdn.core.model.api import create_model
 
         overrides = _model_overrides(cfg, train_set.categories)
         model = create_model(cfg["model"], overrides=overrides, device=dist.device)
@@ -785,7 +785,7 @@ def _save_epoch(model, optimizer, scheduler, generator, cfg, out_dir: Path, epoc
     """The trainer state is written last: it commits the epoch. Until then the previous
     checkpoint is kept beside the new one, so a run killed at any point here resumes from the
     pair that agrees (see _load_resume_state) and loses at most this epoch."""
-    from ssjdn.core.api import save_checkpoint
+    from ssjdn.core.model.api import save_checkpoint
 
     last = out_dir / LAST_CHECKPOINT
     if last.is_file():

@@ -17,9 +17,9 @@ import torch
 import yaml
 
 from ssjdn.core.errors import CheckpointError, UserError
-from ssjdn.core.model import SSJDN
+from ssjdn.core.model.network import SSJDN
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CHECKPOINT_FORMAT = "ssjdn-checkpoint"
 CHECKPOINT_VERSION = "1"
 
@@ -30,7 +30,7 @@ def default_device() -> torch.device:
 
 def default_model_path() -> Path:
     """The trained model that ships with the app."""
-    return Path(__file__).resolve().parent.parent / "resources" / "ssjdn-default.safetensors"
+    return Path(__file__).resolve().parents[2] / "resources" / "ssjdn-default.safetensors"
 
 
 def list_configs() -> list[str]:
@@ -196,7 +196,7 @@ def _model_from_config(path: Path, config: dict, pretrained: bool) -> SSJDN:
 def load_model(path: str | Path, device: str | torch.device | None = None) -> SSJDN:
     from safetensors.torch import load_file
 
-    from ssjdn.core.calibration import load_for_checkpoint
+    from ssjdn.core.model.calibration import load_for_checkpoint
 
     meta = read_checkpoint_metadata(path)
     external = meta["external"]

@@ -52,8 +52,8 @@ def label_name(relevant: bool) -> str:
 def export_labels(index, labels: dict, path, name: str | None = None) -> Path:
     """Write marked tiles as polygons with a `label` property ("relevant" / "not relevant") and
     `relevant` (1 / 0); `.geojson` or `.gpkg`. Score is 1 for relevant tiles, 0 for the others."""
-    from ssjdn.core.export import export_hits
-    from ssjdn.core.search import hits_for_ids
+    from ssjdn.core.geo.export import export_hits
+    from ssjdn.core.query.search import hits_for_ids
     if not labels:
         raise UserError("There are no marked tiles to export; mark some tiles first.")
     ids = list(labels)

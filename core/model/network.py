@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssjdn.core.backbones import build_backbone
-from ssjdn.core.loss import SemanticTripleLoss
-from ssjdn.core.text import TextEncoder, load_tokenizer, mean_pool
+from ssjdn.core.model.backbones import build_backbone
+from ssjdn.core.model.loss import SemanticTripleLoss
+from ssjdn.core.model.text import TextEncoder, load_tokenizer, mean_pool
 
 DIRECTIONS = ("coarse_to_fine", "fine_to_coarse")
 # The scale at which each pass ends: it has no neighbour to suppress, so its SSM is 1.0.

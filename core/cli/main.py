@@ -1,4 +1,5 @@
-"""The `ssjdn` command line: one entry point, subcommands contributed by each layer."""
+"""The `ssjdn` command line: one entry point; core's subcommands plus those other layers declare
+as entry points (see plugins.py)."""
 from __future__ import annotations
 
 import argparse
@@ -14,16 +15,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (it is always written to a log)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Each layer adds its own subcommands; imports stay inside register() so `ssjdn --help`
-    # is fast and a missing optional layer does not break the others.
-    from ssjdn.core import commands as core_commands
+    # Imports stay inside build_parser so that `ssjdn --help` is fast. Other layers' commands
+    # come through entry points (plugins.py): core never imports training or desktop.
+    from ssjdn.core.cli import commands as core_commands
+    from ssjdn.core.cli.plugins import register_plugins
     core_commands.register(sub)
-    try:
-        from ssjdn.training import commands as training_commands
-    except ImportError:
-        training_commands = None
-    if training_commands is not None:
-        training_commands.register(sub)
+    register_plugins(sub)
     return parser
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssjdn.core.errors import Cancelled, UserError, stop_check
-from ssjdn.core.fast_text import encode_query
+from ssjdn.core.model.fast_text import encode_query
 
 # At least this many relevant tiles to train a classifier: fewer cannot say what they share.
 MIN_POSITIVES = 3
@@ -90,7 +90,7 @@ def search_refined(index, model, text: str | None = None, positive_ids=(), negat
     """The k tiles that best match the refined query, best first (search.Hit, score = cosine).
 
     With `skip_marked` the marked tiles are left out, so the k hits are all new to the analyst."""
-    from ssjdn.core.search import ranked_hits
+    from ssjdn.core.query.search import ranked_hits
     query = refine_query(index, model, text, positive_ids, negative_ids, weights)
     marked = set(map(int, positive_ids)) | set(map(int, negative_ids)) if skip_marked else set()
     return ranked_hits(index, query, k, exclude=marked)
@@ -143,7 +143,7 @@ def classify_tiles(index, positive_ids, negative_ids=(), threshold: float = DEFA
 def probability_heatmap(index, raster_path, tile_ids, probabilities):
     """Probabilities (e.g. from tile_probabilities) as a GeoRaster grid over one raster of the
     index, one cell per tile step as search.score_heatmap; cells of unscored tiles are NaN."""
-    from ssjdn.core.search import tile_grid
+    from ssjdn.core.query.search import tile_grid
     record = index.raster(raster_path)
     if record is None:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}.")
@@ -202,7 +202,7 @@ def _fit(positive_vectors: np.ndarray, negative_vectors: np.ndarray, settings: C
 
 def _optional_text(text) -> str | None:
     """The cleaned words, or None when there are none (blank is allowed here, unlike search_text)."""
-    from ssjdn.core.search import clean_query
+    from ssjdn.core.query.search import clean_query
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
     return clean_query(text)

@@ -1,50 +1,21 @@
 """Writing results for GIS software: hits as GeoJSON / GeoPackage, grids as GeoTIFF.
 
-Every file is written under a temporary name beside its destination and moved into place with
-os.replace, so a crash or a full disk never leaves a half-written file under the real name.
+Every file is written through core.files.atomic_path, so a crash or a full disk never leaves a
+half-written file under the real name.
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
-from ssjdn.core.errors import UserError, os_error_as_user_error
+from ssjdn.core.errors import UserError
+from ssjdn.core.files import atomic_path
 
 # 7 decimals of a degree is about 1 cm: finer than any pixel we tile, and keeps files small.
 _COORD_DECIMALS = 7
-
-
-@contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path` to write to; it replaces `path` only on success.
-
-    A full disk or a folder we may not write to becomes a UserError naming `path`."""
-    path = Path(path).expanduser()
-    # Keep the real extension: GDAL and fiona pick their driver from it.
-    tmp = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(path.parent, os.W_OK):   # say so before GDAL fails with its own words
-            raise PermissionError(errno.EACCES, "Permission denied", str(path.parent))
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        user_error = os_error_as_user_error(exc, path, doing="write")
-        if user_error is None:
-            raise
-        raise user_error from exc
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # e.g. a read-only folder where nothing was written
 
 
 def export_hits(hits, path, query: str | None = None, extra: list[dict] | None = None) -> Path:
@@ -54,7 +25,7 @@ def export_hits(hits, path, query: str | None = None, extra: list[dict] | None =
     dict has the same keys, whose values are int, float or str."""
     path = check_hits_path(path)
     suffix = path.suffix.lower()
-    from ssjdn.core.tiling import tile_centres_wgs84
+    from ssjdn.core.geo.tiling import tile_centres_wgs84
     centres = tile_centres_wgs84(hits)
     features = [_feature(rank, hit, query, centre)
                 for rank, (hit, centre) in enumerate(zip(hits, centres), start=1)]
@@ -211,7 +182,7 @@ def _footprint(hit) -> np.ndarray:
     if hit.crs is None:
         raise UserError(f"{hit.raster_path} has no coordinate system, so its tiles cannot be placed on a "
                         f"map. Assign a CRS in a GIS (e.g. gdal_edit.py -a_srs EPSG:...) and index again.")
-    from ssjdn.core.tiling import windows_to_wgs84
+    from ssjdn.core.geo.tiling import windows_to_wgs84
     return windows_to_wgs84(hit.crs, hit.transform, [hit.window])[1][0]
 
 

@@ -85,7 +85,7 @@ class RasterInfo:
     @property
     def pixel_size_m(self) -> tuple[float, float] | None:
         """Ground size of one pixel (x, y) in metres, or None when the raster has no CRS."""
-        from ssjdn.core.tiling import pixel_size_m
+        from ssjdn.core.geo.tiling import pixel_size_m
         return pixel_size_m(self)
 
 
@@ -310,7 +310,7 @@ def _describe(src, path: str, bands, nodata_setting) -> RasterInfo:
     bounds = tuple(src.bounds)
     bounds_wgs84 = None
     if crs is not None:
-        from ssjdn.core.tiling import bounds_to_wgs84
+        from ssjdn.core.geo.tiling import bounds_to_wgs84
         bounds_wgs84 = bounds_to_wgs84(crs, bounds)
     nodata = src.nodatavals[rgb_bands[0] - 1]
     fill = _fill(src, rgb_bands, nodata_setting)

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from ssjdn.core.errors import UserError, stop_check
-from ssjdn.core.index_store import APPROX_THRESHOLD, SCALE_SHIFT, IndexLock, TileIndex
-from ssjdn.core.raster import (is_virtual, nodata_note, nodata_policy, raster_info, raster_path,
+from ssjdn.core.index.index_store import APPROX_THRESHOLD, SCALE_SHIFT, IndexLock, TileIndex
+from ssjdn.core.geo.raster import (is_virtual, nodata_note, nodata_policy, raster_info, raster_path,
                                read_window_rgb)
-from ssjdn.core.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
+from ssjdn.core.geo.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
 
 # File names a folder search picks up (ENVI: the .dat, not its .hdr, which GDAL cannot open).
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".vrt", ".img", ".ecw", ".sid", ".nitf", ".ntf",
@@ -124,7 +124,7 @@ def find_rasters(inputs) -> list[tuple[str, bool]]:
     """(path, named_explicitly) for each raster in `inputs`: files, folders (searched
     recursively for raster file names), STAC assets (stac.StacAsset: found in a catalog, so
     skipped with a warning when unreadable, like a file in a folder) or a mix."""
-    from ssjdn.core.stac import StacAsset
+    from ssjdn.core.geo.stac import StacAsset
     if isinstance(inputs, (str, os.PathLike, StacAsset)):
         inputs = [inputs]
     found: list[tuple[str, bool]] = []
@@ -187,7 +187,7 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
     `encode(store, jobs, stats, on_done, should_stop)` encodes the pending chunks of `jobs` (a
     list of RasterJob) and commits them to `store` with their done marks (a ChunkCommitter does
     that), calls on_done(n_tiles, message) as tiles finish and sets stats.cancelled when it stops
-    because should_stop() became true. build_index encodes in this process; core.cluster on Dask.
+    because should_stop() became true. build_index encodes in this process; core.index.cluster on Dask.
     """
     start = time.perf_counter()
     stats = IndexStats()
@@ -254,7 +254,7 @@ class _NodataSettings:
 
 def _stac_sources(rasters) -> dict[str, dict]:
     """{raster path: its STAC item's record} of the StacAssets among `rasters`."""
-    from ssjdn.core.stac import StacAsset
+    from ssjdn.core.geo.stac import StacAsset
     items = [rasters] if isinstance(rasters, StacAsset) else \
         [] if isinstance(rasters, (str, os.PathLike)) else list(rasters)
     return {a.path: a.source for a in items if isinstance(a, StacAsset)}

@@ -231,9 +231,9 @@ def register(subparsers) -> None:
 def run_index(args) -> int:
     from tqdm import tqdm
 
-    from ssjdn.core.index_store import IndexLock, TileIndex, check_index_dir
-    from ssjdn.core.indexing import build_index, find_rasters
-    from ssjdn.core.stac import expand_inputs
+    from ssjdn.core.index.index_store import IndexLock, TileIndex, check_index_dir
+    from ssjdn.core.index.indexing import build_index, find_rasters
+    from ssjdn.core.geo.stac import expand_inputs
     # What can be refused is refused before the model loads (seconds).
     IndexLock(check_index_dir(args.index, for_writing=True)).raise_if_held()
     rasters, stac_warnings = expand_inputs(args.rasters, args.asset, args.bbox, args.datetime)
@@ -261,7 +261,7 @@ def run_index(args) -> int:
         common["max_nodata"] = args.max_nodata
     with _first_ctrl_c_sets(cancel):
         if args.cluster is not None:
-            from ssjdn.core.cluster import build_index_on_cluster
+            from ssjdn.core.index.cluster import build_index_on_cluster
             stats = build_index_on_cluster(args.index, rasters, model, args.cluster, **common)
         else:
             stats = build_index(args.index, rasters, model, batch_size=args.batch_size,
@@ -316,7 +316,7 @@ class _StatusLine:
 
 def _check_cluster_args(args) -> None:
     """--cluster's address form, and options that only apply to a build in this process."""
-    from ssjdn.core.cluster import parse_address
+    from ssjdn.core.index.cluster import parse_address
     parse_address(args.cluster)
     for option, value in (("--workers", args.workers), ("--batch-size", args.batch_size)):
         if value is not None:
@@ -326,7 +326,7 @@ def _check_cluster_args(args) -> None:
 
 
 def run_search(args) -> int:
-    from ssjdn.core import search
+    from ssjdn.core.query import search
     marks = bool(args.positive or args.negative)
     if marks and (args.like is not None or args.like_image is not None):
         raise UserError("--positive/--negative refine a search in words or by marked tiles; "
@@ -337,13 +337,13 @@ def run_search(args) -> int:
     if args.query is not None and not args.positive:
         search.clean_query(args.query)  # an empty query fails before the model loads
     if args.out:
-        from ssjdn.core.export import check_hits_path
+        from ssjdn.core.geo.export import check_hits_path
         check_hits_path(args.out)
     index, model = _open_index(args)
     with index:
         _prepare_search(index)
         if marks:
-            from ssjdn.core.feedback import search_refined
+            from ssjdn.core.query.feedback import search_refined
             hits = search_refined(index, model, args.query, args.positive, args.negative, k=args.k)
             label = _refined_label(args.query, args.positive, args.negative)
         elif args.like is not None:
@@ -361,7 +361,7 @@ def run_search(args) -> int:
             _say_likelihood(model, hits)
         _remember(index, label, hits)
     if args.out:
-        from ssjdn.core.export import export_hits
+        from ssjdn.core.geo.export import export_hits
         print(f"wrote {export_hits(hits, args.out, query=label)}")
     elif hits:
         print(f"To open these in a GIS: ssjdn export --index {args.index} --out hits.geojson")
@@ -369,10 +369,10 @@ def run_search(args) -> int:
 
 
 def run_classify(args) -> int:
-    from ssjdn.core.export import check_hits_path, export_hits
-    from ssjdn.core.feedback import classify_tiles
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.search import hits_for_ids
+    from ssjdn.core.geo.export import check_hits_path, export_hits
+    from ssjdn.core.query.feedback import classify_tiles
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.query.search import hits_for_ids
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold is a probability between 0 and 1; got {args.threshold}.")
     # Outputs are checked before every tile is scored (minutes on an archive).
@@ -411,7 +411,7 @@ def _classify_marks(index, args) -> tuple[list[int], list[int]]:
     if args.label_set:
         sources.append((f"labelled set '{args.label_set}'", index.load_label_set(args.label_set)))
     if args.labels:
-        from ssjdn.core.labels import import_labels
+        from ssjdn.core.query.labels import import_labels
         sources.append((args.labels, import_labels(index, args.labels)))
     for name, marks in sources:
         positives += [t for t, relevant in marks.items() if relevant]
@@ -421,8 +421,8 @@ def _classify_marks(index, args) -> tuple[list[int], list[int]]:
 
 
 def run_match(args) -> int:
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.search import rank_captions
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.query.search import rank_captions
     captions = list(args.captions)
     if args.captions_file:
         captions += _read_captions(Path(args.captions_file).expanduser())
@@ -442,7 +442,8 @@ def run_match(args) -> int:
 
 
 def run_export(args) -> int:
-    from ssjdn.core import export, search
+    from ssjdn.core.geo import export
+    from ssjdn.core.query import search
     out = Path(args.out)
     if args.salience is not None and args.query:
         export.check_geotiff_path(out)   # before the model loads
@@ -495,7 +496,7 @@ def run_export(args) -> int:
 
 def load_model_arg(spec: str | None, device=None):
     """(model, source) from --model: a checkpoint path, a config name, or the shipped default."""
-    from ssjdn.core.api import model_from_spec
+    from ssjdn.core.model.api import model_from_spec
     resolved = model_from_spec(spec, device=device)
     if not resolved.trained:
         print(f"note: '{spec}' is a model config, not a trained checkpoint; results are only "
@@ -529,7 +530,7 @@ def _refined_label(query, positives, negatives) -> str:
 
 def _open_index(args):
     """Open --index and load the model: --model if given, else the one that built the index."""
-    from ssjdn.core.index_store import TileIndex
+    from ssjdn.core.index.index_store import TileIndex
     index = TileIndex.open(args.index)
     spec = args.model or index.model_source
     try:
@@ -543,7 +544,7 @@ def _open_index(args):
 
 def _recorded_model_source(index_dir) -> str | None:
     """The model an existing index was built with, so adding rasters needs no --model."""
-    from ssjdn.core.index_store import DB_NAME, TileIndex
+    from ssjdn.core.index.index_store import DB_NAME, TileIndex
     if not (Path(index_dir) / DB_NAME).exists():
         return None
     try:
@@ -600,7 +601,7 @@ def _print_hits(hits, label: str, score_name: str = "score", index=None) -> None
 
 def _say_likelihood(model, hits) -> None:
     """What 'match' means, or once that this model has none (no calibration fitted for it)."""
-    from ssjdn.core.calibration import GOOD_MATCH, calibration_of
+    from ssjdn.core.model.calibration import GOOD_MATCH, calibration_of
     calibration = calibration_of(model)
     if calibration is None:
         print("(no match likelihood: this model has no calibration; `ssjdn calibrate` fits one)")
@@ -625,7 +626,7 @@ def _read_captions(path: Path) -> list[str]:
 def _remember(index, label: str, hits) -> None:
     """Save the hits for `ssjdn export`, each with a fingerprint of its tile (raster, window,
     vector) so that an export after the tiles changed is refused instead of exporting others."""
-    from ssjdn.core.export import atomic_path
+    from ssjdn.core.files import atomic_path
     vectors = index.vectors([h.tile_id for h in hits]) if hits else []
     record = {"query": label,
               "hits": [[h.tile_id, h.score, _tile_fingerprint(h, v)] for h, v in zip(hits, vectors)],
@@ -640,8 +641,8 @@ def _remember(index, label: str, hits) -> None:
 
 
 def _recall_last(index_dir, k):
-    from ssjdn.core.index_store import TileIndex
-    from ssjdn.core.search import hits_for_ids
+    from ssjdn.core.index.index_store import TileIndex
+    from ssjdn.core.query.search import hits_for_ids
     path = Path(index_dir) / LAST_SEARCH
     if not path.is_file():
         raise UserError(f'No search to export yet in {index_dir}: run `ssjdn search "..." --index '
@@ -723,7 +724,7 @@ def _overlap(text: str) -> float:
 
 
 def _max_nodata(text: str) -> float:
-    from ssjdn.core.indexing import check_max_nodata
+    from ssjdn.core.index.indexing import check_max_nodata
     try:
         return check_max_nodata(text)
     except UserError as exc:
@@ -731,7 +732,7 @@ def _max_nodata(text: str) -> float:
 
 
 def _nodata_setting(text: str):
-    from ssjdn.core.raster import normalize_nodata
+    from ssjdn.core.geo.raster import normalize_nodata
     try:
         return normalize_nodata(text)
     except UserError as exc:

@@ -1,6 +1,6 @@
 """Building a tile index on a Dask cluster: many machines (or GPUs) encode, this process writes.
 
-The work is cut as in a single-process build (core.indexing): one task per read chunk of one
+The work is cut as in a single-process build (core.index.indexing): one task per read chunk of one
 raster. A worker loads the model once (cached per process by its spec: a checkpoint path or a
 config name, never a pickled model), reads the chunk's pixels, encodes its tiles and returns
 (tile indexes, float32 vectors, number of all-nodata tiles): about 1 KB per tile.
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from ssjdn.core.errors import UserError
-from ssjdn.core.index_store import APPROX_THRESHOLD
-from ssjdn.core.indexing import (DEFAULT_CHUNK_PX, DEFAULT_MAX_NODATA, ChunkCommitter, IndexStats,
+from ssjdn.core.index.index_store import APPROX_THRESHOLD
+from ssjdn.core.index.indexing import (DEFAULT_CHUNK_PX, DEFAULT_MAX_NODATA, ChunkCommitter, IndexStats,
                                  build_with, cut_chunk, encode_tiles, skip_unreadable)
 
 # A task that fails with an error (a network read of a raster, say) is run again this often;
@@ -195,7 +195,7 @@ def _has_dask_cuda() -> bool:
 def worker_spec(spec) -> str:
     """The model spec to send to workers: the shipped model by name (each worker has its own copy
     where its ssjdn is installed), anything else as given."""
-    from ssjdn.core.api import SHIPPED_SPECS, default_model_path
+    from ssjdn.core.model.api import SHIPPED_SPECS, default_model_path
     if spec in SHIPPED_SPECS or Path(str(spec)).expanduser().resolve() == default_model_path():
         return "default"
     return str(spec)
@@ -404,7 +404,7 @@ _models_lock = threading.Lock()
 
 def _worker_model(spec: str, fingerprint: str):
     """The model for `spec`, loaded once per worker process, on this worker's device."""
-    from ssjdn.core.api import model_from_spec
+    from ssjdn.core.model.api import model_from_spec
     with _models_lock:
         model = _models.get(spec)
         if model is None:

@@ -16,10 +16,10 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from ssjdn.core.errors import UserError
-from ssjdn.core.fast_text import encode_query
-from ssjdn.core.model import salience_keys
-from ssjdn.core.raster import GeoRaster, full_window, raster_info, read_window_rgb
-from ssjdn.core.tiling import windows_to_wgs84
+from ssjdn.core.model.fast_text import encode_query
+from ssjdn.core.model.network import salience_keys
+from ssjdn.core.geo.raster import GeoRaster, full_window, raster_info, read_window_rgb
+from ssjdn.core.geo.tiling import windows_to_wgs84
 
 # Two hits sharing more than this share of the smaller footprint show mostly the same ground.
 SAME_GROUND = 0.5
@@ -94,7 +94,7 @@ def with_likelihoods(hits: list[Hit], model) -> list[Hit]:
     """Text-search hits with their match likelihood when the model has a calibration (it was
     fitted on text-to-image scores, so it says nothing about refined or image queries)."""
     from dataclasses import replace
-    from ssjdn.core.calibration import calibration_of
+    from ssjdn.core.model.calibration import calibration_of
     calibration = calibration_of(model)
     if calibration is None or not hits:
         return hits
@@ -185,7 +185,7 @@ def _nearest_tile(offsets, sizes, points) -> np.ndarray:
 
 def _step_grid(record, windows: np.ndarray, values: np.ndarray) -> GeoRaster:
     """One cell per tile step (overlapping tiles are averaged; cells without a tile are NaN)."""
-    from ssjdn.core.index_store import tiling_slots
+    from ssjdn.core.index.index_store import tiling_slots
     # The finest step of the raster's tilings: coarser tiles span several cells.
     steps = [(max(1, round(s["tile_px"][0] * (1 - s["overlap"]))), max(1, round(s["tile_px"][1] * (1 - s["overlap"]))))
              for s in tiling_slots(record.tiling)]

@@ -154,7 +154,7 @@ def calibration_path(checkpoint) -> Path:
 
 
 def save_calibration(calibration: Calibration, path) -> Path:
-    from ssjdn.core.export import atomic_path
+    from ssjdn.core.files import atomic_path
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(calibration.to_json(), encoding="utf-8")

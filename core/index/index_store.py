@@ -34,12 +34,13 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ssjdn.core import ann, provenance
-from ssjdn.core.ann import APPROX_THRESHOLD
+from ssjdn.core.index import ann
+from ssjdn.core import provenance
+from ssjdn.core.index.ann import APPROX_THRESHOLD
 from ssjdn.core.errors import UserError, os_error_as_user_error
 from ssjdn.core.provenance import file_sha256
-from ssjdn.core.raster import change_key, raster_path
-from ssjdn.core.vector_store import VectorShards, VectorStoreDamaged
+from ssjdn.core.geo.raster import change_key, raster_path
+from ssjdn.core.index.vector_store import VectorShards, VectorStoreDamaged
 
 FORMAT_VERSION = "3"
 DB_NAME = "index.sqlite"
@@ -1079,7 +1080,7 @@ class TileIndex:
         rebuilt from the checked vectors."""
         import faiss
 
-        from ssjdn.core.export import atomic_path
+        from ssjdn.core.files import atomic_path
         with atomic_path(self.index_dir / FAISS_NAME) as tmp:
             faiss.write_index(faiss_index, str(tmp))
             checksum = file_sha256(tmp)
@@ -1288,7 +1289,7 @@ def tiling_labels(tiling: dict, crs, transform: Affine, width: int, height: int)
 
     from rasterio.transform import array_bounds
 
-    from ssjdn.core.tiling import pixel_size_m
+    from ssjdn.core.geo.tiling import pixel_size_m
     left, bottom, right, top = array_bounds(height, width, transform)
     grid = SimpleNamespace(crs=crs, res=(abs(transform.a), abs(transform.e)),
                            bounds=(left, bottom, right, top))
@@ -1303,7 +1304,7 @@ def tiling_labels(tiling: dict, crs, transform: Affine, width: int, height: int)
 def _nodata_setting(policy: dict | None):
     """raster_info's nodata setting that reproduces a recorded policy (raster.nodata_policy):
     none recorded means nothing beyond the file's own mask was nodata."""
-    from ssjdn.core.raster import NODATA_AUTO, NODATA_NONE
+    from ssjdn.core.geo.raster import NODATA_AUTO, NODATA_NONE
     if not policy:
         return NODATA_NONE
     return NODATA_AUTO if policy.get("origin") == "collar" else policy["value"]
