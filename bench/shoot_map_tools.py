@@ -80,9 +80,9 @@ def shoot_search_and_measure(app, args, out: Path) -> None:
         x, y = rect.left() + fx * rect.width(), rect.top() + fy * rect.height()
         view.add_measure_point(*view.frame.scene_to_map(x, y))
     view.finish_measure()
-    view.set_layer_visible("hits", False)
+    view.layers.set_visible("hits", False)
     for name in [n for n in view.layers if n.startswith("heatmap:")]:
-        view.set_layer_visible(name, False)
+        view.layers.set_visible(name, False)
     settle(app, window)
     window.grab().save(str(out / "measure.png"))
     print("measure:", view.measure_text(), "| scale bar:", view.scale_bar.text)

@@ -27,6 +27,7 @@ import numpy as np
 from ssjdn.core.model.calibration import GOOD_MATCH, calibration_of
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.geo import MapFrame, format_lonlat
+from ssjdn.desktop.layers import LayerList
 from ssjdn.desktop.resources import THUMB_PX
 from ssjdn.desktop.settings import index_dir_for
 from ssjdn.desktop.state import Events, Session
@@ -82,6 +83,7 @@ class ExplorerModel:
     def __init__(self, session: Session | None = None) -> None:
         self.session = session or Session()
         self.events = Events()
+        self.layers = LayerList(self.session.layers)   # the map's layers, as sessions save them
         self.loaded = None               # models.LoadedModel
         self.index = None                # ssjdn.core.index.index_store.TileIndex
         self.index_stats = None
@@ -672,12 +674,21 @@ class ExplorerModel:
         return len(hits)
 
     # == sessions ==============================================================================
+    def save_session(self, path: str, view_bounds: list[float] | None = None) -> None:
+        """Save the session with the layers as they are and the map's view bounds."""
+        self.session.view_bounds = view_bounds
+        self.session.index_dir = str(self.current_index_dir()) if self.loaded is not None else None
+        self.session.layers = self.layers.states()
+        self.session.save(path)
+
     def restore_session(self, path: str) -> Session:
-        """Make the session look like a saved one; returns it (the view applies its layers and
-        view bounds). The last query runs again once the index is ready."""
+        """Make the session look like a saved one, its layers' states included; returns it (the
+        view opens its rasters and shows its view bounds). The last query runs again once the
+        index is ready."""
         restored = Session.load(path)
         for raster in list(self.session.rasters):
             self.close_raster(raster)
+        self.layers.restore(restored.layers)
         self.session.set_tile_ground_m(restored.tile_ground_m)
         self.session.set_indexing(restored.indexing)
         self.session.stac_items.update(restored.stac_items)

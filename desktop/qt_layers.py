@@ -1,10 +1,14 @@
-"""Layer panel: one row per map layer with a visibility check box; opacity for the selected row."""
+"""Layer panel: one row per map layer with a visibility check box; opacity for the selected row.
+
+Bound to the app model's LayerList (napari style): the rows follow its events, and the check
+boxes and the slider only set its layers' state; the map follows the same list."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMenu, QSlider,
                                QVBoxLayout, QWidget)
 
+from ssjdn.desktop.layers import LayerList
 from ssjdn.desktop.qt_map import QtMapView
 
 KIND_ORDER = {"measure": -1, "selection": 0, "marks": 1, "hits": 2, "tiles": 3, "salience": 4,
@@ -17,9 +21,10 @@ KIND_LABEL = {"raster": "raster", "tiles": "grid", "hits": "hits", "heatmap": "h
 class QtLayerPanel(QWidget):
     closeRasterRequested = Signal(str)   # raster path
 
-    def __init__(self, map_view: QtMapView, parent=None) -> None:
+    def __init__(self, layers: LayerList, map_view: QtMapView, parent=None) -> None:
         super().__init__(parent)
-        self.map_view = map_view
+        self.layers = layers
+        self.map_view = map_view   # for zooming to a layer
         self.list = QListWidget()
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
@@ -33,8 +38,8 @@ class QtLayerPanel(QWidget):
         layout.addWidget(self.list)
         layout.addLayout(row)
         self._updating = False
-        map_view.layersChanged.connect(self.refresh)
-        map_view.layerChanged.connect(self._follow_layer)
+        layers.events.connect("layers", self.refresh)
+        layers.events.connect("layer", lambda layer: self._follow_layer(layer))
         self.list.itemChanged.connect(self._on_item_changed)
         self.list.currentItemChanged.connect(self._on_current_changed)
         self.opacity.valueChanged.connect(self._on_opacity)
@@ -54,19 +59,19 @@ class QtLayerPanel(QWidget):
         name = item.data(Qt.ItemDataRole.UserRole)
         menu = QMenu(self)
         menu.addAction("Zoom to layer", lambda: self.zoom_to(name))
-        if self.map_view.layers[name].kind == "raster":
+        if self.layers[name].kind == "raster":
             path = name.split(":", 1)[1]
             menu.addAction("Close raster", lambda: self.closeRasterRequested.emit(path))
         menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def refresh(self) -> None:
-        """Rebuild the rows from the map's layers (the map is the source of truth)."""
+        """Rebuild the rows from the layer list."""
         self._updating = True
         current = self.current_layer()
         self.list.clear()
-        names = sorted(self.map_view.layers, key=lambda n: (KIND_ORDER[self.map_view.layers[n].kind], n))
+        names = sorted(self.layers, key=lambda n: (KIND_ORDER[self.layers[n].kind], n))
         for name in names:
-            state = self.map_view.layers[name]
+            state = self.layers[name]
             item = QListWidgetItem(f"{state.name}  [{KIND_LABEL[state.kind]}]")
             item.setData(Qt.ItemDataRole.UserRole, name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -92,7 +97,7 @@ class QtLayerPanel(QWidget):
         row = self.row_for(name)
         if row is None:
             return
-        state = self.map_view.layers[name]
+        state = self.layers[name]
         self._updating = True
         row.setCheckState(Qt.CheckState.Checked if state.visible else Qt.CheckState.Unchecked)
         if self.current_layer() == name:
@@ -101,15 +106,15 @@ class QtLayerPanel(QWidget):
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
         if not self._updating:
-            self.map_view.set_layer_visible(item.data(Qt.ItemDataRole.UserRole),
-                                            item.checkState() == Qt.CheckState.Checked)
+            self.layers.set_visible(item.data(Qt.ItemDataRole.UserRole),
+                                    item.checkState() == Qt.CheckState.Checked)
 
     def _on_current_changed(self, item, _previous) -> None:
         """The slider shows the selected layer's opacity; with none selected it rests at full
         opacity (where every new layer starts) and says what it needs, instead of a bare 0."""
         self.opacity.setEnabled(item is not None)
         self.opacity_label.setText("Opacity" if item is not None else "Opacity: select a layer")
-        state = self.map_view.layers[item.data(Qt.ItemDataRole.UserRole)] if item is not None else None
+        state = self.layers[item.data(Qt.ItemDataRole.UserRole)] if item is not None else None
         self._updating = True
         self.opacity.setValue(round(state.opacity * 100) if state is not None else 100)
         self._updating = False
@@ -117,4 +122,4 @@ class QtLayerPanel(QWidget):
     def _on_opacity(self, value: int) -> None:
         name = self.current_layer()
         if name is not None and not self._updating:
-            self.map_view.set_layer_opacity(name, value / 100.0)
+            self.layers.set_opacity(name, value / 100.0)

@@ -63,7 +63,6 @@ class QtMainWindow(QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 860)
         self._build_views()
-        self.map_view.restored_layers = dict(self.session.layers)   # as saved, once each appears
         self._build_actions()
         self._build_status_bar()
         self._connect()
@@ -71,9 +70,9 @@ class QtMainWindow(QMainWindow):
 
     # == construction ==========================================================================
     def _build_views(self) -> None:
-        self.map_view = QtMapView()
+        self.map_view = QtMapView(self.model.layers)
         self.setCentralWidget(self.map_view)
-        self.layer_panel = QtLayerPanel(self.map_view)
+        self.layer_panel = QtLayerPanel(self.model.layers, self.map_view)
         self.search_panel = QtSearchPanel()
         self.caption_panel = QtCaptionPanel(self.session)
         self.salience_panel = QtSaliencePanel()
@@ -224,7 +223,6 @@ class QtMainWindow(QMainWindow):
         self.map_view.filesDropped.connect(self.open_rasters)
         self.map_view.mapClicked.connect(self._on_map_clicked)
         self.map_view.tileMenuRequested.connect(self._on_map_menu)
-        self.map_view.layerChanged.connect(self._follow_heat_legend)
         self.model_combo.currentIndexChanged.connect(
             lambda _: self.session.set_model(self.model_combo.currentData()))
         self.device_combo.currentIndexChanged.connect(
@@ -264,6 +262,7 @@ class QtMainWindow(QMainWindow):
         self.session.events.connect("device", lambda device: self._on_session_device(device))
         self.session.events.connect("tile_size", self._on_tile_size)
         self.session.events.connect("indexing", lambda indexing: self._index_again())
+        self.model.layers.events.connect("layer", lambda layer: self._follow_heat_legend(layer))
         events = self.model.events
         events.connect("raster_opened", self._on_raster_opened)
         events.connect("raster_closed", self._on_raster_closed)
@@ -406,7 +405,7 @@ class QtMainWindow(QMainWindow):
         self.map_view.remove_raster(path)
         self.map_view.set_hits(self.model.map_hits())
         for name in (f"heatmap:{path}", f"probability:{path}"):
-            if name in self.map_view.layers:
+            if name in self.model.layers:
                 self.map_view.remove_layer(name)
         self._on_marks(self.model.marks)   # its marks leave the map (they stay in the model)
 
@@ -574,7 +573,7 @@ class QtMainWindow(QMainWindow):
         """Hits and heatmaps of the last results as the likelihood threshold and scale say."""
         self.search_panel.show_likelihoods(self.model.likelihood_threshold, self.model.results_text())
         self.map_view.set_hits(self.model.map_hits())
-        for name in [n for n in self.map_view.layers if n.startswith("heatmap:")]:
+        for name in [n for n in self.model.layers if n.startswith("heatmap:")]:
             self.map_view.remove_layer(name)
         # One colour scale for all rasters, so the same colour means the same score everywhere.
         grids, value_range, title = self.model.display_heatmaps()
@@ -588,7 +587,7 @@ class QtMainWindow(QMainWindow):
         """The score legend shows while a score heatmap does (find-all hides it, the Layers
         panel may bring it back)."""
         if name.startswith("heatmap:"):
-            shown = any(s.visible for n, s in self.map_view.layers.items() if n.startswith("heatmap:"))
+            shown = any(s.visible for n, s in self.model.layers.items() if n.startswith("heatmap:"))
             self.search_panel.heat_legend.setVisible(shown and bool(self.model.heatmaps))
 
     def show_tile(self, hit) -> None:
@@ -632,13 +631,13 @@ class QtMainWindow(QMainWindow):
                           with_progress=True)
 
     def _on_probabilities(self, maps) -> None:
-        for name in [n for n in self.map_view.layers if n.startswith("probability:")]:
+        for name in [n for n in self.model.layers if n.startswith("probability:")]:
             self.map_view.remove_layer(name)
         # Two heatmaps over each other read as mud: the score heatmap steps back (Layers panel
         # brings it back).
-        for name, state in list(self.map_view.layers.items()):
+        for name, state in list(self.model.layers.items()):
             if state.kind == "heatmap" and maps:
-                self.map_view.set_layer_visible(name, False)
+                self.model.layers.set_visible(name, False)
 
     def _on_detections(self, detections, threshold) -> None:
         """The threshold or the probabilities changed: redraw the map above the threshold."""
@@ -646,7 +645,6 @@ class QtMainWindow(QMainWindow):
             self.map_view.set_georaster(f"probability:{path}", "probability", grid, PROBABILITY_COLORMAP,
                                         f"Find all: probability \u2265 {threshold:.2f} ({Path(path).name})",
                                         opacity=0.6, value_range=(0.0, 1.0))
-        self.layer_panel.refresh()
 
     # == selected tile: salience and captions ==================================================
     def _on_map_clicked(self, x: float, y: float) -> None:
@@ -697,8 +695,7 @@ class QtMainWindow(QMainWindow):
         colormap = self.salience_panel.colormap.currentText()
         item = self.map_view.set_georaster("salience", "salience", georaster, colormap,
                                            f"Salience: {self.salience_panel.key_label()}")
-        self.map_view.set_layer_opacity("salience", self.salience_panel.opacity.value() / 100.0)
-        self.layer_panel.refresh()
+        self.model.layers.set_opacity("salience", self.salience_panel.opacity.value() / 100.0)
         self.salience_panel.show_range(colormap, item.vmin, item.vmax)
 
     def rank_captions(self, captions: list[str]) -> None:
@@ -744,10 +741,8 @@ class QtMainWindow(QMainWindow):
             self.save_session(path)
 
     def save_session(self, path: str) -> None:
-        self.session.view_bounds = list(self.map_view.visible_bounds()) if self.map_view.rasters else None
-        self.session.index_dir = str(self.model.current_index_dir()) if self.model.loaded is not None else None
-        self.session.layers = {n: {"visible": s.visible, "opacity": s.opacity} for n, s in self.map_view.layers.items()}
-        self._guarded("Save session", lambda: self.session.save(path), f"Session saved to {path}")
+        bounds = list(self.map_view.visible_bounds()) if self.map_view.rasters else None
+        self._guarded("Save session", lambda: self.model.save_session(path, bounds), f"Session saved to {path}")
 
     def open_session_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open session", "", "Session (*.json)")
@@ -765,13 +760,6 @@ class QtMainWindow(QMainWindow):
         if restored.queries:
             self.search_panel.query.setText(restored.queries[-1])
         self.open_rasters(restored.rasters)
-        for name, layer in restored.layers.items():
-            if name in self.map_view.layers:
-                self.map_view.set_layer_visible(name, layer.get("visible", True))
-                self.map_view.set_layer_opacity(name, layer.get("opacity", 1.0))
-        self.map_view.restored_layers = {name: layer for name, layer in restored.layers.items()
-                                         if name not in self.map_view.layers}
-        self.layer_panel.refresh()
         if restored.view_bounds:
             self.map_view.show_bounds(restored.view_bounds)
         self.session.set_device(restored.device)

@@ -21,7 +21,7 @@ from ssjdn.desktop import basemap
 from ssjdn.desktop.colormaps import colorize
 from ssjdn.desktop.geo import (MapFrame, format_area, format_length, geodesic_area, geodesic_length,
                                nice_length)
-from ssjdn.desktop.state import LayerState
+from ssjdn.desktop.layers import LayerList
 
 OVERVIEW_PX = 1024        # longest side of the always-loaded overview of each raster
 # Above this many pixels a decimated read of a file without internal overviews decodes the
@@ -208,22 +208,20 @@ class QtMapView(QGraphicsView):
     tileMenuRequested = Signal(float, float, object)   # map x, y, global QPoint
     mapClicked = Signal(float, float)
     filesDropped = Signal(list)
-    layersChanged = Signal()                           # layers added or removed
-    layerChanged = Signal(str)                         # a layer's visibility or opacity changed
     measured = Signal(str)                             # the measure tool's result, as text
     backgroundStatus = Signal(str)                     # a background map problem, as text
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, layers: LayerList | None = None, parent=None) -> None:
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
         self.frame = MapFrame()
         self.rasters: dict[str, QtRasterItem] = {}
-        self.layers: dict[str, LayerState] = {}
+        # The app model's layer list: the map lists what it draws there and follows each
+        # layer's visibility and opacity (set by the Layers panel, a session, the window).
+        self.layers = layers if layers is not None else LayerList()
+        self.layers.events.connect("layer", lambda layer: self._on_layer_changed(layer))
         self._items: dict[str, list[QGraphicsItem]] = {}
         self._pending_grid = None   # (paths, windows_of) of a tile grid not yet drawn
-        # A restored session's layer states for layers not made yet (the tile grid and heatmaps
-        # appear once the index is ready): {name: {"visible": .., "opacity": ..}}.
-        self.restored_layers: dict[str, dict] = {}
         self.hit_items: list[QGraphicsRectItem] = []   # outlines, each with its rank label
         self.setBackgroundBrush(QColor(40, 42, 46))
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
@@ -534,7 +532,7 @@ class QtMapView(QGraphicsView):
         [N, 4] (col, row, width, height). Built when the layer is first shown: loading a
         million-tile raster's grid takes seconds, and the layer starts hidden."""
         self._pending_grid = (list(paths), windows_of)
-        self._replace_layer("tiles", "tiles", [], label="Tile grid", default_visible=False)
+        self._replace_layer("tiles", "tiles", [], label="Tile grid", visible=False)
         if self.layers["tiles"].visible:
             self._build_tile_grid()
 
@@ -627,10 +625,7 @@ class QtMapView(QGraphicsView):
     def set_georaster(self, name: str, kind: str, georaster, colormap: str, label: str,
                       opacity: float = 0.6, value_range=None) -> QtGeoRasterItem:
         item = QtGeoRasterItem(georaster, self.frame, colormap, value_range)
-        previous = self.layers.get(name)
-        state = LayerState(label, kind, previous.visible if previous else True,
-                           previous.opacity if previous else opacity)
-        self._replace_layer(name, kind, [item], label=label, state=state)
+        self._replace_layer(name, kind, [item], label=label, opacity=opacity)
         return item
 
     def overlay_item(self, name: str) -> QtGeoRasterItem | None:
@@ -638,33 +633,28 @@ class QtMapView(QGraphicsView):
         return items[0] if items and isinstance(items[0], QtGeoRasterItem) else None
 
     # -- layer bookkeeping -------------------------------------------------------------------
-    def _register(self, name, kind, items, label, state=None, default_visible=True) -> None:
-        saved = self.restored_layers.pop(name, None) if name not in self.layers else None
-        if state is None and saved is not None:   # a restored session's layer, appearing now
-            state = LayerState(label, kind, bool(saved.get("visible", default_visible)),
-                               float(saved.get("opacity", 1.0)))
-        state = state or self.layers.get(name) or LayerState(label, kind, default_visible, 1.0)
+    def _register(self, name, kind, items, label, visible=True, opacity=1.0) -> None:
+        """Draw a layer's items and list it (a new layer starts `visible` at `opacity`, or as
+        a restored session saved it; a redrawn one keeps its state)."""
         z = Z_ORDER[kind]
         for item in items:
             if item.scene() is None:
                 self.scene().addItem(item)
             if kind != "raster":
                 item.setZValue(z)
-        self.layers[name] = state
         self._items[name] = items
+        self.layers.add(name, label, kind, visible, opacity)
         self._apply(name)
-        self.layersChanged.emit()
 
-    def _replace_layer(self, name, kind, items, label, state=None, default_visible=True) -> None:
+    def _replace_layer(self, name, kind, items, label, visible=True, opacity=1.0) -> None:
         for old in self._items.pop(name, []):
             self.scene().removeItem(old)
-        self._register(name, kind, items, label, state, default_visible)
+        self._register(name, kind, items, label, visible, opacity)
 
     def remove_layer(self, name) -> None:
         for old in self._items.pop(name, []):
             self.scene().removeItem(old)
-        self.layers.pop(name, None)
-        self.layersChanged.emit()
+        self.layers.remove(name)
 
     def _apply(self, name) -> None:
         state = self.layers[name]
@@ -672,17 +662,10 @@ class QtMapView(QGraphicsView):
             item.setVisible(state.visible)
             item.setOpacity(state.opacity)
 
-    def set_layer_visible(self, name: str, visible: bool) -> None:
-        self.layers[name].visible = bool(visible)
-        if name == "tiles" and visible and self._pending_grid is not None:
+    def _on_layer_changed(self, name: str) -> None:
+        if name == "tiles" and self.layers[name].visible and self._pending_grid is not None:
             self._build_tile_grid()
         self._apply(name)
-        self.layerChanged.emit(name)
-
-    def set_layer_opacity(self, name: str, opacity: float) -> None:
-        self.layers[name].opacity = float(opacity)
-        self._apply(name)
-        self.layerChanged.emit(name)
 
     def layer_items(self, name: str) -> list[QGraphicsItem]:
         return list(self._items.get(name, []))

@@ -37,17 +37,6 @@ class Events:
 
 
 @dataclass
-class LayerState:
-    """One entry of the layer panel. `kind` is raster, tiles, hits, heatmap, probability,
-    salience, marks or selection."""
-
-    name: str
-    kind: str
-    visible: bool = True
-    opacity: float = 1.0
-
-
-@dataclass
 class ModelChoice:
     """A model the user can pick: a checkpoint file or a config name (untrained)."""
 

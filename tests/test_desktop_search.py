@@ -124,8 +124,8 @@ def test_hits_and_heatmap_export_and_the_session_round_trips(qtbot, indexed_wind
         assert heat.crs.to_epsg() == 32631 and heat.count == 1
 
     raster_layer = next(n for n, s in window.map_view.layers.items() if s.kind == "raster")
-    window.map_view.set_layer_opacity(raster_layer, 0.3)
-    window.map_view.set_layer_visible("tiles", True)
+    window.model.layers.set_opacity(raster_layer, 0.3)
+    window.model.layers.set_visible("tiles", True)
     window.save_session(str(tmp_path / "session.json"))
 
     restored = make_window()

@@ -15,7 +15,7 @@ def test_model_modules_import_without_any_qt_binding():
             "for name in ('PySide6', 'PyQt5', 'PyQt6', 'PySide2'): sys.modules[name] = None\n"
             "import ssjdn.desktop.state, ssjdn.desktop.settings, ssjdn.desktop.models, "
             "ssjdn.desktop.geo, ssjdn.desktop.colormaps, ssjdn.desktop.train_process, "
-            "ssjdn.desktop.explorer, ssjdn.desktop.resources\n")
+            "ssjdn.desktop.explorer, ssjdn.desktop.resources, ssjdn.desktop.layers\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -33,6 +33,39 @@ def test_session_round_trips_through_json_and_tells_views_what_changed(tmp_path)
     session.save(tmp_path / "s.json")
     restored = Session.load(tmp_path / "s.json")
     assert restored.to_dict() == session.to_dict()
+
+
+def test_the_layer_list_keeps_a_sessions_states_until_each_layer_appears():
+    from ssjdn.desktop.layers import LayerList
+    layers, seen = LayerList({"tiles": {"visible": True, "opacity": 0.5}}), []
+    layers.events.connect("layers", lambda: seen.append("layers"))
+    layers.events.connect("layer", lambda layer: seen.append(layer))
+    assert "tiles" not in layers
+    layers.add("tiles", "Tile grid", "tiles", visible=False)         # appears once indexed
+    assert (layers["tiles"].visible, layers["tiles"].opacity) == (True, 0.5)
+    layers.set_visible("tiles", False)
+    layers.add("tiles", "Tile grid", "tiles", visible=True)          # drawn again: keeps its state
+    assert not layers["tiles"].visible and seen == ["layers", "tiles", "layers"]
+    layers.add("hits", "Search hits", "hits")
+    layers.restore({"hits": {"visible": False, "opacity": 0.2}, "heatmap:a.tif": {"opacity": 0.1}})
+    assert not layers["hits"].visible and layers["hits"].opacity == 0.2     # applied now
+    layers.add("heatmap:a.tif", "Score heatmap", "heatmap", opacity=0.35)    # and when it appears
+    assert layers.states() == {"tiles": {"visible": False, "opacity": 0.5},
+                               "hits": {"visible": False, "opacity": 0.2},
+                               "heatmap:a.tif": {"visible": True, "opacity": 0.1}}
+    layers.remove("hits")
+    assert list(layers) == ["tiles", "heatmap:a.tif"]
+
+
+def test_a_saved_session_takes_its_layers_from_the_app_model(tmp_path):
+    from ssjdn.desktop.explorer import ExplorerModel
+    from ssjdn.desktop.state import Session
+    model = ExplorerModel(Session(model_spec="config:tiny"))
+    model.layers.add("hits", "Search hits", "hits")
+    model.layers.set_opacity("hits", 0.25)
+    model.save_session(str(tmp_path / "s.json"), view_bounds=[0.0, 0.0, 10.0, 10.0])
+    saved = Session.load(tmp_path / "s.json")
+    assert saved.layers == {"hits": {"visible": True, "opacity": 0.25}} and saved.view_bounds == [0, 0, 10, 10]
 
 
 def test_a_file_that_is_not_a_session_is_a_user_error(tmp_path):

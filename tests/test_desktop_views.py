@@ -51,13 +51,13 @@ def test_layer_panel_and_map_follow_each_other(indexed_window):
     row.setCheckState(Qt.CheckState.Unchecked)            # view -> map
     assert not view.layer_items(raster_layer)[0].isVisible()
 
-    view.set_layer_visible(raster_layer, True)             # map -> view
+    window.model.layers.set_visible(raster_layer, True)     # model -> panel
     assert panel.row_for(raster_layer).checkState() == Qt.CheckState.Checked
 
     panel.list.setCurrentItem(panel.row_for(raster_layer))
     panel.opacity.setValue(40)
     assert abs(view.layer_items(raster_layer)[0].opacity() - 0.4) < 1e-6
-    view.set_layer_opacity(raster_layer, 0.75)
+    window.model.layers.set_opacity(raster_layer, 0.75)
     assert panel.opacity.value() == 75
 
 
@@ -65,7 +65,7 @@ def test_tile_grid_layer_outlines_every_indexed_tile_once_shown(indexed_window):
     window = indexed_window
     view = window.map_view
     assert not view.layers["tiles"].visible and view.layer_items("tiles") == []  # built when shown
-    view.set_layer_visible("tiles", True)
+    window.model.layers.set_visible("tiles", True)
     grid = view.layer_items("tiles")
     assert len(grid) == 1 and grid[0].isVisible()
     # The 5 x 4 tiles form a full lattice: drawn as its 6 + 5 lines (a move and a line each),
@@ -160,7 +160,7 @@ def test_the_opacity_slider_says_to_pick_a_layer_until_one_is_selected(indexed_w
     assert not panel.opacity.isEnabled()
     assert panel.opacity.value() == 100 and "select a layer" in panel.opacity_label.text()
     raster_layer = next(n for n, s in indexed_window.map_view.layers.items() if s.kind == "raster")
-    indexed_window.map_view.set_layer_opacity(raster_layer, 0.3)
+    indexed_window.model.layers.set_opacity(raster_layer, 0.3)
     panel.list.setCurrentItem(panel.row_for(raster_layer))
     assert panel.opacity.isEnabled() and panel.opacity.value() == 30
     assert panel.opacity_label.text() == "Opacity"
