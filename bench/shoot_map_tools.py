@@ -52,8 +52,9 @@ def settle(app, window) -> None:
 
 def new_window(size=(1400, 860)):
     from ssjdn.desktop.qt_main import QtMainWindow
-    from ssjdn.desktop.state import SHIPPED_DEFAULT, Session
-    window = QtMainWindow(Session(model_spec=SHIPPED_DEFAULT, device="cpu"))
+    from ssjdn.core.model.spec import SHIPPED
+    from ssjdn.desktop.state import Session
+    window = QtMainWindow(Session(model_spec=SHIPPED, device="cpu"))
     window.resize(*size)
     window.show()
     return window

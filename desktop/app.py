@@ -69,6 +69,7 @@ def initial_session(args):
     """The session to start with and the rasters to open in it."""
     from ssjdn.core.errors import message_for
     from ssjdn.core.geo.raster import is_virtual
+    from ssjdn.core.model.spec import ModelSpec
     from ssjdn.desktop.state import Session
     session, rasters = Session(), []
     source = Path(args.session) if args.session else last_session_path()
@@ -93,8 +94,7 @@ def initial_session(args):
         if session.tile_ground_m is None and not args.tile_m:
             session.tile_ground_m = SAMPLE_TILE_M
     if args.model:
-        spec = args.model
-        session.model_spec = spec if spec == "shipped" or ":" in spec else f"file:{Path(spec).resolve()}"
+        session.model_spec = str(ModelSpec.parse(args.model).resolved())   # as the CLI reads --model
     if args.device:
         session.device = args.device
     if args.tile_m:

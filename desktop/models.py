@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssjdn.desktop.state import SHIPPED_DEFAULT, UNTRAINED_DEFAULT, ModelChoice
+from ssjdn.core.model.spec import SHIPPED, ModelSpec
+from ssjdn.desktop.state import ModelChoice
 
 FALLBACK_CONSEQUENCE = ("The app uses the default config with untrained retrieval heads: results are "
                         "close to random. Train a model (Tools > Train model) or install the shipped "
                         "checkpoint.")
-FALLBACK_WARNING = ("The shipped model (resources/ssjdn-default.safetensors) is not installed. "
-                    + FALLBACK_CONSEQUENCE)
 
 
 @dataclass
@@ -26,18 +25,13 @@ class LoadedModel:
     warning: str | None = None
 
 
-def shipped_model_path() -> Path:
-    from ssjdn.core.model.api import default_model_path
-    return default_model_path()
-
-
 def available_choices(registered: list[dict]) -> list[ModelChoice]:
     """Shipped model (or its fallback), registered checkpoints, then every known config."""
-    from ssjdn.core.model.api import list_configs
-    if shipped_model_path().is_file():
-        choices = [ModelChoice(SHIPPED_DEFAULT, "SSJDN default (shipped, trained)")]
+    from ssjdn.core.model.api import default_model_path, list_configs
+    if default_model_path().is_file():
+        choices = [ModelChoice(SHIPPED, "SSJDN default (shipped, trained)")]
     else:
-        choices = [ModelChoice(SHIPPED_DEFAULT, "SSJDN default (untrained fallback)")]
+        choices = [ModelChoice(SHIPPED, "SSJDN default (untrained fallback)")]
     for entry in registered:
         choices.append(ModelChoice(f"file:{entry['path']}", f"{entry.get('label') or Path(entry['path']).name} (checkpoint)"))
     for name in list_configs():
@@ -46,17 +40,18 @@ def available_choices(registered: list[dict]) -> list[ModelChoice]:
 
 
 def label_for(spec: str) -> str:
-    if spec == SHIPPED_DEFAULT:
+    parsed = ModelSpec.parse(spec)
+    if parsed.kind == SHIPPED:
         return "SSJDN default"
-    kind, _, value = spec.partition(":")
-    return Path(value).name if kind == "file" else f"{value} (untrained)"
+    return Path(parsed.value).name if parsed.is_checkpoint else f"{parsed.value} (untrained)"
 
 
 def load_choice(spec: str, device: str = "auto") -> LoadedModel:
     """Load the model a spec names on `device` ("auto", "cpu", "cuda"). Slow: call off the GUI thread.
 
-    The spec goes to core's model_from_spec (the one way from a spec to a model); this adds the
-    shipped model's untrained fallback and the labels and warnings the app shows."""
+    The spec goes to core's model_from_spec (the one way from a spec to a model), asking for the
+    untrained fallback of the shipped model (the app must start); this adds the labels and
+    warnings the app shows."""
     from ssjdn.core.model.api import model_from_spec
     from ssjdn.core.errors import UserError
     torch_device = None if device == "auto" else device
@@ -64,26 +59,20 @@ def load_choice(spec: str, device: str = "auto") -> LoadedModel:
         import torch
         if not torch.cuda.is_available():
             raise UserError("CUDA was chosen but no CUDA GPU is available here; choose CPU.")
-    if spec == SHIPPED_DEFAULT:
-        path = shipped_model_path()
-        warning = FALLBACK_WARNING
-        if path.is_file():
-            try:
-                return LoadedModel(model_from_spec(f"file:{path}", torch_device).model, spec, "SSJDN default")
-            except UserError as exc:   # e.g. a checkpoint from another install: still start
-                warning = f"The shipped model cannot be loaded ({exc}). {FALLBACK_CONSEQUENCE}"
-        fallback = load_choice(UNTRAINED_DEFAULT, device)
-        return LoadedModel(fallback.model, spec, "SSJDN default config (untrained fallback)", warning)
-    kind, _, value = spec.partition(":")
-    if kind not in ("file", "config"):
-        raise UserError(f"Unknown model choice {spec!r}.")
-    if kind == "file" and not Path(value).is_file():
-        raise UserError(f"Checkpoint not found: {value}. It was moved or deleted; choose another model.")
-    resolved = model_from_spec(spec, torch_device)
+    parsed = ModelSpec.parse(spec, strict=True)
+    if parsed.kind == SHIPPED:
+        resolved = model_from_spec(parsed, torch_device, untrained_fallback=True)
+        if resolved.trained:
+            return LoadedModel(resolved.model, spec, "SSJDN default")
+        return LoadedModel(resolved.model, spec, "SSJDN default config (untrained fallback)",
+                           f"{resolved.fallback_reason} {FALLBACK_CONSEQUENCE}")
+    if parsed.kind == "file" and not Path(parsed.value).is_file():
+        raise UserError(f"Checkpoint not found: {parsed.value}. It was moved or deleted; choose another model.")
+    resolved = model_from_spec(parsed, torch_device)
     if resolved.trained:
-        return LoadedModel(resolved.model, spec, Path(value).name)
-    return LoadedModel(resolved.model, spec, f"{value} (untrained)",
-                       f"'{value}' is a config with untrained retrieval heads: results are close to random.")
+        return LoadedModel(resolved.model, spec, Path(parsed.value).name)
+    return LoadedModel(resolved.model, spec, f"{parsed.value} (untrained)",
+                       f"'{parsed.value}' is a config with untrained retrieval heads: results are close to random.")
 
 
 def device_choices() -> list[str]:

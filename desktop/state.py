@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ssjdn.core.model.spec import SHIPPED, ModelSpec
+
 SESSION_VERSION = 1
-UNTRAINED_DEFAULT = "config:ssjdn-lite0-minilm"
-SHIPPED_DEFAULT = "shipped"
 
 
 class Events:
@@ -45,7 +45,7 @@ class ModelChoice:
 
     @property
     def is_checkpoint(self) -> bool:
-        return self.spec.startswith("file:") or self.spec == SHIPPED_DEFAULT
+        return ModelSpec.parse(self.spec).is_checkpoint
 
 
 @dataclass
@@ -98,7 +98,7 @@ class Session:
     """Everything the user opened and asked; saved and restored as JSON."""
 
     rasters: list[str] = field(default_factory=list)
-    model_spec: str = SHIPPED_DEFAULT
+    model_spec: str = SHIPPED
     device: str = "auto"
     tile_ground_m: float | None = None
     # How the open rasters are indexed besides the tile size (IndexingSettings.to_dict()).
@@ -239,9 +239,12 @@ def _strings(data: dict, key: str) -> list[str]:
 
 
 def _model_spec(data: dict) -> str:
-    spec = _text(data, "model", SHIPPED_DEFAULT)
-    if spec != SHIPPED_DEFAULT and not spec.startswith(("config:", "file:")):
-        raise _BadField(f'"model" must be "shipped", "config:NAME" or "file:PATH", not {spec!r}')
+    from ssjdn.core.errors import UserError
+    spec = _text(data, "model", SHIPPED)
+    try:
+        ModelSpec.parse(spec, strict=True)
+    except UserError as exc:
+        raise _BadField(f'"model": {exc}') from None
     return spec
 
 

@@ -96,11 +96,13 @@ def test_indexes_live_in_the_user_cache_one_per_model_and_tile_size(user_dirs):
 
 
 def test_the_untrained_fallback_is_reproducible_and_says_so(monkeypatch, tmp_path):
+    from ssjdn.core.model import api, spec
     from ssjdn.desktop import models
-    monkeypatch.setattr(models, "shipped_model_path", lambda: tmp_path / "missing.safetensors")
-    monkeypatch.setattr(models, "UNTRAINED_DEFAULT", "config:tiny")
+    monkeypatch.setattr(api, "default_model_path", lambda: tmp_path / "missing.safetensors")
+    monkeypatch.setattr(spec, "UNTRAINED_FALLBACK", spec.ModelSpec("config", "tiny"))
     first, second = models.load_choice("shipped", "cpu"), models.load_choice("shipped", "cpu")
-    assert first.warning == models.FALLBACK_WARNING
+    assert first.warning == (f"The shipped model ({tmp_path / 'missing.safetensors'}) is not installed. "
+                             + models.FALLBACK_CONSEQUENCE)
     assert first.model.fingerprint == second.model.fingerprint   # its cached index is found again
     labels = [c.label for c in models.available_choices([])]
     assert labels[0] == "SSJDN default (untrained fallback)" and "tiny (config, untrained)" in labels
@@ -130,11 +132,12 @@ def test_map_frame_converts_between_map_coordinates_and_lon_lat():
 
 
 def test_a_damaged_shipped_model_falls_back_with_the_reason(monkeypatch, tmp_path):
+    from ssjdn.core.model import api, spec
     from ssjdn.desktop import models
     damaged = tmp_path / "ssjdn-default.safetensors"
     damaged.write_bytes(b"not a checkpoint")
-    monkeypatch.setattr(models, "shipped_model_path", lambda: damaged)
-    monkeypatch.setattr(models, "UNTRAINED_DEFAULT", "config:tiny")
+    monkeypatch.setattr(api, "default_model_path", lambda: damaged)
+    monkeypatch.setattr(spec, "UNTRAINED_FALLBACK", spec.ModelSpec("config", "tiny"))
     loaded = models.load_choice("shipped", "cpu")
     assert loaded.warning.startswith("The shipped model cannot be loaded")
     assert "untrained retrieval heads" in loaded.warning and loaded.model.name == "tiny"

@@ -193,12 +193,14 @@ def _has_dask_cuda() -> bool:
 
 
 def worker_spec(spec) -> str:
-    """The model spec to send to workers: the shipped model by name (each worker has its own copy
-    where its ssjdn is installed), anything else as given."""
-    from ssjdn.core.model.api import SHIPPED_SPECS, default_model_path
-    if spec in SHIPPED_SPECS or Path(str(spec)).expanduser().resolve() == default_model_path():
-        return "default"
-    return str(spec)
+    """The canonical spec to send to workers: the shipped model by name (each worker has its own
+    copy where its ssjdn is installed), anything else as given."""
+    from ssjdn.core.model.api import default_model_path
+    from ssjdn.core.model.spec import SHIPPED, ModelSpec
+    parsed = ModelSpec.parse(spec)
+    if parsed.resolved() == ModelSpec("file", str(default_model_path())):
+        return SHIPPED
+    return str(parsed)
 
 
 def build_index_on_cluster(index_dir, rasters, model, cluster, model_spec=None, tile_ground_m=None,

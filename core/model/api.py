@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from ssjdn.core.errors import CheckpointError, UserError
+from ssjdn.core.model import spec as model_spec
 from ssjdn.core.model.network import SSJDN
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -226,45 +227,55 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> SS
     return place_model(model, device)
 
 
-SHIPPED_SPECS = (None, "", "shipped", "default")
-
-
 @dataclass(frozen=True)
 class ResolvedModel:
     """A model loaded from a spec, with what to record about where it came from."""
     model: SSJDN
     source: str      # a resolved checkpoint path or a config name: pass it back to model_from_spec
     trained: bool    # False for a config: untrained retrieval heads, results close to random
+    fallback_reason: str | None = None   # why the shipped model was replaced by the untrained one
 
 
-def model_from_spec(spec: str | Path | dict | None = None,
-                    device: str | torch.device | None = None) -> ResolvedModel:
-    """The one way to turn a model spec into a model.
+def model_from_spec(spec: str | Path | dict | model_spec.ModelSpec | None = None,
+                    device: str | torch.device | None = None,
+                    untrained_fallback: bool = False) -> ResolvedModel:
+    """The one way to turn a model spec (spec.py) into a model, or a config dict.
 
-    `spec` is None / "shipped" / "default" (the shipped checkpoint), a checkpoint path
-    (.safetensors), a config name or YAML path (untrained heads, seeded so the same name gives the
-    same weights and fingerprint in every run, which lets an index built with it be searched
-    later), or a config dict. "file:PATH" and "config:NAME" (the app's saved choices) also work.
-    Raises UserError / CheckpointError with what to do when the spec names nothing usable.
+    A config gets untrained heads, seeded so the same name gives the same weights and
+    fingerprint in every run, which lets an index built with it be searched later.
+    Raises UserError / CheckpointError with what to do when the spec names nothing usable;
+    with `untrained_fallback` (the app, which must start) a missing or damaged shipped model
+    gives spec.UNTRAINED_FALLBACK instead, with the reason to show.
     """
     if isinstance(spec, dict):
         torch.manual_seed(0)
         return ResolvedModel(create_model(spec, device=device), str(spec.get("name", "config")), False)
-    text = "" if spec is None else str(spec)
-    kind, sep, value = text.partition(":")
-    if sep and kind in ("file", "config"):
-        text = value
-    if text in SHIPPED_SPECS:
-        path = default_model_path()
+    parsed = model_spec.ModelSpec.parse(spec)
+    if parsed.kind == model_spec.SHIPPED:
+        return _shipped_model(device, untrained_fallback)
+    if parsed.kind == "file":
+        path = Path(parsed.value).expanduser()
         if not path.is_file():
+            raise UserError(f"Model file not found: {path}.")
+        return ResolvedModel(load_model(path, device=device), str(path.resolve()), True)
+    torch.manual_seed(0)
+    return ResolvedModel(create_model(parsed.value, device=device), parsed.value, False)
+
+
+def _shipped_model(device, untrained_fallback: bool) -> ResolvedModel:
+    path = default_model_path()
+    if not path.is_file():
+        if not untrained_fallback:
             raise UserError(f"No trained model found at {path}. Pass a checkpoint "
                             "(PATH.safetensors), or the config name 'tiny' to try the pipeline "
                             "with an untrained model.")
-        return ResolvedModel(load_model(path, device=device), str(path), True)
-    path = Path(text).expanduser()
-    if kind != "config" and path.is_file() and path.suffix.lower() not in (".yaml", ".yml"):
-        return ResolvedModel(load_model(path, device=device), str(path.resolve()), True)
-    if kind == "file" or path.suffix.lower() == ".safetensors":
-        raise UserError(f"Model file not found: {path}.")
-    torch.manual_seed(0)
-    return ResolvedModel(create_model(text, device=device), text, False)
+        reason = f"The shipped model ({path}) is not installed."
+    else:
+        try:
+            return ResolvedModel(load_model(path, device=device), str(path), True)
+        except UserError as exc:   # e.g. a checkpoint from another install
+            if not untrained_fallback:
+                raise
+            reason = f"The shipped model cannot be loaded ({exc})."
+    fallback = model_from_spec(model_spec.UNTRAINED_FALLBACK, device)
+    return ResolvedModel(fallback.model, fallback.source, False, reason)
