@@ -92,7 +92,7 @@ def shoot_search_and_measure(app, args, out: Path) -> None:
 
 def shoot_reprojection(app, args, out: Path) -> None:
     window = new_window()
-    window.auto_index = False
+    window.model.auto_index = False
     window.open_rasters([args.geographic_scene])
     window.map_view.fit_all()
     settle(app, window)
@@ -103,7 +103,7 @@ def shoot_reprojection(app, args, out: Path) -> None:
 
 def shoot_training(app, args, out: Path) -> None:
     window = new_window((1400, 900))
-    window.auto_index = False
+    window.model.auto_index = False
     window.open_training_dialog()
     dialog = window.training_dialog
     dialog.resize(820, 760)

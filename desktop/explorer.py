@@ -80,8 +80,11 @@ class TileScores:
 
 
 class ExplorerModel:
-    def __init__(self, session: Session | None = None) -> None:
+    def __init__(self, session: Session | None = None, auto_index: bool = True) -> None:
         self.session = session or Session()
+        # Index the open rasters by itself once a model is loaded or a raster opens (a script or
+        # a test may want to start the build itself).
+        self.auto_index = auto_index
         self.events = Events()
         self.layers = LayerList(self.session.layers)   # the map's layers, as sessions save them
         self.loaded = None               # models.LoadedModel
@@ -112,6 +115,42 @@ class ExplorerModel:
         # not drawn, the heatmap is blank there, and colours may use the absolute 0..1 scale.
         self.likelihood_threshold = GOOD_MATCH
         self.absolute_scale = True
+        self._react_to_the_session()
+
+    # == app policy: what follows what ========================================================
+    # The model decides when to load, index or search; the window runs what it asks for (its
+    # events load_requested, index_requested, search_requested) off the GUI thread.
+    def _react_to_the_session(self) -> None:
+        self.session.events.connect("model", lambda spec: self.events.emit("load_requested"))
+        self.session.events.connect("device", lambda device: self.events.emit("load_requested"))
+        self.session.events.connect("tile_size", lambda tile_ground_m: self._index_again())
+        self.session.events.connect("indexing", lambda indexing: self._index_again())
+
+    def _index_again(self) -> None:
+        """The tiling or the indexing settings changed: the index is another one now. A build
+        running for the old one is stale; the open rasters are indexed again (only what changed
+        is encoded again)."""
+        self.drop_index()
+        self.events.emit("index_requested", stale=True)
+
+    def _index_if_auto(self) -> None:
+        if self.auto_index and self.loaded is not None and self.session.rasters:
+            self.events.emit("index_requested", stale=False)
+
+    def choose_model(self, spec: str, device: str) -> None:
+        """Use this model on this device: a change loads it (and then indexes the open rasters
+        with it); the same model indexes what is open now."""
+        self.session.set_device(device)
+        if spec != self.session.model_spec:
+            self.session.set_model(spec)
+        elif self.loaded is not None:
+            self.events.emit("index_requested", stale=False)
+
+    def indexing_ended(self) -> None:
+        """No build runs or waits any more: a restored session's last query runs again."""
+        if self.pending_query and self.index is not None:
+            query, self.pending_query = self.pending_query, None
+            self.events.emit("search_requested", query=query)
 
     # == model =================================================================================
     def load_job(self):
@@ -137,9 +176,23 @@ class ExplorerModel:
             return False
         self.loaded = loaded
         self.events.emit("model", loaded=loaded)
+        self._index_if_auto()
         return True
 
     # == rasters ===============================================================================
+    def open_rasters(self, paths: list[str]) -> tuple[list, list]:
+        """Open rasters and index them: (RasterInfo of each opened, the exception of each that
+        failed); a bad file does not stop the others."""
+        opened, failed = [], []
+        for path in paths:
+            try:
+                opened.append(self.open_raster(path))
+            except Exception as exc:  # noqa: BLE001 - the caller names each failure
+                failed.append(exc)
+        if opened:
+            self._index_if_auto()
+        return opened, failed
+
     def open_raster(self, path: str):
         """Open one raster (UserError for a bad file); returns its RasterInfo."""
         from ssjdn.core.geo.raster import raster_info

@@ -51,10 +51,9 @@ class QtMainWindow(QMainWindow):
     def __init__(self, session: Session | None = None, preferences: Preferences | None = None,
                  auto_index: bool = True) -> None:
         super().__init__()
-        self.model = ExplorerModel(session)
+        self.model = ExplorerModel(session, auto_index=auto_index)
         self.session = self.model.session
         self.prefs = preferences or Preferences()
-        self.auto_index = auto_index
         # Engine jobs (search, salience, find-all…) run one at a time, in order; an index build
         # runs beside them in its own queue.
         self.jobs = QtJobQueue(self)
@@ -261,9 +260,11 @@ class QtMainWindow(QMainWindow):
         self.session.events.connect("model", lambda spec: self._on_session_model())
         self.session.events.connect("device", lambda device: self._on_session_device(device))
         self.session.events.connect("tile_size", self._on_tile_size)
-        self.session.events.connect("indexing", lambda indexing: self._index_again())
         self.model.layers.events.connect("layer", lambda layer: self._follow_heat_legend(layer))
         events = self.model.events
+        events.connect("load_requested", self.load_model)
+        events.connect("index_requested", self._on_index_requested)
+        events.connect("search_requested", lambda query: self.search(query, self.search_panel.k.value()))
         events.connect("raster_opened", self._on_raster_opened)
         events.connect("raster_closed", self._on_raster_closed)
         events.connect("model_loading", self._on_model_loading)
@@ -296,7 +297,6 @@ class QtMainWindow(QMainWindow):
         """The session's model changed (from the combo, a session file or code): follow it."""
         if self.model_combo.currentData() != self.session.model_spec:
             self.refresh_model_choices()
-        self.load_model()
 
     def _on_session_device(self, device: str) -> None:
         index = self.device_combo.findData(device)
@@ -304,7 +304,6 @@ class QtMainWindow(QMainWindow):
             self.device_combo.blockSignals(True)
             self.device_combo.setCurrentIndex(index)
             self.device_combo.blockSignals(False)
-        self.load_model()
 
     def load_model(self) -> None:
         """Load the session's model off the GUI thread, then index the open rasters with it."""
@@ -332,10 +331,7 @@ class QtMainWindow(QMainWindow):
         if loaded.warning:
             self.statusBar().showMessage(loaded.warning, 15000)
         self.modelReady.emit(loaded.label)
-        if self.session.rasters and self.auto_index:
-            self.start_indexing()
-        else:
-            self._update_search_ready()
+        self._update_search_ready()   # the model may start a build next (ExplorerModel's policy)
 
     # == rasters ===============================================================================
     def open_raster_dialog(self) -> None:
@@ -369,16 +365,13 @@ class QtMainWindow(QMainWindow):
         self.stacOpened.emit(len(assets))
 
     def open_rasters(self, paths: list[str]) -> bool:
-        """Show rasters on the map (errors as messages) and index the new ones."""
-        added = False
-        for path in paths:
-            try:
-                info = self.model.open_raster(path)
-                self.prefs.add_recent(info.path)
-                added = True
-            except Exception as exc:  # noqa: BLE001 - a bad file is a message, the app goes on
-                self.show_error("Cannot open raster", *describe_error(exc))
-        if added:
+        """Show rasters on the map (errors as messages); the model indexes the new ones."""
+        opened, failed = self.model.open_rasters(paths)
+        for exc in failed:
+            self.show_error("Cannot open raster", *describe_error(exc))
+        for info in opened:
+            self.prefs.add_recent(info.path)
+        if opened:
             self.refresh_recent_menu()
             self.map_view.fit_all()
             self.crs_label.setText(f"CRS: {self.map_view.frame.describe()}")
@@ -386,9 +379,7 @@ class QtMainWindow(QMainWindow):
                              if i.crs is not None and i.crs != self.map_view.frame.crs})
             self.crs_label.setToolTip("The map's CRS" + (f"; rasters in {', '.join(others)} are reprojected "
                                                          "into it on the fly" if others else ""))
-            if self.model.loaded is not None and self.auto_index:
-                self.start_indexing()
-        return added
+        return bool(opened)
 
     def _on_raster_opened(self, info, note) -> None:
         self.map_view.add_raster(info)
@@ -422,15 +413,11 @@ class QtMainWindow(QMainWindow):
             self.tile_size.blockSignals(True)
             self.tile_size.setValue(tile_ground_m or 0.0)
             self.tile_size.blockSignals(False)
-        self._index_again()
 
-    def _index_again(self) -> None:
-        """The tiling or the indexing settings changed: index the open rasters again (only what
-        changed is encoded again)."""
-        self.cancel_indexing()
-        self.model.drop_index()
-        if self.model.can_index():
-            self.start_indexing()
+    def _on_index_requested(self, stale: bool) -> None:
+        if stale:
+            self.cancel_indexing()
+        self.start_indexing()
 
     def open_indexing_dialog(self):
         from ssjdn.desktop.qt_indexing import QtIndexingDialog
@@ -495,9 +482,7 @@ class QtMainWindow(QMainWindow):
         self.progress.hide()
         self.cancel_button.hide()
         self._update_search_ready()
-        if self.model.pending_query and self.model.index is not None:
-            query, self.model.pending_query = self.model.pending_query, None
-            self.search(query, self.search_panel.k.value())
+        self.model.indexing_ended()
         self._maybe_idle()
 
     def _update_search_ready(self) -> None:
@@ -762,11 +747,7 @@ class QtMainWindow(QMainWindow):
         self.open_rasters(restored.rasters)
         if restored.view_bounds:
             self.map_view.show_bounds(restored.view_bounds)
-        self.session.set_device(restored.device)
-        if restored.model_spec != self.session.model_spec:
-            self.session.set_model(restored.model_spec)   # reloads and re-indexes
-        elif self.model.loaded is not None:
-            self.start_indexing()
+        self.model.choose_model(restored.model_spec, restored.device)
 
     def add_checkpoint_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Add checkpoint", "", "SSJDN checkpoints (*.safetensors)")

@@ -253,6 +253,33 @@ def test_closing_a_raster_takes_its_tiles_hits_and_maps_away(explorer, small_ras
     assert explorer.index.raster(small_raster) is not None        # still cached in the index
 
 
+def test_the_model_asks_for_loads_builds_and_the_pending_search_as_the_app_policy_says(user_dirs, small_raster):
+    # The window only runs what the model asks for: index after a model load or a new raster,
+    # load again after a model or device change, build again (the running build is stale)
+    # after a tiling change, and run a restored session's last query once indexed.
+    from ssjdn.desktop.explorer import ExplorerModel
+    from ssjdn.desktop.state import Session
+    model = ExplorerModel(Session(model_spec="config:tiny", device="cpu"))
+    seen = recorder(model, "load_requested", "index_requested", "search_requested")
+    model.open_rasters([small_raster])
+    assert seen == []                                              # no model yet
+    assert model.apply_loaded(model.load_job()())
+    assert seen == [("index_requested", {"stale": False})]
+    work, token = model.index_job()
+    model.apply_index(work(), token)
+    model.pending_query = "a river"
+    model.indexing_ended()
+    assert seen[-1] == ("search_requested", {"query": "a river"}) and model.pending_query is None
+    model.session.set_tile_ground_m(40.0)
+    assert seen[-1] == ("index_requested", {"stale": True}) and model.index is None
+    model.session.set_device("auto")
+    assert seen[-1] == ("load_requested", {})
+    quiet = ExplorerModel(Session(model_spec="config:tiny", device="cpu"), auto_index=False)
+    seen = recorder(quiet, "index_requested")
+    quiet.open_rasters([small_raster])
+    assert quiet.apply_loaded(quiet.load_job()()) and seen == []
+
+
 def test_a_stale_index_build_is_dropped(explorer):
     work, token = explorer.index_job()
     explorer.session.set_tile_ground_m(40.0)                       # the user changed the tiling
