@@ -87,6 +87,8 @@ PHASE_BUDGET_S = {"env": 20, "train_bench": 40, "checkpoint": 20, "precision": 2
                   "search": 15}
 
 
+# sha256_of and write_json stand alone (not core/files.py): `assemble` runs them before the
+# carried wheels, ssjdn among them, are installed.
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -44,7 +44,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def sha256_of(path: Path) -> str:
-    from ssjdn.core.model.backbones import file_sha256   # the same digest the model checks at load
+    from ssjdn.core.files import file_sha256   # the same digest the model checks at load
     return file_sha256(path)
 
 

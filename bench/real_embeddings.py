@@ -87,9 +87,9 @@ def main(argv=None) -> None:
     images = np.concatenate(parts) if parts else np.zeros((0, model.embed_dim), np.float32)
     texts = model.encode_texts(caption_texts(args.captions)).numpy() if args.captions else \
         np.zeros((0, images.shape[1]), np.float32)
-    tmp = args.out.with_name(args.out.name + ".part.npz")
-    np.savez(tmp, images=images.astype(np.float32), texts=texts.astype(np.float32))
-    os.replace(tmp, args.out)
+    from ssjdn.core.files import atomic_path
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as handle:   # a file: savez adds no suffix
+        np.savez(handle, images=images.astype(np.float32), texts=texts.astype(np.float32))
     print(f"wrote {args.out}: {len(images)} image and {len(texts)} text vectors of {images.shape[1]} dims")
 
 

@@ -15,7 +15,6 @@ so generation needs little RAM.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,16 +59,16 @@ def fit(real: np.ndarray, pca_dims: int = 64, components: int = 48, seed: int = 
 
 def write_vectors(model: FittedEmbeddingModel, n: int, out: Path, seed: int = 0, block: int = 200_000) -> None:
     """Stream n float16 unit vectors into a .npy file; written to a temp name, then renamed."""
+    from ssjdn.core.files import atomic_path
     rng = np.random.default_rng(seed)
-    tmp = out.with_name(out.name + ".part")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, model.mean.shape[0]))
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        array[start:stop] = model.sample(stop - start, rng).astype(np.float16)
-        print(f"  {stop:,}/{n:,}", flush=True)
-    array.flush()
-    del array
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, model.mean.shape[0]))
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            array[start:stop] = model.sample(stop - start, rng).astype(np.float16)
+            print(f"  {stop:,}/{n:,}", flush=True)
+        array.flush()
+        del array
 
 
 def neighbour_statistics(base: np.ndarray, queries: np.ndarray, k: int = 10) -> dict:

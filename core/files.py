@@ -1,10 +1,12 @@
-"""File utilities every writer shares: write under a temporary name, move into place on success.
+"""File utilities every writer shares: atomic writes and sha256 digests.
 
-A crash or a full disk never leaves a half-written file under the real name.
+atomic_path: write under a temporary name beside the file, move it into place on success, so a
+crash or a full disk never leaves a half-written file under the real name.
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import uuid
 from contextlib import contextmanager
@@ -37,3 +39,16 @@ def atomic_path(path):
             tmp.unlink(missing_ok=True)
         except OSError:
             pass  # e.g. a read-only folder where nothing was written
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (weights, checkpoints, search files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""Files this installation wrote, remembered by content (sha256) in a per-user folder.
+"""Files this installation wrote, remembered by content (sha256, files.py) in a per-user folder.
 
 Some files are loaded into native parsers or run as graphs: an index folder's faiss file and
 the ONNX text encoder cached per model. A crafted one could return any result (an encoder that
@@ -10,23 +10,9 @@ rebuilding those files once.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ssjdn.core.places import cache_dir
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (weights, checkpoints, search files)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def remember_written(digest: str) -> None:

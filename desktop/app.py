@@ -233,10 +233,10 @@ def debian_package(library: str) -> str:
 
 
 def _save_last_session(window) -> None:
+    from ssjdn.core.errors import UserError
     try:
-        last_session_path().parent.mkdir(parents=True, exist_ok=True)
         window.session.save(last_session_path())
-    except OSError:
+    except (OSError, UserError):
         pass  # a read-only home only loses the "reopen last session" convenience
 
 

@@ -49,12 +49,11 @@ class Preferences:
         self.background_url = url if isinstance(url, str) and url else None
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from ssjdn.core.files import atomic_path
         data = {"recent_files": self.recent_files, "checkpoints": self.checkpoints,
                 "first_launch_done": self.first_launch_done, "background_url": self.background_url}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2))
 
     def add_recent(self, path: str) -> None:
         path = str(path)

@@ -200,10 +200,9 @@ class Session:
                             f"(File > Save session), or remove the file.") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)  # atomic: a crash never leaves half a session file
+        from ssjdn.core.files import atomic_path
+        with atomic_path(path) as tmp:   # a crash never leaves half a session file
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Session":

@@ -205,3 +205,28 @@ def test_a_broken_plugin_is_one_clear_line_and_the_other_commands_still_work(cap
     with pytest.raises(SystemExit) as exit_:   # core's commands still parse
         main(["search", "--help"])
     assert exit_.value.code == 0
+
+
+# --- one way to write a file: core/files.py ------------------------------------------------------
+
+RENAMING_CALLS = {("os", "replace"), ("os", "rename"), ("tempfile", "mkstemp")}
+
+
+def test_every_writer_goes_through_atomic_path():
+    """os.replace / os.rename / mkstemp belong to core/files.py (atomic_path) alone, and so does
+    Path.replace of a temporary file: one place gets temporary names, clean-up and the
+    full-disk and permission messages right."""
+    wrong = []
+    for layer in LAYERS:
+        for path in source_files(layer):
+            if path == REPO / "core" / "files.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                owner = node.func.value
+                name = owner.id if isinstance(owner, ast.Name) else None
+                if (name, node.func.attr) in RENAMING_CALLS or (
+                        node.func.attr == "replace" and name in ("tmp", "temporary")):
+                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {name}.{node.func.attr}")
+    assert wrong == []

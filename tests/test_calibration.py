@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from engine_fixtures import utm_scene
+from ssjdn.core.files import file_sha256
 from ssjdn.core.model.calibration import (GOOD_MATCH, Calibration, calibration_path, cross_fitted,
-                                    expected_calibration_error, file_sha256, fit_calibration,
+                                    expected_calibration_error, fit_calibration,
                                     load_for_checkpoint, save_calibration, same_kind)
 
 

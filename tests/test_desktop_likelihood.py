@@ -7,7 +7,8 @@ import pytest
 from desktop_fixtures import INDEX_TIMEOUT_MS, make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtCore import Qt
 
-from ssjdn.core.model.calibration import Calibration, calibration_path, file_sha256, save_calibration
+from ssjdn.core.files import file_sha256
+from ssjdn.core.model.calibration import Calibration, calibration_path, save_calibration
 
 SIGNAL_MS = 30_000
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ssjdn.core.files import file_sha256
 from ssjdn.core.model.calibration import (Calibration, calibration_path, cross_fitted,
-                                    expected_calibration_error, file_sha256, fit_calibration,
+                                    expected_calibration_error, fit_calibration,
                                     reliability_table, same_kind, save_calibration)
 from ssjdn.core.errors import UserError
 

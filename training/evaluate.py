@@ -6,7 +6,6 @@ The metrics are tie-aware: "mR" and the R@K are their expected values when tied 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ssjdn.core.errors import UserError
+from ssjdn.core.files import atomic_path
 from ssjdn.training.augment import load_images, test_view
 from ssjdn.training.datasets import CaptionDataset, detect_dataset_name, load_dataset
 from ssjdn.training.metrics import all_metrics, format_metrics
@@ -106,11 +106,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
 def _write_report(path: Path, result: dict) -> None:
     """Atomically; a place that cannot take it (read-only install, a file in the way) is the
     user's to change."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+    except UserError as exc:   # no space or no permission: atomic_path's words, and the way out
+        raise UserError(f"{exc} Give another path with --report.") from None
     except OSError as exc:
         raise UserError(f"Cannot write the report {path}: {exc.strerror or exc}. Give another "
                         "path with --report.") from None

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from ssjdn.core.files import atomic_path
 from ssjdn.training.augment import test_view, train_view
 
 
@@ -90,11 +90,9 @@ def _load(path: Path, key: dict) -> list[torch.Tensor] | None:
 def _save(path: Path, feats: list[torch.Tensor], key: dict) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({f"scale{s}": f for s, f in enumerate(feats)}, str(tmp),
-              metadata={"key": json.dumps(key)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({f"scale{s}": f for s, f in enumerate(feats)}, str(tmp),
+                  metadata={"key": json.dumps(key)})
 
 
 def cached_views(model, images: list[torch.Tensor], image_names: list[str], augment: dict,

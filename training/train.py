@@ -34,6 +34,7 @@ import torch
 import yaml
 
 from ssjdn.core.errors import UserError
+from ssjdn.core.files import atomic_path
 from ssjdn.training.augment import load_images, train_view
 from ssjdn.training.datasets import load_dataset
 from ssjdn.training.evaluate import evaluate_model
@@ -345,25 +346,21 @@ def _restore_rng(state: dict, generator: torch.Generator) -> None:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _keep_as(src: Path, dst: Path) -> None:
     """dst becomes a copy of src (a hard link where the file system allows: no copying)."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
+        with atomic_path(dst) as tmp:
+            os.link(src, tmp)
+    except (OSError, UserError):
         _atomic_copy(src, dst)
 
 
@@ -470,7 +467,6 @@ def _write_record(record: dict | None, out_dir: Path) -> None:
     """train_config.yaml: the settings the run uses (atomic: the run's record is never half)."""
     if record is None:
         return
-    from ssjdn.core.files import atomic_path
 
     with atomic_path(out_dir / "train_config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(record, sort_keys=False))
@@ -534,7 +530,6 @@ class _EpochLog:
         kept = rows[:1] + [row for row in rows[1:] if row and int(float(row[column])) <= epoch]
         if len(kept) == len(rows):
             return
-        from ssjdn.core.files import atomic_path
 
         with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as handle:
             csv.writer(handle).writerows(kept)

@@ -38,7 +38,7 @@ from ssjdn.core.index import ann
 from ssjdn.core import provenance
 from ssjdn.core.index.ann import APPROX_THRESHOLD
 from ssjdn.core.errors import UserError, os_error_as_user_error
-from ssjdn.core.provenance import file_sha256
+from ssjdn.core.files import file_sha256, sha256_of
 from ssjdn.core.geo.raster import change_key, raster_path
 from ssjdn.core.index.vector_store import VectorShards, VectorStoreDamaged
 
@@ -1126,7 +1126,7 @@ class TileIndex:
             data = path.read_bytes()
         except OSError:
             return None
-        digest = provenance.sha256_of(data)
+        digest = sha256_of(data)
         if digest != self._meta("faiss_sha256"):
             return None
         if not provenance.written_here(digest):

