@@ -32,6 +32,18 @@ import torch.nn.functional as F  # noqa: E402
 from bench_find_objects import OBJECT_QUERIES, average_precision, build_benchmark  # noqa: E402
 
 LAMBDAS = (0.01, 0.03, 0.1)
+# Weights of the class-probability part of a fused unit vector (the form an index can store
+# with its invariants kept: unit norms, cosines in [-1, 1], image-to-image search meaningful).
+FUSED_WEIGHTS = (0.1, 0.3, 1.0, 3.0)
+# (weight, temperature): the image side's class distribution softened, softmax(log p / T), so a
+# class that covers a quarter of the tile (p ~ 0.1-0.3) is not drowned by the scene's class.
+FUSED_SOFTENED = ((1.0, 2.0), (3.0, 2.0), (1.0, 4.0), (3.0, 4.0))
+
+
+def fused(unit: torch.Tensor, probs: torch.Tensor, weight: float) -> torch.Tensor:
+    """normalize([unit, sqrt(weight) * probs]): a cosine of two such vectors is
+    (g.t + weight * p_image.p_text) / (norms), the norms within sqrt(1 + weight) of 1."""
+    return F.normalize(torch.cat([unit, probs * weight ** 0.5], -1), dim=-1)
 
 
 def region_slices(side: int, grid: int) -> list[tuple[slice, slice]]:
@@ -90,6 +102,12 @@ def candidate_scores(vectors: dict, text: torch.Tensor, p_text: torch.Tensor) ->
         scores[f"0.5 global + 0.5 region max ({grid * grid})"] = 0.5 * g + 0.5 * best
     for lam in LAMBDAS:
         scores[f"global + {lam} class evidence"] = g + lam * (vectors["logp"] @ p_text)
+    for weight in FUSED_WEIGHTS:
+        image = fused(vectors["global"], vectors["logp"].exp(), weight)
+        scores[f"fused vector, class weight {weight}"] = image @ fused(text, p_text, weight)
+    for weight, temperature in FUSED_SOFTENED:
+        image = fused(vectors["global"], (vectors["logp"] / temperature).softmax(-1), weight)
+        scores[f"fused, weight {weight}, T {temperature}"] = image @ fused(text, p_text, weight)
     return scores
 
 
@@ -123,6 +141,13 @@ def val_mr(model, data_root: Path) -> dict[str, float]:
     for lam in (0.0,) + LAMBDAS:
         scores = vectors["global"] @ text.T + lam * vectors["logp"] @ p_text.T
         result[f"lambda {lam}"] = all_metrics(scores, 1, captions=captions)["mR"]
+    for weight in FUSED_WEIGHTS:
+        scores = fused(vectors["global"], vectors["logp"].exp(), weight) @ fused(text, p_text, weight).T
+        result[f"fused {weight}"] = all_metrics(scores, 1, captions=captions)["mR"]
+    for weight, temperature in FUSED_SOFTENED:
+        image = fused(vectors["global"], (vectors["logp"] / temperature).softmax(-1), weight)
+        scores = image @ fused(text, p_text, weight).T
+        result[f"fused {weight} T {temperature}"] = all_metrics(scores, 1, captions=captions)["mR"]
     return result
 
 

@@ -1252,7 +1252,9 @@ def _stack_blobs(blobs, dim: int) -> np.ndarray:
 
 
 def _model_dim(model) -> int:
-    dim = (getattr(model, "config", None) or {}).get("embed_dim") or getattr(model, "dim", None)
+    # vector_dim: an SSJDN's vectors (the embedding plus class evidence when on); `dim`: the
+    # stand-in encoders of tests and benches.
+    dim = getattr(model, "vector_dim", None) or getattr(model, "dim", None)
     if dim:
         return int(dim)
     return int(model.encode_texts(["dimension probe"]).shape[-1])

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ssjdn.core import provenance
 from ssjdn.core.files import atomic_path, sha256_of
@@ -109,8 +108,7 @@ class _TextPath(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask):
-        base, _ = self.model.text_forward(input_ids, attention_mask)
-        return F.normalize(base.float(), dim=-1)
+        return self.model.text_vectors(input_ids, attention_mask)
 
 
 def _export(model, path: Path) -> None:
