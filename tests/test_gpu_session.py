@@ -225,7 +225,7 @@ def test_staged_weights_build_the_larger_backbones_the_session_compares(staged, 
 
 
 def test_staged_weights_refuse_a_damaged_file(staged, tmp_path):
-    from ssjdn.core.model.backbones import _staged_entry
+    from ssjdn.core.model.pretrained import _staged_entry
     from ssjdn.core.errors import UserError
 
     stage_dir = tmp_path / "assembled"

@@ -75,7 +75,7 @@ def test_the_saved_average_keeps_the_trained_weights_of_a_pretrained_encoder(tmp
     # save_checkpoint wrote the trained backbone and text encoder as references to their
     # pretrained packages, and loading brought the untrained weights back.
     from ssjdn.core.model.api import save_checkpoint
-    from ssjdn.core.model.backbones import PretrainedSource
+    from ssjdn.core.model.pretrained import PretrainedSource
 
     model = create_model("tiny", pretrained=False, device="cpu")
     model.backbone.pretrained_source = PretrainedSource("some-package", "/nowhere", "0" * 64)

