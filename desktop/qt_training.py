@@ -35,8 +35,8 @@ LOSS_COLOR, VAL_COLOR = QColor(230, 120, 30), QColor(40, 140, 230)
 
 
 def training_configs() -> list[Path]:
-    folder = Path(__file__).resolve().parent.parent / "training" / "configs"
-    return sorted(folder.glob("*.yaml"))
+    from ssjdn.core.places import shipped_path
+    return sorted(shipped_path("training", "configs").glob("*.yaml"))
 
 
 def config_description(path: Path) -> str:

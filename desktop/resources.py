@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssjdn.core.places import shipped_path
+
 APP_TITLE = "SSJDN Explorer"
-RESOURCES_DIR = Path(__file__).resolve().parent.parent / "resources"
+RESOURCES_DIR = shipped_path("resources")
 # The sample scene has 5 m pixels: a tile of the training ground size (76.8 m) would be 15 px,
 # an unrecognisable blur to the model and to the user. 200 m tiles (40 px) gave clearly better
 # hits with a trained checkpoint (river bed, town, fields, woods) and index 6x faster.

@@ -230,3 +230,15 @@ def test_every_writer_goes_through_atomic_path():
                         node.func.attr == "replace" and name in ("tmp", "temporary")):
                     wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {name}.{node.func.attr}")
     assert wrong == []
+
+
+# --- what ships with ssjdn is reached through one helper -----------------------------------------
+
+def test_shipped_files_are_reached_through_shipped_path():
+    from ssjdn.core.places import shipped_path
+    assert (shipped_path("resources", "sample", "haiti_rgbn_5m.tif")).is_file()
+    assert (shipped_path("training", "configs", "tiny.yaml")).is_file()
+    assert (shipped_path("core", "configs", "tiny.yaml")).is_file()
+    wrong = [f"{path.relative_to(REPO)}" for layer in LAYERS for path in source_files(layer)
+             if path != REPO / "core" / "places.py" and "Path(__file__)" in path.read_text()]
+    assert wrong == []

@@ -16,10 +16,11 @@ import yaml
 
 from ssjdn.core.errors import CheckpointError, UserError
 from ssjdn.core.files import atomic_path
+from ssjdn.core.places import shipped_path
 from ssjdn.core.model import spec as model_spec
 from ssjdn.core.model.network import SSJDN
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = shipped_path("core", "configs")
 CHECKPOINT_FORMAT = "ssjdn-checkpoint"
 CHECKPOINT_VERSION = "1"
 
@@ -30,7 +31,7 @@ def default_device() -> torch.device:
 
 def default_model_path() -> Path:
     """The trained model that ships with the app."""
-    return Path(__file__).resolve().parents[2] / "resources" / "ssjdn-default.safetensors"
+    return shipped_path("resources", "ssjdn-default.safetensors")
 
 
 def list_configs() -> list[str]:
