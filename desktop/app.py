@@ -274,7 +274,7 @@ class ScreenshotDirector:
             marks = [(n, True) for n in args.relevant] + [(n, False) for n in args.not_relevant]
             for n, label in marks:
                 if n <= len(hits):
-                    window.model.mark(hits[n - 1].tile_id, label)
+                    window.model.feedback.mark(hits[n - 1].tile_id, label)
             self.step = "refine"
             if args.refine and marks:
                 window.refine()
@@ -282,7 +282,7 @@ class ScreenshotDirector:
         if self.step == "refine":
             self.step = "find all"
             if args.find_all:
-                window.findAllFinished.connect(lambda _n: self._on_search(window.model.hits))
+                window.findAllFinished.connect(lambda _n: self._on_search(window.model.results.hits))
                 window.find_all()
                 return
         if self.step == "find all":

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QGroupBox, Q
                                QListWidget, QListWidgetItem, QMessageBox, QPushButton, QSlider,
                                QVBoxLayout, QWidget)
 
-from ssjdn.desktop.explorer import place_names
+from ssjdn.desktop.names import place_names
 from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
 from ssjdn.desktop.qt_salience import QtColorLegend
 from ssjdn.desktop.qt_workers import describe_error
@@ -66,7 +66,7 @@ class QtFeedbackPanel(QWidget):
                                           "relevant or not")
         self._build_layout()
         self.find_all_button.clicked.connect(self.findAllRequested.emit)
-        self.clear_button.clicked.connect(lambda: model.set_marks({}))
+        self.clear_button.clicked.connect(lambda: model.feedback.set_marks({}))
         self.threshold.valueChanged.connect(self._on_threshold)
         self.threshold.sliderMoved.connect(
             lambda value: self.threshold_label.setText(f"p \u2265 {value / SLIDER_STEPS:.2f}"))
@@ -77,10 +77,10 @@ class QtFeedbackPanel(QWidget):
         self.load_set_button.clicked.connect(lambda: self.load_label_set(self.set_name.currentText().strip()))
         self.export_set_button.clicked.connect(lambda: self.export_marks_dialog(self.set_name.currentText().strip()))
         self.import_set_button.clicked.connect(self.import_marks_dialog)
-        model.events.connect("marks", lambda marks: self.show_marks())
-        model.events.connect("detections", lambda detections, threshold: self.show_detections())
+        model.feedback.events.connect("marks", lambda marks: self.show_marks())
+        model.feedback.events.connect("detections", lambda detections, threshold: self.show_detections())
         model.events.connect("index", lambda index: self.show_label_sets())
-        model.set_threshold(self.threshold_value())
+        model.feedback.set_threshold(self.threshold_value())
         self.show_marks()
 
     def _build_layout(self) -> None:
@@ -112,7 +112,7 @@ class QtFeedbackPanel(QWidget):
 
     # -- the model's state --------------------------------------------------------------------
     def show_marks(self) -> None:
-        marks, can_find_all = self.model.marks, self.model.can_find_all()
+        marks, can_find_all = self.model.feedback.marks, self.model.feedback.can_find_all()
         relevant = sum(marks.values())
         self.summary.setText(
             f"{relevant} relevant, {len(marks) - relevant} not relevant marked. "
@@ -124,10 +124,10 @@ class QtFeedbackPanel(QWidget):
 
     def show_detections(self) -> None:
         """The first MAX_LISTED detections (hits whose score is the probability)."""
-        hits, total, threshold = self.model.detection_hits(MAX_LISTED), len(self.model.detections), self.model.threshold
+        hits, total, threshold = self.model.feedback.detection_hits(MAX_LISTED), len(self.model.feedback.detections), self.model.feedback.threshold
         self.detections.clear()
         for hit, place in zip(hits, place_names(hits, chars=24, sep="\n")):
-            mark = self.model.marks.get(int(hit.tile_id))
+            mark = self.model.feedback.marks.get(int(hit.tile_id))
             tag = "" if mark is None else f"  {MARK_SIGNS[mark]}"
             item = QListWidgetItem(f"p {hit.score:.2f}{tag}   {place}")
             item.setToolTip(hit.raster_path)
@@ -145,7 +145,7 @@ class QtFeedbackPanel(QWidget):
         self.threshold_label.setText(f"p \u2265 {threshold:.2f}: {total} tiles")
 
     def show_label_sets(self) -> None:
-        sets, text = self.model.label_sets(), self.set_name.currentText()
+        sets, text = self.model.feedback.label_sets(), self.set_name.currentText()
         self.set_name.blockSignals(True)
         self.set_name.clear()
         for name, relevant, not_relevant in sets:
@@ -161,7 +161,7 @@ class QtFeedbackPanel(QWidget):
         return self.threshold.value() / SLIDER_STEPS
 
     def _on_threshold(self, _value: int) -> None:
-        self.model.set_threshold(self.threshold_value())
+        self.model.feedback.set_threshold(self.threshold_value())
 
     def _run(self, title: str, action, success: str) -> bool:
         """Call the model; a failure becomes the `failed` signal (a message box), not a traceback."""
@@ -179,23 +179,23 @@ class QtFeedbackPanel(QWidget):
             self.export_detections(path)
 
     def export_detections(self, path: str) -> None:
-        self._run("Export detections", lambda: self.model.export_detections(path),
-                  f"Exported the detections (p \u2265 {self.model.threshold:.2f}) to {path}")
+        self._run("Export detections", lambda: self.model.feedback.export_detections(path),
+                  f"Exported the detections (p \u2265 {self.model.feedback.threshold:.2f}) to {path}")
 
     def save_label_set(self, name: str, overwrite: bool | None = None) -> None:
         """Store the marks under `name` in the index; asks before replacing a stored set."""
         if overwrite is None:
-            overwrite = name in [n for n, _, _ in self.model.label_sets()]
+            overwrite = name in [n for n, _, _ in self.model.feedback.label_sets()]
             if overwrite and QMessageBox.question(
                     self, "Save labelled set", f"Replace the stored set '{name}' with the current marks?") \
                     != QMessageBox.StandardButton.Yes:
                 return
-        if self._run("Save labelled set", lambda: self.model.save_label_set(name, overwrite=overwrite),
-                     f"Saved {len(self.model.marks)} marks as '{name}'"):
+        if self._run("Save labelled set", lambda: self.model.feedback.save_label_set(name, overwrite=overwrite),
+                     f"Saved {len(self.model.feedback.marks)} marks as '{name}'"):
             self.show_label_sets()
 
     def load_label_set(self, name: str) -> None:
-        self._run("Load labelled set", lambda: self.model.load_label_set(name), f"Loaded the labelled set '{name}'")
+        self._run("Load labelled set", lambda: self.model.feedback.load_label_set(name), f"Loaded the labelled set '{name}'")
 
     def export_marks_dialog(self, name: str = "") -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export marks", f"{name or 'marks'}.gpkg", VECTOR_FILTER)
@@ -203,8 +203,8 @@ class QtFeedbackPanel(QWidget):
             self.export_marks(path, name or None)
 
     def export_marks(self, path: str, name: str | None = None) -> None:
-        self._run("Export marks", lambda: self.model.export_marks(path, name),
-                  f"Exported {len(self.model.marks)} marks to {path}")
+        self._run("Export marks", lambda: self.model.feedback.export_marks(path, name),
+                  f"Exported {len(self.model.feedback.marks)} marks to {path}")
 
     def import_marks_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import marks", "", VECTOR_FILTER)
@@ -212,4 +212,4 @@ class QtFeedbackPanel(QWidget):
             self.import_marks(path)
 
     def import_marks(self, path: str) -> None:
-        self._run("Import marks", lambda: self.model.import_marks(path), f"Marked the tiles under {path}")
+        self._run("Import marks", lambda: self.model.feedback.import_marks(path), f"Marked the tiles under {path}")

@@ -18,7 +18,10 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDial
 
 from ssjdn.core.index.ann import PROGRESS_PREFIX
 from ssjdn.desktop import models as model_choices
-from ssjdn.desktop.explorer import NOT_RELEVANT, QUERY_MAP_KEY, RELEVANT, ExplorerModel, describe_tile
+from ssjdn.desktop.explorer import ExplorerModel
+from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
+from ssjdn.desktop.names import describe_tile
+from ssjdn.desktop.selection import QUERY_MAP_KEY
 from ssjdn.desktop.geo import MapFrame, format_lonlat
 from ssjdn.desktop.qt_captions import QtCaptionPanel
 from ssjdn.desktop.qt_feedback import PROBABILITY_COLORMAP, QtFeedbackPanel
@@ -146,7 +149,7 @@ class QtMainWindow(QMainWindow):
         mark_menu.addSeparator()
         mark_menu.addAction("Refine search", QKeySequence("Ctrl+R"), self.refine)
         mark_menu.addAction("Find all", QKeySequence("Ctrl+Shift+F"), self.find_all)
-        mark_menu.addAction("Clear all marks", lambda: self.model.set_marks({}))
+        mark_menu.addAction("Clear all marks", lambda: self.model.feedback.set_marks({}))
         tools_menu = bar.addMenu("&Tools")
         tools_menu.addAction("&Train model…", self.open_training_dialog)
         view_menu = bar.addMenu("&View")
@@ -230,10 +233,10 @@ class QtMainWindow(QMainWindow):
         self.search_panel.searchRequested.connect(self.search)
         self.search_panel.hitActivated.connect(self.activate_hit)
         self.search_panel.similarRequested.connect(self.search_similar)
-        self.search_panel.markRequested.connect(self.model.mark)
+        self.search_panel.markRequested.connect(self.model.feedback.mark)
         self.search_panel.refineRequested.connect(self.refine)
         self.search_panel.likelihoodDisplayChanged.connect(
-            lambda threshold, absolute: self.model.set_likelihood_display(threshold, absolute))
+            lambda threshold, absolute: self.model.results.set_likelihood_display(threshold, absolute))
         self.caption_panel.rankRequested.connect(self.rank_captions)
         self.salience_panel.changed.connect(self._show_salience_overlay)
         self.layer_panel.closeRasterRequested.connect(self.close_raster)
@@ -271,13 +274,13 @@ class QtMainWindow(QMainWindow):
         events.connect("model", self._on_model_loaded)
         events.connect("tiles", lambda paths: self.map_view.set_tile_grid(
             paths, lambda path: self.model.tile_grid(path)[1]))
-        events.connect("results", self._on_results)
-        events.connect("likelihood", lambda threshold, absolute: self._draw_results())
-        events.connect("selection", self._on_selection)
-        events.connect("salience", self._on_salience)
-        events.connect("marks", self._on_marks)
-        events.connect("probabilities", self._on_probabilities)
-        events.connect("detections", self._on_detections)
+        self.model.results.events.connect("results", self._on_results)
+        self.model.results.events.connect("likelihood", lambda threshold, absolute: self._draw_results())
+        self.model.selection.events.connect("selection", self._on_selection)
+        self.model.selection.events.connect("salience", self._on_salience)
+        self.model.feedback.events.connect("marks", self._on_marks)
+        self.model.feedback.events.connect("probabilities", self._on_probabilities)
+        self.model.feedback.events.connect("detections", self._on_detections)
 
     # == model choice ==========================================================================
     def refresh_model_choices(self) -> None:
@@ -394,11 +397,11 @@ class QtMainWindow(QMainWindow):
 
     def _on_raster_closed(self, path: str) -> None:
         self.map_view.remove_raster(path)
-        self.map_view.set_hits(self.model.map_hits())
+        self.map_view.set_hits(self.model.results.map_hits())
         for name in (f"heatmap:{path}", f"probability:{path}"):
             if name in self.model.layers:
                 self.map_view.remove_layer(name)
-        self._on_marks(self.model.marks)   # its marks leave the map (they stay in the model)
+        self._on_marks(self.model.feedback.marks)   # its marks leave the map (they stay in the model)
 
     def refresh_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -487,7 +490,7 @@ class QtMainWindow(QMainWindow):
 
     def _update_search_ready(self) -> None:
         self.search_panel.set_ready(*self.model.ready_text())
-        self._on_marks(self.model.marks)
+        self._on_marks(self.model.feedback.marks)
 
     # == engine jobs: one at a time, in order ==================================================
     def run_job(self, function, on_result, label: str, with_progress: bool = False) -> None:
@@ -532,36 +535,36 @@ class QtMainWindow(QMainWindow):
     # == search ================================================================================
     def search(self, query: str, k: int = 20) -> None:
         with_heatmap = self.search_panel.heatmap.isChecked()
-        self._guarded_job("Search", lambda: self.model.search_job(query, k, with_heatmap),
-                          self.model.show_results, "Searching")
+        self._guarded_job("Search", lambda: self.model.results.search_job(query, k, with_heatmap),
+                          self.model.results.show, "Searching")
         self.search_panel.set_history(self.session.queries)
 
     def search_similar(self, tile) -> None:
         tile_id = tile if isinstance(tile, int) else tile.tile_id
         self.search_panel.query.setText("")
-        self._guarded_job("Similar tiles", lambda: self.model.similar_job(tile_id, self.search_panel.k.value()),
-                          self.model.show_results, "Finding similar tiles")
+        self._guarded_job("Similar tiles", lambda: self.model.results.similar_job(tile_id, self.search_panel.k.value()),
+                          self.model.results.show, "Finding similar tiles")
 
     def refine(self) -> None:
         """Search again with the words and the marks; the marks stay."""
         with_heatmap = self.search_panel.heatmap.isChecked()
-        self._guarded_job("Refine", lambda: self.model.refine_job(self.search_panel.k.value(), with_heatmap),
-                          self.model.show_results, "Refining the search")
+        self._guarded_job("Refine", lambda: self.model.feedback.refine_job(self.search_panel.k.value(), with_heatmap),
+                          self.model.results.show, "Refining the search")
 
     def _on_results(self, query, hits, heatmaps, thumbnails) -> None:
         self.search_panel.show_hits(query, hits, [_thumbnail_pixmap(t) for t in thumbnails])
         self._draw_results()
-        self._on_marks(self.model.marks)
+        self._on_marks(self.model.feedback.marks)
         self.searchFinished.emit(hits)
 
     def _draw_results(self) -> None:
         """Hits and heatmaps of the last results as the likelihood threshold and scale say."""
-        self.search_panel.show_likelihoods(self.model.likelihood_threshold, self.model.results_text())
-        self.map_view.set_hits(self.model.map_hits())
+        self.search_panel.show_likelihoods(self.model.results.likelihood_threshold, self.model.results.text(self.model.feedback.marks))
+        self.map_view.set_hits(self.model.results.map_hits())
         for name in [n for n in self.model.layers if n.startswith("heatmap:")]:
             self.map_view.remove_layer(name)
         # One colour scale for all rasters, so the same colour means the same score everywhere.
-        grids, value_range, title = self.model.display_heatmaps()
+        grids, value_range, title = self.model.results.display_heatmaps()
         for path, grid in grids.items():
             self.map_view.set_georaster(f"heatmap:{path}", "heatmap", grid, "viridis",
                                         f"Score heatmap ({Path(path).name})", opacity=0.35,
@@ -573,7 +576,7 @@ class QtMainWindow(QMainWindow):
         panel may bring it back)."""
         if name.startswith("heatmap:"):
             shown = any(s.visible for n, s in self.model.layers.items() if n.startswith("heatmap:"))
-            self.search_panel.heat_legend.setVisible(shown and bool(self.model.heatmaps))
+            self.search_panel.heat_legend.setVisible(shown and bool(self.model.results.heatmaps))
 
     def show_tile(self, hit) -> None:
         """Select a tile and bring it into view at the present scale (a row of the table)."""
@@ -591,28 +594,28 @@ class QtMainWindow(QMainWindow):
         tile_id = self.search_panel.current_tile_id() if self.search_panel.results.hasFocus() else None
         if tile_id is None and self.map_view.hover_xy is not None:
             tile_id = self.model.tile_at(*self.map_view.hover_xy)
-        if tile_id is None and self.model.selected_tile is not None:
-            tile_id = self.model.selected_tile.tile_id
+        if tile_id is None and self.model.selection.selected_tile is not None:
+            tile_id = self.model.selection.selected_tile.tile_id
         if tile_id is None:
             self.statusBar().showMessage("Select a tile first: click a hit or a tile on the map.", 8000)
             return
-        self.model.mark(tile_id, label)
+        self.model.feedback.mark(tile_id, label)
 
     def _on_marks(self, marks: dict) -> None:
-        self.map_view.set_marks(self.model.mark_footprints())
-        self.search_panel.set_marks(marks, self.model.can_refine() and self.model.index is not None)
-        if self.model.hits:   # how many of the listed hits are marked
-            self.search_panel.status.setText(self.model.results_text())
+        self.map_view.set_marks(self.model.feedback.mark_footprints())
+        self.search_panel.set_marks(marks, self.model.feedback.can_refine() and self.model.index is not None)
+        if self.model.results.hits:   # how many of the listed hits are marked
+            self.search_panel.status.setText(self.model.results.text(self.model.feedback.marks))
 
     def find_all(self) -> None:
         """Train the classifier on the marks (off the GUI thread) and score every tile."""
         def done(result):
-            self.model.apply_find_all(result)
+            self.model.feedback.apply_find_all(result)
             self.docks["findall"].show()
             self.docks["findall"].raise_()
-            self.findAllFinished.emit(len(self.model.probabilities))
+            self.findAllFinished.emit(len(self.model.feedback.probabilities))
 
-        self._guarded_job("Find all", self.model.find_all_job, done, "Training a classifier on the marks",
+        self._guarded_job("Find all", self.model.feedback.find_all_job, done, "Training a classifier on the marks",
                           with_progress=True)
 
     def _on_probabilities(self, maps) -> None:
@@ -626,7 +629,7 @@ class QtMainWindow(QMainWindow):
 
     def _on_detections(self, detections, threshold) -> None:
         """The threshold or the probabilities changed: redraw the map above the threshold."""
-        for path, grid in self.model.thresholded_maps().items():
+        for path, grid in self.model.feedback.thresholded_maps().items():
             self.map_view.set_georaster(f"probability:{path}", "probability", grid, PROBABILITY_COLORMAP,
                                         f"Find all: probability \u2265 {threshold:.2f} ({Path(path).name})",
                                         opacity=0.6, value_range=(0.0, 1.0))
@@ -646,18 +649,18 @@ class QtMainWindow(QMainWindow):
             menu.addAction("Find similar tiles", lambda: self.search_similar(tile_id))
             menu.addAction("Select tile (SEM/SSM, captions)", lambda: self.select_tile(tile_id))
             menu.addSeparator()
-            menu.addAction("Mark relevant (+)", lambda: self.model.mark(tile_id, RELEVANT))
-            menu.addAction("Mark not relevant (-)", lambda: self.model.mark(tile_id, NOT_RELEVANT))
-            if tile_id in self.model.marks:
-                menu.addAction("Clear mark (0)", lambda: self.model.mark(tile_id, None))
+            menu.addAction("Mark relevant (+)", lambda: self.model.feedback.mark(tile_id, RELEVANT))
+            menu.addAction("Mark not relevant (-)", lambda: self.model.feedback.mark(tile_id, NOT_RELEVANT))
+            if tile_id in self.model.feedback.marks:
+                menu.addAction("Clear mark (0)", lambda: self.model.feedback.mark(tile_id, None))
         menu.addSeparator()
         menu.addAction("Zoom to all rasters", self.map_view.fit_all)
         menu.popup(global_pos)
 
     def select_tile(self, tile_id: int) -> None:
-        job = self.model.select_tile(tile_id)
+        job = self.model.selection.select(tile_id)
         if job is not None:
-            self.run_job(job, self.model.apply_salience, "Computing SEM/SSM maps")
+            self.run_job(job, self.model.selection.apply_salience, "Computing SEM/SSM maps")
             if self.caption_panel.caption_list():
                 self.rank_captions(self.caption_panel.caption_list())
 
@@ -670,11 +673,11 @@ class QtMainWindow(QMainWindow):
 
     def _on_salience(self, tile_id, maps) -> None:
         # While words are searched for, the map of where they match is shown (the panel redraws).
-        self.salience_panel.set_query(self.model.words if QUERY_MAP_KEY in maps else "")
+        self.salience_panel.set_query(self.model.results.words if QUERY_MAP_KEY in maps else "")
         self.salienceReady.emit(tile_id)
 
     def _show_salience_overlay(self) -> None:
-        georaster = self.model.salience.get(self.salience_panel.selection())
+        georaster = self.model.selection.salience.get(self.salience_panel.selection())
         if georaster is None:
             return
         colormap = self.salience_panel.colormap.currentText()
@@ -684,7 +687,7 @@ class QtMainWindow(QMainWindow):
         self.salience_panel.show_range(colormap, item.vmin, item.vmax)
 
     def rank_captions(self, captions: list[str]) -> None:
-        job = self.model.captions_job(captions)
+        job = self.model.selection.captions_job(captions)
         if job is None:
             return
         highlight = self.caption_panel.single.text().strip() or None
@@ -697,7 +700,7 @@ class QtMainWindow(QMainWindow):
 
     # == export and sessions ===================================================================
     def export_hits_dialog(self) -> None:
-        if not self.model.hits:
+        if not self.model.results.hits:
             self.show_error("Export hits", "There are no hits to export: run a search first.")
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export hits", "hits.geojson",
@@ -706,11 +709,11 @@ class QtMainWindow(QMainWindow):
             self.export_hits(path)
 
     def export_hits(self, path: str) -> None:
-        self._guarded("Export hits", lambda: self.model.export_hits(path),
-                      f"Exported {len(self.model.hits)} hits to {path}")
+        self._guarded("Export hits", lambda: self.model.results.export_hits(path),
+                      f"Exported {len(self.model.results.hits)} hits to {path}")
 
     def export_heatmap_dialog(self) -> None:
-        if not self.model.heatmaps:
+        if not self.model.results.heatmaps:
             self.show_error("Export heatmap", "There is no heatmap: search with 'Score heatmap' checked.")
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export heatmap", "heatmap.tif", "GeoTIFF (*.tif)")
@@ -718,7 +721,7 @@ class QtMainWindow(QMainWindow):
             self.export_heatmap(path)
 
     def export_heatmap(self, path: str) -> None:
-        self._guarded("Export heatmap", lambda: self.model.export_heatmap(path), f"Exported the heatmap to {path}")
+        self._guarded("Export heatmap", lambda: self.model.results.export_heatmap(path), f"Exported the heatmap to {path}")
 
     def save_session_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save session", "session.json", "Session (*.json)")

@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QLabel, QSlider, QVBoxLay
 
 from ssjdn.core.model.network import salience_keys
 from ssjdn.desktop.colormaps import NAMES, lookup_table
-from ssjdn.desktop.explorer import QUERY_MAP_KEY
+from ssjdn.desktop.selection import QUERY_MAP_KEY
 
 KINDS = {"Query: where the words match": "query", "SEM (semantic)": "sem", "SSM (scale)": "ssm"}
 DIRECTIONS = {"coarse → fine": "coarse_to_fine", "fine → coarse": "fine_to_coarse"}

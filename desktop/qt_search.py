@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QCompleter, QHBoxLayout, QLabel, QLine
                                QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ssjdn.core.model.calibration import GOOD_MATCH
-from ssjdn.desktop.explorer import place_names
+from ssjdn.desktop.names import place_names
 from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
 from ssjdn.desktop.qt_salience import QtColorLegend
 from ssjdn.desktop.resources import THUMB_PX

@@ -16,7 +16,8 @@ from PySide6.QtGui import QBrush, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDialog, QHBoxLayout,
                                QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget)
 
-from ssjdn.desktop.explorer import NOT_RELEVANT, RELEVANT, elide_middle
+from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
+from ssjdn.desktop.names import elide_middle
 from ssjdn.desktop.qt_map import MARK_COLORS
 from ssjdn.desktop.qt_workers import describe_error
 
@@ -158,15 +159,16 @@ class QtAttributeTable(QWidget):
         copy = QShortcut(QKeySequence.StandardKey.Copy, self.view)
         copy.setContext(Qt.ShortcutContext.WidgetShortcut)
         copy.activated.connect(self.copy_coordinates)
-        for event in ("results", "detections", "marks"):
-            model.events.connect(event, lambda **_: self.refresh())
-        model.events.connect("selection", lambda record: self.select_tile(record.tile_id))
+        for component, event in ((model.results, "results"), (model.feedback, "detections"),
+                                 (model.feedback, "marks")):
+            component.events.connect(event, lambda **_: self.refresh())
+        model.selection.events.connect("selection", lambda record: self.select_tile(record.tile_id))
         self.refresh()
 
     # -- the model's state --------------------------------------------------------------------
     def refresh(self) -> None:
         chosen = self.selected_tile_ids()
-        self.rows.set_rows(self.model.attribute_rows())
+        self.rows.set_rows(self.model.table.rows())
         counts = {kind: sum(r.kind == kind for r in self.rows.rows) for kind in KINDS[1:]}
         self.summary.setText(f"{counts['hit']} hits, {counts['detection']} detections, {counts['mark']} marks")
         self.view.resizeColumnsToContents()
@@ -214,7 +216,7 @@ class QtAttributeTable(QWidget):
 
     def export_selected(self, path: str) -> None:
         try:
-            count = self.model.export_rows(self.selected_rows(), path)
+            count = self.model.table.export(self.selected_rows(), path)
         except Exception as exc:  # noqa: BLE001 - a message box, never a traceback
             self.failed.emit("Export selected rows", *describe_error(exc))
             return

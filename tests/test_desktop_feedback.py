@@ -35,7 +35,7 @@ def test_keys_mark_hits_which_are_tinted_in_the_list_and_outlined_on_the_map(qtb
     hits = search_through_ui(qtbot, window)
     mark_rows(qtbot, window, [0, 2], Qt.Key.Key_Plus)
     mark_rows(qtbot, window, [1], Qt.Key.Key_Minus)
-    assert window.model.marks == {hits[0].tile_id: True, hits[2].tile_id: True, hits[1].tile_id: False}
+    assert window.model.feedback.marks == {hits[0].tile_id: True, hits[2].tile_id: True, hits[1].tile_id: False}
 
     results = window.search_panel.results
     assert "+ relevant" in results.item(0).text() and "not relevant" in results.item(1).text()
@@ -45,13 +45,13 @@ def test_keys_mark_hits_which_are_tinted_in_the_list_and_outlined_on_the_map(qtb
     assert sorted(item.pen().color().rgb() for item in outlines) == sorted(
         [MARK_COLORS[True].rgb()] * 2 + [MARK_COLORS[False].rgb()])
     mark_rows(qtbot, window, [2], Qt.Key.Key_0)                # 0 clears a mark
-    assert hits[2].tile_id not in window.model.marks and len(window.map_view.layer_items("marks")) == 2
+    assert hits[2].tile_id not in window.model.feedback.marks and len(window.map_view.layer_items("marks")) == 2
 
     query = window.search_panel.query
     query.setFocus()
     qtbot.waitUntil(query.hasFocus, timeout=5000)
     qtbot.keyClick(query, Qt.Key.Key_Plus)                     # typing a query is not marking
-    assert query.text().endswith("+") and len(window.model.marks) == 2
+    assert query.text().endswith("+") and len(window.model.feedback.marks) == 2
 
 
 def test_the_buttons_mark_the_current_hit_and_refine_keeps_the_marks(qtbot, indexed_window):
@@ -67,12 +67,12 @@ def test_the_buttons_mark_the_current_hit_and_refine_keeps_the_marks(qtbot, inde
 
     with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS) as refined:
         qtbot.mouseClick(panel.refine_button, Qt.MouseButton.LeftButton)
-    assert window.model.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
+    assert window.model.feedback.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
     assert "1 relevant, 1 not relevant" in panel.status.text()
     shown = {panel.results.item(i).data(Qt.ItemDataRole.UserRole).tile_id: panel.results.item(i).text()
              for i in range(panel.results.count())}
     assert [h.tile_id for h in refined.args[0]] == list(shown)
-    for tile_id, mark in window.model.marks.items():          # marked tiles still say so
+    for tile_id, mark in window.model.feedback.marks.items():          # marked tiles still say so
         if tile_id in shown:
             assert ("+ relevant" if mark else "not relevant") in shown[tile_id]
     assert len(window.map_view.layer_items("marks")) == 2
@@ -83,9 +83,9 @@ def test_find_all_shows_a_probability_heatmap_that_the_threshold_slider_filters(
     panel = window.feedback_panel
     hits = search_through_ui(qtbot, window)
     for hit in hits[:2]:
-        window.model.mark(hit.tile_id, True)
+        window.model.feedback.mark(hit.tile_id, True)
     assert not panel.find_all_button.isEnabled()               # 3 relevant tiles needed
-    window.model.mark(hits[2].tile_id, True)
+    window.model.feedback.mark(hits[2].tile_id, True)
     assert panel.find_all_button.isEnabled()
     find_all(qtbot, window)
 
@@ -93,12 +93,12 @@ def test_find_all_shows_a_probability_heatmap_that_the_threshold_slider_filters(
     heat = next(n for n, s in window.map_view.layers.items() if s.kind == "heatmap")
     assert not window.map_view.layers[heat].visible                  # one heatmap at a time
     assert window.search_panel.heat_legend.isHidden()                # and its legend with it
-    assert panel.detections.count() == len(window.model.detections) > 0
+    assert panel.detections.count() == len(window.model.feedback.detections) > 0
     assert panel.detections.item(0).text().startswith("p ")
     panel.threshold.setValue(0)
     assert panel.detections.count() == window.model.index.count
     assert np.isfinite(window.map_view.overlay_item(layer).georaster.array).all()
-    cut = float(np.median(window.model.probabilities.values))
+    cut = float(np.median(window.model.feedback.probabilities.values))
     panel.threshold.setValue(int(np.ceil(cut * 100)))
     assert 0 < panel.detections.count() < window.model.index.count
     grid = window.map_view.overlay_item(layer).georaster.array
@@ -107,7 +107,7 @@ def test_find_all_shows_a_probability_heatmap_that_the_threshold_slider_filters(
 
     with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
         panel.detections.itemClicked.emit(panel.detections.item(0))   # a detection is a tile to look at
-    assert window.model.selected_tile.tile_id == window.model.detections[0][0]
+    assert window.model.selection.selected_tile.tile_id == window.model.feedback.detections[0][0]
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
 
 
@@ -115,7 +115,7 @@ def test_detections_export_from_the_window_with_their_probability(qtbot, indexed
     window = indexed_window
     hits = search_through_ui(qtbot, window)
     for hit in hits[:3]:
-        window.model.mark(hit.tile_id, True)
+        window.model.feedback.mark(hit.tile_id, True)
     find_all(qtbot, window)
     window.feedback_panel.threshold.setValue(0)
     window.feedback_panel.export_detections(str(tmp_path / "found.geojson"))
@@ -123,28 +123,28 @@ def test_detections_export_from_the_window_with_their_probability(qtbot, indexed
     assert len(features) == window.model.index.count
     probabilities = [f["properties"]["probability"] for f in features]
     assert probabilities == sorted(probabilities, reverse=True)
-    assert {f["properties"]["tile_id"] for f in features} == set(window.model.probabilities.as_dict())
+    assert {f["properties"]["tile_id"] for f in features} == set(window.model.feedback.probabilities.as_dict())
 
 
 def test_a_labelled_set_saved_in_the_panel_loads_back_and_exports(qtbot, indexed_window, tmp_path):
     window = indexed_window
     panel = window.feedback_panel
     hits = search_through_ui(qtbot, window)
-    window.model.mark(hits[0].tile_id, True)
-    window.model.mark(hits[1].tile_id, False)
+    window.model.feedback.mark(hits[0].tile_id, True)
+    window.model.feedback.mark(hits[1].tile_id, False)
     panel.set_name.setEditText("fields")
     qtbot.mouseClick(panel.save_set_button, Qt.MouseButton.LeftButton)
     assert [panel.set_name.itemText(i) for i in range(panel.set_name.count())] == ["fields"]
     qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
-    assert window.model.marks == {} and window.map_view.layer_items("marks") == []
+    assert window.model.feedback.marks == {} and window.map_view.layer_items("marks") == []
     qtbot.mouseClick(panel.load_set_button, Qt.MouseButton.LeftButton)
-    assert window.model.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
+    assert window.model.feedback.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
     assert len(window.map_view.layer_items("marks")) == 2
 
     window.feedback_panel.export_marks(str(tmp_path / "fields.gpkg"), "fields")
-    window.model.set_marks({})
+    window.model.feedback.set_marks({})
     window.feedback_panel.import_marks(str(tmp_path / "fields.gpkg"))
-    assert window.model.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
+    assert window.model.feedback.marks == {hits[0].tile_id: True, hits[1].tile_id: False}
 
 
 def test_find_all_without_marks_is_a_message_not_a_traceback(qtbot, indexed_window):
@@ -163,7 +163,7 @@ def test_find_all_shows_its_progress_and_can_be_cancelled(qtbot, indexed_window,
     window = indexed_window
     window.show()
     ids = [int(i) for i in window.model.index.tile_ids()]
-    window.model.set_marks({i: True for i in ids[:3]})
+    window.model.feedback.set_marks({i: True for i in ids[:3]})
     started = threading.Event()
 
     def slow(index, positives, negatives, progress=None, cancel=None, **kwargs):
@@ -180,7 +180,7 @@ def test_find_all_shows_its_progress_and_can_be_cancelled(qtbot, indexed_window,
     assert window.job_cancel.isVisible() and "Scoring" in window.job_progress.toolTip()
     qtbot.mouseClick(window.job_cancel, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
-    assert started.is_set() and errors == [] and len(window.model.probabilities) == 0
+    assert started.is_set() and errors == [] and len(window.model.feedback.probabilities) == 0
     assert not window.job_progress.isVisible() and not window.job_cancel.isVisible()
 
 
@@ -199,31 +199,31 @@ def test_the_find_all_panel_follows_its_model_and_drives_it(qtbot):
     model = ExplorerModel()
     panel = QtFeedbackPanel(model)
     qtbot.addWidget(panel)
-    model.set_marks({11: True, 12: False})
+    model.feedback.set_marks({11: True, 12: False})
     assert panel.summary.text().startswith("1 relevant, 1 not relevant marked")
     assert panel.clear_button.isEnabled() and not panel.find_all_button.isEnabled()
     panel.threshold.setValue(70)
-    assert model.threshold == 0.7 and panel.threshold_label.text() == "p \u2265 0.70: 0 tiles"
+    assert model.feedback.threshold == 0.7 and panel.threshold_label.text() == "p \u2265 0.70: 0 tiles"
     qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
-    assert model.marks == {} and not panel.clear_button.isEnabled()
+    assert model.feedback.marks == {} and not panel.clear_button.isEnabled()
 
 
 def test_refined_hits_list_the_new_first_and_the_marked_dimmed_at_the_end(qtbot, indexed_window):
     window = indexed_window
     window.search_panel.k.setValue(5)
     hits = search_through_ui(qtbot, window)
-    window.model.mark(hits[0].tile_id, True)
-    window.model.mark(hits[1].tile_id, True)
+    window.model.feedback.mark(hits[0].tile_id, True)
+    window.model.feedback.mark(hits[1].tile_id, True)
     with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS) as refined:
         window.refine()
     refined = refined.args[0]
-    marked = [h for h in refined if h.tile_id in window.model.marks]
-    assert [h.tile_id not in window.model.marks for h in refined] == [True] * 5 + [False] * len(marked)
+    marked = [h for h in refined if h.tile_id in window.model.feedback.marks]
+    assert [h.tile_id not in window.model.feedback.marks for h in refined] == [True] * 5 + [False] * len(marked)
     results = window.search_panel.results
     dim = results.item(results.count() - 1).foreground().color()
     assert not marked or dim.lightness() != results.item(0).foreground().color().lightness()
     assert f"then the {len(marked)} marked" in window.search_panel.status.text()
-    window.model.mark(refined[0].tile_id, False)      # marked in place: no longer "new first"
+    window.model.feedback.mark(refined[0].tile_id, False)      # marked in place: no longer "new first"
     assert f"{len(marked) + 1} of them marked" in window.search_panel.status.text()
 
 
@@ -239,4 +239,4 @@ def test_a_key_over_the_map_marks_the_tile_under_the_cursor(qtbot, indexed_windo
     qtbot.waitUntil(lambda: view.hover_xy is not None, timeout=5000)
     view.setFocus()
     qtbot.keyClick(view, Qt.Key.Key_Plus)
-    assert window.model.marks == {hits[3].tile_id: True}
+    assert window.model.feedback.marks == {hits[3].tile_id: True}

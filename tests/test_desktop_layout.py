@@ -35,7 +35,7 @@ def test_a_100_character_file_name_leaves_the_map_half_the_window(qtbot, make_wi
     with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS):
         window.search("a river", 20)
     with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
-        window.select_tile(window.model.hits[0].tile_id)
+        window.select_tile(window.model.results.hits[0].tile_id)
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
     qtbot.wait(50)   # let the layout settle
 
@@ -71,7 +71,7 @@ def test_zoom_to_a_hit_frames_the_tile_readably(qtbot, make_window, tmp_path, pi
     window = shown_window(qtbot, make_window, raster)
     with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS):
         window.search("a river", 5)
-    hit = window.model.hits[0]
+    hit = window.model.results.hits[0]
     window.activate_hit(hit)
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
     view = window.map_view

@@ -9,7 +9,7 @@ import pytest
 from desktop_fixtures import INDEX_TIMEOUT_MS, indexed_window, make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtCore import QRectF, Qt
 
-from ssjdn.desktop.explorer import QUERY_MAP_KEY
+from ssjdn.desktop.selection import QUERY_MAP_KEY
 
 SIGNAL_MS = 30_000
 
@@ -58,19 +58,19 @@ def test_clicking_a_hit_zooms_to_it_and_shows_its_salience_and_captions(qtbot, i
             qtbot.waitSignal(window.captionsRanked, timeout=SIGNAL_MS) as ranked:
         window.search_panel.results.itemClicked.emit(first)
 
-    assert window.model.selected_tile.tile_id == hits[0].tile_id
+    assert window.model.selection.selected_tile.tile_id == hits[0].tile_id
     visible = window.map_view.mapToScene(window.map_view.viewport().rect()).boundingRect()
     assert visible.contains(window.map_view.layer_items("selection")[0].rect().center())
     # SEM x 6, SSM x 4 (2 are constant by construction), and where the query's words match.
-    assert len(window.model.salience) == 11
-    query_map = window.model.salience[QUERY_MAP_KEY]
+    assert len(window.model.selection.salience) == 11
+    query_map = window.model.selection.salience[QUERY_MAP_KEY]
     assert window.map_view.overlay_item("salience").georaster is query_map   # shown by default
     legend, line = window.salience_panel.legend, window.salience_panel.legend_line.text()
-    assert window.model.words in line and "\n" not in line
+    assert window.model.results.words in line and "\n" not in line
     assert (legend.vmin, legend.vmax) == pytest.approx((np.nanmin(query_map.array), np.nanmax(query_map.array)))
     window.salience_panel.kind.setCurrentIndex(window.salience_panel.kind.findData("sem"))
     window.salience_panel.scale.setCurrentIndex(2)        # the coarsest SEM map replaces the overlay
-    assert window.map_view.overlay_item("salience").georaster is window.model.salience[("sem", "coarse_to_fine", 2)]
+    assert window.map_view.overlay_item("salience").georaster is window.model.selection.salience[("sem", "coarse_to_fine", 2)]
     captions = window.caption_panel.caption_list()
     assert sorted(c for c, _ in ranked.args[0]) == sorted(captions)
     assert window.caption_panel.table.rowCount() == len(captions)
@@ -98,7 +98,7 @@ def test_clicking_the_map_selects_the_tile_under_the_cursor(qtbot, indexed_windo
     assert (int(record.window.col_off), int(record.window.row_off)) == (0, 0)
     with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
         window.map_view.mapClicked.emit(500_001.0, 5_699_999.0)
-    assert window.model.selected_tile.tile_id == tile_id
+    assert window.model.selection.selected_tile.tile_id == tile_id
     assert window.model.tile_at(400_000.0, 5_699_999.0) is None  # off the raster: no tile
 
 

@@ -15,7 +15,8 @@ def test_model_modules_import_without_any_qt_binding():
             "for name in ('PySide6', 'PyQt5', 'PyQt6', 'PySide2'): sys.modules[name] = None\n"
             "import ssjdn.desktop.state, ssjdn.desktop.settings, ssjdn.desktop.models, "
             "ssjdn.desktop.geo, ssjdn.desktop.colormaps, ssjdn.desktop.train_process, "
-            "ssjdn.desktop.explorer, ssjdn.desktop.resources, ssjdn.desktop.layers\n")
+            "ssjdn.desktop.explorer, ssjdn.desktop.resources, ssjdn.desktop.layers, ssjdn.desktop.results, "
+            "ssjdn.desktop.selection, ssjdn.desktop.marks, ssjdn.desktop.attributes, ssjdn.desktop.names\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -15,7 +15,7 @@ def searched(qtbot, window, k=6):
     with qtbot.waitSignal(window.searchFinished, timeout=SIGNAL_MS):
         window.search("a river next to a road", k)
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
-    return window.model.hits
+    return window.model.results.hits
 
 
 def column(table, name):
@@ -26,7 +26,7 @@ def test_the_table_lists_hits_and_marks_and_sorts_by_any_column(qtbot, indexed_w
     window = indexed_window
     table = window.attribute_table
     hits = searched(qtbot, window)
-    window.model.mark(hits[2].tile_id, True)
+    window.model.feedback.mark(hits[2].tile_id, True)
     view = table.view
     assert view.model().rowCount() == 6 + 1
     assert table.cell(0, "Kind") == "hit" and table.cell(0, "Rank") == "1"
@@ -47,7 +47,7 @@ def test_selecting_a_row_selects_and_shows_the_tile_and_the_map_selects_the_row(
     hits = searched(qtbot, window)
     with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
         table.view.selectRow(3)
-    assert window.model.selected_tile.tile_id == hits[3].tile_id
+    assert window.model.selection.selected_tile.tile_id == hits[3].tile_id
     view = window.map_view
     visible = view.mapToScene(view.viewport().rect()).boundingRect()
     assert visible.contains(view.layer_items("selection")[0].rect().center())
