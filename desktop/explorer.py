@@ -14,7 +14,7 @@ result goes back to the matching `apply_*` / `show` method on the caller's threa
 that arrives for a model, tile or tile size the user has since left is dropped there.
 
 Events (keyword arguments):
-  raster_opened(info, note)   raster_closed(path)   model_loading(spec)   model(loaded)
+  raster_opened(info, note)   raster_closed(path)   model_loading(spec)   model(loaded)   model_failed(spec)
   index(index)   tiles(paths)   load_requested()   index_requested(stale)   search_requested(query)
 """
 from __future__ import annotations
@@ -119,6 +119,11 @@ class ExplorerModel:
             return loaded, spec, device
 
         return work
+
+    def load_failed(self, spec: str) -> None:
+        """Loading `spec` failed (the window has said why): say so unless the user moved on."""
+        if spec == self.session.model_spec and self.loaded is None:
+            self.events.emit("model_failed", spec=spec)
 
     def apply_loaded(self, result) -> bool:
         """Take a loaded model if the session still asks for it; False if it is stale."""

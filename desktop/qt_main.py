@@ -13,16 +13,13 @@ from pathlib import Path
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QInputDialog, QLabel,
-                               QMainWindow, QMenu, QMessageBox, QProgressBar, QPushButton,
-                               QToolBar)
+                               QMainWindow, QMenu, QMessageBox, QToolBar)
 
-from ssjdn.core.index.ann import PROGRESS_PREFIX
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.explorer import ExplorerModel
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
 from ssjdn.desktop.names import describe_tile
 from ssjdn.desktop.selection import QUERY_MAP_KEY
-from ssjdn.desktop.geo import MapFrame, format_lonlat
 from ssjdn.desktop.qt_captions import QtCaptionPanel
 from ssjdn.desktop.qt_feedback import PROBABILITY_COLORMAP, QtFeedbackPanel
 from ssjdn.desktop.qt_layers import QtLayerPanel
@@ -30,6 +27,7 @@ from ssjdn.desktop.qt_map import HIT_COLOR, QtMapView, rgb_to_qimage
 from ssjdn.desktop.qt_salience import QtSaliencePanel
 from ssjdn.desktop.qt_search import QtSearchPanel
 from ssjdn.desktop.qt_table import QtAttributeTable
+from ssjdn.desktop.qt_status import QtStatusBar
 from ssjdn.desktop.qt_workers import Job, QtJobQueue, describe_error
 from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, THUMB_PX, sample_scene_path
 from ssjdn.desktop.settings import Preferences
@@ -185,41 +183,12 @@ class QtMainWindow(QMainWindow):
         self.refresh_recent_menu()
 
     def _build_status_bar(self) -> None:
-        status = self.statusBar()
-        self.cursor_label = QLabel("")
-        self.crs_label = QLabel("CRS: –")
-        self.model_label = QLabel("Model: –")
-        self.device_label = QLabel("Device: –")
-        self.progress = QProgressBar()
-        self.progress.setMinimumWidth(240)
-        self.progress.setMaximumWidth(320)
-        self.progress.setTextVisible(True)
-        self.progress.hide()
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.hide()
-        self.cancel_button.clicked.connect(self.cancel_indexing)
-        # Jobs that report progress (find-all scoring every tile) get their own bar and Cancel:
-        # indexing may run beside them.
-        self.job_progress = QProgressBar()
-        self.job_progress.setMaximumWidth(240)
-        self.job_progress.setTextVisible(True)
-        self.job_progress.hide()
-        self.job_cancel = QPushButton("Cancel")
-        self.job_cancel.setToolTip("Stop this job; what is on screen stays as it was")
-        self.job_cancel.hide()
-        self.job_cancel.clicked.connect(self.cancel_job)
-        status.addWidget(self.cursor_label, 1)
-        status.addPermanentWidget(self.crs_label)
-        status.addPermanentWidget(self.model_label)
-        status.addPermanentWidget(self.device_label)
-        status.addPermanentWidget(self.progress)
-        status.addPermanentWidget(self.cancel_button)
-        status.addPermanentWidget(self.job_progress)
-        status.addPermanentWidget(self.job_cancel)
+        self.status = QtStatusBar(self.model, self.jobs, self.index_jobs)
+        self.setStatusBar(self.status)
 
     def _connect(self) -> None:
         """The user's actions in the views, forwarded."""
-        self.map_view.cursorMoved.connect(self._show_cursor)
+        self.map_view.cursorMoved.connect(lambda x, y: self.status.show_cursor(self.map_view.frame, x, y))
         self.map_view.measured.connect(lambda text: self.statusBar().showMessage(text))
         self.map_view.backgroundStatus.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self.map_view.filesDropped.connect(self.open_rasters)
@@ -253,12 +222,8 @@ class QtMainWindow(QMainWindow):
         """The model's and the session's changes, and the jobs' progress, shown."""
         for queue in (self.jobs, self.index_jobs):
             queue.failed.connect(self.show_error)
-        self.jobs.started.connect(lambda job: self.statusBar().showMessage(f"{job.label}…"))
-        self.jobs.progressed.connect(self._on_job_progress)
-        self.jobs.ended.connect(self._on_job_ended)
         self.jobs.idle.connect(self._maybe_idle)
         self.index_jobs.started.connect(self._on_indexing_started)
-        self.index_jobs.progressed.connect(self._on_index_progress)
         self.index_jobs.idle.connect(self._on_indexing_ended)
         self.session.events.connect("model", lambda spec: self._on_session_model())
         self.session.events.connect("device", lambda device: self._on_session_device(device))
@@ -271,6 +236,7 @@ class QtMainWindow(QMainWindow):
         events.connect("raster_opened", self._on_raster_opened)
         events.connect("raster_closed", self._on_raster_closed)
         events.connect("model_loading", self._on_model_loading)
+        events.connect("model_failed", self._on_model_failed)
         events.connect("model", self._on_model_loaded)
         events.connect("tiles", lambda paths: self.map_view.set_tile_grid(
             paths, lambda path: self.model.tile_grid(path)[1]))
@@ -313,26 +279,16 @@ class QtMainWindow(QMainWindow):
         self.cancel_indexing()
         spec = self.session.model_spec
         self.jobs.submit(Job("Loading model", self.model.load_job(), self.model.apply_loaded,
-                             on_error=lambda: self._on_model_failed(spec)))
+                             on_error=lambda: self.model.load_failed(spec)))
 
     def _on_model_loading(self, spec: str) -> None:
-        self.model_label.setText(f"Model: loading {model_choices.label_for(spec)}…")
         self.search_panel.set_ready(False, "Loading the model…")
 
     def _on_model_failed(self, spec: str) -> None:
-        if spec == self.session.model_spec and self.model.loaded is None:
-            self.model_label.setText(f"Model: {model_choices.label_for(spec)} failed to load")
-            self.model_label.setStyleSheet("color: #c03030; font-weight: bold;")
-            self.search_panel.set_ready(False, "The model could not be loaded: choose another one.")
+        self.search_panel.set_ready(False, "The model could not be loaded: choose another one.")
 
     def _on_model_loaded(self, loaded) -> None:
-        self.model_label.setText(f"Model: {loaded.label}" + ("  ⚠" if loaded.warning else ""))
-        self.model_label.setToolTip(loaded.warning or loaded.label)
-        self.model_label.setStyleSheet("color: #d08000; font-weight: bold;" if loaded.warning else "")
-        self.device_label.setText(f"Device: {loaded.model.device}")
         self.search_panel.set_calibrated(self.model.calibration)
-        if loaded.warning:
-            self.statusBar().showMessage(loaded.warning, 15000)
         self.modelReady.emit(loaded.label)
         self._update_search_ready()   # the model may start a build next (ExplorerModel's policy)
 
@@ -377,11 +333,7 @@ class QtMainWindow(QMainWindow):
         if opened:
             self.refresh_recent_menu()
             self.map_view.fit_all()
-            self.crs_label.setText(f"CRS: {self.map_view.frame.describe()}")
-            others = sorted({MapFrame(i.crs).describe() for i in self.model.rasters.values()
-                             if i.crs is not None and i.crs != self.map_view.frame.crs})
-            self.crs_label.setToolTip("The map's CRS" + (f"; rasters in {', '.join(others)} are reprojected "
-                                                         "into it on the fly" if others else ""))
+            self.status.show_crs(self.map_view.frame, self.model.rasters.values())
         return bool(opened)
 
     def _on_raster_opened(self, info, note) -> None:
@@ -443,30 +395,11 @@ class QtMainWindow(QMainWindow):
     def _on_indexing_started(self, _job) -> None:
         self.index_action.setEnabled(False)
         self.cancel_action.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.progress.setFormat("Indexing…")
-        self.progress.show()
-        self.cancel_button.show()
         self.search_panel.set_ready(False, "Indexing the open rasters… (search is available when it ends)")
         self.indexingStarted.emit()
 
     def cancel_indexing(self) -> None:
-        if self.index_jobs.cancel():
-            self.progress.setFormat("Cancelling…")
-
-    def _on_index_progress(self, done: int, total: int, message: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        if message.startswith(PROGRESS_PREFIX):   # every tile done; minutes at 10M tiles
-            # The bar is narrow: it names the step, the status line has room for the detail.
-            self.progress.setFormat("Building the search structure…")
-            self.progress.setToolTip(message)
-            self.statusBar().showMessage(_sentence(message))
-            return
-        if self.statusBar().currentMessage().startswith(_sentence(PROGRESS_PREFIX)):
-            self.statusBar().clearMessage()   # the step is over ("done" comes after it)
-        self.progress.setFormat("Indexing %v / %m tiles")
-        self.progress.setToolTip(f"Indexing {message}" if message else "")
+        self.index_jobs.cancel()
 
     def _on_index_done(self, stats, token) -> None:
         try:
@@ -482,8 +415,6 @@ class QtMainWindow(QMainWindow):
     def _on_indexing_ended(self) -> None:
         self.index_action.setEnabled(True)
         self.cancel_action.setEnabled(False)
-        self.progress.hide()
-        self.cancel_button.hide()
         self._update_search_ready()
         self.model.indexing_ended()
         self._maybe_idle()
@@ -497,23 +428,6 @@ class QtMainWindow(QMainWindow):
         """Queue `function()` (or, with_progress, `function(progress=, cancel=)`, shown with a
         bar and a Cancel; a cancelled job's result is dropped)."""
         self.jobs.submit(Job(label, function, on_result, reports_progress=with_progress))
-
-    def cancel_job(self) -> None:
-        if self.jobs.cancel():
-            self.job_progress.setFormat("Cancelling…")
-
-    def _on_job_progress(self, done: int, total: int, message: str) -> None:
-        self.job_progress.setRange(0, max(total, 1))
-        self.job_progress.setValue(done)
-        self.job_progress.setFormat("%p %")
-        self.job_progress.setToolTip(message)
-        self.job_progress.show()
-        self.job_cancel.show()
-
-    def _on_job_ended(self, _job) -> None:
-        self.statusBar().clearMessage()
-        self.job_progress.hide()
-        self.job_cancel.hide()
 
     def _guarded_job(self, title: str, make_job, on_result, label: str, with_progress: bool = False) -> None:
         """Make a job from the model (a UserError there, e.g. no index, is a message) and run it."""
@@ -786,14 +700,6 @@ class QtMainWindow(QMainWindow):
         self.search_panel.query.selectAll()
 
     # == status and messages ===================================================================
-    def _show_cursor(self, x: float, y: float) -> None:
-        frame = self.map_view.frame
-        text = f"x {x:,.1f}  y {y:,.1f} ({frame.describe()})"
-        lonlat = frame.to_lonlat(x, y) if frame.crs is not None else None
-        if lonlat is not None:
-            text = f"{format_lonlat(*lonlat)}    {text}"
-        self.cursor_label.setText(text)
-
     def show_error(self, title: str, message: str, details: str = "") -> QMessageBox:
         """A non-blocking message box: work already running goes on behind it."""
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
@@ -846,10 +752,6 @@ class QtMainWindow(QMainWindow):
         if self.training_dialog is not None:
             self.training_dialog.stop_training()
         super().closeEvent(event)
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def _thumbnail_pixmap(thumb) -> QPixmap | None:

@@ -90,6 +90,7 @@ class QtJobQueue(QObject):
     started = Signal(object)               # the Job now running
     progressed = Signal(int, int, str)     # done, total, message of the running job
     failed = Signal(str, str, str)         # title, message for the user, details
+    cancelling = Signal()                  # the running job was asked to stop
     ended = Signal(object)                 # a Job ended: done, cancelled or failed
     idle = Signal()                        # a job ended and none waits
 
@@ -113,6 +114,7 @@ class QtJobQueue(QObject):
         if self.worker is None:
             return False
         self.worker.cancel()
+        self.cancelling.emit()
         return True
 
     def is_busy(self) -> bool:

@@ -44,7 +44,7 @@ def test_a_missing_checkpoint_is_a_message(qtbot, make_window, tmp_path):
         window.load_model()
     assert "not found" in shown.args[0]
     assert window.model.loaded is None
-    qtbot.waitUntil(lambda: "failed to load" in window.model_label.text())
+    qtbot.waitUntil(lambda: "failed to load" in window.status.model_label.text())
     assert not window.search_panel.search_button.isEnabled()
 
 

@@ -176,12 +176,12 @@ def test_find_all_shows_its_progress_and_can_be_cancelled(qtbot, indexed_window,
     errors = []
     window.errorShown.connect(errors.append)
     window.find_all()
-    qtbot.waitUntil(lambda: window.job_progress.isVisible() and window.job_progress.value() == 5, timeout=SIGNAL_MS)
-    assert window.job_cancel.isVisible() and "Scoring" in window.job_progress.toolTip()
-    qtbot.mouseClick(window.job_cancel, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.status.job_progress.isVisible() and window.status.job_progress.value() == 5, timeout=SIGNAL_MS)
+    assert window.status.job_cancel.isVisible() and "Scoring" in window.status.job_progress.toolTip()
+    qtbot.mouseClick(window.status.job_cancel, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
     assert started.is_set() and errors == [] and len(window.model.feedback.probabilities) == 0
-    assert not window.job_progress.isVisible() and not window.job_cancel.isVisible()
+    assert not window.status.job_progress.isVisible() and not window.status.job_cancel.isVisible()
 
 
 def test_the_tile_size_box_follows_the_session_and_reindexes(qtbot, indexed_window):

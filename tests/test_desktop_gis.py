@@ -52,8 +52,8 @@ def test_a_geographic_raster_is_drawn_in_utm_keeping_its_aspect_on_the_ground(wi
     path = geographic_raster(tmp_path)
     window.open_rasters([path])
     assert window.map_view.frame.crs.to_epsg() == 32631 == window.model.frame.crs.to_epsg()
-    assert window.crs_label.text() == "CRS: EPSG:32631"
-    assert "EPSG:4326 are reprojected" in window.crs_label.toolTip()
+    assert window.status.crs_label.text() == "CRS: EPSG:32631"
+    assert "EPSG:4326 are reprojected" in window.status.crs_label.toolTip()
     expected = ground_aspect(4.90, 52.37, 320, 256, 2e-5)
     # Drawn as plate carree it would be 1 / cos(52.4 deg) = 1.64 times too wide.
     assert drawn_aspect(window, path) == pytest.approx(expected, rel=0.02)

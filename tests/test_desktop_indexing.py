@@ -30,11 +30,11 @@ def test_cancel_stops_indexing_and_leaves_a_resumable_index(qtbot, make_window, 
     assert 0 < window.model.index.count < partial.tiles_planned     # some work kept, not all done
     assert "cancelled" in window.search_panel.status.text()
     assert window.search_panel.search_button.isEnabled()       # a partial index is searchable
-    assert window.progress.isHidden() and window.index_action.isEnabled()
+    assert window.status.progress.isHidden() and window.index_action.isEnabled()
     kept = window.model.index.count
 
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as resumed:
-        qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)  # hidden: does nothing
+        qtbot.mouseClick(window.status.cancel_button, Qt.MouseButton.LeftButton)  # hidden: does nothing
         window.index_action.trigger()
     finished = resumed.args[0]
     assert not finished.cancelled
@@ -50,12 +50,12 @@ def test_progress_bar_and_cancel_button_show_while_indexing(qtbot, make_window, 
         window.load_model()
     with qtbot.waitSignal(window.indexingStarted, timeout=INDEX_TIMEOUT_MS):
         window.open_rasters([wide_raster])
-    assert window.progress.isVisible() and window.cancel_button.isVisible()
+    assert window.status.progress.isVisible() and window.status.cancel_button.isVisible()
     assert not window.search_panel.search_button.isEnabled()
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS):
-        qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(window.status.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
-    assert window.progress.isHidden()
+    assert window.status.progress.isHidden()
 
 
 def test_changing_the_model_during_indexing_indexes_with_the_new_one(qtbot, make_window, wide_raster, tmp_path):
@@ -79,13 +79,13 @@ def test_the_progress_bar_names_the_search_structure_step(make_window):
     """After the last tile the engine builds the search structure (minutes at 10M tiles): the
     bar says so instead of sitting at a full tile count."""
     window = make_window()
-    window._on_index_progress(40, 160, "chunk 3")
-    assert window.progress.format() == "Indexing %v / %m tiles"
-    window._on_index_progress(160, 160, "search structure: 100,000 / 160,000 vectors added")
-    assert window.progress.format() == "Building the search structure…"
-    assert "100,000 / 160,000" in window.progress.toolTip()
+    window.status.show_index_progress(40, 160, "chunk 3")
+    assert window.status.progress.format() == "Indexing %v / %m tiles"
+    window.status.show_index_progress(160, 160, "search structure: 100,000 / 160,000 vectors added")
+    assert window.status.progress.format() == "Building the search structure…"
+    assert "100,000 / 160,000" in window.status.progress.toolTip()
     assert window.statusBar().currentMessage() == "Search structure: 100,000 / 160,000 vectors added"
-    window._on_index_progress(160, 160, "done")
+    window.status.show_index_progress(160, 160, "done")
     assert window.statusBar().currentMessage() == ""
 
 

@@ -18,7 +18,7 @@ def test_changing_the_model_updates_the_view_and_reindexes(qtbot, indexed_window
         window.session.set_model(f"config:{other}")
         assert window.model_combo.currentData() == f"config:{other}"   # the view followed at once
 
-    assert "tiny-narrow" in window.model_label.text()
+    assert "tiny-narrow" in window.status.model_label.text()
     assert window.model.loaded.model.name == "tiny-narrow"
     assert window.model.current_index_dir() != first_dir   # one index per model, never mixed
     assert window.model.index.dim == 8
@@ -38,7 +38,7 @@ def test_choosing_a_model_in_the_combo_changes_the_session(qtbot, indexed_window
 
 
 def test_device_shown_is_the_models_device(indexed_window):
-    assert indexed_window.device_label.text() == "Device: cpu"
+    assert indexed_window.status.device_label.text() == "Device: cpu"
     assert indexed_window.device_combo.currentData() == "cpu"
 
 
@@ -91,10 +91,10 @@ def test_a_tile_grid_that_is_not_a_full_lattice_outlines_each_tile():
 
 def test_cursor_position_shows_lat_lon_and_raster_crs(indexed_window):
     window = indexed_window
-    window._show_cursor(500_010.0, 5_699_990.0)           # inside the UTM 31N test raster
-    text = window.cursor_label.text()
+    window.status.show_cursor(window.map_view.frame, 500_010.0, 5_699_990.0)   # inside the UTM 31N test raster
+    text = window.status.cursor_label.text()
     assert "°N" in text and "°E" in text and "EPSG:32631" in text
-    assert window.crs_label.text() == "CRS: EPSG:32631"
+    assert window.status.crs_label.text() == "CRS: EPSG:32631"
 
 
 def test_zooming_in_reads_only_the_visible_window_at_screen_resolution(qtbot, make_window, tmp_path):
@@ -131,8 +131,8 @@ def test_a_raster_without_crs_is_shown_upright_in_pixel_coordinates(qtbot, make_
     window.open_rasters([path])
     item = window.map_view.rasters[path]
     assert item.mapToScene(0, 0).y() < item.mapToScene(0, 40).y()   # row 0 on top, not flipped
-    window._show_cursor(5.0, 7.0)
-    assert "°" not in window.cursor_label.text() and "pixels (no CRS)" in window.cursor_label.text()
+    window.status.show_cursor(window.map_view.frame, 5.0, 7.0)
+    assert "°" not in window.status.cursor_label.text() and "pixels (no CRS)" in window.status.cursor_label.text()
 
 
 def test_a_large_raster_opens_at_once_and_its_overview_arrives_from_a_worker(qtbot, make_window, tmp_path,
