@@ -98,7 +98,7 @@ def session_vocabulary(captions: list[str]) -> list[str]:
     from gpu_session import QUERIES
 
     names = []
-    for config in (REPO / "training/configs/ucm.yaml", REPO / "core/configs/ssjdn-lite0-minilm.yaml"):
+    for config in (REPO / "training/configs/ucm.yaml", REPO / "core/model/configs/ssjdn-lite0-minilm.yaml"):
         data = yaml.safe_load(config.read_text())
         names += data.get("category_names") or data.get("categories") or []
     return captions + names + QUERIES + SPECIAL_TOKENS

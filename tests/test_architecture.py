@@ -238,7 +238,7 @@ def test_shipped_files_are_reached_through_shipped_path():
     from ssjdn.core.places import shipped_path
     assert (shipped_path("resources", "sample", "haiti_rgbn_5m.tif")).is_file()
     assert (shipped_path("training", "configs", "tiny.yaml")).is_file()
-    assert (shipped_path("core", "configs", "tiny.yaml")).is_file()
+    assert (shipped_path("core", "model", "configs", "tiny.yaml")).is_file()
     wrong = [f"{path.relative_to(REPO)}" for layer in LAYERS for path in source_files(layer)
              if path != REPO / "core" / "places.py" and "Path(__file__)" in path.read_text()]
     assert wrong == []

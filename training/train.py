@@ -46,7 +46,7 @@ DEFAULTS: dict = {
     "data_format": "auto",        # auto | json | csv | precomp
     "train_split": "train",
     "val_split": "val",
-    "model": "ssjdn-lite0-minilm",  # a core/configs name or a YAML path
+    "model": "ssjdn-lite0-minilm",  # a core/model/configs name or a YAML path
     "model_overrides": {},        # deep-merged into the model config (freezing, widths, loss)
     "bsd": True,
     "lsd": True,

@@ -20,7 +20,7 @@ from ssjdn.core.places import shipped_path
 from ssjdn.core.model import spec as model_spec
 from ssjdn.core.model.network import SSJDN
 
-CONFIG_DIR = shipped_path("core", "configs")
+CONFIG_DIR = shipped_path("core", "model", "configs")
 CHECKPOINT_FORMAT = "ssjdn-checkpoint"
 CHECKPOINT_VERSION = "1"
 

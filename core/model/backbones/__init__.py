@@ -1,7 +1,7 @@
 """Image backbones by name: each module of this package registers the backbones it builds.
 
 A new backbone is one module here (a builder decorated with @register_backbone("name")) plus a
-config in core/configs/ that names it (image.backbone); its pretrained weights, if a package
+config in core/model/configs/ that names it (image.backbone); its pretrained weights, if a package
 ships them, are one entry of core/model/pretrained.py. Every backbone returns three feature
 scales (strides 8, 16, 32) through base.MultiScaleBackbone.
 """
