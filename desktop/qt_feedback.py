@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QGroupBox, Q
                                QListWidget, QListWidgetItem, QMessageBox, QPushButton, QSlider,
                                QVBoxLayout, QWidget)
 
+from ssjdn.core.geo.formats import GEOPACKAGE, VECTOR_FORMATS, dialog_filter
 from ssjdn.desktop.names import place_names
 from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
 from ssjdn.desktop.qt_salience import QtColorLegend
@@ -22,7 +23,7 @@ from ssjdn.desktop.qt_workers import describe_error
 SLIDER_STEPS = 100          # threshold slider: probability in hundredths
 PROBABILITY_COLORMAP = "inferno"
 MAX_LISTED = 200            # detections listed (all are exported)
-VECTOR_FILTER = "GeoPackage (*.gpkg);;GeoJSON (*.geojson *.json)"
+VECTOR_FILTER = dialog_filter(VECTOR_FORMATS, first=GEOPACKAGE)
 
 
 class QtFeedbackPanel(QWidget):

@@ -15,6 +15,7 @@ from PySide6.QtGui import QColor, QKeySequence, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QInputDialog, QLabel,
                                QMainWindow, QMenu, QMessageBox, QToolBar)
 
+from ssjdn.core.geo.formats import RASTER_FORMATS, VECTOR_FORMATS, dialog_filter
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.explorer import ExplorerModel
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
@@ -618,7 +619,7 @@ class QtMainWindow(QMainWindow):
             self.show_error("Export hits", "There are no hits to export: run a search first.")
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export hits", "hits.geojson",
-                                              "GeoJSON (*.geojson);;GeoPackage (*.gpkg)")
+                                              dialog_filter(VECTOR_FORMATS))
         if path:
             self.export_hits(path)
 
@@ -630,7 +631,7 @@ class QtMainWindow(QMainWindow):
         if not self.model.results.heatmaps:
             self.show_error("Export heatmap", "There is no heatmap: search with 'Score heatmap' checked.")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export heatmap", "heatmap.tif", "GeoTIFF (*.tif)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export heatmap", "heatmap.tif", dialog_filter(RASTER_FORMATS))
         if path:
             self.export_heatmap(path)
 

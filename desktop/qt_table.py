@@ -16,6 +16,7 @@ from PySide6.QtGui import QBrush, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDialog, QHBoxLayout,
                                QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget)
 
+from ssjdn.core.geo.formats import VECTOR_FORMATS, dialog_filter
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
 from ssjdn.desktop.names import elide_middle
 from ssjdn.desktop.qt_map import MARK_COLORS
@@ -24,7 +25,7 @@ from ssjdn.desktop.qt_workers import describe_error
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 ROW_ROLE = Qt.ItemDataRole.UserRole
 KINDS = ("all", "hit", "detection", "mark")
-VECTOR_FILTER = "GeoJSON (*.geojson *.json);;GeoPackage (*.gpkg)"
+VECTOR_FILTER = dialog_filter(VECTOR_FORMATS)
 LABEL_MARKS = {"relevant": RELEVANT, "not relevant": NOT_RELEVANT}
 
 

@@ -338,3 +338,20 @@ def test_export_of_a_query_map_checks_its_file_name_before_any_work(tmp_path, ca
                  "--query", "a river", "--out", str(tmp_path / "map.png")]) == 2
     err = capsys.readouterr().err
     assert ".tif" in err and "no-index" not in err
+
+
+def test_export_formats_are_data_that_checks_help_and_dialogs_share():
+    from ssjdn.core.errors import UserError
+    from ssjdn.core.geo.export import check_geotiff_path, check_hits_path
+    from ssjdn.core.geo.formats import (GEOPACKAGE, RASTER_FORMATS, VECTOR_FORMATS, dialog_filter,
+                                        suffix_choice)
+    assert suffix_choice(VECTOR_FORMATS) == ".geojson or .gpkg"
+    assert dialog_filter(VECTOR_FORMATS) == "GeoJSON (*.geojson *.json);;GeoPackage (*.gpkg)"
+    assert dialog_filter(VECTOR_FORMATS, first=GEOPACKAGE).startswith("GeoPackage (*.gpkg);;")
+    assert dialog_filter(RASTER_FORMATS) == "GeoTIFF (*.tif *.tiff)"
+    for name in ("a.geojson", "a.JSON", "a.gpkg"):
+        check_hits_path(name)
+    with pytest.raises(UserError, match=r"use a \.geojson or \.gpkg file name"):
+        check_hits_path("a.shp")
+    with pytest.raises(UserError, match=r"use a \.tif file name"):
+        check_geotiff_path("a.png")

@@ -14,10 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from ssjdn.core.errors import UserError
+from ssjdn.core.geo.formats import RASTER_FORMATS, VECTOR_FORMATS, suffix_choice
 
 LAST_SEARCH = "last_search.json"
 # Exit status of `ssjdn index` when it finished but skipped unreadable files found in folders.
 EXIT_FILES_SKIPPED = 3
+HITS_FILE, GRID_FILE = suffix_choice(VECTOR_FORMATS), suffix_choice(RASTER_FORMATS)
 
 INDEX_HELP = """\
 Cut rasters into tiles, encode every tile with the model and store the vectors in an index
@@ -180,7 +182,7 @@ def register(subparsers) -> None:
                         "words are optional")
     p.add_argument("--negative", type=tile_id_list, default=[], metavar="ID,ID,...",
                    help="refine the query away from these tiles (marked not relevant)")
-    p.add_argument("--out", metavar="FILE", help="also write the hits to a .geojson or .gpkg file")
+    p.add_argument("--out", metavar="FILE", help=f"also write the hits to a {HITS_FILE} file")
     p.set_defaults(func=run_search)
 
     p = subparsers.add_parser("classify", help="find all tiles like the marked examples",
@@ -191,13 +193,13 @@ def register(subparsers) -> None:
     p.add_argument("--negative", type=tile_id_list, default=[], metavar="ID,ID,...",
                    help="tiles marked not relevant")
     p.add_argument("--labels", metavar="FILE",
-                   help="a .geojson/.gpkg of points or polygons whose `label` marks the tiles they cover")
+                   help=f"a {HITS_FILE} of points or polygons whose `label` marks the tiles they cover")
     p.add_argument("--label-set", metavar="NAME", help="also use the marks of a labelled set stored in the index")
     p.add_argument("--save-labels", metavar="NAME",
                    help="store the marks used as a labelled set in the index (the app can reload it)")
     p.add_argument("--threshold", type=float, default=0.5, metavar="P",
                    help="write tiles whose probability is at least P, 0 to 1 (default 0.5)")
-    p.add_argument("--out", required=True, metavar="FILE", help="a .geojson or .gpkg file to write")
+    p.add_argument("--out", required=True, metavar="FILE", help=f"a {HITS_FILE} file to write")
     p.set_defaults(func=run_classify)
 
     p = subparsers.add_parser("match", help="rank captions for a tile or an image",
@@ -216,7 +218,7 @@ def register(subparsers) -> None:
     _add_index_arg(p)
     _add_model_arg(p)
     p.add_argument("--out", required=True, metavar="PATH",
-                   help="output: .geojson/.gpkg for hits, .tif for a heatmap, a folder for salience")
+                   help=f"output: {HITS_FILE} for hits, {GRID_FILE} for a heatmap, a folder for salience")
     p.add_argument("--query", help="run this search instead of exporting the last one")
     p.add_argument("-k", "--top", type=_positive_int, default=None, dest="k",
                    help="number of hits with --query (default 10); of the last search's hits without")

@@ -1,5 +1,8 @@
 """Writing results for GIS software: hits as GeoJSON / GeoPackage, grids as GeoTIFF.
 
+The formats and their suffixes are data in formats.py; a new one is an entry there and its
+writer here.
+
 Every file is written through core.files.atomic_path, so a crash or a full disk never leaves a
 half-written file under the real name.
 """
@@ -13,6 +16,7 @@ import rasterio
 
 from ssjdn.core.errors import UserError
 from ssjdn.core.files import atomic_path
+from ssjdn.core.geo.formats import GEOPACKAGE, RASTER_FORMATS, VECTOR_FORMATS, format_of, suffix_choice
 
 # 7 decimals of a degree is about 1 cm: finer than any pixel we tile, and keeps files small.
 _COORD_DECIMALS = 7
@@ -24,14 +28,13 @@ def export_hits(hits, path, query: str | None = None, extra: list[dict] | None =
     `extra` holds one dict of further properties per hit (e.g. a probability or a label); every
     dict has the same keys, whose values are int, float or str."""
     path = check_hits_path(path)
-    suffix = path.suffix.lower()
     from ssjdn.core.geo.tiling import tile_centres_wgs84
     centres = tile_centres_wgs84(hits)
     features = [_feature(rank, hit, query, centre)
                 for rank, (hit, centre) in enumerate(zip(hits, centres), start=1)]
     for feature, more in zip(features, extra or ()):
         feature["properties"].update(more)
-    if suffix == ".gpkg":
+    if format_of(path, VECTOR_FORMATS) is GEOPACKAGE:
         _write_gpkg(features, path, _field_types(extra[0]) if extra else {})
     else:
         collection = {"type": "FeatureCollection", "features": features}
@@ -44,16 +47,18 @@ def check_hits_path(path) -> Path:
     """The path export_hits can write hits to, or a UserError: cheap, so that commands check
     their output before the work (a find-all over an archive takes minutes)."""
     path = Path(path).expanduser()
-    if path.suffix.lower() not in (".geojson", ".json", ".gpkg"):
-        raise UserError(f"Cannot export to '{path.name}': use a .geojson or .gpkg file name.")
+    if format_of(path, VECTOR_FORMATS) is None:
+        raise UserError(f"Cannot export to '{path.name}': use a {suffix_choice(VECTOR_FORMATS)} "
+                        "file name.")
     return path
 
 
 def check_geotiff_path(path) -> Path:
     """The path write_geotiff can write to, or a UserError (checked before the work)."""
     path = Path(path).expanduser()
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        raise UserError(f"Cannot write a GeoTIFF to '{path.name}': use a .tif file name.")
+    if format_of(path, RASTER_FORMATS) is None:
+        raise UserError(f"Cannot write a GeoTIFF to '{path.name}': use a "
+                        f"{suffix_choice(RASTER_FORMATS)} file name.")
     return path
 
 

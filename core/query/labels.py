@@ -96,7 +96,8 @@ def _read_features(path) -> tuple[list[tuple[dict, bool]], str]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"Label file not found: {path}.")
-    reader = _read_geojson if path.suffix.lower() in (".geojson", ".json") else _read_with_fiona
+    from ssjdn.core.geo.formats import GEOJSON, format_of
+    reader = _read_geojson if format_of(path, (GEOJSON,)) is GEOJSON else _read_with_fiona
     rows, crs = reader(path)
     geographic = _checked_crs(crs, path).is_geographic
     features = []
