@@ -242,3 +242,12 @@ def test_shipped_files_are_reached_through_shipped_path():
     wrong = [f"{path.relative_to(REPO)}" for layer in LAYERS for path in source_files(layer)
              if path != REPO / "core" / "places.py" and "Path(__file__)" in path.read_text()]
     assert wrong == []
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists packages by hand (the user's layout maps core/ to ssjdn.core): a
+    sub-package missing there works in a checkout and is absent from an installed wheel."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {f"ssjdn.{'.'.join(init.parent.relative_to(REPO).parts)}"
+               for layer in LAYERS for init in (REPO / layer).rglob("__init__.py")}
+    assert folders - set(setuptools["packages"]) == set()
