@@ -251,3 +251,11 @@ def test_every_package_is_in_the_wheel():
     folders = {f"ssjdn.{'.'.join(init.parent.relative_to(REPO).parts)}"
                for layer in LAYERS for init in (REPO / layer).rglob("__init__.py")}
     assert folders - set(setuptools["packages"]) == set()
+
+
+def test_raster_reading_imports_nothing_else_of_geo():
+    """raster.py is the bottom of the geo room: tiling, export and stac build on it, never the
+    other way round (it used to call up into tiling for a raster's pixel size)."""
+    wrong = sorted(m for m in imported_modules(REPO / "core" / "geo" / "raster.py")
+                   if m.startswith("ssjdn.core.geo.") and m != "ssjdn.core.geo.raster")
+    assert wrong == []

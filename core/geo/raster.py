@@ -7,6 +7,7 @@ handling are the same everywhere and a tile looks the same in the app as it did 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 import zlib
@@ -24,10 +25,15 @@ from affine import Affine  # noqa: E402
 from rasterio.crs import CRS  # noqa: E402
 from rasterio.enums import ColorInterp, MaskFlags, Resampling  # noqa: E402
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError  # noqa: E402
+from rasterio.warp import transform_bounds  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 from ssjdn.core.errors import UserError  # noqa: E402
 
+WGS84 = CRS.from_epsg(4326)
+# Mean metres per degree of latitude and, at the equator, of longitude (WGS84 ellipsoid).
+_M_PER_DEG_LAT = 110_574.0
+_M_PER_DEG_LON = 111_320.0
 # Percentiles of the robust stretch applied to anything that is not already 8-bit: the same
 # cut as the "cumulative count cut" default of common GIS software, so tiles look familiar.
 STRETCH_PERCENTILES = (2.0, 98.0)
@@ -85,7 +91,6 @@ class RasterInfo:
     @property
     def pixel_size_m(self) -> tuple[float, float] | None:
         """Ground size of one pixel (x, y) in metres, or None when the raster has no CRS."""
-        from ssjdn.core.geo.tiling import pixel_size_m
         return pixel_size_m(self)
 
 
@@ -97,6 +102,28 @@ class GeoRaster:
     transform: Affine
     crs: CRS | None
     nodata: float | None = float("nan")
+
+
+def pixel_size_m(info) -> tuple[float, float] | None:
+    """Ground size of a pixel (x, y) in metres; None without a CRS. `info` needs crs, res and
+    bounds (a RasterInfo, or the grid of an index record)."""
+    if info.crs is None:
+        return None
+    res_x, res_y = abs(info.res[0]), abs(info.res[1])
+    if info.crs.is_geographic:
+        # Degrees: metres per degree of longitude shrink with latitude; use the scene centre.
+        lat = (info.bounds[1] + info.bounds[3]) / 2.0
+        return res_x * _M_PER_DEG_LON * max(math.cos(math.radians(lat)), 1e-6), res_y * _M_PER_DEG_LAT
+    try:
+        factor = info.crs.linear_units_factor[1]
+    except Exception:  # noqa: BLE001 - an odd CRS without declared units: assume metres
+        factor = 1.0
+    return res_x * factor, res_y * factor
+
+
+def bounds_to_wgs84(crs, bounds) -> tuple[float, float, float, float]:
+    """(west, south, east, north) of raster-CRS bounds, densified so curved edges are enclosed."""
+    return tuple(float(v) for v in transform_bounds(crs, WGS84, *bounds, densify_pts=21))
 
 
 def raster_info(path, bands=None, nodata=NODATA_AUTO) -> RasterInfo:
@@ -310,7 +337,6 @@ def _describe(src, path: str, bands, nodata_setting) -> RasterInfo:
     bounds = tuple(src.bounds)
     bounds_wgs84 = None
     if crs is not None:
-        from ssjdn.core.geo.tiling import bounds_to_wgs84
         bounds_wgs84 = bounds_to_wgs84(crs, bounds)
     nodata = src.nodatavals[rgb_bands[0] - 1]
     fill = _fill(src, rgb_bands, nodata_setting)

@@ -6,23 +6,17 @@ model resizes to its input; without a CRS the size falls back to the model's inp
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from ssjdn.core.errors import UserError
+from ssjdn.core.geo.raster import WGS84
 
-WGS84 = CRS.from_epsg(4326)
-# Mean metres per degree of latitude and, at the equator, of longitude (WGS84 ellipsoid).
-_M_PER_DEG_LAT = 110_574.0
-_M_PER_DEG_LON = 111_320.0
 # Points per tile edge when a window is projected to lon/lat: enough to follow the curvature
 # of any projection at tile scale, cheap enough for a million tiles in one vectorised call.
 _EDGE_POINTS = 4
@@ -97,7 +91,7 @@ def tile_size_px(info, tile_ground_m=None, tile_px=None, model=None) -> tuple[in
     ground = tile_ground_m if tile_ground_m is not None else getattr(model, "ground_size_m", None)
     if ground is None:
         return default_px, default_px
-    pixel_m = pixel_size_m(info)
+    pixel_m = info.pixel_size_m
     if pixel_m is None:
         if tile_ground_m is not None:
             raise UserError(f"{info.path} has no coordinate system, so a tile size in metres cannot be "
@@ -106,27 +100,6 @@ def tile_size_px(info, tile_ground_m=None, tile_px=None, model=None) -> tuple[in
     if ground <= 0:
         raise UserError(f"Tile ground size must be positive; got {ground} m.")
     return max(8, round(ground / pixel_m[0])), max(8, round(ground / pixel_m[1]))
-
-
-def pixel_size_m(info) -> tuple[float, float] | None:
-    """Ground size of a pixel (x, y) in metres; None when the raster has no CRS."""
-    if info.crs is None:
-        return None
-    res_x, res_y = abs(info.res[0]), abs(info.res[1])
-    if info.crs.is_geographic:
-        # Degrees: metres per degree of longitude shrink with latitude; use the scene centre.
-        lat = (info.bounds[1] + info.bounds[3]) / 2.0
-        return res_x * _M_PER_DEG_LON * max(math.cos(math.radians(lat)), 1e-6), res_y * _M_PER_DEG_LAT
-    try:
-        factor = info.crs.linear_units_factor[1]
-    except Exception:  # noqa: BLE001 - an odd CRS without declared units: assume metres
-        factor = 1.0
-    return res_x * factor, res_y * factor
-
-
-def bounds_to_wgs84(crs, bounds) -> tuple[float, float, float, float]:
-    """(west, south, east, north) of raster-CRS bounds, densified so curved edges are enclosed."""
-    return tuple(float(v) for v in transform_bounds(crs, WGS84, *bounds, densify_pts=21))
 
 
 def windows_to_wgs84(crs, transform, windows):

@@ -1291,7 +1291,7 @@ def tiling_labels(tiling: dict, crs, transform: Affine, width: int, height: int)
 
     from rasterio.transform import array_bounds
 
-    from ssjdn.core.geo.tiling import pixel_size_m
+    from ssjdn.core.geo.raster import pixel_size_m
     left, bottom, right, top = array_bounds(height, width, transform)
     grid = SimpleNamespace(crs=crs, res=(abs(transform.a), abs(transform.e)),
                            bounds=(left, bottom, right, top))
