@@ -108,11 +108,7 @@ def main(argv=None) -> None:
     print(f"{len(vectors):,} x {vectors.shape[1]} vectors; exact ground truth for {len(queries)} "
           f"real text queries in {time.perf_counter() - t0:.1f} s")
     if args.model:
-        spec = args.model
-        if spec == "shipped":
-            from ssjdn.core.model.api import default_model_path
-            spec = str(default_model_path())
-        print(f"text encoding p50: {text_encoding_ms(spec, args.threads):.1f} ms (add to the latencies below)")
+        print(f"text encoding p50: {text_encoding_ms(args.model, args.threads):.1f} ms (add to the latencies below)")
     for factory in args.configs:
         index, t_train, t_build = build(factory, vectors, args.train_size)
         size_mb = index_bytes(index) / 2**20

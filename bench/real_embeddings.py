@@ -75,9 +75,6 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    if args.model == "shipped":
-        from ssjdn.core.model.api import default_model_path
-        args.model = str(default_model_path())
     model = load_bench_model(args.model)
     parts = []
     if args.images:
