@@ -12,11 +12,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence, QPainter, QPen, QPixmap
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QInputDialog, QLabel,
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QInputDialog, QLabel,
                                QMainWindow, QMenu, QMessageBox, QToolBar)
 
 from ssjdn.core.geo.formats import RASTER_FORMATS, VECTOR_FORMATS, dialog_filter
-from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.explorer import ExplorerModel
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
 from ssjdn.desktop.names import describe_tile
@@ -28,6 +27,7 @@ from ssjdn.desktop.qt_map import HIT_COLOR, QtMapView, rgb_to_qimage
 from ssjdn.desktop.qt_salience import QtSaliencePanel
 from ssjdn.desktop.qt_search import QtSearchPanel
 from ssjdn.desktop.qt_table import QtAttributeTable
+from ssjdn.desktop.qt_toolbar import QtModelChoice
 from ssjdn.desktop.qt_status import QtStatusBar
 from ssjdn.desktop.qt_workers import Job, QtJobQueue, describe_error
 from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, THUMB_PX, sample_scene_path
@@ -102,19 +102,8 @@ class QtMainWindow(QMainWindow):
         self.resizeDocks([self.docks["table"]], [190], Qt.Orientation.Vertical)
         # The docks together take under half the window, so the map keeps the larger part.
         self.resizeDocks([self.docks["layers"], self.docks["search"]], [280, 360], Qt.Orientation.Horizontal)
+        self.choice = QtModelChoice(self.session, self.prefs)   # the toolbar's model, device, tile
 
-        self.model_combo = QComboBox()
-        self.model_combo.setMinimumContentsLength(34)
-        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.device_combo = QComboBox()
-        for device in model_choices.device_choices():
-            self.device_combo.addItem(device, device)
-        self.tile_size = QDoubleSpinBox(minimum=0.0, maximum=100000.0, decimals=1, singleStep=10.0, suffix=" m")
-        self.tile_size.setSpecialValueText("auto (model's ground size)")
-        self.tile_size.setToolTip("Ground size of a tile. 'auto' uses the size of the model's training "
-                                  "images (UCM: 256 px x 0.3 m = 76.8 m).")
-        self.tile_size.setValue(self.session.tile_ground_m or 0.0)
-        self.refresh_model_choices()
 
     def _build_actions(self) -> None:
         bar = self.menuBar()
@@ -173,11 +162,11 @@ class QtMainWindow(QMainWindow):
         toolbar.addAction(self.open_action)
         toolbar.addSeparator()
         toolbar.addWidget(QLabel(" Model "))
-        toolbar.addWidget(self.model_combo)
+        toolbar.addWidget(self.choice.model_combo)
         toolbar.addWidget(QLabel(" Device "))
-        toolbar.addWidget(self.device_combo)
+        toolbar.addWidget(self.choice.device_combo)
         toolbar.addWidget(QLabel(" Tile "))
-        toolbar.addWidget(self.tile_size)
+        toolbar.addWidget(self.choice.tile_size)
         toolbar.addAction(self.index_action)
         toolbar.addSeparator()
         toolbar.addAction(self.measure_action)
@@ -195,11 +184,6 @@ class QtMainWindow(QMainWindow):
         self.map_view.filesDropped.connect(self.open_rasters)
         self.map_view.mapClicked.connect(self._on_map_clicked)
         self.map_view.tileMenuRequested.connect(self._on_map_menu)
-        self.model_combo.currentIndexChanged.connect(
-            lambda _: self.session.set_model(self.model_combo.currentData()))
-        self.device_combo.currentIndexChanged.connect(
-            lambda _: self.session.set_device(self.device_combo.currentData()))
-        self.tile_size.editingFinished.connect(lambda: self.session.set_tile_ground_m(self.tile_size.value()))
         self.search_panel.searchRequested.connect(self.search)
         self.search_panel.hitActivated.connect(self.activate_hit)
         self.search_panel.similarRequested.connect(self.search_similar)
@@ -226,9 +210,6 @@ class QtMainWindow(QMainWindow):
         self.jobs.idle.connect(self._maybe_idle)
         self.index_jobs.started.connect(self._on_indexing_started)
         self.index_jobs.idle.connect(self._on_indexing_ended)
-        self.session.events.connect("model", lambda spec: self._on_session_model())
-        self.session.events.connect("device", lambda device: self._on_session_device(device))
-        self.session.events.connect("tile_size", self._on_tile_size)
         self.model.layers.events.connect("layer", lambda layer: self._follow_heat_legend(layer))
         events = self.model.events
         events.connect("load_requested", self.load_model)
@@ -249,32 +230,7 @@ class QtMainWindow(QMainWindow):
         self.model.feedback.events.connect("probabilities", self._on_probabilities)
         self.model.feedback.events.connect("detections", self._on_detections)
 
-    # == model choice ==========================================================================
-    def refresh_model_choices(self) -> None:
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for choice in model_choices.available_choices(self.prefs.checkpoints):
-            self.model_combo.addItem(choice.label, choice.spec)
-        if self.model_combo.findData(self.session.model_spec) < 0:
-            self.model_combo.addItem(model_choices.label_for(self.session.model_spec), self.session.model_spec)
-        self.model_combo.setCurrentIndex(self.model_combo.findData(self.session.model_spec))
-        self.model_combo.blockSignals(False)
-        self.device_combo.blockSignals(True)
-        self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(self.session.device)))
-        self.device_combo.blockSignals(False)
-
-    def _on_session_model(self) -> None:
-        """The session's model changed (from the combo, a session file or code): follow it."""
-        if self.model_combo.currentData() != self.session.model_spec:
-            self.refresh_model_choices()
-
-    def _on_session_device(self, device: str) -> None:
-        index = self.device_combo.findData(device)
-        if index >= 0 and self.device_combo.currentIndex() != index:
-            self.device_combo.blockSignals(True)
-            self.device_combo.setCurrentIndex(index)
-            self.device_combo.blockSignals(False)
-
+    # == the model ==============================================================================
     def load_model(self) -> None:
         """Load the session's model off the GUI thread, then index the open rasters with it."""
         self.cancel_indexing()
@@ -363,13 +319,6 @@ class QtMainWindow(QMainWindow):
         self.recent_menu.setEnabled(bool(self.prefs.recent_files))
 
     # == indexing ==============================================================================
-    def _on_tile_size(self, tile_ground_m) -> None:
-        """The session's tile size changed: show it, and index again at that size."""
-        if (self.tile_size.value() or None) != tile_ground_m:
-            self.tile_size.blockSignals(True)
-            self.tile_size.setValue(tile_ground_m or 0.0)
-            self.tile_size.blockSignals(False)
-
     def _on_index_requested(self, stale: bool) -> None:
         if stale:
             self.cancel_indexing()
@@ -681,7 +630,7 @@ class QtMainWindow(QMainWindow):
             self.show_error("Add checkpoint", *describe_error(exc))
             return
         self.prefs.register_checkpoint(path, label)
-        self.refresh_model_choices()
+        self.choice.refresh()
         if select:
             self.session.set_model(f"file:{Path(path).resolve()}")
 

@@ -188,7 +188,7 @@ def test_the_tile_size_box_follows_the_session_and_reindexes(qtbot, indexed_wind
     window = indexed_window
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS):
         window.session.set_tile_ground_m(38.4)
-    assert window.tile_size.value() == 38.4
+    assert window.choice.tile_size.value() == 38.4
     assert window.model.current_index_dir().name != ""
     assert window.model.index.count < 20                       # bigger tiles, fewer of them
 

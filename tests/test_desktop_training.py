@@ -95,13 +95,13 @@ def test_a_finished_run_registers_its_checkpoint_as_a_model_choice(qtbot, make_w
     assert checkpoint.suffix == ".safetensors" and checkpoint.is_file()
     assert "run-" in checkpoint.parent.name
     spec = f"file:{checkpoint.resolve()}"
-    assert window.model_combo.findData(spec) >= 0             # choosable for indexing
+    assert window.choice.model_combo.findData(spec) >= 0             # choosable for indexing
     assert window.prefs.checkpoints[0]["path"] == str(checkpoint.resolve())
     assert "@progress" not in dialog.log.toPlainText()        # progress lines drive the bar, not the log
     assert dialog.chart.loss and len(dialog.chart.val) == 1     # the epoch's val mR on the chart
     assert 0 <= dialog.chart.val[0][1] <= 100
     with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
-        window.model_combo.setCurrentIndex(window.model_combo.findData(spec))
+        window.choice.model_combo.setCurrentIndex(window.choice.model_combo.findData(spec))
     assert window.model.loaded.model.name == "tiny"
 
 

@@ -16,7 +16,7 @@ def test_changing_the_model_updates_the_view_and_reindexes(qtbot, indexed_window
 
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS):
         window.session.set_model(f"config:{other}")
-        assert window.model_combo.currentData() == f"config:{other}"   # the view followed at once
+        assert window.choice.model_combo.currentData() == f"config:{other}"   # the view followed at once
 
     assert "tiny-narrow" in window.status.model_label.text()
     assert window.model.loaded.model.name == "tiny-narrow"
@@ -26,12 +26,12 @@ def test_changing_the_model_updates_the_view_and_reindexes(qtbot, indexed_window
 
 def test_choosing_a_model_in_the_combo_changes_the_session(qtbot, indexed_window):
     window = indexed_window
-    untrained = window.model_combo.findData("shipped")
+    untrained = window.choice.model_combo.findData("shipped")
     assert untrained >= 0
-    window.model_combo.blockSignals(True)  # only check the combo -> session direction, no reload
-    window.model_combo.setCurrentIndex(untrained)
-    window.model_combo.blockSignals(False)
-    window.model_combo.currentIndexChanged.emit(untrained)
+    window.choice.model_combo.blockSignals(True)  # only check the combo -> session direction, no reload
+    window.choice.model_combo.setCurrentIndex(untrained)
+    window.choice.model_combo.blockSignals(False)
+    window.choice.model_combo.currentIndexChanged.emit(untrained)
     assert window.session.model_spec == "shipped"
     window.cancel_indexing()
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS * 3)
@@ -39,7 +39,7 @@ def test_choosing_a_model_in_the_combo_changes_the_session(qtbot, indexed_window
 
 def test_device_shown_is_the_models_device(indexed_window):
     assert indexed_window.status.device_label.text() == "Device: cpu"
-    assert indexed_window.device_combo.currentData() == "cpu"
+    assert indexed_window.choice.device_combo.currentData() == "cpu"
 
 
 def test_layer_panel_and_map_follow_each_other(indexed_window):
