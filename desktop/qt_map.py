@@ -506,11 +506,15 @@ class QtMapView(QGraphicsView):
                                                                image.width(), image.height())))
         item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         item.setZValue(Z_ORDER["background"] + key[0] / 100)   # finer zooms over coarser ones
+        item.setData(0, key)
         self.scene().addItem(item)
         items = self._items.setdefault("background", [])
         items.append(item)
         for old in items[:-BACKGROUND_CACHE]:
             self.scene().removeItem(old)
+            # Forgotten too, so the area is fetched again when it is shown again (it stayed
+            # blank for the rest of the session before).
+            self._background_tiles.pop(old.data(0), None)
         del items[:-BACKGROUND_CACHE]
         self._apply("background")
 

@@ -254,3 +254,25 @@ def test_a_tile_url_without_its_placeholders_is_refused_with_an_example():
         basemap.parse_template("https://tiles.example/{z}.png")
     assert basemap.parse_template("https://x/wmts/{TileMatrix}/{TileRow}/{TileCol}.png") == \
         "https://x/wmts/{z}/{y}/{x}.png"
+
+
+def test_a_background_tile_dropped_from_the_cache_is_fetched_again(qtbot, window, tmp_path, tile_server,
+                                                                    monkeypatch):
+    # Before: the key of a tile evicted from the in-memory cache stayed marked as fetched, so
+    # its area stayed blank for the rest of the session.
+    from ssjdn.desktop import qt_map
+    monkeypatch.setattr(qt_map, "BACKGROUND_CACHE", 1)
+    utm_window(window, tmp_path)
+    view = window.map_view
+    qtbot.wait(300)
+    window.set_background(f"{tile_server.url}/{{z}}/{{x}}/{{y}}.png")
+    qtbot.waitUntil(lambda: view.background_settled() and bool(view.layer_items("background")), timeout=20_000)
+    first = list(tile_server.requests)
+    view.scale(0.25, 0.25)          # another zoom level: its tiles push the first ones out
+    view.refresh_background()
+    qtbot.waitUntil(lambda: view.background_settled() and len(tile_server.requests) > len(first), timeout=20_000)
+    view.scale(4, 4)                # back where it started: the dropped tiles are asked for again
+    view.refresh_background()
+    qtbot.waitUntil(view.background_settled, timeout=20_000)
+    assert tile_server.requests.count(first[0]) == 2
+    assert len(view.layer_items("background")) == 1
