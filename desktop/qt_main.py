@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QKeySequence, QPainter, QPen, QPixmap
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QInputDialog, QLabel,
                                QMainWindow, QMenu, QMessageBox, QToolBar)
 
@@ -19,18 +19,19 @@ from ssjdn.core.geo.formats import RASTER_FORMATS, VECTOR_FORMATS, dialog_filter
 from ssjdn.desktop.explorer import ExplorerModel
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
 from ssjdn.desktop.names import describe_tile
-from ssjdn.desktop.selection import QUERY_MAP_KEY
 from ssjdn.desktop.qt_captions import QtCaptionPanel
-from ssjdn.desktop.qt_feedback import PROBABILITY_COLORMAP, QtFeedbackPanel
+from ssjdn.desktop.qt_feedback import QtFeedbackPanel
 from ssjdn.desktop.qt_layers import QtLayerPanel
-from ssjdn.desktop.qt_map import HIT_COLOR, QtMapView, rgb_to_qimage
+from ssjdn.desktop.qt_map import QtMapView
+from ssjdn.desktop.qt_overlays import QtMapOverlays
 from ssjdn.desktop.qt_salience import QtSaliencePanel
-from ssjdn.desktop.qt_search import QtSearchPanel
+from ssjdn.desktop.qt_search import QtSearchPanel, thumbnail_pixmap
+from ssjdn.desktop.qt_status import QtStatusBar
 from ssjdn.desktop.qt_table import QtAttributeTable
 from ssjdn.desktop.qt_toolbar import QtModelChoice
-from ssjdn.desktop.qt_status import QtStatusBar
 from ssjdn.desktop.qt_workers import Job, QtJobQueue, describe_error
-from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, THUMB_PX, sample_scene_path
+from ssjdn.desktop.selection import QUERY_MAP_KEY
+from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, sample_scene_path
 from ssjdn.desktop.settings import Preferences
 from ssjdn.desktop.state import Session
 
@@ -73,6 +74,7 @@ class QtMainWindow(QMainWindow):
     def _build_views(self) -> None:
         self.map_view = QtMapView(self.model.layers)
         self.setCentralWidget(self.map_view)
+        self.overlays = QtMapOverlays(self.model, self.map_view)
         self.layer_panel = QtLayerPanel(self.model.layers, self.map_view)
         self.search_panel = QtSearchPanel()
         self.caption_panel = QtCaptionPanel(self.session)
@@ -216,19 +218,15 @@ class QtMainWindow(QMainWindow):
         events.connect("index_requested", self._on_index_requested)
         events.connect("search_requested", lambda query: self.search(query, self.search_panel.k.value()))
         events.connect("raster_opened", self._on_raster_opened)
-        events.connect("raster_closed", self._on_raster_closed)
+        events.connect("raster_closed", lambda path: self._show_marks())
         events.connect("model_loading", self._on_model_loading)
         events.connect("model_failed", self._on_model_failed)
         events.connect("model", self._on_model_loaded)
-        events.connect("tiles", lambda paths: self.map_view.set_tile_grid(
-            paths, lambda path: self.model.tile_grid(path)[1]))
         self.model.results.events.connect("results", self._on_results)
-        self.model.results.events.connect("likelihood", lambda threshold, absolute: self._draw_results())
+        self.model.results.events.connect("likelihood", lambda threshold, absolute: self._show_likelihoods())
         self.model.selection.events.connect("selection", self._on_selection)
         self.model.selection.events.connect("salience", self._on_salience)
-        self.model.feedback.events.connect("marks", self._on_marks)
-        self.model.feedback.events.connect("probabilities", self._on_probabilities)
-        self.model.feedback.events.connect("detections", self._on_detections)
+        self.model.feedback.events.connect("marks", lambda marks: self._show_marks())
 
     # == the model ==============================================================================
     def load_model(self) -> None:
@@ -294,7 +292,6 @@ class QtMainWindow(QMainWindow):
         return bool(opened)
 
     def _on_raster_opened(self, info, note) -> None:
-        self.map_view.add_raster(info)
         if note:
             self.statusBar().showMessage(note, 15000)
         if self.prefs.background_url and self.map_view.background_url is None and info.crs is not None:
@@ -303,14 +300,6 @@ class QtMainWindow(QMainWindow):
     def close_raster(self, path: str) -> None:
         """Take a raster off the map; its tiles stay in the cached index for when it returns."""
         self.model.close_raster(path)
-
-    def _on_raster_closed(self, path: str) -> None:
-        self.map_view.remove_raster(path)
-        self.map_view.set_hits(self.model.results.map_hits())
-        for name in (f"heatmap:{path}", f"probability:{path}"):
-            if name in self.model.layers:
-                self.map_view.remove_layer(name)
-        self._on_marks(self.model.feedback.marks)   # its marks leave the map (they stay in the model)
 
     def refresh_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -371,7 +360,8 @@ class QtMainWindow(QMainWindow):
 
     def _update_search_ready(self) -> None:
         self.search_panel.set_ready(*self.model.ready_text())
-        self._on_marks(self.model.feedback.marks)
+        self.overlays.draw_marks()
+        self._show_marks()
 
     # == engine jobs: one at a time, in order ==================================================
     def run_job(self, function, on_result, label: str, with_progress: bool = False) -> None:
@@ -416,24 +406,17 @@ class QtMainWindow(QMainWindow):
                           self.model.results.show, "Refining the search")
 
     def _on_results(self, query, hits, heatmaps, thumbnails) -> None:
-        self.search_panel.show_hits(query, hits, [_thumbnail_pixmap(t) for t in thumbnails])
-        self._draw_results()
-        self._on_marks(self.model.feedback.marks)
+        self.search_panel.show_hits(query, hits, [thumbnail_pixmap(t) for t in thumbnails])
+        self._show_likelihoods()
+        self._show_marks()
         self.searchFinished.emit(hits)
 
-    def _draw_results(self) -> None:
-        """Hits and heatmaps of the last results as the likelihood threshold and scale say."""
-        self.search_panel.show_likelihoods(self.model.results.likelihood_threshold, self.model.results.text(self.model.feedback.marks))
-        self.map_view.set_hits(self.model.results.map_hits())
-        for name in [n for n in self.model.layers if n.startswith("heatmap:")]:
-            self.map_view.remove_layer(name)
-        # One colour scale for all rasters, so the same colour means the same score everywhere.
-        grids, value_range, title = self.model.results.display_heatmaps()
-        for path, grid in grids.items():
-            self.map_view.set_georaster(f"heatmap:{path}", "heatmap", grid, "viridis",
-                                        f"Score heatmap ({Path(path).name})", opacity=0.35,
-                                        value_range=value_range)
-        self.search_panel.show_heat_range([value_range] if value_range else [], title)
+    def _show_likelihoods(self) -> None:
+        """The threshold line and the heatmaps' legend (the map has drawn them: QtMapOverlays)."""
+        results = self.model.results
+        self.search_panel.show_likelihoods(results.likelihood_threshold, results.text(self.model.feedback.marks))
+        value_range = self.overlays.heat_range
+        self.search_panel.show_heat_range([value_range] if value_range else [], self.overlays.heat_title)
 
     def _follow_heat_legend(self, name: str) -> None:
         """The score legend shows while a score heatmap does (find-all hides it, the Layers
@@ -465,8 +448,8 @@ class QtMainWindow(QMainWindow):
             return
         self.model.feedback.mark(tile_id, label)
 
-    def _on_marks(self, marks: dict) -> None:
-        self.map_view.set_marks(self.model.feedback.mark_footprints())
+    def _show_marks(self) -> None:
+        marks = self.model.feedback.marks
         self.search_panel.set_marks(marks, self.model.feedback.can_refine() and self.model.index is not None)
         if self.model.results.hits:   # how many of the listed hits are marked
             self.search_panel.status.setText(self.model.results.text(self.model.feedback.marks))
@@ -481,22 +464,6 @@ class QtMainWindow(QMainWindow):
 
         self._guarded_job("Find all", self.model.feedback.find_all_job, done, "Training a classifier on the marks",
                           with_progress=True)
-
-    def _on_probabilities(self, maps) -> None:
-        for name in [n for n in self.model.layers if n.startswith("probability:")]:
-            self.map_view.remove_layer(name)
-        # Two heatmaps over each other read as mud: the score heatmap steps back (Layers panel
-        # brings it back).
-        for name, state in list(self.model.layers.items()):
-            if state.kind == "heatmap" and maps:
-                self.model.layers.set_visible(name, False)
-
-    def _on_detections(self, detections, threshold) -> None:
-        """The threshold or the probabilities changed: redraw the map above the threshold."""
-        for path, grid in self.model.feedback.thresholded_maps().items():
-            self.map_view.set_georaster(f"probability:{path}", "probability", grid, PROBABILITY_COLORMAP,
-                                        f"Find all: probability \u2265 {threshold:.2f} ({Path(path).name})",
-                                        opacity=0.6, value_range=(0.0, 1.0))
 
     # == selected tile: salience and captions ==================================================
     def _on_map_clicked(self, x: float, y: float) -> None:
@@ -529,7 +496,6 @@ class QtMainWindow(QMainWindow):
                 self.rank_captions(self.caption_panel.caption_list())
 
     def _on_selection(self, record) -> None:
-        self.map_view.select_tile(record.bounds, record.crs)
         description = describe_tile(record)
         self.caption_panel.set_tile(description, record.raster_path)
         self.salience_panel.info.setText(f"Tile {description}")
@@ -541,14 +507,11 @@ class QtMainWindow(QMainWindow):
         self.salienceReady.emit(tile_id)
 
     def _show_salience_overlay(self) -> None:
-        georaster = self.model.selection.salience.get(self.salience_panel.selection())
-        if georaster is None:
-            return
-        colormap = self.salience_panel.colormap.currentText()
-        item = self.map_view.set_georaster("salience", "salience", georaster, colormap,
-                                           f"Salience: {self.salience_panel.key_label()}")
-        self.model.layers.set_opacity("salience", self.salience_panel.opacity.value() / 100.0)
-        self.salience_panel.show_range(colormap, item.vmin, item.vmax)
+        panel = self.salience_panel
+        colormap = panel.colormap.currentText()
+        item = self.overlays.draw_salience(panel.selection(), colormap, panel.key_label(), panel.opacity.value() / 100.0)
+        if item is not None:
+            panel.show_range(colormap, item.vmin, item.vmax)
 
     def rank_captions(self, captions: list[str]) -> None:
         job = self.model.selection.captions_job(captions)
@@ -702,21 +665,3 @@ class QtMainWindow(QMainWindow):
         if self.training_dialog is not None:
             self.training_dialog.stop_training()
         super().closeEvent(event)
-
-
-def _thumbnail_pixmap(thumb) -> QPixmap | None:
-    if thumb is None:
-        return None
-    rgb, (x, y, w, h) = thumb
-    image = rgb_to_qimage(rgb)
-    # A square canvas, so tiles clipped at a raster edge line up with the others in the list.
-    pixmap = QPixmap(THUMB_PX, THUMB_PX)
-    pixmap.fill(QColor(40, 42, 46))
-    left, top = (THUMB_PX - image.width()) / 2, (THUMB_PX - image.height()) / 2
-    painter = QPainter(pixmap)
-    painter.drawImage(QPointF(left, top), image)
-    if (w, h) != (image.width(), image.height()):   # the tile sits in context: outline it
-        painter.setPen(QPen(HIT_COLOR, 1))
-        painter.drawRect(QRectF(left + x, top + y, w - 1, h - 1))
-    painter.end()
-    return pixmap

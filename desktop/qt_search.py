@@ -6,14 +6,14 @@ searches again with the words and the marks.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QIcon, QPixmap
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QCompleter, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ssjdn.core.model.calibration import GOOD_MATCH
 from ssjdn.desktop.names import place_names
-from ssjdn.desktop.qt_map import MARK_COLORS, MARK_SIGNS
+from ssjdn.desktop.qt_map import HIT_COLOR, MARK_COLORS, MARK_SIGNS, rgb_to_qimage
 from ssjdn.desktop.qt_salience import QtColorLegend
 from ssjdn.desktop.resources import THUMB_PX
 
@@ -198,3 +198,22 @@ class QtSearchPanel(QWidget):
         menu.addAction("Mark not relevant (-)", lambda: self.markRequested.emit(tile_id, False))
         menu.addAction("Clear mark (0)", lambda: self.markRequested.emit(tile_id, None))
         menu.exec(self.results.viewport().mapToGlobal(pos))
+
+
+def thumbnail_pixmap(thumb) -> QPixmap | None:
+    """A hit's thumbnail (read_thumbnails: RGB and the tile's rect in it) as the list shows it."""
+    if thumb is None:
+        return None
+    rgb, (x, y, w, h) = thumb
+    image = rgb_to_qimage(rgb)
+    # A square canvas, so tiles clipped at a raster edge line up with the others in the list.
+    pixmap = QPixmap(THUMB_PX, THUMB_PX)
+    pixmap.fill(QColor(40, 42, 46))
+    left, top = (THUMB_PX - image.width()) / 2, (THUMB_PX - image.height()) / 2
+    painter = QPainter(pixmap)
+    painter.drawImage(QPointF(left, top), image)
+    if (w, h) != (image.width(), image.height()):   # the tile sits in context: outline it
+        painter.setPen(QPen(HIT_COLOR, 1))
+        painter.drawRect(QRectF(left + x, top + y, w - 1, h - 1))
+    painter.end()
+    return pixmap
