@@ -3,8 +3,8 @@ import pytest
 
 from caption_fixtures import captions_for, write_image, write_labels_csv, write_precomp, write_ucm_json
 from ssjdn.core.errors import UserError
-from ssjdn.training.datasets import (UCM_CLASSES, load_dataset, mine_sydney_label,
-                                     prefix_category, ucm_label)
+from ssjdn.training.benchmarks import UCM_CLASSES, mine_sydney_label, prefix_category, ucm_label
+from ssjdn.training.datasets import load_dataset
 
 
 def test_ucm_json_reads_splits_captions_and_labels(tmp_path):

@@ -9,13 +9,15 @@ import sys
 import threading
 from pathlib import Path
 
+from ssjdn.training.benchmarks import benchmark, benchmark_names
+from ssjdn.training.datasets import CAPTION_FORMATS
+
 
 def register(subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="train a model on a benchmark dataset",
-        description="Train SSJDN on UCM-Captions, Sydney-Captions, RSICD or RSITMD. "
-        "Checkpoints every epoch into --out; run the same command with --resume to continue. "
-        "Under torchrun the same command trains on several GPUs.")
+        description=f"Train SSJDN on {_benchmark_titles()}. Checkpoints every epoch into "
+        "--out; run the same command with --resume to continue. Under torchrun the same command trains on several GPUs.")
     train.add_argument("--config", required=True,
                        help="training config YAML, e.g. training/configs/ucm.yaml")
     train.add_argument("--data-root", required=True, help="the dataset folder")
@@ -35,9 +37,9 @@ def register(subparsers) -> None:
     evaluate.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
     evaluate.add_argument("--data-root", required=True, help="the dataset folder")
     evaluate.add_argument("--split", default="test", help="val, test, ... (default: test)")
-    evaluate.add_argument("--dataset", default=None, choices=["ucm", "sydney", "rsicd", "rsitmd"],
+    evaluate.add_argument("--dataset", default=None, choices=benchmark_names(),
                           help="which benchmark (default: from the checkpoint or the folder)")
-    evaluate.add_argument("--format", default="auto", choices=["auto", "json", "csv", "precomp"],
+    evaluate.add_argument("--format", default="auto", choices=["auto", *CAPTION_FORMATS],
                           help="caption file format to read (default: auto)")
     evaluate.add_argument("--folds", type=int, default=None,
                           help="average over k equal folds of the split (default: the "
@@ -61,10 +63,16 @@ def register(subparsers) -> None:
     calibrate.add_argument("--split", default="val", help="split to fit on (default: val)")
     calibrate.add_argument("--check-split", default=None,
                            help="also measure the fit's calibration error on this split (e.g. test)")
-    calibrate.add_argument("--dataset", default=None, choices=["ucm", "sydney", "rsicd", "rsitmd"],
+    calibrate.add_argument("--dataset", default=None, choices=benchmark_names(),
                            help="which benchmark (default: from the checkpoint or the folder)")
     calibrate.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ...")
     calibrate.set_defaults(func=_run_calibrate)
+
+
+def _benchmark_titles() -> str:
+    """"UCM-Captions, Sydney-Captions, RSICD or RSITMD": the registered benchmarks."""
+    titles = [benchmark(name).title for name in benchmark_names()]
+    return ", ".join(titles[:-1]) + " or " + titles[-1] if len(titles) > 1 else titles[0]
 
 
 def train_until_terminated(config, data_root, out, resume=False, progress=None) -> dict:

@@ -1,16 +1,17 @@
-"""Readers for the four remote-sensing image-caption benchmarks in their published formats.
+"""Readers for the image-caption benchmarks (benchmarks.py) in their published formats.
 
 Formats (any dataset may come in any of them; the reader picks what the folder holds):
 - Karpathy-style ``dataset_<name>.json`` (UCM-Captions, Sydney-Captions, RSICD): a list of
   images with ``filename``, ``split`` and ``sentences[].raw``.
 - ``<name>_labels_splits.csv`` (RSICD, RSITMD): one row per image with ``filename``, ``split``,
-  ``label`` and ``sentence`` (a Python-literal list of the 5 sentences).
+  ``label`` and ``sentence`` (a Python-literal list of the 5 sentences); labels come from the
+  benchmark's rule, not from the ``label`` column.
 - The AMFMN/GaLR/SWAN precomputed text files in ``precomp_amfmn/`` (or the root):
   ``<split>_caps.txt`` (5 lines per image) and ``<split>_filename.txt`` (one line per image, or
   one per caption as the peers' test files have it).
 
-Category labels follow docs/training.md: UCM from the image number, RSICD/RSITMD from the
-file-name prefix (purely numeric names have no label, -1), Sydney mined from the captions.
+What differs between the benchmarks (the categories, how an image gets its label, the
+evaluation protocol) is their class in benchmarks.py; this module reads what they share.
 Images are looked up by file stem, so ``12.tif`` in a caption file finds ``images/12.webp``.
 """
 from __future__ import annotations
@@ -23,31 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssjdn.core.errors import UserError
+from ssjdn.training.benchmarks import benchmark, benchmark_names
 
 CAPTIONS_PER_IMAGE = 5
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".webp")
-KNOWN_DATASETS = ("ucm", "sydney", "rsicd", "rsitmd")
-
-# The 21 UC Merced Land Use classes in alphabetical order: image N is class (N - 1) // 100.
-UCM_CLASSES = [
-    "agricultural", "airplane", "baseballdiamond", "beach", "buildings", "chaparral",
-    "denseresidential", "forest", "freeway", "golfcourse", "harbor", "intersection",
-    "mediumresidential", "mobilehomepark", "overpass", "parkinglot", "river", "runway",
-    "sparseresidential", "storagetanks", "tenniscourt",
-]
-
-# Sydney-Captions publishes no per-image class, so labels are mined from the captions: each
-# caption votes for the classes whose words it mentions; the majority wins, ties give -1.
-SYDNEY_CLASSES = ["residential", "airport", "meadow", "river", "ocean", "industrial", "runway"]
-SYDNEY_CLASS_WORDS = {
-    "residential": ("residential", "house", "houses", "villas"),
-    "airport": ("airport", "terminal", "airplane", "airplanes", "plane", "planes", "aircraft"),
-    "meadow": ("meadow", "meadows", "grassland", "lawn"),
-    "river": ("river", "rivers"),
-    "ocean": ("ocean", "sea", "waves", "seawater"),
-    "industrial": ("industrial", "factory", "factories", "warehouse", "warehouses"),
-    "runway": ("runway", "runways"),
-}
+CAPTION_FORMATS = ("json", "csv", "precomp")   # in the order "auto" tries them
 
 
 @dataclass
@@ -74,11 +55,11 @@ class CaptionDataset:
 def detect_dataset_name(root: Path) -> str:
     """Guess the benchmark from the folder's files (dataset_ucm.json, rsitmd_labels_...)."""
     text = " ".join(p.name.lower() for p in _candidate_files(root)) + " " + root.name.lower()
-    for name in KNOWN_DATASETS:
+    for name in benchmark_names():
         if name in text:
             return name
     raise UserError(f"Cannot tell which benchmark {root} holds; set `dataset:` to one of "
-                    f"{', '.join(KNOWN_DATASETS)} in the training config.")
+                    f"{', '.join(benchmark_names())} in the training config.")
 
 
 def load_dataset(root: str | Path, split: str, name: str | None = None,
@@ -91,13 +72,12 @@ def load_dataset(root: str | Path, split: str, name: str | None = None,
     if not root.is_dir():
         raise UserError(f"Dataset folder {root} does not exist.")
     name = name or detect_dataset_name(root)
-    if name not in KNOWN_DATASETS:
-        raise UserError(f"Unknown dataset {name!r}; expected one of {', '.join(KNOWN_DATASETS)}.")
+    labelling = benchmark(name)
     fmt = _pick_format(root, fmt)
     readers = {"json": _read_karpathy_json, "csv": _read_labels_csv, "precomp": _read_precomp}
-    image_names, captions, csv_labels, all_names = readers[fmt](root, split)
+    image_names, captions, all_names = readers[fmt](root, split)
     _check_caption_counts(image_names, captions, root, split)
-    categories, labels = _assign_labels(name, image_names, captions, all_names, csv_labels)
+    categories, labels = labelling.labels(image_names, captions, all_names)
     dataset = CaptionDataset(name, split, image_names, captions, labels, categories)
     if require_images:
         dataset.image_paths = find_images(root, image_names)
@@ -120,7 +100,7 @@ def _pick_format(root: Path, fmt: str) -> str:
         "precomp": _precomp_dir(root) is not None,
     }
     if fmt == "auto":
-        for candidate in ("json", "csv", "precomp"):
+        for candidate in CAPTION_FORMATS:
             if found[candidate]:
                 return candidate
         raise UserError(f"No caption files in {root}: expected dataset_<name>.json, "
@@ -162,7 +142,7 @@ def _read_karpathy_json(root: Path, split: str):
     chosen = [r for r in records if r["split"] == split]
     names = [r["filename"] for r in chosen]
     captions = [[s["raw"].strip() for s in r["sentences"]] for r in chosen]
-    return names, captions, None, [r["filename"] for r in records]
+    return names, captions, [r["filename"] for r in records]
 
 
 def _check_karpathy_record(path: Path, number: int, record) -> None:
@@ -203,8 +183,7 @@ def _read_labels_csv(root: Path, split: str):
         except (ValueError, SyntaxError, TypeError) as exc:
             raise UserError(f"{path}: the sentences of {row['filename']} are not a list "
                             f"literal ({exc}).") from None
-    labels = [r.get("label", "") for r in chosen]
-    return [r["filename"] for r in chosen], captions, labels, [r["filename"] for r in rows]
+    return [r["filename"] for r in chosen], captions, [r["filename"] for r in rows]
 
 
 def _precomp_dir(root: Path) -> Path | None:
@@ -260,7 +239,7 @@ def _read_precomp(root: Path, split: str):
     for other in sorted(_precomp_splits(folder)):
         other_names = _read_lines(_precomp_paths(folder, other)[1])
         all_names += other_names
-    return names, captions, None, all_names
+    return names, captions, all_names
 
 
 def _fold_per_caption_names(names: list[str], path: Path) -> list[str]:
@@ -293,54 +272,6 @@ def _check_caption_counts(names: list[str], captions: list[list[str]], root: Pat
         raise UserError(f"{root}: split {split!r} holds no images.")
 
 
-# ---------------------------------------------------------------------------- labels
-
-def _stem(name: str) -> str:
-    return Path(name).stem
-
-
-def ucm_label(name: str) -> int:
-    """UCM caption file N.tif is class (N - 1) // 100 over the alphabetical classes."""
-    stem = _stem(name)
-    if not stem.isdigit() or not 1 <= int(stem) <= 100 * len(UCM_CLASSES):
-        return -1
-    return (int(stem) - 1) // 100
-
-
-def prefix_category(name: str) -> str | None:
-    """RSICD/RSITMD: the file-name prefix before the first '_'; numeric names have none."""
-    stem = _stem(name)
-    prefix = stem.split("_")[0].lower()
-    if "_" not in stem or not prefix or prefix.isdigit():
-        return None
-    return prefix
-
-
-def mine_sydney_label(captions: list[str]) -> int:
-    """Majority vote of the class words the captions mention; -1 on a tie or no mention."""
-    votes = [0] * len(SYDNEY_CLASSES)
-    for caption in captions:
-        words = set(re.findall(r"[a-z]+", caption.lower()))
-        for index, cls in enumerate(SYDNEY_CLASSES):
-            if words & set(SYDNEY_CLASS_WORDS[cls]):
-                votes[index] += 1
-    best = max(votes)
-    if best == 0 or votes.count(best) > 1:
-        return -1
-    return votes.index(best)
-
-
-def _assign_labels(name, image_names, captions, all_names, csv_labels):
-    if name == "ucm":
-        return list(UCM_CLASSES), [ucm_label(n) for n in image_names]
-    if name == "sydney":
-        return list(SYDNEY_CLASSES), [mine_sydney_label(c) for c in captions]
-    # RSICD / RSITMD: the category list comes from every split, so train and test agree.
-    categories = sorted({c for c in map(prefix_category, all_names) if c})
-    index = {c: i for i, c in enumerate(categories)}
-    return categories, [index.get(prefix_category(n), -1) for n in image_names]
-
-
 # ---------------------------------------------------------------------------- images
 
 IMAGE_FOLDERS = ("images", "imgs", "image")
@@ -367,9 +298,9 @@ def find_images(root: Path, image_names: list[str]) -> list[Path]:
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             by_stem.setdefault(path.stem, path)
-    missing = [n for n in image_names if _stem(n) not in by_stem]
+    missing = [n for n in image_names if Path(n).stem not in by_stem]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise UserError(f"{len(missing)} of {len(image_names)} images are missing from {folder} "
                         f"(looked up by file stem, any of {', '.join(IMAGE_SUFFIXES)}): {shown}")
-    return [by_stem[_stem(n)] for n in image_names]
+    return [by_stem[Path(n).stem] for n in image_names]

@@ -15,16 +15,13 @@ import torch.nn.functional as F
 from ssjdn.core.errors import UserError
 from ssjdn.core.files import atomic_path
 from ssjdn.training.augment import load_images, test_view
+from ssjdn.training.benchmarks import benchmark
 from ssjdn.training.datasets import CaptionDataset, detect_dataset_name, load_dataset
 from ssjdn.training.metrics import all_metrics, format_metrics
 
 TIES_NOTE = ("R@K and mR: expected values when tied candidates (identical captions, scores "
              "within 1e-6) come in a random order; _pessimistic: all tied competitors ranked "
              "first; _plain: ties broken by candidate order (stable sort)")
-
-# Folds of the usual protocol per benchmark: all four report on the whole test split.
-PROTOCOL_FOLDS = {"ucm": 1, "sydney": 1, "rsicd": 1, "rsitmd": 1}
-
 
 @torch.no_grad()
 def image_embeddings_from_features(model, features: list[torch.Tensor],
@@ -80,7 +77,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
     train_cfg = extra.get("train_config") or {}
     name = dataset_name or train_cfg.get("dataset") or detect_dataset_name(Path(data_root))
     dataset = load_dataset(data_root, split, name=name, fmt=fmt)
-    folds = folds or PROTOCOL_FOLDS.get(name, 1)
+    folds = folds or benchmark(name).folds   # the benchmark's usual protocol
     if folds > len(dataset):
         raise UserError(f"--folds {folds} is more than the {len(dataset)} images of split "
                         f"{split!r}.")
