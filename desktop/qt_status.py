@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar
 
-from ssjdn.core.index.ann import PROGRESS_PREFIX
+from ssjdn.core.progress import Progress, Stage
 from ssjdn.desktop import models as model_choices
 from ssjdn.desktop.geo import MapFrame, format_lonlat
 from ssjdn.desktop.qt_workers import QtJobQueue
@@ -94,25 +94,25 @@ class QtStatusBar(QStatusBar):
         self.progress.show()
         self.cancel_button.show()
 
-    def show_index_progress(self, done: int, total: int, message: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        if message.startswith(PROGRESS_PREFIX):   # every tile done; minutes at 10M tiles
+    def show_index_progress(self, update: Progress) -> None:
+        self.progress.setRange(0, max(update.total, 1))
+        self.progress.setValue(update.done)
+        if update.stage is Stage.SEARCH_STRUCTURE:   # every tile done; minutes at 10M tiles
             # The bar is narrow: it names the step, the status line has room for the detail.
             self.progress.setFormat("Building the search structure…")
-            self.progress.setToolTip(message)
-            self.showMessage(_sentence(message))
+            self.progress.setToolTip(update.message)
+            self.showMessage(_sentence(update.message))
             return
-        if self.currentMessage().startswith(_sentence(PROGRESS_PREFIX)):
-            self.clearMessage()   # the step is over ("done" comes after it)
+        if self.currentMessage().startswith(_sentence(Stage.SEARCH_STRUCTURE.value)):
+            self.clearMessage()   # the step's line is over (DONE comes after it)
         self.progress.setFormat("Indexing %v / %m tiles")
-        self.progress.setToolTip(f"Indexing {message}" if message else "")
+        self.progress.setToolTip(f"Indexing {update.message}" if update.message else "")
 
-    def show_job_progress(self, done: int, total: int, message: str) -> None:
-        self.job_progress.setRange(0, max(total, 1))
-        self.job_progress.setValue(done)
+    def show_job_progress(self, update: Progress) -> None:
+        self.job_progress.setRange(0, max(update.total, 1))
+        self.job_progress.setValue(update.done)
         self.job_progress.setFormat("%p %")
-        self.job_progress.setToolTip(message)
+        self.job_progress.setToolTip(update.message)
         self.job_progress.show()
         self.job_cancel.show()
 

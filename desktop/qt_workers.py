@@ -1,8 +1,8 @@
 """Long work off the GUI thread: a QThread that runs one function with progress and cancel, and
 the queue that runs `Job`s in such threads one at a time (the app's one worker lifecycle).
 
-The function gets `progress(done, total, message)` and a `threading.Event` to honour; the
-engine's build_index takes exactly these. Results and errors come back as signals, so the GUI
+The function gets `progress(update)` (a core.progress.Progress) and a `threading.Event` to
+honour; the engine's build_index takes exactly these. Results and errors come back as signals, so the GUI
 shows a message box rather than a traceback, and tests wait on `finished_ok` / `failed`.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
 class QtFunctionWorker(QThread):
     """Runs `function(progress=..., cancel=...)` (or `function()` with `plain=True`) in a thread."""
 
-    progressed = Signal(int, int, str)     # done, total, message
+    progressed = Signal(object)            # a core.progress.Progress
     finished_ok = Signal(object)           # the function's return value
     failed = Signal(str, str)              # message for the user, technical details
     cancelled = Signal(object)             # the return value of a run stopped by cancel()
@@ -46,8 +46,8 @@ class QtFunctionWorker(QThread):
     def is_cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
-    def _progress(self, done: int, total: int, message: str = "") -> None:
-        self.progressed.emit(int(done), int(total), str(message))
+    def _progress(self, update) -> None:
+        self.progressed.emit(update)
 
     def run(self) -> None:  # noqa: D401 - QThread API
         try:
@@ -88,7 +88,7 @@ class QtJobQueue(QObject):
     often it is made, so a build asked for while one runs starts once, from the state of then."""
 
     started = Signal(object)               # the Job now running
-    progressed = Signal(int, int, str)     # done, total, message of the running job
+    progressed = Signal(object)            # the running job's core.progress.Progress
     failed = Signal(str, str, str)         # title, message for the user, details
     cancelling = Signal()                  # the running job was asked to stop
     ended = Signal(object)                 # a Job ended: done, cancelled or failed

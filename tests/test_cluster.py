@@ -90,7 +90,7 @@ def test_a_two_worker_build_equals_the_single_process_build(tmp_path, raster, si
     single_dir, single_stats = single
     seen = []
     stats = _on_cluster(tmp_path / "idx", raster, tiny_model, client, checkpoint,
-                        progress=lambda done, total, message: seen.append((done, total, message)))
+                        progress=lambda p: seen.append((p.done, p.total, p.message)))
     assert len(client.nthreads()) == 2
     assert (stats.tiles_planned, stats.tiles_encoded, stats.tiles_nodata) == \
         (single_stats.tiles_planned, single_stats.tiles_encoded, single_stats.tiles_nodata) == (80, 74, 6)
@@ -121,8 +121,8 @@ def test_an_interrupted_client_resumes_to_the_same_result(tmp_path, raster, sing
                                                            checkpoint):
     cancel = threading.Event()
 
-    def progress(done, total, message):
-        if "tiles/s" in message and done >= total // 2:   # half the tiles encoded
+    def progress(update):
+        if "tiles/s" in update.message and update.done >= update.total // 2:   # half the tiles encoded
             cancel.set()
 
     first = _on_cluster(tmp_path / "idx", raster, tiny_model, client, checkpoint, progress=progress,

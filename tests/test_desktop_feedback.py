@@ -160,6 +160,7 @@ def test_find_all_shows_its_progress_and_can_be_cancelled(qtbot, indexed_window,
     import threading
     from ssjdn.core.query import feedback
     from ssjdn.core.errors import Cancelled
+    from ssjdn.core.progress import Progress, Stage
     window = indexed_window
     window.show()
     ids = [int(i) for i in window.model.index.tile_ids()]
@@ -167,7 +168,7 @@ def test_find_all_shows_its_progress_and_can_be_cancelled(qtbot, indexed_window,
     started = threading.Event()
 
     def slow(index, positives, negatives, progress=None, cancel=None, **kwargs):
-        progress(5, 20, "Scoring every tile with the classifier")
+        progress(Progress(Stage.SCORING, 5, 20, "Scoring every tile with the classifier"))
         started.set()
         assert cancel.wait(20)
         raise Cancelled()

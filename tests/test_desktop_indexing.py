@@ -11,11 +11,11 @@ def test_cancel_stops_indexing_and_leaves_a_resumable_index(qtbot, make_window, 
         window.load_model()
     progress_seen = []
 
-    def cancel_after_first_tiles(done, total, _message):
+    def cancel_after_first_tiles(update):
         # Runs in the worker thread (direct connection), so the cancel lands between two
         # read chunks deterministically, not whenever the GUI thread gets to it.
-        progress_seen.append((done, total))
-        if done > 0:
+        progress_seen.append((update.done, update.total))
+        if update.done > 0:
             window.index_jobs.worker.cancel()
 
     with qtbot.waitSignal(window.indexingStarted, timeout=INDEX_TIMEOUT_MS):
@@ -78,14 +78,16 @@ def test_changing_the_model_during_indexing_indexes_with_the_new_one(qtbot, make
 def test_the_progress_bar_names_the_search_structure_step(make_window):
     """After the last tile the engine builds the search structure (minutes at 10M tiles): the
     bar says so instead of sitting at a full tile count."""
+    from ssjdn.core.progress import Progress, Stage
     window = make_window()
-    window.status.show_index_progress(40, 160, "chunk 3")
+    window.status.show_index_progress(Progress(Stage.ENCODING, 40, 160, "chunk 3"))
     assert window.status.progress.format() == "Indexing %v / %m tiles"
-    window.status.show_index_progress(160, 160, "search structure: 100,000 / 160,000 vectors added")
+    window.status.show_index_progress(Progress(Stage.SEARCH_STRUCTURE, 160, 160,
+                                               "search structure: 100,000 / 160,000 vectors added"))
     assert window.status.progress.format() == "Building the search structure…"
     assert "100,000 / 160,000" in window.status.progress.toolTip()
     assert window.statusBar().currentMessage() == "Search structure: 100,000 / 160,000 vectors added"
-    window.status.show_index_progress(160, 160, "done")
+    window.status.show_index_progress(Progress(Stage.DONE, 160, 160, "done"))
     assert window.statusBar().currentMessage() == ""
 
 

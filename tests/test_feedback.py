@@ -114,13 +114,13 @@ def test_scoring_every_tile_reports_progress_and_stops_on_cancel(indexed, monkey
     monkeypatch.setattr(index_store.TileIndex, "iter_raster_vectors",
                         lambda self, rid, block=65_536: real(self, rid, block=6))   # 4 blocks
     reports = []
-    tile_probabilities(indexed, ids[:3], ids[10:14], progress=lambda *a: reports.append(a))
+    tile_probabilities(indexed, ids[:3], ids[10:14], progress=lambda p: reports.append((p.done, p.total, p.message)))
     assert [done for done, _, _ in reports] == [6, 12, 18, 20]
     assert {total for _, total, _ in reports} == {20} and "Scoring" in reports[0][2]
     cancel = threading.Event()
     with pytest.raises(Cancelled):
         tile_probabilities(indexed, ids[:3], ids[10:14], cancel=cancel,
-                           progress=lambda done, total, message: cancel.set())
+                           progress=lambda update: cancel.set())
 
 
 def test_classify_keeps_tiles_above_the_threshold_best_first(indexed):

@@ -10,6 +10,7 @@ from ssjdn.core.errors import UserError
 from ssjdn.core.index import ann
 from ssjdn.core.index.index_store import FAISS_NAME, IndexMismatchError, TileIndex
 from ssjdn.core.index.indexing import build_index
+from ssjdn.core.progress import Progress, Stage
 from ssjdn.core.query.search import search_text
 
 # Small chunks and commits so that a 320 x 256 raster is several committed steps.
@@ -64,10 +65,10 @@ def test_interrupted_index_resumes_to_the_same_result(tmp_path, tiny_model, how)
 
     cancel = threading.Event()
 
-    def progress(done, total, message):
-        if 0 < done < total // 2:
+    def progress(update):
+        if 0 < update.done < update.total // 2:
             return
-        if done >= total // 2 and message not in ("planned", "done", "cancelled"):
+        if update.done >= update.total // 2 and update.stage is Stage.ENCODING:
             if how == "cancel":
                 cancel.set()
             else:
@@ -99,7 +100,7 @@ def test_resuming_with_another_chunk_size_keeps_the_first_chunking(tmp_path, tin
     # finished on the other must neither start over nor skip or repeat tiles.
     raster = utm_scene(tmp_path)
     cancel = threading.Event()
-    stats = build_index(tmp_path / "idx", raster, tiny_model, progress=lambda d, t, m: d >= 20 and cancel.set(),
+    stats = build_index(tmp_path / "idx", raster, tiny_model, progress=lambda p: p.done >= 20 and cancel.set(),
                         cancel=cancel, **SMALL)
     assert stats.cancelled
     done = stats.tiles_encoded
@@ -198,17 +199,23 @@ def test_a_search_after_an_interrupted_reindex_never_returns_replaced_tiles(
 
 def test_building_the_search_structure_reports_progress(tmp_path, tiny_model):
     """At 10M tiles the search structure takes minutes after the last tile is encoded: the
-    progress callback says what it is doing, with the vectors added so far."""
+    progress callback says what it is doing, with the vectors added so far; every report is a
+    Progress whose stage says which step it is (planned, tiles, search structure, done)."""
     a = utm_scene(tmp_path, "a.tif", seed=1)
     b = utm_scene(tmp_path, "b.tif", seed=2)
-    messages = []
+    updates = []
     build_index(tmp_path / "idx", [a, b], tiny_model, tile_px=32, approx_threshold=100,
-                progress=lambda done, total, message: messages.append((done, total, message)))
-    structure = [m for m in messages if m[2].startswith("search structure")]
-    assert structure and all(done == total == 160 for done, total, _ in structure)
-    assert any("160 / 160 vectors" in m for _, _, m in structure)
-    assert any("lists" in m for _, _, m in structure)           # the k-means step is named
-    assert messages[-1][2] == "done"
+                progress=updates.append)
+    assert all(isinstance(u, Progress) for u in updates)
+    stages = [u.stage for u in updates]
+    assert stages[0] is Stage.PLANNED and stages[-1] is Stage.DONE
+    first, last = stages.index(Stage.SEARCH_STRUCTURE), len(stages) - 1 - stages[::-1].index(Stage.SEARCH_STRUCTURE)
+    assert set(stages[1:first]) == {Stage.ENCODING} and set(stages[first:last + 1]) == {Stage.SEARCH_STRUCTURE}
+    structure = [u for u in updates if u.stage is Stage.SEARCH_STRUCTURE]
+    assert all(u.done == u.total == 160 for u in structure)     # the bar counts tiles throughout
+    assert any("160 / 160 vectors" in u.message for u in structure)
+    assert any("lists" in u.message for u in structure)         # the k-means step is named
+    assert {u.message for u in updates if u.stage is Stage.ENCODING} == {"a.tif", "b.tif"}
 
 
 def test_folder_input_finds_rasters_and_skips_broken_ones(tmp_path, tiny_model):

@@ -351,4 +351,4 @@ def test_the_app_hears_why_a_shared_index_rebuilds_its_search_file(cli_index, tm
     steps = []
     with index_store.TileIndex.open(tmp_path / "shared") as index:
         index.prepare_search(progress=steps.append)     # what the app's status line shows
-    assert any("not written by this installation" in step for step in steps)
+    assert any("not written by this installation" in step.message for step in steps)

@@ -236,6 +236,7 @@ def run_index(args) -> int:
     from ssjdn.core.index.index_store import IndexLock, TileIndex, check_index_dir
     from ssjdn.core.index.indexing import build_index, find_rasters
     from ssjdn.core.geo.stac import expand_inputs
+    from ssjdn.core.progress import Progress, Stage
     # What can be refused is refused before the model loads (seconds).
     IndexLock(check_index_dir(args.index, for_writing=True)).raise_if_held()
     rasters, stac_warnings = expand_inputs(args.rasters, args.asset, args.bbox, args.datetime)
@@ -248,12 +249,12 @@ def run_index(args) -> int:
     cancel = threading.Event()
     bar = tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing")
 
-    def progress(done: int, total: int, message: str) -> None:
-        if message == "planned":
-            bar.reset(total)   # the rate counts from here, not from loading the model or a cluster
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message, refresh=False)
+    def progress(update: Progress) -> None:
+        if update.stage is Stage.PLANNED:
+            bar.reset(update.total)   # the rate counts from here, not from loading the model or a cluster
+        bar.total = update.total
+        bar.n = update.done
+        bar.set_postfix_str(update.message, refresh=False)
         bar.refresh()
 
     common = dict(tile_ground_m=args.tile_m, tile_px=args.tile_px, overlap=args.overlap,
@@ -293,7 +294,7 @@ def _prepare_search(index) -> None:
     """Load the search structure before searching, showing its steps when it must be brought
     up to date first (minutes at 10M tiles, e.g. after its file was lost)."""
     with _StatusLine() as status:
-        index.prepare_search(progress=status.show)
+        index.prepare_search(progress=lambda update: status.show(update.message))
     if index.search_file_note:
         print(f"note: {index.search_file_note}", file=sys.stderr)
 

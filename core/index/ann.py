@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from ssjdn.core.progress import Progress, Stage
+
 # Below this many vectors exact search is fast enough: ~6 ms at 50k x 512 on one core, while
 # at 100k it is 12-19 ms, most of the 20 ms budget that text encoding also needs (bench_search).
 APPROX_THRESHOLD = 50_000
@@ -41,8 +43,6 @@ MAX_NLIST = 4096
 # cosine ~0.5: queries close to the data would make a small nprobe look good enough.
 CALIBRATION_NOISE = 1.5
 BLOCK = 100_000
-# Every progress message of a build starts so: a caller can tell this step from its own.
-PROGRESS_PREFIX = "search structure"
 
 Reader = Callable[[np.ndarray], np.ndarray]   # positions -> float32 vectors [n, dim]
 
@@ -55,8 +55,8 @@ def build_ann(ids: np.ndarray, read: Reader, dim: int, approx_threshold: int = A
               target_recall: float = TARGET_RECALL, seed: int = 0, progress=None):
     """A faiss index over the vectors `read(positions)` returns for `ids` (one id per position):
     exact below `approx_threshold`, else IVF-RaBitQ with an nprobe measured to reach
-    `target_recall` after re-ranking. Returns (index, nprobe or None). `progress(message)` hears
-    each step (minutes at 10M vectors)."""
+    `target_recall` after re-ranking. Returns (index, nprobe or None). `progress(Progress)` hears
+    each step (minutes at 10M vectors), in the SEARCH_STRUCTURE stage."""
     import faiss
     ids = np.asarray(ids, np.int64)
     n = len(ids)
@@ -82,12 +82,13 @@ def add_blocks(index, ids: np.ndarray, read: Reader, progress=None) -> None:
     for start in range(0, len(ids), BLOCK):
         positions = np.arange(start, min(start + BLOCK, len(ids)))
         index.add_with_ids(np.ascontiguousarray(read(positions), np.float32), ids[positions])
-        _say(progress, f"{positions[-1] + 1:,} / {len(ids):,} vectors added")
+        _say(progress, f"{positions[-1] + 1:,} / {len(ids):,} vectors added", positions[-1] + 1, len(ids))
 
 
-def _say(progress, message: str) -> None:
+def _say(progress, message: str, done: int = 0, total: int = 0) -> None:
     if progress is not None:
-        progress(f"{PROGRESS_PREFIX}: {message}")
+        stage = Stage.SEARCH_STRUCTURE
+        progress(Progress(stage, int(done), int(total), f"{stage.value}: {message}"))
 
 
 def search(index, queries: np.ndarray, k: int, fetch: Callable[[np.ndarray], np.ndarray],

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ssjdn.core.errors import UserError
+from ssjdn.core.progress import Progress, Stage
 from ssjdn.core.index.index_store import APPROX_THRESHOLD
 from ssjdn.core.index.indexing import (DEFAULT_CHUNK_PX, DEFAULT_MAX_NODATA, ChunkCommitter, IndexStats,
                                  build_with, cut_chunk, encode_tiles, skip_unreadable)
@@ -222,11 +223,11 @@ def build_index_on_cluster(index_dir, rasters, model, cluster, model_spec=None, 
         raise UserError("The workers load the model themselves: give model_spec (a checkpoint "
                         "path or config name that every worker can load).")
     spec = worker_spec(spec)
-    report = progress or (lambda done, total, message: None)
-    report(0, 0, "starting the cluster")
+    report = progress or (lambda update: None)
+    report(Progress(Stage.STARTING, message="starting the cluster"))
     with connect(cluster, connect_timeout) as client:
         _wait_for_workers(client)
-        report(0, 0, f"loading the model on {len(client.nthreads())} worker(s)")
+        report(Progress(Stage.STARTING, message=f"loading the model on {len(client.nthreads())} worker(s)"))
         _check_workers(client, spec, model.fingerprint)
         encode = _ClusterEncoder(client, spec, model.fingerprint, commit_every)
         return build_with(encode, index_dir, rasters, model, tile_ground_m=tile_ground_m,

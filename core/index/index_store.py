@@ -39,6 +39,7 @@ from ssjdn.core import provenance
 from ssjdn.core.index.ann import APPROX_THRESHOLD
 from ssjdn.core.errors import UserError, os_error_as_user_error
 from ssjdn.core.files import file_sha256, sha256_of
+from ssjdn.core.progress import Progress, Stage
 from ssjdn.core.geo.raster import change_key, raster_path
 from ssjdn.core.index.vector_store import VectorShards, VectorStoreDamaged
 
@@ -980,7 +981,7 @@ class TileIndex:
 
     def finalize(self, approx_threshold: int = APPROX_THRESHOLD, progress=None) -> None:
         """Bring the faiss file up to date with the database (atomically replaced);
-        `progress(message)` hears its steps."""
+        `progress(Progress)` hears its steps."""
         with self._lock:
             current = self._load_faiss_file()
             if current is not None and (self.count < approx_threshold) == ann.is_exact(current):
@@ -1054,7 +1055,7 @@ class TileIndex:
     # -- faiss ---------------------------------------------------------------------------------
     def prepare_search(self, progress=None) -> None:
         """Load the search structure now, bringing it up to date if it must be (a missing or
-        damaged file, an interrupted build: minutes at 10M tiles); `progress(message)` hears
+        damaged file, an interrupted build: minutes at 10M tiles); `progress(Progress)` hears
         those steps. Searching does the same on its first call, silently."""
         self._faiss_index(progress)
 
@@ -1065,7 +1066,8 @@ class TileIndex:
             if self._faiss is None:
                 self._faiss = self._load_faiss_file()
                 if self._faiss is None and self.search_file_note and progress is not None:
-                    progress(f"{ann.PROGRESS_PREFIX}: {self.search_file_note}")   # the app's status line
+                    stage = Stage.SEARCH_STRUCTURE   # the note goes to the app's status line
+                    progress(Progress(stage, message=f"{stage.value}: {self.search_file_note}"))
                 if self._faiss is None:
                     # e.g. an indexing run died before its last step: catch up from the saved
                     # file when it can be trusted, else rebuild from the database.

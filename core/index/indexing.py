@@ -15,13 +15,14 @@ import time
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ssjdn.core.errors import UserError, stop_check
+from ssjdn.core.progress import Progress, Stage
 from ssjdn.core.index.index_store import APPROX_THRESHOLD, SCALE_SHIFT, IndexLock, TileIndex
 from ssjdn.core.geo.raster import (is_virtual, nodata_note, nodata_policy, raster_info, raster_path,
                                read_window_rgb)
@@ -161,7 +162,8 @@ def build_index(index_dir, rasters, model, tile_ground_m=None, tile_px=None, ove
     dict {raster path: setting} for some; a tile more than `max_nodata` nodata is left out.
     A rerun with another nodata setting re-reads the raster and encodes only changed tiles.
 
-    progress(done, total, message) is called as tiles finish; cancel is a threading.Event or a
+    progress(Progress) hears the stages (core.progress: planned, encoding as tiles finish, the
+    search structure, done or cancelled), counting tiles; cancel is a threading.Event or a
     callable returning True to stop early (work finished so far is kept; calling again resumes).
     `model_source` (a checkpoint path or config name) is recorded before any tile is encoded,
     so later commands find the model even if this run is interrupted. One build per folder at a
@@ -192,7 +194,7 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
     start = time.perf_counter()
     stats = IndexStats()
     should_stop = stop_check(cancel)
-    report = progress or (lambda done, total, message: None)
+    report = progress or (lambda update: None)
     found = find_rasters(rasters)   # a typo fails before an index folder is made
     sources = _stac_sources(rasters)
     max_nodata = check_max_nodata(max_nodata)
@@ -208,17 +210,19 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
         if note := few_tiles_note(stats.tiles_planned, overlap):
             stats.warnings.append(note)
         done = _Counter(stats.tiles_resumed)
-        report(done.value, stats.tiles_planned, "planned")
-        encode(store, jobs, stats, lambda n, msg: report(done.add(n), stats.tiles_planned, msg),
-               should_stop)
+        report(Progress(Stage.PLANNED, done.value, stats.tiles_planned, "planned"))
+        encode(store, jobs, stats, lambda n, message: report(
+            Progress(Stage.ENCODING, done.add(n), stats.tiles_planned, message)), should_stop)
         for job in jobs:
             if not stats.cancelled and not job.failed:
                 store.mark_complete(job.raster_id)
         _warn_empty_rasters(store, jobs, stats)
-        store.finalize(approx_threshold,
-                       progress=lambda message: report(done.value, stats.tiles_planned, message))
+        # The search structure counts vectors; the build's listeners count tiles throughout.
+        store.finalize(approx_threshold, progress=lambda update: report(
+            replace(update, done=done.value, total=stats.tiles_planned)))
         stats.seconds = time.perf_counter() - start
-        report(done.value, stats.tiles_planned, "cancelled" if stats.cancelled else "done")
+        end = Stage.CANCELLED if stats.cancelled else Stage.DONE
+        report(Progress(end, done.value, stats.tiles_planned, end.value))
         return stats
     finally:
         lock.release()

@@ -19,6 +19,7 @@ import numpy as np
 
 from ssjdn.core.errors import Cancelled, UserError, stop_check
 from ssjdn.core.model.fast_text import encode_query
+from ssjdn.core.progress import Progress, Stage
 
 # At least this many relevant tiles to train a classifier: fewer cannot say what they share.
 MIN_POSITIVES = 3
@@ -103,7 +104,7 @@ def tile_probabilities(index, positive_ids, negative_ids=(),
     from a logistic regression trained on the marked tiles' vectors. Needs >= MIN_POSITIVES
     relevant tiles; negatives are sampled from the index when fewer than
     `settings.min_negatives` are marked. The marked tiles are scored too (a marked tile may
-    still score low). progress(done, total, message) follows the scoring block by block (ten
+    still score low). progress(Progress) follows the scoring block by block (ten
     million tiles take minutes); a set `cancel` event (or a callable returning True) stops it
     with Cancelled."""
     positive_ids, negative_ids = check_marks(index, positive_ids, negative_ids)
@@ -126,7 +127,7 @@ def tile_probabilities(index, positive_ids, negative_ids=(),
             probabilities.append(classifier.predict_proba(vectors)[:, 1])
             done += len(vectors)
             if progress is not None:
-                progress(done, len(ids), "Scoring every tile with the classifier")
+                progress(Progress(Stage.SCORING, done, len(ids), "Scoring every tile with the classifier"))
     return ids, np.concatenate(probabilities) if probabilities else np.zeros(0)
 
 
