@@ -231,21 +231,51 @@ def register(subparsers) -> None:
 # -- commands ---------------------------------------------------------------------------------
 
 def run_index(args) -> int:
-    from tqdm import tqdm
-
-    from ssjdn.core.index.index_store import IndexLock, TileIndex, check_index_dir
-    from ssjdn.core.index.indexing import build_index, find_rasters
+    from ssjdn.core.index.index_store import IndexLock, check_index_dir
+    from ssjdn.core.index.indexing import find_rasters
     from ssjdn.core.geo.stac import expand_inputs
-    from ssjdn.core.progress import Progress, Stage
     # What can be refused is refused before the model loads (seconds).
     IndexLock(check_index_dir(args.index, for_writing=True)).raise_if_held()
     rasters, stac_warnings = expand_inputs(args.rasters, args.asset, args.bbox, args.datetime)
     find_rasters(rasters)
     if args.cluster is not None:
         _check_cluster_args(args)
-    # With --cluster the workers encode: the model here only plans tiles, so it stays on the CPU.
-    model, source = load_model_arg(args.model or _recorded_model_source(args.index),
-                                   *(["cpu"] if args.cluster else []))
+    # The folder is opened once: an existing index, which names the model that built it, is
+    # built into as it is; a new one is made by the build (after a cluster is reached).
+    index = _finished_index(args.index)
+    try:
+        # With --cluster the workers encode: the model here only plans tiles, so it stays on the CPU.
+        model, source = load_model_arg(args.model or (index.model_source if index else None),
+                                       *(["cpu"] if args.cluster else []))
+        stats = _build(index or args.index, rasters, model, source, args)
+    finally:
+        if index is not None:
+            index.close()
+    for warning in stac_warnings + stats.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{stats.tiles_encoded} tiles encoded in {stats.seconds:.1f} s "
+          f"({stats.tiles_per_second:.0f} tiles/s); {stats.tiles_resumed} already indexed, "
+          f"{stats.tiles_nodata} mostly nodata skipped"
+          + (f", {stats.tiles_unchanged} re-read unchanged" if stats.tiles_unchanged else "")
+          + f"; the index holds {stats.tiles_in_index} tiles.")
+    if stats.cancelled:
+        print("Stopped early. Run the same command again to continue where it stopped.")
+        return 130
+    if stats.skipped_files:
+        print(f"Skipped {len(stats.skipped_files)} unreadable file(s) (see the warnings above); "
+              f"the others are indexed. Fix or remove them and run the same command again.")
+        return EXIT_FILES_SKIPPED
+    print(f'Next: ssjdn search "what to find" --index {args.index}')
+    return 0
+
+
+def _build(index, rasters, model, source, args):
+    """Build `rasters` into `index` (an open TileIndex or a folder) here or on --cluster, with
+    a progress bar and a first Ctrl-C that stops cleanly; returns the IndexStats."""
+    from tqdm import tqdm
+
+    from ssjdn.core.index.indexing import build_index
+    from ssjdn.core.progress import Progress, Stage
     cancel = threading.Event()
     bar = tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing")
 
@@ -265,29 +295,12 @@ def run_index(args) -> int:
     with _first_ctrl_c_sets(cancel):
         if args.cluster is not None:
             from ssjdn.core.index.cluster import build_index_on_cluster
-            stats = build_index_on_cluster(args.index, rasters, model, args.cluster, **common)
+            stats = build_index_on_cluster(index, rasters, model, args.cluster, **common)
         else:
-            stats = build_index(args.index, rasters, model, batch_size=args.batch_size,
+            stats = build_index(index, rasters, model, batch_size=args.batch_size,
                                 workers=args.workers, **common)
     bar.close()
-    with TileIndex.open(args.index) as index:
-        total = index.count
-    for warning in stac_warnings + stats.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"{stats.tiles_encoded} tiles encoded in {stats.seconds:.1f} s "
-          f"({stats.tiles_per_second:.0f} tiles/s); {stats.tiles_resumed} already indexed, "
-          f"{stats.tiles_nodata} mostly nodata skipped"
-          + (f", {stats.tiles_unchanged} re-read unchanged" if stats.tiles_unchanged else "")
-          + f"; the index holds {total} tiles.")
-    if stats.cancelled:
-        print("Stopped early. Run the same command again to continue where it stopped.")
-        return 130
-    if stats.skipped_files:
-        print(f"Skipped {len(stats.skipped_files)} unreadable file(s) (see the warnings above); "
-              f"the others are indexed. Fix or remove them and run the same command again.")
-        return EXIT_FILES_SKIPPED
-    print(f'Next: ssjdn search "what to find" --index {args.index}')
-    return 0
+    return stats
 
 
 def _prepare_search(index) -> None:
@@ -545,14 +558,14 @@ def _open_index(args):
     return index, model
 
 
-def _recorded_model_source(index_dir) -> str | None:
-    """The model an existing index was built with, so adding rasters needs no --model."""
+def _finished_index(index_dir):
+    """The folder's index, open (it names the model it was built with, so adding rasters needs
+    no --model), or None where there is none yet or it is empty or unfinished."""
     from ssjdn.core.index.index_store import DB_NAME, TileIndex
     if not (Path(index_dir) / DB_NAME).exists():
         return None
     try:
-        with TileIndex.open(index_dir) as index:
-            return index.model_source
+        return TileIndex.open(index_dir)
     except UserError:
         return None   # empty or unfinished: building it again is what the user is doing
 
@@ -630,9 +643,9 @@ def _remember(index, label: str, hits) -> None:
     """Save the hits for `ssjdn export`, each with a fingerprint of its tile (raster, window,
     vector) so that an export after the tiles changed is refused instead of exporting others."""
     from ssjdn.core.files import atomic_path
-    vectors = index.vectors([h.tile_id for h in hits]) if hits else []
+    # A search's hits carry their stored vectors (search.search_vector): nothing is read again.
     record = {"query": label,
-              "hits": [[h.tile_id, h.score, _tile_fingerprint(h, v)] for h, v in zip(hits, vectors)],
+              "hits": [[h.tile_id, h.score, _tile_fingerprint(h, h.vector)] for h in hits],
               "likelihoods": [h.likelihood for h in hits]}
     try:
         with atomic_path(Path(index.index_dir) / LAST_SEARCH) as tmp:

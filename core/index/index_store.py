@@ -560,7 +560,7 @@ class TileIndex:
 
     def has_overlapping_tiles(self) -> bool:
         """True when some raster has several tilings or tiles overlapping by more than half:
-        then a search may find two tiles of mostly the same ground (search.ranked_hits)."""
+        then a search may find two tiles of mostly the same ground (search.search_vector)."""
         return any(len(slots) > 1 or slots[0]["overlap"] > 0.5
                    for slots in (tiling_slots(r.tiling) for r in self.rasters()))
 
@@ -715,13 +715,20 @@ class TileIndex:
 
     def search(self, queries: np.ndarray, k: int):
         """(scores [Q, k], tile ids [Q, k]) by inner product; ids of -1 pad missing results."""
+        scores, ids, _ = self.search_positions(queries, k)
+        return scores, ids
+
+    def search_positions(self, queries: np.ndarray, k: int):
+        """search() with the hits' positions in the vector store (scores, tile ids, positions,
+        each [Q, k]; -1 pads): vectors_at(positions) reads the hits' vectors with no lookup."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise IndexMismatchError(f"Query vectors have {queries.shape[1]} dimensions, the index "
                                      f"{self.dim}; use the model that built the index.")
         faiss_index = self._faiss_index()
         if faiss_index.ntotal == 0:
-            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            none = np.zeros((len(queries), 0), np.int64)
+            return np.zeros((len(queries), 0), np.float32), none, none
         # The search structure's labels are shard positions: candidates are read by position
         # and only the k found become tile ids, with no database lookup.
         with self._lock:
@@ -731,7 +738,16 @@ class TileIndex:
             ids[found] = self._checked_tile_ids(positions[found])
             if np.any(np.abs(scores[found]) > 1.0 + _UNIT_NORM_TOLERANCE):
                 raise self._damaged("a search scored beyond the cosine range [-1, 1]")
-        return scores, ids
+        return scores, ids, np.where(found, positions, -1).astype(np.int64)
+
+    def vectors_at(self, positions) -> np.ndarray:
+        """float32 [N, D] stored vectors at vector-store positions (from search_positions),
+        checked like every read."""
+        positions = np.asarray(positions, np.int64).reshape(-1)
+        if not len(positions):
+            return np.zeros((0, self.dim), np.float32)
+        with self._lock:
+            return self._read_positions(positions)
 
     def _checked_tile_ids(self, positions: np.ndarray) -> np.ndarray:
         """The tile ids of the hits' rows from the tile-id files, checked against the database

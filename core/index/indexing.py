@@ -50,6 +50,7 @@ class IndexStats:
     tiles_resumed: int = 0        # already in the index from an earlier (interrupted) run
     tiles_nodata: int = 0         # tiles over the nodata threshold, never indexed
     tiles_unchanged: int = 0      # re-read after a nodata setting changed, same pixels: kept
+    tiles_in_index: int = 0       # what the index holds when the build ends (every raster's)
     seconds: float = 0.0
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -157,6 +158,7 @@ def build_index(index_dir, rasters, model, tile_ground_m=None, tile_px=None, ove
                 commit_every=2048, approx_threshold=APPROX_THRESHOLD, model_source=None,
                 nodata=None, max_nodata=DEFAULT_MAX_NODATA) -> IndexStats:
     """Index `rasters` (files and/or folders) into `index_dir` with `model`; see module docstring.
+    `index_dir` is a folder (made if new), or a TileIndex already open on one, which stays open.
 
     `nodata` is raster_info's setting for every raster (None: auto, look for collars), or a
     dict {raster path: setting} for some; a tile more than `max_nodata` nodata is left out.
@@ -198,7 +200,10 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
     found = find_rasters(rasters)   # a typo fails before an index folder is made
     sources = _stac_sources(rasters)
     max_nodata = check_max_nodata(max_nodata)
-    store = TileIndex.open(index_dir, model=model, create=True)
+    given = isinstance(index_dir, TileIndex)   # the caller's open index: used, left open
+    store = index_dir if given else TileIndex.open(index_dir, model=model, create=True)
+    if given:
+        store.check_model(model)
     lock = IndexLock(store.index_dir)
     try:
         lock.acquire()
@@ -220,13 +225,15 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
         # The search structure counts vectors; the build's listeners count tiles throughout.
         store.finalize(approx_threshold, progress=lambda update: report(
             replace(update, done=done.value, total=stats.tiles_planned)))
+        stats.tiles_in_index = store.count
         stats.seconds = time.perf_counter() - start
         end = Stage.CANCELLED if stats.cancelled else Stage.DONE
         report(Progress(end, done.value, stats.tiles_planned, end.value))
         return stats
     finally:
         lock.release()
-        store.close()
+        if not given:
+            store.close()
 
 
 # -- planning ---------------------------------------------------------------------------------

@@ -91,10 +91,10 @@ def search_refined(index, model, text: str | None = None, positive_ids=(), negat
     """The k tiles that best match the refined query, best first (search.Hit, score = cosine).
 
     With `skip_marked` the marked tiles are left out, so the k hits are all new to the analyst."""
-    from ssjdn.core.query.search import ranked_hits
+    from ssjdn.core.query.search import search_vector
     query = refine_query(index, model, text, positive_ids, negative_ids, weights)
     marked = set(map(int, positive_ids)) | set(map(int, negative_ids)) if skip_marked else set()
-    return ranked_hits(index, query, k, exclude=marked)
+    return search_vector(index, query, k, exclude=marked)
 
 
 def tile_probabilities(index, positive_ids, negative_ids=(),

@@ -6,7 +6,7 @@ the model was trained with, so they compare across queries of the same model.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,27 +44,38 @@ class Hit:
     likelihood: float | None = None               # calibrated match likelihood (text searches)
     tiling: str = ""                              # which tiling of its raster, e.g. "38.4 m, overlap 0.5"
     stac: dict | None = None                      # its STAC item: {"item", "collection", "datetime"}
+    # From a search (search_vector): where its vector sits in the index's vector store, and
+    # that stored vector (float32 [D]), so no caller reads it again. None for looked-up hits.
+    position: int | None = None
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
     """The k tiles that best match a description, best first."""
-    text = clean_query(query)
-    vector = encode_query(model, text)
-    return with_likelihoods(ranked_hits(index, vector, k), model)
+    return with_likelihoods(search_vector(index, query_vector(model, query), k), model)
 
 
-def ranked_hits(index, vector: np.ndarray, k: int, exclude=()) -> list[Hit]:
-    """The k best hits for a query vector [1, D] or [D], leaving out tile ids in `exclude`.
+def query_vector(model, query: str) -> np.ndarray:
+    """A description as the model's unit query vector [D] (an empty one is a UserError)."""
+    return encode_query(model, clean_query(query))[0]
+
+
+def search_vector(index, vector: np.ndarray, k: int, exclude=()) -> list[Hit]:
+    """The k best hits for a query vector [1, D] or [D], leaving out tile ids in `exclude`,
+    each with its vector-store position and stored vector: every search ranks here.
     Where the index holds tiles that overlap much (several tilings of a raster, or overlap
     above SAME_GROUND), more candidates are fetched and of two hits on mostly the same ground
     only the better is kept."""
     exclude = {int(i) for i in exclude}
     overlapping = index.has_overlapping_tiles()
     fetch = int(k) * (_CANDIDATES_PER_HIT if overlapping else 1) + len(exclude)
-    scores, ids = index.search(np.atleast_2d(vector), fetch)
-    pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if int(i) not in exclude]
-    hits = hits_for_ids(index, [i for i, _ in pairs], [s for _, s in pairs])
-    return (suppress_same_ground(hits) if overlapping else hits)[:int(k)]
+    scores, ids, positions = index.search_positions(np.atleast_2d(vector), fetch)
+    kept = [n for n, i in enumerate(ids[0]) if int(i) not in exclude]
+    hits = hits_for_ids(index, ids[0][kept], scores[0][kept], positions[0][kept])
+    hits = (suppress_same_ground(hits) if overlapping else hits)[:int(k)]
+    # Only the hits kept are read, by position: a few rows, no database lookup.
+    vectors = index.vectors_at([h.position for h in hits])
+    return [replace(h, vector=v) for h, v in zip(hits, vectors)]
 
 
 def suppress_same_ground(hits: list[Hit]) -> list[Hit]:
@@ -93,7 +104,6 @@ def _shared_share(a: Window, b: Window) -> float:
 def with_likelihoods(hits: list[Hit], model) -> list[Hit]:
     """Text-search hits with their match likelihood when the model has a calibration (it was
     fitted on text-to-image scores, so it says nothing about refined or image queries)."""
-    from dataclasses import replace
     from ssjdn.core.model.calibration import calibration_of
     calibration = calibration_of(model)
     if calibration is None or not hits:
@@ -110,7 +120,7 @@ def search_similar(index, model, tile_or_image, k: int = 20) -> list[Hit]:
         vector = index.vectors([own_id])
     else:
         vector = model.encode_images(_pixels(tile_or_image, index)).float().cpu().numpy()
-    return ranked_hits(index, vector, k, exclude=() if own_id is None else (own_id,))
+    return search_vector(index, vector, k, exclude=() if own_id is None else (own_id,))
 
 
 def rank_captions(model, image_or_tile, captions, index=None) -> list[tuple[str, float]]:
@@ -131,8 +141,7 @@ def score_heatmap(index, model, query: str, raster_path) -> GeoRaster:
     if record is None:
         raise UserError(f"{raster_path} is not in the index {index.index_dir}; index it first "
                         f"(ssjdn index {raster_path} --index {index.index_dir}).")
-    text = encode_query(model, clean_query(query))[0]
-    return vector_heatmap(index, record, text)
+    return vector_heatmap(index, record, query_vector(model, query))
 
 
 def vector_heatmap(index, record, query: np.ndarray) -> GeoRaster:
@@ -221,7 +230,7 @@ def tile_query_map(index, model, tile_id, query: str) -> GeoRaster:
     footprint: higher = a better match; NaN (nodata) where the tile has no data."""
     record = index.tile(int(tile_id))
     pixels, valid = read_window_rgb(_encoded_info(record), record.window, with_mask=True)
-    text = torch.from_numpy(encode_query(model, clean_query(query))[0])
+    text = torch.from_numpy(query_vector(model, query))
     grid = model.query_maps(_as_batch(torch.from_numpy(pixels)), text)[0].cpu()
     georaster = tile_georaster(record, grid, nodata=float("nan"))
     covered = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(~valid).float()[None, None],
@@ -253,15 +262,17 @@ def clean_query(query) -> str:
     return text
 
 
-def hits_for_ids(index, ids, scores) -> list[Hit]:
-    """Hits for tile ids and their scores, in the given order (ids < 0 and unknown ids dropped)."""
+def hits_for_ids(index, ids, scores, positions=None) -> list[Hit]:
+    """Hits for tile ids and their scores (and vector-store positions, from a search), in the
+    given order (ids < 0 and unknown ids dropped)."""
     # Pair before filtering: dropping an id must not shift the scores after it.
-    pairs = [(int(i), float(score)) for i, score in zip(ids, scores) if int(i) >= 0]
-    records = {r.tile_id: r for r in index.tiles([i for i, _ in pairs])}
+    positions = [None] * len(ids) if positions is None else [int(p) for p in positions]
+    rows = [(int(i), float(score), at) for i, score, at in zip(ids, scores, positions) if int(i) >= 0]
+    records = {r.tile_id: r for r in index.tiles([i for i, _, _ in rows])}
     footprints = _footprints(list(records.values()))
     return [Hit(r.tile_id, score, r.raster_path, r.window, r.bounds, r.crs, r.bounds_wgs84,
-                r.transform, footprints.get(r.tile_id), tiling=r.tiling, stac=r.stac)
-            for i, score in pairs if (r := records.get(i)) is not None]
+                r.transform, footprints.get(r.tile_id), tiling=r.tiling, stac=r.stac, position=at)
+            for i, score, at in rows if (r := records.get(i)) is not None]
 
 
 def _footprints(records) -> dict[int, np.ndarray]:
