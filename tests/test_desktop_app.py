@@ -56,7 +56,7 @@ def test_a_session_opened_at_start_up_keeps_its_layer_states(user_dirs, small_ra
 
 def test_the_sample_opened_from_the_menu_in_an_empty_window_gets_its_tile_size(qtbot, make_window):
     window = make_window(auto_index=False)
-    window.open_sample()
+    window.dialogs.open_sample()
     assert window.session.tile_ground_m == 200.0 and window.choice.tile_size.value() == 200.0
     assert len(window.map_view.rasters) == 1
 

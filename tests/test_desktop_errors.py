@@ -54,7 +54,7 @@ def test_a_damaged_session_file_is_a_message(qtbot, make_window, tmp_path):
     bad = tmp_path / "session.json"
     bad.write_text("{not json")
     with qtbot.waitSignal(window.errorShown) as shown:
-        window.restore_session(str(bad))
+        window.dialogs.restore_session(str(bad))
     assert "session" in shown.args[0].lower()
 
 

@@ -216,7 +216,7 @@ def test_background_map_tiles_come_only_from_the_url_the_user_sets(qtbot, window
     view.refresh_details()
     assert tile_server.requests == [] and "background" not in view.layers   # nothing without a URL
 
-    window.set_background(f"{tile_server.url}/{{z}}/{{x}}/{{y}}.png")
+    window.dialogs.set_background(f"{tile_server.url}/{{z}}/{{x}}/{{y}}.png")
     qtbot.waitUntil(lambda: view.background_settled() and bool(view.layer_items("background")), timeout=20_000)
     # The tile under the raster's centre, at the zoom of the view's resolution, was fetched and
     # drawn there, under the raster.
@@ -239,7 +239,7 @@ def test_background_map_tiles_come_only_from_the_url_the_user_sets(qtbot, window
     qtbot.waitUntil(again.map_view.background_settled, timeout=20_000)
     again.map_view.set_background(None)                 # this window asks for no more tiles
 
-    window.set_background("")                            # removed: no layer, no more requests
+    window.dialogs.set_background("")                            # removed: no layer, no more requests
     asked = len(tile_server.requests)
     view.scale(0.5, 0.5)
     view.refresh_details()
@@ -265,7 +265,7 @@ def test_a_background_tile_dropped_from_the_cache_is_fetched_again(qtbot, window
     utm_window(window, tmp_path)
     view = window.map_view
     qtbot.wait(300)
-    window.set_background(f"{tile_server.url}/{{z}}/{{x}}/{{y}}.png")
+    window.dialogs.set_background(f"{tile_server.url}/{{z}}/{{x}}/{{y}}.png")
     qtbot.waitUntil(lambda: view.background_settled() and bool(view.layer_items("background")), timeout=20_000)
     first = list(tile_server.requests)
     view.scale(0.25, 0.25)          # another zoom level: its tiles push the first ones out

@@ -155,7 +155,7 @@ def test_file_opens_a_stac_catalog_and_its_hits_carry_the_item(qtbot, make_windo
     with qtbot.waitSignal(window.modelReady, timeout=INDEX_TIMEOUT_MS):
         window.load_model()
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as ready:
-        window.open_stac(str(catalog))
+        window.dialogs.open_stac(str(catalog))
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
     assert len(window.session.rasters) == 3 and ready.args[0].tiles_planned == 60
     assert {r["item"] for r in window.session.stac_items.values()} == {"flight-0", "flight-1", "flight-2"}

@@ -115,10 +115,10 @@ def test_similar_tiles_leave_out_the_tile_itself(qtbot, indexed_window):
 def test_hits_and_heatmap_export_and_the_session_round_trips(qtbot, indexed_window, make_window, tmp_path):
     window = indexed_window
     hits = search_through_ui(qtbot, window, "farmland")
-    window.export_hits(str(tmp_path / "hits.geojson"))
+    window.dialogs.export_hits(str(tmp_path / "hits.geojson"))
     features = json.loads((tmp_path / "hits.geojson").read_text())["features"]
     assert len(features) == len(hits)
-    window.export_heatmap(str(tmp_path / "heat.tif"))
+    window.dialogs.export_heatmap(str(tmp_path / "heat.tif"))
     import rasterio
     with rasterio.open(tmp_path / "heat.tif") as heat:
         assert heat.crs.to_epsg() == 32631 and heat.count == 1
@@ -126,13 +126,13 @@ def test_hits_and_heatmap_export_and_the_session_round_trips(qtbot, indexed_wind
     raster_layer = next(n for n, s in window.map_view.layers.items() if s.kind == "raster")
     window.model.layers.set_opacity(raster_layer, 0.3)
     window.model.layers.set_visible("tiles", True)
-    window.save_session(str(tmp_path / "session.json"))
+    window.dialogs.save_session(str(tmp_path / "session.json"))
 
     restored = make_window()
     with qtbot.waitSignal(restored.modelReady, timeout=INDEX_TIMEOUT_MS):
         restored.load_model()
     with qtbot.waitSignal(restored.searchFinished, timeout=INDEX_TIMEOUT_MS) as rerun:
-        restored.restore_session(str(tmp_path / "session.json"))
+        restored.dialogs.restore_session(str(tmp_path / "session.json"))
     assert restored.session.rasters == window.session.rasters
     assert restored.session.queries == ["farmland"]
     assert restored.search_panel.query.text() == "farmland"

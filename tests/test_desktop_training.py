@@ -22,8 +22,8 @@ def ucm_root(tmp_path):
 
 
 def open_dialog(window, ucm_root, tmp_path, epochs):
-    window.open_training_dialog()
-    dialog = window.training_dialog
+    window.dialogs.open_training_dialog()
+    dialog = window.dialogs.training_dialog
     dialog.dataset.setText(str(ucm_root))
     dialog.config.setCurrentIndex(dialog.config.findText("tiny"))
     assert dialog.config.currentData() == str(TINY_CONFIG)
@@ -35,8 +35,8 @@ def open_dialog(window, ucm_root, tmp_path, epochs):
 
 def test_the_dialog_opens_on_the_shipped_models_recipe_and_describes_every_config(make_window):
     window = make_window(auto_index=False)
-    window.open_training_dialog()
-    dialog = window.training_dialog
+    window.dialogs.open_training_dialog()
+    dialog = window.dialogs.training_dialog
     assert dialog.config.currentText() == DEFAULT_CONFIG == "ucm_default_cpu"
     assert dialog.config_description.text().startswith("The recipe of the shipped default model")
     for path in training_configs():
