@@ -59,11 +59,19 @@ def test_without_the_weight_the_vectors_are_the_embeddings(tiny_model):
     ({"class_evidence_weight": -1}, ">= 0"),
     ({"class_evidence_weight": float("nan")}, ">= 0"),
     ({"class_evidence_weight": "strong"}, ">= 0"),
-    ({"class_evidence_weight": 1.0, "lsd": False}, "needs LSD"),
 ])
 def test_a_bad_weight_is_one_clear_message(overrides, message):
     with pytest.raises(UserError, match=message):
         create_model("tiny", overrides=overrides, device="cpu")
+
+
+@pytest.mark.parametrize("overrides", [{"lsd": False}, {"categories": []}])
+def test_without_lsd_there_is_no_class_evidence_and_the_vectors_are_the_embeddings(overrides):
+    # The model configs ask for class evidence; the LSD ablation and datasets without
+    # categories must still build (and index) as plain embeddings.
+    model = create_model("tiny", overrides={"class_evidence_weight": WEIGHT, **overrides}, device="cpu")
+    assert model.class_evidence_weight == 0 and model.vector_dim == 16
+    assert model.encode_images(_images(1)).shape == (1, 16)
 
 
 def test_an_index_and_its_onnx_queries_use_the_same_vectors(evidence_model, tmp_path, monkeypatch):
@@ -87,3 +95,22 @@ def test_the_query_map_explains_the_score_with_its_class_evidence(evidence_model
     maps = evidence_model.query_maps(_images(2), "an airport")
     side = evidence_model.input_size // 8
     assert maps.shape == (2, side, side) and torch.isfinite(maps).all() and (maps >= 0).all()
+
+
+def test_validation_from_cached_features_scores_the_same_vectors_as_from_pixels(ucm_root, tmp_path):
+    # With the feature cache, validation builds image vectors from cached backbone features:
+    # they must be the joint vectors too (before: plain embeddings against joint text vectors).
+    from caption_fixtures import tiny_config
+    from ssjdn.core.model.api import load_model
+    from ssjdn.training.datasets import load_dataset
+    from ssjdn.training.evaluate import evaluate_model, load_images
+    from ssjdn.training.train import train
+
+    overrides = {"image": {"freeze_stages": 2}, "class_evidence_weight": WEIGHT}
+    train(tiny_config(epochs=1, feature_cache={"views": 1}, model_overrides=overrides), ucm_root, tmp_path)
+    model = load_model(tmp_path / "last.safetensors", device="cpu")
+    assert model.vector_dim == 16 + len(model.categories)
+    logged = float(open(tmp_path / "log.csv").read().splitlines()[-1].split(",")[
+        open(tmp_path / "log.csv").read().splitlines()[0].split(",").index("mR")])
+    val = load_dataset(ucm_root, "val", name="ucm")
+    assert abs(evaluate_model(model, val, images=load_images(val.image_paths))["mR"] - logged) < 0.5

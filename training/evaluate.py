@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ssjdn.core.errors import UserError
 from ssjdn.core.files import atomic_path
@@ -26,7 +25,8 @@ TIES_NOTE = ("R@K and mR: expected values when tied candidates (identical captio
 @torch.no_grad()
 def image_embeddings_from_features(model, features: list[torch.Tensor],
                                    batch_size: int = 64) -> torch.Tensor:
-    """Unit-norm embeddings from the cached frozen backbone prefix (same path as encode_images)."""
+    """The model's unit vectors from the cached frozen backbone prefix (same path and vectors
+    as encode_images, class evidence included)."""
     was_training = model.training
     model.eval()
     out = []
@@ -34,8 +34,8 @@ def image_embeddings_from_features(model, features: list[torch.Tensor],
         for start in range(0, len(features[0]), batch_size):
             batch = [f[start:start + batch_size].to(model.device).float() for f in features]
             with model._autocast():
-                base, _, _ = model.image_from_features(model.backbone.resume(batch))
-            out.append(F.normalize(base.float(), dim=-1))
+                base, logits, _ = model.image_from_features(model.backbone.resume(batch))
+            out.append(model.joint_vectors(base, logits))
     finally:
         model.train(was_training)
     return torch.cat(out)

@@ -436,12 +436,11 @@ def _concat_maps(batches: list[SalienceMaps | None], count: int, model: SSJDN) -
 
 
 def _class_evidence_weight(config: dict, lsd_on: bool) -> float:
-    """config `class_evidence_weight` (default 0: the plain embedding), checked."""
+    """config `class_evidence_weight` (default 0: the plain embedding), checked. The evidence is
+    LSD's class distribution, so with LSD off (an ablation, or a dataset without categories)
+    there is none and the vectors are the embeddings."""
     weight = config.get("class_evidence_weight", 0) or 0
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
             or weight < 0:
         raise UserError(f"class_evidence_weight must be a number >= 0, not {weight!r}.")
-    if weight and not lsd_on:
-        raise UserError("class_evidence_weight needs LSD (lsd: true and categories): the class "
-                        "evidence is LSD's class distribution. Set it to 0 or turn LSD on.")
-    return float(weight)
+    return float(weight) if lsd_on else 0.0
