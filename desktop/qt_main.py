@@ -9,8 +9,7 @@ message box, never a traceback on the terminal.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMenu, QMessageBox, QToolBar
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QMessageBox
 
 from ssjdn.desktop.explorer import ExplorerModel
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
@@ -20,6 +19,7 @@ from ssjdn.desktop.qt_captions import QtCaptionPanel
 from ssjdn.desktop.qt_feedback import QtFeedbackPanel
 from ssjdn.desktop.qt_layers import QtLayerPanel
 from ssjdn.desktop.qt_map import QtMapView
+from ssjdn.desktop.qt_menus import build_menus_and_toolbar
 from ssjdn.desktop.qt_overlays import QtMapOverlays
 from ssjdn.desktop.qt_salience import QtSaliencePanel
 from ssjdn.desktop.qt_search import QtSearchPanel, thumbnail_pixmap
@@ -58,7 +58,7 @@ class QtMainWindow(QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 860)
         self._build_views()
-        self._build_actions()
+        build_menus_and_toolbar(self)
         self._build_status_bar()
         self._connect()
         self._listen()
@@ -100,73 +100,6 @@ class QtMainWindow(QMainWindow):
         self.choice = QtModelChoice(self.session, self.prefs)   # the toolbar's model, device, tile
         self.dialogs = QtWindowActions(self)   # what the menus open: files, sessions, exports…
 
-
-    def _build_actions(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        self.open_action = file_menu.addAction("&Open raster…", QKeySequence.StandardKey.Open, self.dialogs.open_raster_dialog)
-        self.recent_menu = file_menu.addMenu("Open &recent")
-        file_menu.addAction("Open &sample scene", self.dialogs.open_sample)
-        file_menu.addAction("Open STAC catalog…", self.dialogs.open_stac_dialog)
-        file_menu.addSeparator()
-        file_menu.addAction("Open session…", self.dialogs.open_session_dialog)
-        file_menu.addAction("&Save session…", QKeySequence.StandardKey.Save, self.dialogs.save_session_dialog)
-        file_menu.addSeparator()
-        self.export_hits_action = file_menu.addAction("Export hits (GeoJSON / GeoPackage)…", self.dialogs.export_hits_dialog)
-        self.export_heatmap_action = file_menu.addAction("Export heatmap (GeoTIFF)…", self.dialogs.export_heatmap_dialog)
-        file_menu.addAction("Export detections (GeoJSON / GeoPackage)…", self.feedback_panel.export_detections_dialog)
-        file_menu.addSeparator()
-        file_menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
-
-        model_menu = bar.addMenu("&Model")
-        model_menu.addAction("Add checkpoint file…", self.dialogs.add_checkpoint_dialog)
-        index_menu = bar.addMenu("&Index")
-        self.index_action = index_menu.addAction("Build / resume index", self.start_indexing)
-        self.cancel_action = index_menu.addAction("Cancel indexing", self.cancel_indexing)
-        index_menu.addAction("Indexing settings…", self.open_indexing_dialog)
-        self.cancel_action.setEnabled(False)
-        mark_menu = bar.addMenu("M&ark")
-        # Single keys: a line edit with focus takes them as text first (Qt's shortcut override).
-        mark_menu.addAction("Mark relevant", QKeySequence("+"), lambda: self.mark_current(RELEVANT))
-        mark_menu.addAction("Mark not relevant", QKeySequence("-"), lambda: self.mark_current(NOT_RELEVANT))
-        mark_menu.addAction("Clear mark", QKeySequence("0"), lambda: self.mark_current(None))
-        mark_menu.addSeparator()
-        mark_menu.addAction("Refine search", QKeySequence("Ctrl+R"), self.refine)
-        mark_menu.addAction("Find all", QKeySequence("Ctrl+Shift+F"), self.find_all)
-        mark_menu.addAction("Clear all marks", lambda: self.model.feedback.set_marks({}))
-        tools_menu = bar.addMenu("&Tools")
-        tools_menu.addAction("&Train model…", self.dialogs.open_training_dialog)
-        view_menu = bar.addMenu("&View")
-        view_menu.addAction("Zoom to all rasters", self.map_view.fit_all)
-        view_menu.addAction("Search…", QKeySequence.StandardKey.Find, self._focus_search)
-        view_menu.addSeparator()
-        self.measure_action = view_menu.addAction("Measure distance / area", QKeySequence("M"))
-        self.measure_action.setCheckable(True)
-        self.measure_action.setToolTip("Click points on the map: length and area on the ellipsoid. "
-                                       "Double-click ends a line, Esc clears (M)")
-        self.measure_action.toggled.connect(self.map_view.set_measuring)
-        view_menu.addAction("Background map (XYZ / WMTS URL)…", self.dialogs.background_dialog)
-        view_menu.addSeparator()
-        for dock in self.docks.values():
-            view_menu.addAction(dock.toggleViewAction())
-        help_menu = bar.addMenu("&Help")
-        help_menu.addAction("About", self.show_about)
-
-        toolbar = QToolBar("Main")
-        toolbar.setObjectName("toolbar-main")
-        self.addToolBar(toolbar)
-        toolbar.addAction(self.open_action)
-        toolbar.addSeparator()
-        toolbar.addWidget(QLabel(" Model "))
-        toolbar.addWidget(self.choice.model_combo)
-        toolbar.addWidget(QLabel(" Device "))
-        toolbar.addWidget(self.choice.device_combo)
-        toolbar.addWidget(QLabel(" Tile "))
-        toolbar.addWidget(self.choice.tile_size)
-        toolbar.addAction(self.index_action)
-        toolbar.addSeparator()
-        toolbar.addAction(self.measure_action)
-        self.refresh_recent_menu()
 
     def _build_status_bar(self) -> None:
         self.status = QtStatusBar(self.model, self.jobs, self.index_jobs)
