@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ssjdn.core.errors import message_for
     from ssjdn.training.commands import summary_line, train_until_terminated
-    from ssjdn.training.train import load_training_config
+    from ssjdn.training.config import load_training_config
 
     def report(event: dict) -> None:
         if event.get("event") in ("step", "epoch", "done"):

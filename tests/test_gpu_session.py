@@ -287,7 +287,8 @@ def test_device_images_draw_batches_of_views_reproducibly():
 
 
 def test_training_with_the_training_set_on_the_device(tmp_path):
-    from ssjdn.training.train import load_training_config, train
+    from ssjdn.training.config import load_training_config
+    from ssjdn.training.train import train
 
     write_ucm_json(tmp_path / "ucm", {"train": 8, "val": 4, "test": 2})
     config = load_training_config(REPO / "training/configs/tiny.yaml")

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from caption_fixtures import TINY_CONFIG, tiny_config
 from ssjdn.core.model.api import load_model, read_checkpoint_metadata
 from ssjdn.core.errors import UserError
-from ssjdn.training.train import epoch_batches, negative_mask_for, train
+from ssjdn.training.batches import EpochBatchSampler, negative_mask_for
+from ssjdn.training.train import train
 
 def test_one_epoch_writes_checkpoints_logs_and_a_loadable_model(ucm_root, tmp_path):
     events = []
@@ -148,17 +149,58 @@ def test_cli_reports_an_unknown_split_as_a_one_line_error(ucm_root, tmp_path, ca
 
 def test_batches_never_repeat_an_image_and_cover_the_epoch():
     generator = torch.Generator().manual_seed(0)
-    batches = epoch_batches(10, 4, generator)
+    batches = list(EpochBatchSampler(10, 4, generator))
     seen = torch.cat(batches).tolist()
     assert sorted(seen) == list(range(10))
     assert all(len(set(b.tolist())) == len(b) for b in batches)
 
 
 def test_batches_are_split_evenly_across_ranks():
-    shards = [epoch_batches(10, 4, torch.Generator().manual_seed(0), rank, 2) for rank in (0, 1)]
+    shards = [list(EpochBatchSampler(10, 4, torch.Generator().manual_seed(0), rank, 2))
+              for rank in (0, 1)]
     assert [len(s) for s in shards] == [2, 2]                       # the short batch is dropped
     together = torch.cat([torch.cat(s) for s in shards]).tolist()
     assert len(set(together)) == 8
+
+
+@pytest.mark.parametrize("n_images, batch_size, world", [(10, 4, 1), (10, 4, 2), (9, 3, 1),
+                                                      (5, 4, 1), (101, 100, 4), (7, 8, 2)])
+def test_the_sampler_knows_its_length_before_it_draws(n_images, batch_size, world):
+    for rank in range(world):
+        generator = torch.Generator().manual_seed(0)
+        sampler = EpochBatchSampler(n_images, batch_size, generator, rank, world)
+        before = generator.get_state()
+        steps = len(sampler)
+        assert torch.equal(generator.get_state(), before)          # len draws nothing
+        assert steps == len(list(sampler))
+
+
+def test_each_pass_of_the_sampler_is_a_new_seeded_epoch():
+    def two_epochs(seed):
+        sampler = EpochBatchSampler(12, 4, torch.Generator().manual_seed(seed))
+        return [torch.cat(list(sampler)).tolist() for _ in range(2)]
+
+    first, second = two_epochs(3)
+    assert first != second and sorted(first) == sorted(second) == list(range(12))
+    assert two_epochs(3) == [first, second]
+
+
+def test_training_pairs_are_a_torch_dataset_indexed_by_a_batch(ucm_root, tmp_path):
+    from ssjdn.training.batches import TrainingPairs
+    from ssjdn.training.config import load_training_config
+    from ssjdn.training.datasets import load_dataset
+    from ssjdn.training.distributed import Distributed
+
+    cfg = load_training_config(tiny_config())
+    dataset = load_dataset(ucm_root, "train")
+    pairs = TrainingPairs(cfg, dataset, None, tmp_path, Distributed(), print,
+                          torch.Generator().manual_seed(0))
+    assert isinstance(pairs, torch.utils.data.Dataset) and len(pairs) == len(dataset)
+    batch = pairs[torch.tensor([4, 1])]
+    assert batch.pixels.shape == (2, 3, cfg["augment"]["crop"], cfg["augment"]["crop"])
+    assert batch.features is None
+    assert batch.captions[0] in dataset.captions[4] and batch.captions[1] in dataset.captions[1]
+    assert batch.labels.tolist() == [dataset.labels[4], dataset.labels[1]]
 
 
 def test_identical_captions_are_not_each_others_negatives():

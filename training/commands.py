@@ -91,7 +91,7 @@ def train_until_terminated(config, data_root, out, resume=False, progress=None) 
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from ssjdn.training.train import load_training_config
+    from ssjdn.training.config import load_training_config
 
     config = load_training_config(args.config)
     if args.epochs is not None:
@@ -129,7 +129,7 @@ def _train_command(args: argparse.Namespace, out: Path, resume: bool) -> str:
 
 
 def _interrupted_message(args: argparse.Namespace, out: Path) -> str:
-    from ssjdn.training.train import LAST_CHECKPOINT, STATE_FILE
+    from ssjdn.training.checkpoints import LAST_CHECKPOINT, STATE_FILE
 
     if (out / LAST_CHECKPOINT).is_file() and (out / STATE_FILE).is_file():
         return (f"Interrupted. The finished epochs are saved in {out}; continue with:\n"
