@@ -22,7 +22,7 @@ from ssjdn.desktop.qt_map import QtMapView
 from ssjdn.desktop.qt_menus import build_menus_and_toolbar
 from ssjdn.desktop.qt_overlays import QtMapOverlays
 from ssjdn.desktop.qt_salience import QtSaliencePanel
-from ssjdn.desktop.qt_search import QtSearchPanel, thumbnail_pixmap
+from ssjdn.desktop.qt_search import QtSearchBinding, QtSearchPanel
 from ssjdn.desktop.qt_status import QtStatusBar
 from ssjdn.desktop.qt_table import QtAttributeTable
 from ssjdn.desktop.qt_toolbar import QtModelChoice
@@ -70,6 +70,7 @@ class QtMainWindow(QMainWindow):
         self.overlays = QtMapOverlays(self.model, self.map_view)
         self.layer_panel = QtLayerPanel(self.model.layers, self.map_view)
         self.search_panel = QtSearchPanel()
+        self.search_binding = QtSearchBinding(self.search_panel, self.model, self.overlays)
         self.caption_panel = QtCaptionPanel(self.session)
         self.salience_panel = QtSaliencePanel()
         self.feedback_panel = QtFeedbackPanel(self.model)
@@ -116,10 +117,7 @@ class QtMainWindow(QMainWindow):
         self.search_panel.searchRequested.connect(self.search)
         self.search_panel.hitActivated.connect(self.activate_hit)
         self.search_panel.similarRequested.connect(self.search_similar)
-        self.search_panel.markRequested.connect(self.model.feedback.mark)
         self.search_panel.refineRequested.connect(self.refine)
-        self.search_panel.likelihoodDisplayChanged.connect(
-            lambda threshold, absolute: self.model.results.set_likelihood_display(threshold, absolute))
         self.caption_panel.rankRequested.connect(self.rank_captions)
         self.salience_panel.changed.connect(self._show_salience_overlay)
         self.layer_panel.closeRasterRequested.connect(self.close_raster)
@@ -139,21 +137,18 @@ class QtMainWindow(QMainWindow):
         self.jobs.idle.connect(self._maybe_idle)
         self.index_jobs.started.connect(self._on_indexing_started)
         self.index_jobs.idle.connect(self._on_indexing_ended)
-        self.model.layers.events.connect("layer", lambda layer: self._follow_heat_legend(layer))
         events = self.model.events
         events.connect("load_requested", self.load_model)
         events.connect("index_requested", self._on_index_requested)
         events.connect("search_requested", lambda query: self.search(query, self.search_panel.k.value()))
         events.connect("raster_opened", self._on_raster_opened)
-        events.connect("raster_closed", lambda path: self._show_marks())
         events.connect("model_loading", self._on_model_loading)
         events.connect("model_failed", self._on_model_failed)
         events.connect("model", self._on_model_loaded)
-        self.model.results.events.connect("results", self._on_results)
-        self.model.results.events.connect("likelihood", lambda threshold, absolute: self._show_likelihoods())
+        self.model.results.events.connect("results", lambda hits, **_: self.searchFinished.emit(hits))
         self.model.selection.events.connect("selection", self._on_selection)
         self.model.selection.events.connect("salience", self._on_salience)
-        self.model.feedback.events.connect("marks", lambda marks: self._show_marks())
+
 
     # == the model ==============================================================================
     def load_model(self) -> None:
@@ -170,7 +165,6 @@ class QtMainWindow(QMainWindow):
         self.search_panel.set_ready(False, "The model could not be loaded: choose another one.")
 
     def _on_model_loaded(self, loaded) -> None:
-        self.search_panel.set_calibrated(self.model.calibration)
         self.modelReady.emit(loaded.label)
         self._update_search_ready()   # the model may start a build next (ExplorerModel's policy)
 
@@ -258,7 +252,7 @@ class QtMainWindow(QMainWindow):
     def _update_search_ready(self) -> None:
         self.search_panel.set_ready(*self.model.ready_text())
         self.overlays.draw_marks()
-        self._show_marks()
+        self.search_binding.show_marks()
 
     # == engine jobs: one at a time, in order ==================================================
     def run_job(self, function, on_result, label: str, with_progress: bool = False) -> None:
@@ -302,26 +296,6 @@ class QtMainWindow(QMainWindow):
         self._guarded_job("Refine", lambda: self.model.feedback.refine_job(self.search_panel.k.value(), with_heatmap),
                           self.model.results.show, "Refining the search")
 
-    def _on_results(self, query, hits, heatmaps, thumbnails) -> None:
-        self.search_panel.show_hits(query, hits, [thumbnail_pixmap(t) for t in thumbnails])
-        self._show_likelihoods()
-        self._show_marks()
-        self.searchFinished.emit(hits)
-
-    def _show_likelihoods(self) -> None:
-        """The threshold line and the heatmaps' legend (the map has drawn them: QtMapOverlays)."""
-        results = self.model.results
-        self.search_panel.show_likelihoods(results.likelihood_threshold, results.text(self.model.feedback.marks))
-        value_range = self.overlays.heat_range
-        self.search_panel.show_heat_range([value_range] if value_range else [], self.overlays.heat_title)
-
-    def _follow_heat_legend(self, name: str) -> None:
-        """The score legend shows while a score heatmap does (find-all hides it, the Layers
-        panel may bring it back)."""
-        if name.startswith("heatmap:"):
-            shown = any(s.visible for n, s in self.model.layers.items() if n.startswith("heatmap:"))
-            self.search_panel.heat_legend.setVisible(shown and bool(self.model.results.heatmaps))
-
     def show_tile(self, hit) -> None:
         """Select a tile and bring it into view at the present scale (a row of the table)."""
         self.map_view.pan_to_bounds(hit.bounds, hit.crs)
@@ -344,12 +318,6 @@ class QtMainWindow(QMainWindow):
             self.statusBar().showMessage("Select a tile first: click a hit or a tile on the map.", 8000)
             return
         self.model.feedback.mark(tile_id, label)
-
-    def _show_marks(self) -> None:
-        marks = self.model.feedback.marks
-        self.search_panel.set_marks(marks, self.model.feedback.can_refine() and self.model.index is not None)
-        if self.model.results.hits:   # how many of the listed hits are marked
-            self.search_panel.status.setText(self.model.results.text(self.model.feedback.marks))
 
     def find_all(self) -> None:
         """Train the classifier on the marks (off the GUI thread) and score every tile."""

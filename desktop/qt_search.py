@@ -200,6 +200,49 @@ class QtSearchPanel(QWidget):
         menu.exec(self.results.viewport().mapToGlobal(pos))
 
 
+class QtSearchBinding:
+    """Binds the Search panel to the model (napari style): it shows the results component's
+    hits, likelihood line and heatmap legend, and the feedback component's marks, following
+    their events; the panel's mark buttons and likelihood controls set the model's state. The
+    heatmaps' colour range comes from what the map drew (QtMapOverlays)."""
+
+    def __init__(self, panel: QtSearchPanel, model, overlays) -> None:
+        self.panel, self.model, self.overlays = panel, model, overlays
+        panel.markRequested.connect(model.feedback.mark)
+        panel.likelihoodDisplayChanged.connect(
+            lambda threshold, absolute: model.results.set_likelihood_display(threshold, absolute))
+        model.events.connect("model", lambda loaded: panel.set_calibrated(model.calibration))
+        model.events.connect("raster_closed", lambda path: self.show_marks())
+        model.results.events.connect("results", self._show_results)
+        model.results.events.connect("likelihood", lambda threshold, absolute: self.show_likelihoods())
+        model.feedback.events.connect("marks", lambda marks: self.show_marks())
+        model.layers.events.connect("layer", self._follow_heat_legend)
+
+    def _show_results(self, query, hits, heatmaps, thumbnails) -> None:
+        self.panel.show_hits(query, hits, [thumbnail_pixmap(t) for t in thumbnails])
+        self.show_likelihoods()
+        self.show_marks()
+
+    def show_likelihoods(self) -> None:
+        """The threshold line and the heatmaps' legend (the map has drawn them)."""
+        results = self.model.results
+        self.panel.show_likelihoods(results.likelihood_threshold, results.text(self.model.feedback.marks))
+        value_range = self.overlays.heat_range
+        self.panel.show_heat_range([value_range] if value_range else [], self.overlays.heat_title)
+
+    def show_marks(self) -> None:
+        feedback = self.model.feedback
+        self.panel.set_marks(feedback.marks, feedback.can_refine() and self.model.index is not None)
+        if self.model.results.hits:   # how many of the listed hits are marked
+            self.panel.status.setText(self.model.results.text(feedback.marks))
+
+    def _follow_heat_legend(self, layer: str) -> None:
+        """The score legend shows while a score heatmap does (find-all hides it, the Layers
+        panel may bring it back)."""
+        if layer.startswith("heatmap:"):
+            shown = any(s.visible for n, s in self.model.layers.items() if n.startswith("heatmap:"))
+            self.panel.heat_legend.setVisible(shown and bool(self.model.results.heatmaps))
+
 def thumbnail_pixmap(thumb) -> QPixmap | None:
     """A hit's thumbnail (read_thumbnails: RGB and the tile's rect in it) as the list shows it."""
     if thumb is None:
