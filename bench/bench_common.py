@@ -1,6 +1,8 @@
 """Helpers shared by the engine benchmarks: thread limits, a model by name, a synthetic GeoTIFF."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ssjdn.core.offline import use_offline_hub
@@ -58,7 +60,7 @@ class EncoderFreeModel:
 
         self._model = model
         generator = torch.Generator().manual_seed(seed)
-        vectors = torch.randn(bank, model.config["embed_dim"], generator=generator)
+        vectors = torch.randn(bank, model.vector_dim, generator=generator)   # what an index stores
         self._bank = torch.nn.functional.normalize(vectors, dim=1).to(model.device)
         self._next = 0
 
@@ -72,3 +74,46 @@ class EncoderFreeModel:
         rows = (torch.arange(len(images)) + self._next) % len(self._bank)
         self._next += len(images)
         return self._bank[rows.to(self._bank.device)]
+
+
+@contextlib.contextmanager
+def profile_threads():
+    """cProfile of the calling thread and of every thread started inside the block (the
+    indexing pipeline reads and cuts tiles on pool threads, which a plain cProfile of the
+    caller shows only as waiting). Yields a list; after the block it holds one
+    pstats.Stats over all of them."""
+    import cProfile
+    import pstats
+    import threading
+
+    profiles, original_run = [], threading.Thread.run
+
+    def profiled_run(thread):
+        profile = cProfile.Profile()
+        profiles.append((thread, profile))
+        profile.runcall(original_run, thread)
+
+    result: list = []
+    main = cProfile.Profile()
+    threading.Thread.run = profiled_run
+    main.enable()
+    try:
+        yield result
+    finally:
+        main.disable()
+        threading.Thread.run = original_run
+        stats = pstats.Stats(main)
+        for thread, profile in profiles:
+            if not thread.is_alive():   # a thread still running has no finished profile to read
+                stats.add(profile)
+        result.append(stats)
+
+
+def top_functions(stats, sort: str, count: int = 40) -> str:
+    """The `count` heaviest functions of a pstats.Stats by `sort` ("tottime" or "cumtime"), as text."""
+    import io
+
+    buffer = io.StringIO()
+    stats.stream = buffer
+    stats.sort_stats(sort).print_stats(count)
+    return buffer.getvalue()

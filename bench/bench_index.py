@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (EncoderFreeModel, load_bench_model, set_threads,  # noqa: E402
-                          write_synthetic_geotiff)
+from bench_common import (EncoderFreeModel, load_bench_model, profile_threads, set_threads,  # noqa: E402
+                          top_functions, write_synthetic_geotiff)
 
 
 def main(argv=None) -> None:
@@ -34,6 +34,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     parser.add_argument("--repeat", type=int, default=2, help="take the best of this many runs of each")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile an encoder-free build, its threads included (top 30 by own time)")
     parser.add_argument("--encoder-free", action="store_true",
                         help="also index with an encoder that costs nothing: the pipeline's ceiling")
     args = parser.parse_args(argv)
@@ -79,6 +81,11 @@ def main(argv=None) -> None:
             stats = build_index(Path(tmp) / f"free{run}", raster, EncoderFreeModel(model),
                                 batch_size=batch_size, workers=args.workers)
             ceiling.append(stats.tiles_encoded / stats.seconds)
+        if args.profile:   # where the pipeline's time goes, reader threads included
+            with profile_threads() as profiled:
+                build_index(Path(tmp) / "profiled", raster, EncoderFreeModel(model),
+                            batch_size=batch_size, workers=args.workers)
+            print(top_functions(profiled[0], "tottime", 30))
     model_rate, e2e_rate = max(model_rates), max(end_to_end)
     print(f"model-only encode : {model_rate:10.1f} tiles/s  (runs: {_fmt(model_rates)})")
     print(f"end to end (disk) : {e2e_rate:10.1f} tiles/s  (runs: {_fmt(end_to_end)})")

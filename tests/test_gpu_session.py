@@ -199,8 +199,8 @@ print(json.dumps({{"backbone": model.backbone.pretrained_source.sha256,
 
 
 def test_staged_weights_build_the_larger_backbones_the_session_compares(staged, tmp_path):
-    """Lite1 and Lite2 (the session's full_lite1/full_lite2 runs) build from their staged fp16
-    files with the packages hidden, match the packaged networks and reference the packages."""
+    """Lite1 (the recipe's backbone) and Lite2 (the full_lite2 runs) build from their staged
+    fp16 files with the packages hidden, match the packaged networks and reference the packages."""
     import gpu_session
     from ssjdn.core.model.api import create_model
 
@@ -210,7 +210,8 @@ def test_staged_weights_build_the_larger_backbones_the_session_compares(staged, 
     sys.path.insert(0, str(tmp_path))
     from probe import features
 
-    configs = [gpu_session.VARIANTS[v]["model"] for v in ("full_lite1", "full_lite2")]
+    configs = [gpu_session._recipe(gpu_session.PLANS["full"])["model"], gpu_session.VARIANTS["full_lite2"]["model"]]
+    assert configs == ["ssjdn-lite1-minilm", "ssjdn-lite2-minilm"]
     script = LARGER_BACKBONES.format(probe_dir=str(tmp_path), configs=configs)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=_device_like_env(tmp_path, stage_dir / "bundle" / "weights"),
@@ -300,27 +301,29 @@ def test_training_with_the_training_set_on_the_device(tmp_path):
 
 # ---------------------------------------------------------------------------- dry run
 
-def test_device_plan_trains_each_backbone_on_three_seeds_and_each_ablation_once():
+def test_device_plan_trains_the_recipe_on_four_seeds_and_each_ablation_on_three():
     import gpu_session
 
     session = type("S", (), {"plan": gpu_session.PLANS["full"]})
     runs = gpu_session.training_plan(session)
     seeds = {v: sorted(r["seed"] for r in runs if r["variant"] == v) for v in gpu_session.VARIANTS}
-    assert seeds == {"full": [0, 1, 2], "full_lite1": [0, 1, 2], "full_lite2": [0, 1, 2],
-                     "no_bsd": [0], "no_lsd": [0], "no_stl": [0], "vsepp": [0]}
-    assert [r["variant"] for r in runs[:7]] == list(gpu_session.VARIANTS)  # one of each first
+    assert seeds == {"full": [0, 1, 2, 3], "full_lite0": [], "full_lite2": [],
+                     "no_bsd": [0, 1, 2], "no_lsd": [0, 1, 2], "no_stl": [0, 1, 2], "vsepp": [0, 1, 2]}
+    ablations = ["full", "no_bsd", "no_lsd", "no_stl", "vsepp"]
+    assert [r["variant"] for r in runs[:5]] == ablations   # one of each first
     # Two waves: no lane runs more than two of them.
     assert len(runs) <= 2 * gpu_session.PLANS["full"]["lanes"]
     assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
+    assert gpu_session._recipe(gpu_session.PLANS["full"])["model"] == "ssjdn-lite1-minilm"
 
 
 def test_a_follow_up_call_can_train_one_variant_on_its_own_seeds():
     import gpu_session
 
-    seeds = gpu_session.seeds_override("full_lite1=8")
+    seeds = gpu_session.seeds_override("full_lite2=8")
     runs = gpu_session.training_plan(type("S", (), {"plan": {"seeds": seeds}}))
-    assert [r["name"] for r in runs] == [f"full_lite1_s{i}" for i in range(8)]
-    with pytest.raises(SystemExit, match="full_lite1"):
+    assert [r["name"] for r in runs] == [f"full_lite2_s{i}" for i in range(8)]
+    with pytest.raises(SystemExit, match="full_lite2"):
         gpu_session.seeds_override("lite9=2")
 
 
@@ -393,4 +396,6 @@ def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     assert len(returned) <= 8 and all(p.stat().st_size <= 16 * 2 ** 20 for p in returned)
     with tarfile.open(out / "run_logs.tar.gz") as tar:
         assert "full_s0/log.csv" in tar.getnames()
+    # Where the encoder-free build's time went, the reader threads' reads included.
+    assert "read_window" in (out / "index_profile.txt").read_text()
     assert math.isclose(gpu["bf16_fp32_min_cosine"], 1.0, abs_tol=1e-4)  # no bf16 on a CPU
