@@ -13,7 +13,6 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QMessageBox
 
 from ssjdn.desktop.explorer import ExplorerModel
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
-from ssjdn.desktop.names import describe_tile
 from ssjdn.desktop.qt_actions import QtWindowActions
 from ssjdn.desktop.qt_captions import QtCaptionPanel
 from ssjdn.desktop.qt_feedback import QtFeedbackPanel
@@ -21,13 +20,12 @@ from ssjdn.desktop.qt_layers import QtLayerPanel
 from ssjdn.desktop.qt_map import QtMapView
 from ssjdn.desktop.qt_menus import build_menus_and_toolbar
 from ssjdn.desktop.qt_overlays import QtMapOverlays
-from ssjdn.desktop.qt_salience import QtSaliencePanel
+from ssjdn.desktop.qt_salience import QtSaliencePanel, QtSelectionBinding
 from ssjdn.desktop.qt_search import QtSearchBinding, QtSearchPanel
 from ssjdn.desktop.qt_status import QtStatusBar
 from ssjdn.desktop.qt_table import QtAttributeTable
 from ssjdn.desktop.qt_toolbar import QtModelChoice
 from ssjdn.desktop.qt_workers import Job, QtJobQueue, describe_error
-from ssjdn.desktop.selection import QUERY_MAP_KEY
 from ssjdn.desktop.resources import APP_TITLE
 from ssjdn.desktop.settings import Preferences
 from ssjdn.desktop.state import Session
@@ -73,6 +71,7 @@ class QtMainWindow(QMainWindow):
         self.search_binding = QtSearchBinding(self.search_panel, self.model, self.overlays)
         self.caption_panel = QtCaptionPanel(self.session)
         self.salience_panel = QtSaliencePanel()
+        self.selection_binding = QtSelectionBinding(self.salience_panel, self.caption_panel, self.model, self.overlays)
         self.feedback_panel = QtFeedbackPanel(self.model)
         self.attribute_table = QtAttributeTable(self.model)
         self.docks = {}
@@ -119,7 +118,6 @@ class QtMainWindow(QMainWindow):
         self.search_panel.similarRequested.connect(self.search_similar)
         self.search_panel.refineRequested.connect(self.refine)
         self.caption_panel.rankRequested.connect(self.rank_captions)
-        self.salience_panel.changed.connect(self._show_salience_overlay)
         self.layer_panel.closeRasterRequested.connect(self.close_raster)
         self.feedback_panel.findAllRequested.connect(self.find_all)
         self.feedback_panel.detectionActivated.connect(self.activate_hit)
@@ -146,8 +144,7 @@ class QtMainWindow(QMainWindow):
         events.connect("model_failed", self._on_model_failed)
         events.connect("model", self._on_model_loaded)
         self.model.results.events.connect("results", lambda hits, **_: self.searchFinished.emit(hits))
-        self.model.selection.events.connect("selection", self._on_selection)
-        self.model.selection.events.connect("salience", self._on_salience)
+        self.model.selection.events.connect("salience", lambda tile_id, maps: self.salienceReady.emit(tile_id))
 
 
     # == the model ==============================================================================
@@ -359,24 +356,6 @@ class QtMainWindow(QMainWindow):
             self.run_job(job, self.model.selection.apply_salience, "Computing SEM/SSM maps")
             if self.caption_panel.caption_list():
                 self.rank_captions(self.caption_panel.caption_list())
-
-    def _on_selection(self, record) -> None:
-        description = describe_tile(record)
-        self.caption_panel.set_tile(description, record.raster_path)
-        self.salience_panel.info.setText(f"Tile {description}")
-        self.salience_panel.info.setToolTip(record.raster_path)
-
-    def _on_salience(self, tile_id, maps) -> None:
-        # While words are searched for, the map of where they match is shown (the panel redraws).
-        self.salience_panel.set_query(self.model.results.words if QUERY_MAP_KEY in maps else "")
-        self.salienceReady.emit(tile_id)
-
-    def _show_salience_overlay(self) -> None:
-        panel = self.salience_panel
-        colormap = panel.colormap.currentText()
-        item = self.overlays.draw_salience(panel.selection(), colormap, panel.key_label(), panel.opacity.value() / 100.0)
-        if item is not None:
-            panel.show_range(colormap, item.vmin, item.vmax)
 
     def rank_captions(self, captions: list[str]) -> None:
         job = self.model.selection.captions_job(captions)

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QLabel, QSlider, QVBoxLay
 
 from ssjdn.core.model.network import salience_keys
 from ssjdn.desktop.colormaps import NAMES, lookup_table
+from ssjdn.desktop.names import describe_tile
 from ssjdn.desktop.selection import QUERY_MAP_KEY
 
 KINDS = {"Query: where the words match": "query", "SEM (semantic)": "sem", "SSM (scale)": "ssm"}
@@ -131,6 +132,36 @@ class QtSaliencePanel(QWidget):
             return f"Where “{self.words}” matches: brighter = better"
         return f"{self.kind.currentText().split()[0]} {self.direction.currentText()}, scale {self.scale.currentData()}"
 
+
+
+class QtSelectionBinding:
+    """Binds the salience and caption panels to the selection component (napari style): both
+    name the selected tile, the salience panel offers the map of where the words match while
+    words are searched for, and its choices draw the map's salience layer (QtMapOverlays)."""
+
+    def __init__(self, salience_panel: QtSaliencePanel, caption_panel, model, overlays) -> None:
+        self.salience_panel, self.caption_panel = salience_panel, caption_panel
+        self.model, self.overlays = model, overlays
+        model.selection.events.connect("selection", self._show_tile)
+        model.selection.events.connect("salience", self._show_salience)
+        salience_panel.changed.connect(self.draw)
+
+    def _show_tile(self, record) -> None:
+        description = describe_tile(record)
+        self.caption_panel.set_tile(description, record.raster_path)
+        self.salience_panel.info.setText(f"Tile {description}")
+        self.salience_panel.info.setToolTip(record.raster_path)
+
+    def _show_salience(self, tile_id, maps) -> None:
+        # While words are searched for, the map of where they match is shown (the panel redraws).
+        self.salience_panel.set_query(self.model.results.words if QUERY_MAP_KEY in maps else "")
+
+    def draw(self) -> None:
+        panel = self.salience_panel
+        colormap = panel.colormap.currentText()
+        item = self.overlays.draw_salience(panel.selection(), colormap, panel.key_label(), panel.opacity.value() / 100.0)
+        if item is not None:
+            panel.show_range(colormap, item.vmin, item.vmax)
 
 def _combo(options: dict) -> QComboBox:
     combo = QComboBox()
