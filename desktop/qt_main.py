@@ -1,24 +1,26 @@
-"""The main window: the map in the middle, panels in docks, long work in QtFunctionWorkers.
+"""The main window: the map in the middle, panels in docks, and the job runner.
 
-The window shows an `ExplorerModel` (desktop/explorer.py, no Qt) and forwards the user's actions
-to it; it adds only what needs Qt: the views, dialogs, and the threads that run the model's jobs.
-Engine jobs run off the GUI thread one at a time (the model and the index are shared), queued in
-order; results go back to the model, whose events update the views. Every failure ends in a
+The window shows an `ExplorerModel` (desktop/explorer.py, no Qt): each panel and the map are
+bound to the model's components (qt_search, qt_salience, qt_overlays, qt_layers, qt_status,
+qt_toolbar…), the menus are built in qt_menus and what they open is in qt_actions. What is left
+here is running the model's jobs: it turns the user's actions and the model's requests
+(load_requested, index_requested, search_requested) into Jobs for two QtJobQueues (engine jobs
+one at a time, in order, since the model and the index are shared; an index build beside them)
+and hands results back to the model, whose events update the views. Every failure ends in a
 message box, never a traceback on the terminal.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QMessageBox
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox
 
 from ssjdn.desktop.explorer import ExplorerModel
-from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
 from ssjdn.desktop.qt_actions import QtWindowActions
 from ssjdn.desktop.qt_captions import QtCaptionPanel
 from ssjdn.desktop.qt_feedback import QtFeedbackPanel
 from ssjdn.desktop.qt_layers import QtLayerPanel
 from ssjdn.desktop.qt_map import QtMapView
-from ssjdn.desktop.qt_menus import build_menus_and_toolbar
+from ssjdn.desktop.qt_menus import build_menus_and_toolbar, show_tile_menu
 from ssjdn.desktop.qt_overlays import QtMapOverlays
 from ssjdn.desktop.qt_salience import QtSaliencePanel, QtSelectionBinding
 from ssjdn.desktop.qt_search import QtSearchBinding, QtSearchPanel
@@ -112,13 +114,13 @@ class QtMainWindow(QMainWindow):
         self.map_view.backgroundStatus.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self.map_view.filesDropped.connect(self.open_rasters)
         self.map_view.mapClicked.connect(self._on_map_clicked)
-        self.map_view.tileMenuRequested.connect(self._on_map_menu)
+        self.map_view.tileMenuRequested.connect(lambda x, y, pos: show_tile_menu(self, x, y, pos))
         self.search_panel.searchRequested.connect(self.search)
         self.search_panel.hitActivated.connect(self.activate_hit)
         self.search_panel.similarRequested.connect(self.search_similar)
         self.search_panel.refineRequested.connect(self.refine)
         self.caption_panel.rankRequested.connect(self.rank_captions)
-        self.layer_panel.closeRasterRequested.connect(self.close_raster)
+        self.layer_panel.closeRasterRequested.connect(self.model.close_raster)
         self.feedback_panel.findAllRequested.connect(self.find_all)
         self.feedback_panel.detectionActivated.connect(self.activate_hit)
         self.feedback_panel.failed.connect(self.show_error)
@@ -145,7 +147,6 @@ class QtMainWindow(QMainWindow):
         events.connect("model", self._on_model_loaded)
         self.model.results.events.connect("results", lambda hits, **_: self.searchFinished.emit(hits))
         self.model.selection.events.connect("salience", lambda tile_id, maps: self.salienceReady.emit(tile_id))
-
 
     # == the model ==============================================================================
     def load_model(self) -> None:
@@ -184,10 +185,6 @@ class QtMainWindow(QMainWindow):
             self.statusBar().showMessage(note, 15000)
         if self.prefs.background_url and self.map_view.background_url is None and info.crs is not None:
             self.dialogs.show_background(self.prefs.background_url)   # the one the user set last time
-
-    def close_raster(self, path: str) -> None:
-        """Take a raster off the map; its tiles stay in the cached index for when it returns."""
-        self.model.close_raster(path)
 
     def refresh_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -303,19 +300,6 @@ class QtMainWindow(QMainWindow):
         self.select_tile(hit.tile_id)
 
     # == relevance feedback and find all =======================================================
-    def mark_current(self, label) -> None:
-        """Mark the hit current in the list (when the list has focus), else the tile under the
-        cursor on the map (one key marks straight from the map), else the selected tile."""
-        tile_id = self.search_panel.current_tile_id() if self.search_panel.results.hasFocus() else None
-        if tile_id is None and self.map_view.hover_xy is not None:
-            tile_id = self.model.tile_at(*self.map_view.hover_xy)
-        if tile_id is None and self.model.selection.selected_tile is not None:
-            tile_id = self.model.selection.selected_tile.tile_id
-        if tile_id is None:
-            self.statusBar().showMessage("Select a tile first: click a hit or a tile on the map.", 8000)
-            return
-        self.model.feedback.mark(tile_id, label)
-
     def find_all(self) -> None:
         """Train the classifier on the marks (off the GUI thread) and score every tile."""
         def done(result):
@@ -332,23 +316,6 @@ class QtMainWindow(QMainWindow):
         tile_id = self.model.tile_at(x, y)
         if tile_id is not None:
             self.select_tile(tile_id)
-
-    def _on_map_menu(self, x: float, y: float, global_pos) -> None:
-        tile_id = self.model.tile_at(x, y)
-        menu = QMenu(self)
-        if tile_id is None:
-            menu.addAction("No indexed tile here").setEnabled(False)
-        else:
-            menu.addAction("Find similar tiles", lambda: self.search_similar(tile_id))
-            menu.addAction("Select tile (SEM/SSM, captions)", lambda: self.select_tile(tile_id))
-            menu.addSeparator()
-            menu.addAction("Mark relevant (+)", lambda: self.model.feedback.mark(tile_id, RELEVANT))
-            menu.addAction("Mark not relevant (-)", lambda: self.model.feedback.mark(tile_id, NOT_RELEVANT))
-            if tile_id in self.model.feedback.marks:
-                menu.addAction("Clear mark (0)", lambda: self.model.feedback.mark(tile_id, None))
-        menu.addSeparator()
-        menu.addAction("Zoom to all rasters", self.map_view.fit_all)
-        menu.popup(global_pos)
 
     def select_tile(self, tile_id: int) -> None:
         job = self.model.selection.select(tile_id)

@@ -1,10 +1,10 @@
-"""The main window's menu bar and toolbar. Each entry calls the window (which runs the model's
+"""The main window's menu bar, toolbar and the map's tile menu. Each entry calls the window (which runs the model's
 jobs), its `dialogs` (what a menu opens) or a view; the actions the window enables and disables
 while a build runs (`index_action`, `cancel_action`) are kept on it."""
 from __future__ import annotations
 
 from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import QLabel, QToolBar
+from PySide6.QtWidgets import QLabel, QMenu, QToolBar
 
 from ssjdn.desktop.marks import NOT_RELEVANT, RELEVANT
 
@@ -35,9 +35,9 @@ def build_menus_and_toolbar(window) -> None:
     window.cancel_action.setEnabled(False)
     mark_menu = bar.addMenu("M&ark")
     # Single keys: a line edit with focus takes them as text first (Qt's shortcut override).
-    mark_menu.addAction("Mark relevant", QKeySequence("+"), lambda: window.mark_current(RELEVANT))
-    mark_menu.addAction("Mark not relevant", QKeySequence("-"), lambda: window.mark_current(NOT_RELEVANT))
-    mark_menu.addAction("Clear mark", QKeySequence("0"), lambda: window.mark_current(None))
+    mark_menu.addAction("Mark relevant", QKeySequence("+"), lambda: mark_current(window, RELEVANT))
+    mark_menu.addAction("Mark not relevant", QKeySequence("-"), lambda: mark_current(window, NOT_RELEVANT))
+    mark_menu.addAction("Clear mark", QKeySequence("0"), lambda: mark_current(window, None))
     mark_menu.addSeparator()
     mark_menu.addAction("Refine search", QKeySequence("Ctrl+R"), window.refine)
     mark_menu.addAction("Find all", QKeySequence("Ctrl+Shift+F"), window.find_all)
@@ -75,3 +75,36 @@ def build_menus_and_toolbar(window) -> None:
     toolbar.addSeparator()
     toolbar.addAction(window.measure_action)
     window.refresh_recent_menu()
+
+
+def mark_current(window, label) -> None:
+    """Mark the hit current in the list (when the list has focus), else the tile under the
+    cursor on the map (one key marks straight from the map), else the selected tile."""
+    tile_id = window.search_panel.current_tile_id() if window.search_panel.results.hasFocus() else None
+    if tile_id is None and window.map_view.hover_xy is not None:
+        tile_id = window.model.tile_at(*window.map_view.hover_xy)
+    if tile_id is None and window.model.selection.selected_tile is not None:
+        tile_id = window.model.selection.selected_tile.tile_id
+    if tile_id is None:
+        window.statusBar().showMessage("Select a tile first: click a hit or a tile on the map.", 8000)
+        return
+    window.model.feedback.mark(tile_id, label)
+
+
+def show_tile_menu(window, x: float, y: float, global_pos) -> None:
+    """The map's context menu at a map point: what can be done with the tile there."""
+    tile_id = window.model.tile_at(x, y)
+    menu = QMenu(window)
+    if tile_id is None:
+        menu.addAction("No indexed tile here").setEnabled(False)
+    else:
+        menu.addAction("Find similar tiles", lambda: window.search_similar(tile_id))
+        menu.addAction("Select tile (SEM/SSM, captions)", lambda: window.select_tile(tile_id))
+        menu.addSeparator()
+        menu.addAction("Mark relevant (+)", lambda: window.model.feedback.mark(tile_id, RELEVANT))
+        menu.addAction("Mark not relevant (-)", lambda: window.model.feedback.mark(tile_id, NOT_RELEVANT))
+        if tile_id in window.model.feedback.marks:
+            menu.addAction("Clear mark (0)", lambda: window.model.feedback.mark(tile_id, None))
+    menu.addSeparator()
+    menu.addAction("Zoom to all rasters", window.map_view.fit_all)
+    menu.popup(global_pos)
