@@ -97,19 +97,10 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
 
     generator = torch.Generator()
     generator.manual_seed(int(cfg["seed"]))
-    start_epoch, best, history = 1, {"score": float("-inf"), "epoch": 0}, []
-    state = None
-    if resume:
-        model, state = load_resume_state(out_dir, dist.device, log)
-        start_epoch = int(state["epoch"]) + 1
-        best, history = dict(state["best"]), list(state["history"])
-        log(f"resuming after epoch {state['epoch']} (best mR {best['score']:.2f} at epoch "
-            f"{best['epoch']})")
-    else:
-        from ssjdn.core.model.api import create_model
-
-        overrides = model_overrides(cfg, train_set.categories)
-        model = create_model(cfg["model"], overrides=overrides, device=dist.device)
+    model, state = _model_and_state(cfg, train_set, out_dir, resume, dist, log)
+    start_epoch = int(state["epoch"]) + 1 if state is not None else 1
+    best = dict(state["best"]) if state is not None else {"score": float("-inf"), "epoch": 0}
+    history = list(state["history"]) if state is not None else []
     optimizer, scheduler = build_optimizer(model, cfg)
     if state is not None:
         restore_trainer_state(state, optimizer, scheduler, generator, out_dir / STATE_FILE)
@@ -146,14 +137,8 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
                 metrics = None
                 if val_set is not None and (epoch % int(cfg["eval_every"]) == 0
                                             or epoch == int(cfg["epochs"])):
-                    val_started = time.time()
-                    validate = lambda m: evaluate_model(  # noqa: E731
-                        m, val_set, images=val_images, features=val_features,
-                        test_size=cfg["augment"].get("test_size"))
-                    metrics = validate(averager.model if averager else model)
-                    if averager is not None:   # the weights themselves, for comparison
-                        row["mR_raw"] = validate(model)["mR"]
-                    row.update(metrics, val_seconds=round(time.time() - val_started, 1))
+                    metrics = _validate(model, averager, val_set, val_images, val_features,
+                                        cfg, row)
                     log(f"epoch {epoch} val: {format_metrics(metrics)}")
                 improved = metrics is not None and metrics["mR"] > best["score"]
                 if improved:
@@ -174,14 +159,47 @@ def train(config: str | Path | dict, data_root: str | Path, out_dir: str | Path,
         if epoch_log is not None:
             epoch_log.close()
         dist.close()
-    saved = {name: str(out_dir / name) if (out_dir / name).is_file() else None
-             for name in (BEST_CHECKPOINT, LAST_CHECKPOINT)}
-    summary = {"status": status, "epochs_done": len(history), "best_epoch": best["epoch"],
-               "best_mR": best["score"], "out_dir": str(out_dir),
-               "best_checkpoint": saved[BEST_CHECKPOINT],
-               "last_checkpoint": saved[LAST_CHECKPOINT], "history": history}
+    summary = _summary(status, history, best, out_dir)
     emit({"event": "done", **summary})
     return summary
+
+
+def _model_and_state(cfg: dict, train_set, out_dir: Path, resume: bool, dist: Distributed,
+                     log):
+    """(model, trainer state): a new model, or the resumed run's with its state (None new)."""
+    if resume:
+        model, state = load_resume_state(out_dir, dist.device, log)
+        log(f"resuming after epoch {state['epoch']} (best mR {state['best']['score']:.2f} at "
+            f"epoch {state['best']['epoch']})")
+        return model, state
+    from ssjdn.core.model.api import create_model
+
+    overrides = model_overrides(cfg, train_set.categories)
+    return create_model(cfg["model"], overrides=overrides, device=dist.device), None
+
+
+def _validate(model, averager, val_set, images, features, cfg: dict, row: dict) -> dict:
+    """The validated model's metrics (the weight average's, if any), also written into row."""
+    started = time.time()
+
+    def validate(weights):
+        return evaluate_model(weights, val_set, images=images, features=features,
+                              test_size=cfg["augment"].get("test_size"))
+
+    metrics = validate(averager.model if averager else model)
+    if averager is not None:   # the weights themselves, for comparison
+        row["mR_raw"] = validate(model)["mR"]
+    row.update(metrics, val_seconds=round(time.time() - started, 1))
+    return metrics
+
+
+def _summary(status: str, history: list, best: dict, out_dir: Path) -> dict:
+    saved = {name: str(out_dir / name) if (out_dir / name).is_file() else None
+             for name in (BEST_CHECKPOINT, LAST_CHECKPOINT)}
+    return {"status": status, "epochs_done": len(history), "best_epoch": best["epoch"],
+            "best_mR": best["score"], "out_dir": str(out_dir),
+            "best_checkpoint": saved[BEST_CHECKPOINT],
+            "last_checkpoint": saved[LAST_CHECKPOINT], "history": history}
 
 
 def _autocast(device: torch.device, enabled: bool):
