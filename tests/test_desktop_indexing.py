@@ -103,7 +103,7 @@ def test_the_indexing_settings_set_the_nodata_threshold_and_a_rasters_nodata(qtb
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
     stats = first.args[0]
     assert stats.tiles_nodata > 0 and any("treated as nodata" in w for w in stats.warnings)
-    dialog = window.open_indexing_dialog()
+    dialog = window.dialogs.open_indexing_dialog()
     box = dialog.nodata_boxes[window.session.rasters[0]]
     box.setCurrentIndex(box.findData("none"))
     dialog.max_nodata.setValue(80)
@@ -120,7 +120,7 @@ def test_the_indexing_settings_set_the_nodata_threshold_and_a_rasters_nodata(qtb
 def test_a_bad_nodata_value_is_one_message_and_the_dialog_stays(qtbot, make_window, small_raster):
     window = make_window(auto_index=False)
     window.open_rasters([small_raster])
-    dialog = window.open_indexing_dialog()
+    dialog = window.dialogs.open_indexing_dialog()
     dialog.nodata_boxes[window.session.rasters[0]].setEditText("black")
     with qtbot.waitSignal(window.errorShown) as shown:
         dialog.accept()
@@ -136,7 +136,7 @@ def test_overlap_and_a_second_tile_size_from_the_settings(qtbot, make_window, sm
         window.load_model()
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=INDEX_TIMEOUT_MS)
     assert any("only 20 tile(s)" in w and "Overlap" in w for w in first.args[0].warnings)
-    dialog = window.open_indexing_dialog()
+    dialog = window.dialogs.open_indexing_dialog()
     dialog.overlap.setValue(50)
     dialog.second_tile.setValue(9.6)
     with qtbot.waitSignal(window.indexReady, timeout=INDEX_TIMEOUT_MS) as second:
