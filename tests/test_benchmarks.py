@@ -71,3 +71,13 @@ def test_a_new_benchmark_is_one_registered_class(coastal_root, tmp_path, tiny_mo
     report = evaluate_checkpoint(checkpoint, coastal_root, "test", report=tmp_path / "r.json",
                                  device="cpu", log=lambda message: None)
     assert report["dataset"] == "coastal" and report["folds"] == 2   # its protocol
+
+
+def test_eval_of_a_missing_folder_says_so_whatever_the_benchmark(tmp_path, tiny_model, capsys):
+    from ssjdn.core.cli.main import main
+    from ssjdn.core.model.api import save_checkpoint
+
+    checkpoint = save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")   # names no dataset
+    missing = tmp_path / "nowhere"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data-root", str(missing)]) == 2
+    assert f"Dataset folder {missing} does not exist" in capsys.readouterr().err

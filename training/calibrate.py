@@ -22,17 +22,16 @@ from ssjdn.core.errors import UserError
 def split_scores(model, data_root, split: str, dataset_name: str | None, test_size=None):
     """(scores [n_images, n_captions], image labels, caption -> image) of one split."""
     from ssjdn.training.augment import load_images
-    from ssjdn.training.datasets import detect_dataset_name, load_dataset
+    from ssjdn.training.datasets import load_dataset
     from ssjdn.training.evaluate import score_matrix
-    name = dataset_name or detect_dataset_name(Path(data_root))
-    dataset = load_dataset(data_root, split, name=name)
+    dataset = load_dataset(data_root, split, name=dataset_name)   # None: told from the files
     labels = np.asarray(dataset.labels)
     if (labels < 0).all():
         raise UserError(f"The {split} split of {data_root} has no image classes, so no pair can be "
                         "called a match; calibrate on a labelled benchmark (UCM, RSICD, RSITMD).")
     scores = score_matrix(model, dataset, images=load_images(dataset.image_paths), test_size=test_size)
     caption_image = np.repeat(np.arange(len(dataset)), [len(c) for c in dataset.captions])
-    return scores.numpy().astype(np.float64), labels, caption_image, name
+    return scores.numpy().astype(np.float64), labels, caption_image, dataset.name
 
 
 def calibrate_checkpoint(checkpoint, data_root, split: str = "val", check_split: str | None = None,

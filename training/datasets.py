@@ -52,7 +52,7 @@ class CaptionDataset:
         return [c for caps in self.captions for c in caps]
 
 
-def detect_dataset_name(root: Path) -> str:
+def _detect_dataset_name(root: Path) -> str:
     """Guess the benchmark from the folder's files (dataset_ucm.json, rsitmd_labels_...)."""
     text = " ".join(p.name.lower() for p in _candidate_files(root)) + " " + root.name.lower()
     for name in benchmark_names():
@@ -71,7 +71,7 @@ def load_dataset(root: str | Path, split: str, name: str | None = None,
                         "caption file and images/.")
     if not root.is_dir():
         raise UserError(f"Dataset folder {root} does not exist.")
-    name = name or detect_dataset_name(root)
+    name = name or _detect_dataset_name(root)
     labelling = benchmark(name)
     fmt = _pick_format(root, fmt)
     readers = {"json": _read_karpathy_json, "csv": _read_labels_csv, "precomp": _read_precomp}

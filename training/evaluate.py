@@ -15,7 +15,7 @@ from ssjdn.core.errors import UserError
 from ssjdn.core.files import atomic_path
 from ssjdn.training.augment import load_images, test_view
 from ssjdn.training.benchmarks import benchmark
-from ssjdn.training.datasets import CaptionDataset, detect_dataset_name, load_dataset
+from ssjdn.training.datasets import CaptionDataset, load_dataset
 from ssjdn.training.metrics import all_metrics, format_metrics
 
 TIES_NOTE = ("R@K and mR: expected values when tied candidates (identical captions, scores "
@@ -75,8 +75,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
     model = load_model(checkpoint, device=device)
     extra = getattr(model, "checkpoint_extra", {}) or {}
     train_cfg = extra.get("train_config") or {}
-    name = dataset_name or train_cfg.get("dataset") or detect_dataset_name(Path(data_root))
-    dataset = load_dataset(data_root, split, name=name, fmt=fmt)
+    # No name given and none in the checkpoint: the reader tells it from the folder's files.
+    dataset = load_dataset(data_root, split, name=dataset_name or train_cfg.get("dataset"), fmt=fmt)
+    name = dataset.name
     folds = folds or benchmark(name).folds   # the benchmark's usual protocol
     if folds > len(dataset):
         raise UserError(f"--folds {folds} is more than the {len(dataset)} images of split "
