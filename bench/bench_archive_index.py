@@ -92,7 +92,7 @@ def build(args) -> None:
         t1 = time.perf_counter()
         index.finalize()
         t_ann = time.perf_counter() - t1
-        nprobe = index._meta("nprobe")
+        nprobe = index.db.meta("nprobe")
     sizes = {p.name: p.stat().st_size for p in args.index.iterdir() if p.is_file()}
     shards = sum(p.stat().st_size for p in (args.index / "vectors").iterdir())
     result = {"tiles": n, "write_s": round(t_write, 1), "ann_build_s": round(t_ann, 1),
@@ -107,13 +107,13 @@ def rebuild_ann(args) -> None:
     through the same path as after indexing: the faiss file is marked stale, then finalize()."""
     from ssjdn.core.index.index_store import TileIndex
     with TileIndex.open(args.index) as index:
-        with index._db:
-            index._db.execute("BEGIN IMMEDIATE")
-            index._set_meta("faiss_dirty", "1")
+        with index.db.connection:
+            index.db.execute("BEGIN IMMEDIATE")
+            index.db.set_meta("faiss_dirty", "1")
         t0 = time.perf_counter()
         index.finalize()
         print(json.dumps({"tiles": index.count, "ann_build_s": round(time.perf_counter() - t0, 1),
-                          "nprobe": index._meta("nprobe"),
+                          "nprobe": index.db.meta("nprobe"),
                           "faiss_mb": round((args.index / "vectors.faiss").stat().st_size / 2**20)}))
 
 
@@ -223,7 +223,7 @@ def search(args) -> None:
               "index_search_p50_ms": round(1e3 * float(np.median(t_index)), 1),
               "hit_records_p50_ms": round(1e3 * float(np.median(t_hits)), 1),
               "recall_at_10": round(ann.measure_recall(np.array(found), truth), 4),
-              "nprobe": index._meta("nprobe"), "peak_rss_mb": round(rss),
+              "nprobe": index.db.meta("nprobe"), "peak_rss_mb": round(rss),
               "threads": args.threads, "load_average": round(os.getloadavg()[0], 2)}
     print(json.dumps(result, indent=1))
 

@@ -21,7 +21,10 @@ from engine_fixtures import cli_index, utm_scene, write_raster, scene  # noqa: F
 from ssjdn.core.index import index_store
 from ssjdn.core.cli.main import main
 from ssjdn.core.errors import UserError, write_error_log
-from ssjdn.core.index.index_store import DB_NAME, FAISS_NAME, LOCK_NAME, IndexLockedError, TileIndex
+from ssjdn.core.index.database import DB_NAME
+from ssjdn.core.index.index_store import TileIndex
+from ssjdn.core.index.lock import LOCK_NAME, IndexLockedError
+from ssjdn.core.index.search_file import FAISS_NAME, SearchFile
 from ssjdn.core.index.indexing import build_index
 from ssjdn.core.query.search import search_text
 
@@ -88,7 +91,7 @@ def test_a_copied_index_folder_uses_its_faiss_file_without_rebuilding(tmp_path, 
     build_index(tmp_path / "idx", utm_scene(tmp_path), tiny_model, tile_px=64)
     truth = _search_ids(tmp_path / "idx", tiny_model)
     shutil.copytree(tmp_path / "idx", tmp_path / "copy")         # new inodes, same content
-    monkeypatch.setattr(TileIndex, "_build_faiss_all", lambda *a: pytest.fail("faiss rebuilt"))
+    monkeypatch.setattr(SearchFile, "_build_all", lambda *a: pytest.fail("faiss rebuilt"))
     assert _search_ids(tmp_path / "copy", tiny_model) == truth
 
 
@@ -100,13 +103,13 @@ def test_a_faiss_file_from_before_checksums_is_rebuilt_then_checked(tmp_path, ti
     with sqlite3.connect(tmp_path / "idx" / DB_NAME) as db:   # as an index of the previous version
         db.execute("DELETE FROM meta WHERE key IN ('faiss_sha256', 'faiss_stat')")
     rebuilt = []
-    real = TileIndex._build_faiss_all
+    real = SearchFile._build_all
     with monkeypatch.context() as patch:
-        patch.setattr(TileIndex, "_build_faiss_all", lambda *a: rebuilt.append(1) or real(*a))
+        patch.setattr(SearchFile, "_build_all", lambda *a: rebuilt.append(1) or real(*a))
         assert _search_ids(tmp_path / "idx", tiny_model) == truth
     assert rebuilt == [1]
     with TileIndex.open(tmp_path / "idx") as index:
-        assert index._meta("faiss_sha256") is not None     # from now on it is checked
+        assert index.db.meta("faiss_sha256") is not None     # from now on it is checked
     (tmp_path / "idx" / FAISS_NAME).write_bytes(b"garbage")
     assert _search_ids(tmp_path / "idx", tiny_model) == truth
 
@@ -121,7 +124,7 @@ def test_a_damaged_faiss_file_is_rebuilt_from_the_database(tmp_path, tiny_model,
     path.write_bytes(raw[: len(raw) // 3] if damage == "truncated" else os.urandom(len(raw)))
     assert _search_ids(tmp_path / "idx", tiny_model) == truth          # search
     with TileIndex.open(tmp_path / "idx") as index:                    # and it is repaired on disk
-        assert index._faiss_file_is_current()
+        assert index.search_file.is_current()
     path.write_bytes(b"garbage")
     stats = build_index(tmp_path / "idx", raster, tiny_model, tile_px=64)   # index
     assert stats.rasters_skipped == 1 and _search_ids(tmp_path / "idx", tiny_model) == truth

@@ -10,7 +10,8 @@ from rasterio.warp import transform as warp_transform
 from engine_fixtures import UTM_ORIGIN, utm_scene
 from ssjdn.core.errors import UserError
 from ssjdn.core.query.feedback import all_tile_ids
-from ssjdn.core.index.index_store import DB_NAME, TileIndex
+from ssjdn.core.index.database import DB_NAME
+from ssjdn.core.index.index_store import TileIndex
 from ssjdn.core.index.indexing import build_index
 from ssjdn.core.query.labels import export_labels, import_labels, parse_label
 

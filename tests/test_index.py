@@ -8,7 +8,8 @@ import torch
 from engine_fixtures import scene, utm_scene, write_raster
 from ssjdn.core.errors import UserError
 from ssjdn.core.index import ann
-from ssjdn.core.index.index_store import FAISS_NAME, IndexMismatchError, TileIndex
+from ssjdn.core.index.index_store import IndexMismatchError, TileIndex
+from ssjdn.core.index.search_file import FAISS_NAME, SearchFile
 from ssjdn.core.index.indexing import build_index
 from ssjdn.core.progress import Progress, Stage
 from ssjdn.core.query.search import search_text
@@ -152,7 +153,7 @@ def _search_hits(index_dir, model, k=160):
         queries = model.encode_texts(["trees", "a river", "roofs"]).numpy()
         scores, ids = index.search(queries, k)
         live = set(_all_ids(index))
-        in_faiss = index._faiss_index().ntotal
+        in_faiss = index.search_file.index().ntotal
     for row in ids.tolist():
         found = [i for i in row if i >= 0]
         assert set(found) <= live and len(set(found)) == len(found)
@@ -166,7 +167,7 @@ def test_a_changed_raster_updates_the_search_file_without_rebuilding_it(
     raster's old vectors leave the search file and its new ones join it, nothing else moves."""
     a, b = _two_scenes_indexed(tmp_path, tiny_model, approx_threshold)
     with monkeypatch.context() as patch:
-        patch.setattr(TileIndex, "_build_faiss_all", lambda *args: pytest.fail("faiss rebuilt"))
+        patch.setattr(SearchFile, "_build_all", lambda *args: pytest.fail("faiss rebuilt"))
         stats = build_index(tmp_path / "idx", [a, b], tiny_model, tile_px=32,
                             approx_threshold=approx_threshold)
     assert stats.tiles_encoded == 80 and stats.rasters_skipped == 1
@@ -192,7 +193,7 @@ def test_a_search_after_an_interrupted_reindex_never_returns_replaced_tiles(
         with pytest.raises(KeyboardInterrupt):
             build_index(tmp_path / "idx", [a, b], tiny_model, tile_px=32)
     with monkeypatch.context() as patch:
-        patch.setattr(TileIndex, "_build_faiss_all", lambda *args: pytest.fail("faiss rebuilt"))
+        patch.setattr(SearchFile, "_build_all", lambda *args: pytest.fail("faiss rebuilt"))
         live, in_faiss, (_, ids) = _search_hits(tmp_path / "idx", tiny_model)
     assert len(live) == in_faiss == 160 and (ids >= 0).all()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine_fixtures import cli_index, index_small_scene, synthetic_index  # noqa: F401
-from ssjdn.core.index import index_store
+from ssjdn.core.index import database, index_store, search_file
 from ssjdn.core.cli.main import main
 
 TILE_OF_RASTER_1 = 1 << 32
@@ -42,7 +42,7 @@ def test_tiles_and_vectors_keep_their_order_across_query_chunks(tmp_path, tiny_m
     with index:
         ids = index.tile_ids()
         whole = index.vectors(ids[::-1])
-        monkeypatch.setattr(index_store, "_IDS_PER_QUERY", 3)
+        monkeypatch.setattr(database, "IDS_PER_QUERY", 3)
         assert [r.tile_id for r in index.tiles(ids[::-1])] == ids[::-1].tolist()
         np.testing.assert_array_equal(index.vectors(ids[::-1]), whole)
 
@@ -227,7 +227,7 @@ def test_random_bytes_in_a_vector_shard_are_reported_not_used(cli_index, tmp_pat
 def test_a_faiss_file_changed_in_place_is_not_used(cli_index, tiny_model):
     _, idx = cli_index
     truth = _hits(idx, tiny_model)
-    path = Path(idx) / index_store.FAISS_NAME
+    path = Path(idx) / search_file.FAISS_NAME
     before = os.stat(path)
     with open(path, "r+b") as f:            # same size, same inode; mtime put back below
         f.seek(before.st_size // 2)
@@ -262,7 +262,7 @@ def test_a_faiss_file_written_elsewhere_is_rebuilt_from_checked_vectors(cli_inde
     truth = _hits(idx, tiny_model)
     shutil.copytree(idx, tmp_path / "shared")
     monkeypatch.setenv("SSJDN_CACHE_DIR", str(tmp_path / "another-user"))   # another installation
-    monkeypatch.setattr(index_store, "_deserialize_faiss", lambda data: pytest.fail("parsed"))
+    monkeypatch.setattr(search_file, "_deserialize_faiss", lambda data: pytest.fail("parsed"))
     assert main(["search", "houses", "--index", str(tmp_path / "shared"), "-k", "20"]) == 0
     err = capsys.readouterr().err
     assert "not written by this installation" in err and "rebuilt" in err
@@ -270,7 +270,7 @@ def test_a_faiss_file_written_elsewhere_is_rebuilt_from_checked_vectors(cli_inde
     monkeypatch.setenv("SSJDN_CACHE_DIR", str(tmp_path / "another-user"))
     assert _hits(tmp_path / "shared", tiny_model) == truth
     with TileIndex.open(tmp_path / "shared") as index:     # saved again: now it is this one's
-        assert index._faiss_file_is_current()
+        assert index.search_file.is_current()
 
 
 def test_a_cached_text_encoder_not_written_here_is_exported_again(tmp_path, tiny_model, monkeypatch):

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from engine_fixtures import utm_scene
-from ssjdn.core.index import index_store
+from ssjdn.core.index import formats, index_store
 from ssjdn.core.errors import UserError
-from ssjdn.core.index.index_store import DB_NAME, TileIndex
+from ssjdn.core.index.database import DB_NAME
+from ssjdn.core.index.index_store import TileIndex
 from ssjdn.core.index.indexing import build_index
 from ssjdn.core.query.search import score_heatmap, search_text
 from ssjdn.core.index.vector_store import VectorShards
@@ -52,7 +53,7 @@ def test_shards_roll_over_and_read_back_in_any_order(tmp_path):
 def test_vectors_live_in_float16_shards_not_in_sqlite(built, tiny_model):
     index_dir, _ = built
     with TileIndex.open(index_dir) as index:
-        columns = [c[1] for c in index._db.execute("PRAGMA table_info(tiles)")]
+        columns = [c[1] for c in index.db.execute("PRAGMA table_info(tiles)")]
         n, dim = index.count, index.dim
     assert "vector" not in columns and {"shard", "row"} <= set(columns)
     assert (index_dir / "vectors" / "shard-00000.f16").stat().st_size == n * dim * 2
@@ -61,7 +62,7 @@ def test_vectors_live_in_float16_shards_not_in_sqlite(built, tiny_model):
 def test_a_write_that_fails_before_its_transaction_commits_leaves_no_trace(built, tiny_model, monkeypatch):
     index_dir, _ = built
     with TileIndex.open(index_dir) as index:
-        before_count, before = index.count, index._committed_rows()
+        before_count, before = index.count, index.vector_rows.committed_rows()
         tiles = index.tiles(_ids(index)[:3])
         reference = index.vectors(_ids(index))
 
@@ -75,7 +76,7 @@ def test_a_write_that_fails_before_its_transaction_commits_leaves_no_trace(built
         monkeypatch.undo()
     # The shard got rows past the committed count; nothing in the index refers to them.
     with TileIndex.open(index_dir) as index:
-        assert index.count == before_count and index._committed_rows() == before
+        assert index.count == before_count and index.vector_rows.committed_rows() == before
         np.testing.assert_array_equal(index.vectors(_ids(index)), reference)
         assert 999 not in index.done_chunks(index.rasters()[0].raster_id)
 
@@ -135,7 +136,7 @@ def test_a_format_1_index_is_upgraded_in_place_on_first_open(built, tiny_model):
         expected_hits = [h.tile_id for h in search_text(index, tiny_model, "a river", k=10)]
     ids, vectors = _downgrade_to_format_1(index_dir)
     with TileIndex.open(index_dir, model=tiny_model) as index:
-        assert index._meta("format_version") == index_store.FORMAT_VERSION
+        assert index.db.meta("format_version") == formats.FORMAT_VERSION
         np.testing.assert_array_equal(index.vectors(ids), vectors)
         assert [h.tile_id for h in search_text(index, tiny_model, "a river", k=10)] == expected_hits
     assert (index_dir / "vectors" / "shard-00000.f16").exists()
@@ -156,7 +157,7 @@ def test_an_interrupted_upgrade_leaves_the_old_index_intact_and_can_run_again(
         built, tiny_model, monkeypatch):
     index_dir, _ = built
     ids, vectors = _downgrade_to_format_1(index_dir)
-    monkeypatch.setattr(index_store, "_MIGRATE_BATCH", 16)
+    monkeypatch.setattr(formats, "_MIGRATE_BATCH", 16)
     calls = []
     real_append = VectorShards.append
 
@@ -231,7 +232,7 @@ def test_a_format_2_index_gets_its_tile_id_files_on_first_open(built, tiny_model
         expected = [h.tile_id for h in search_text(index, tiny_model, "a river", k=10)]
     _downgrade_to_format_2(index_dir)
     with TileIndex.open(index_dir, model=tiny_model) as index:
-        assert index._meta("format_version") == index_store.FORMAT_VERSION
+        assert index.db.meta("format_version") == formats.FORMAT_VERSION
         assert [h.tile_id for h in search_text(index, tiny_model, "a river", k=10)] == expected
     assert (index_dir / "vectors" / "shard-00000.ids").exists()
 

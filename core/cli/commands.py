@@ -231,7 +231,8 @@ def register(subparsers) -> None:
 # -- commands ---------------------------------------------------------------------------------
 
 def run_index(args) -> int:
-    from ssjdn.core.index.index_store import IndexLock, check_index_dir
+    from ssjdn.core.index.index_store import check_index_dir
+    from ssjdn.core.index.lock import IndexLock
     from ssjdn.core.index.indexing import find_rasters
     from ssjdn.core.geo.stac import expand_inputs
     # What can be refused is refused before the model loads (seconds).
@@ -561,7 +562,8 @@ def _open_index(args):
 def _finished_index(index_dir):
     """The folder's index, open (it names the model it was built with, so adding rasters needs
     no --model), or None where there is none yet or it is empty or unfinished."""
-    from ssjdn.core.index.index_store import DB_NAME, TileIndex
+    from ssjdn.core.index.database import DB_NAME
+    from ssjdn.core.index.index_store import TileIndex
     if not (Path(index_dir) / DB_NAME).exists():
         return None
     try:

@@ -23,7 +23,8 @@ import torch
 
 from ssjdn.core.errors import UserError, stop_check
 from ssjdn.core.progress import Progress, Stage
-from ssjdn.core.index.index_store import APPROX_THRESHOLD, SCALE_SHIFT, IndexLock, TileIndex
+from ssjdn.core.index.index_store import APPROX_THRESHOLD, SCALE_SHIFT, TileIndex
+from ssjdn.core.index.lock import IndexLock
 from ssjdn.core.geo.raster import (is_virtual, nodata_note, nodata_policy, raster_info, raster_path,
                                read_window_rgb)
 from ssjdn.core.geo.tiling import chunk_tiles, plan_windows, tile_size_px, tiles_for_windows
