@@ -22,7 +22,7 @@ import yaml
 from ssjdn.core.errors import UserError
 from ssjdn.core.files import atomic_path
 from ssjdn.training.config import DEFAULTS
-from ssjdn.training.epoch_log import EpochLog
+from ssjdn.training.epoch_log import LOG_FILE, EpochLog
 
 STATE_FILE = "trainer_state.pt"
 LAST_CHECKPOINT = "last.safetensors"
@@ -30,6 +30,7 @@ BEST_CHECKPOINT = "best.safetensors"
 # The checkpoint that agreed with trainer_state.pt before the epoch being saved: a run killed
 # between the new checkpoint and the new trainer state resumes from it.
 PREVIOUS_CHECKPOINT = "previous.safetensors"
+RECORD_FILE = "train_config.yaml"
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -66,7 +67,7 @@ def _keep_as(src: Path, dst: Path) -> None:
 
 
 # What a run leaves once an epoch is done: a folder holding any of them is that run's.
-RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, "log.csv")
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, STATE_FILE, LOG_FILE)
 
 
 def check_out_dir(out_dir: Path, resume: bool) -> None:
@@ -160,7 +161,7 @@ def resumed_record(cfg: dict, out_dir: Path) -> dict | None:
         raise UserError(f"Cannot resume {out_dir}: {', '.join(differ)} differ from the settings "
                         f"the run started with (a resume may change only epochs and "
                         f"time_budget_min). Resume with the run's own "
-                        f"{out_dir / 'train_config.yaml'}, or start a new run in a new --out folder.")
+                        f"{out_dir / RECORD_FILE}, or start a new run in a new --out folder.")
     return {**recorded, **{key: cfg[key] for key in RESUME_MAY_CHANGE if key in cfg}}
 
 
@@ -168,7 +169,7 @@ def write_record(record: dict | None, out_dir: Path) -> None:
     """train_config.yaml: the settings the run uses (atomic: the run's record is never half)."""
     if record is None:
         return
-    with atomic_path(out_dir / "train_config.yaml") as tmp:
+    with atomic_path(out_dir / RECORD_FILE) as tmp:
         tmp.write_text(yaml.safe_dump(record, sort_keys=False))
 
 

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from ssjdn.core.files import atomic_path
 
+LOG_FILE = "log.csv"
+
 
 class EpochLog:
     """log.csv (appended across resumes) and TensorBoard scalars, rank 0 only."""
 
     def __init__(self, out_dir: Path, tensorboard: bool):
-        self.csv_path = out_dir / "log.csv"
+        self.csv_path = out_dir / LOG_FILE
         self.writer = None
         if tensorboard:
             try:
