@@ -68,7 +68,7 @@ PLANS = {
     # cuDNN autotuning (torch.backends.cudnn.benchmark) stays off, as in the product: on the
     # H200 a first epoch took 66 s with it and 24 s without (6 lanes tuning at once finished
     # no epoch in 147 s), and later epochs were no faster (2.3 s against 2.2-2.4 s).
-    # Since 2026-12-04 (evening): the recipe on Lite1 with class evidence; 16 runs in 8 lanes
+    # Since 2026-12-04 (evening): the recipe on Lite1 (runs compared without class evidence); 16 runs in 8 lanes
     # (2 waves): the full model x 4 seeds and each ablation x 3 on the same backbone (issue 17
     # item 4 asks >= 3 seeds each); Lite0 and Lite2 are known from that day's sessions.
     "full": {"config": BENCH / "gpu_ucm.yaml",
