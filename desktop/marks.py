@@ -171,8 +171,8 @@ class RelevanceFeedback:
         refined query also found (the refined query sits near them, so they would otherwise
         take the top places and push the new candidates down)."""
         from ssjdn.core.errors import UserError
-        from ssjdn.core.query.feedback import refine_query, search_refined
-        from ssjdn.core.query.search import vector_heatmap
+        from ssjdn.core.query.feedback import refine_query
+        from ssjdn.core.query.search import search_vector, vector_heatmap
         self.model.require_index()
         positives, negatives = self.marked(RELEVANT), self.marked(NOT_RELEVANT)
         if not self.can_refine():
@@ -186,12 +186,12 @@ class RelevanceFeedback:
         label = f"{self.results.words or 'examples'} + {len(positives)} relevant, {len(negatives)} not relevant"
 
         def work():
-            found = keep(search_refined(index, model, words, positives, negatives, k=ask))
+            query = refine_query(index, model, words, positives, negatives)   # once, for both
+            found = keep(search_vector(index, query, ask))
             hits = ([h for h in found if h.tile_id not in marked][:k] +
                     [h for h in found if h.tile_id in marked])
             heat = {}
             if with_heatmap:
-                query = refine_query(index, model, words, positives, negatives)
                 heat = {p: vector_heatmap(index, records[p], query)
                         for p in heatmap_rasters([h.raster_path for h in hits])}
             return label, shown_words, hits, heat, read_thumbnails(hits)

@@ -35,8 +35,7 @@ class SearchResults:
 
     def search_job(self, query: str, k: int = 20, with_heatmap: bool = True):
         """A text search (recorded in the session's history): hits, heatmaps, thumbnails."""
-        from ssjdn.core.model.fast_text import encode_query
-        from ssjdn.core.query.search import clean_query, search_text, vector_heatmap
+        from ssjdn.core.query.search import query_vector, search_vector, vector_heatmap, with_likelihoods
         self.model.require_index()
         query = query.strip()
         (index, model), (ask, keep) = (self.model.index, self.model.loaded.model), self.model.fetch_plan(k)
@@ -45,10 +44,10 @@ class SearchResults:
         self.model.session.add_query(query)
 
         def work():
-            hits = keep(search_text(index, model, query, k=ask))
+            text = query_vector(model, query)   # encoded once, for the hits and every heatmap
+            hits = keep(with_likelihoods(search_vector(index, text, ask), model))
             heat = {}
-            if with_heatmap:   # the query encoded once for every raster's heatmap
-                text = encode_query(model, clean_query(query))[0]
+            if with_heatmap:
                 heat = {p: vector_heatmap(index, records[p], text)
                         for p in heatmap_rasters([h.raster_path for h in hits])}
             return query, query, hits, heat, read_thumbnails(hits)

@@ -186,3 +186,21 @@ def test_captions_loaded_from_a_file_are_ranked_for_the_selected_tile(qtbot, ind
         qtbot.mouseClick(window.caption_panel.rank_button, Qt.MouseButton.LeftButton)
     assert sorted(c for c, _ in ranked.args[0]) == ["an orange roof", "many cars in a parking lot"]
     assert window.caption_panel.table.rowCount() == 2
+
+
+def test_a_search_with_its_heatmap_encodes_the_query_once(qtbot, indexed_window, monkeypatch):
+    # The hits and the heatmap share one query vector (the text was encoded twice before).
+    from ssjdn.core.model import fast_text
+    from ssjdn.core.query import search as search_module
+    calls = []
+    encode = fast_text.encode_query
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return encode(*args, **kwargs)
+
+    for module in (fast_text, search_module):   # every name the query can be encoded through
+        monkeypatch.setattr(module, "encode_query", counted)
+    hits = search_through_ui(qtbot, indexed_window)
+    assert hits and len(calls) == 1
+    assert [n for n, s in indexed_window.map_view.layers.items() if s.kind == "heatmap"]
