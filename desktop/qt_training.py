@@ -126,11 +126,12 @@ def overall_fraction(event: dict) -> float | None:
 
 def checkpoint_of(done_event: dict | None, out_dir: Path | None) -> Path | None:
     """The checkpoint a run produced: its best one when validation chose one, else its last."""
+    from ssjdn.training.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT
     candidates = []
     if done_event:
         candidates += [done_event.get("best_checkpoint"), done_event.get("last_checkpoint")]
     if out_dir is not None:
-        candidates += [out_dir / "best.safetensors", out_dir / "last.safetensors"]
+        candidates += [out_dir / BEST_CHECKPOINT, out_dir / LAST_CHECKPOINT]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
@@ -243,8 +244,9 @@ class QtTrainingDialog(QDialog):
 
     def can_resume(self) -> bool:
         """A stopped run that saved at least one epoch can continue where it stopped."""
+        from ssjdn.training.checkpoints import LAST_CHECKPOINT
         return (not self.is_running() and self.out_dir is not None
-                and (self.out_dir / "last.safetensors").is_file()
+                and (self.out_dir / LAST_CHECKPOINT).is_file()
                 and (self._done_event is None or self._done_event.get("status") == "cancelled"))
 
     def resume_training(self) -> None:
