@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from ssjdn.core.errors import UserError
+from ssjdn.core.errors import UserError, stop_check
 from ssjdn.training.batches import (EpochBatchSampler, TrainingPairs, negative_mask_for,
                                     validation_inputs)
 from ssjdn.training.checkpoints import (BEST_CHECKPOINT, LAST_CHECKPOINT, STATE_FILE,
@@ -36,14 +36,6 @@ from ssjdn.training.metrics import format_metrics
 from ssjdn.training.recipe import build_optimizer, model_overrides, weight_average
 
 ProgressCallback = Callable[[dict], None]
-
-
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
 
 
 def _check_split_sizes(train_set, val_set, cfg: dict, dist: Distributed, data_root) -> None:
@@ -214,12 +206,13 @@ def _train_one_epoch(wrapped, model, pairs: TrainingPairs, sampler: EpochBatchSa
     from tqdm import tqdm
 
     model.train()
+    should_stop = stop_check(cancel)
     steps = len(sampler)
     totals: dict[str, float] = {}
     bar = tqdm(sampler, total=steps, desc=f"epoch {epoch}/{cfg['epochs']}", unit="batch",
                disable=not (cfg["progress_bar"] and dist.main), mininterval=5, leave=False)
     for step, indices in enumerate(bar, 1):
-        if _is_cancelled(cancel):
+        if should_stop():
             bar.close()
             return None
         pixels, features, captions, labels = pairs[indices]
