@@ -202,13 +202,11 @@ class ExplorerModel:
         # small chunks cost nothing there (encoding dominates), and on a GPU the default stays.
         chunking = {} if model.device.type == "cuda" else {"chunk_px": CPU_CHUNK_PX}
 
-        paths = list(self.session.rasters)
-
         def work(progress=None, cancel=None):
             if index_store.folder_is_writable(index_dir) or not index_dir.is_dir():
                 return indexing.build_index(index_dir, rasters, model, progress=progress,
                                             cancel=cancel, **settings, **chunking)
-            return complete_read_only_index(index_dir, paths, model)
+            return complete_read_only_index(index_dir, rasters, model, {**settings, **chunking})
 
         self.drop_index()
         return work, (index_dir, model)
@@ -346,20 +344,21 @@ class ExplorerModel:
         return restored
 
 
-def complete_read_only_index(index_dir: Path, paths: list[str], model):
+def complete_read_only_index(index_dir: Path, rasters: list, model, settings: dict):
     """IndexStats of an index in a read-only folder (a shared or archived cache) that already
-    holds every raster of `paths` completely: it is searched as it is, as the CLI does. Only
-    what would need building is refused."""
+    holds every raster of `rasters` completely, from the files as they are now and tiled with
+    `settings`: it is searched as it is, as the CLI does. What a build would (re)encode is
+    refused: a raster missing, unfinished, changed on disk since, or tiled otherwise."""
     from ssjdn.core.errors import UserError
     from ssjdn.core.index.index_store import TileIndex
-    from ssjdn.core.index.indexing import IndexStats
+    from ssjdn.core.index.indexing import IndexStats, rasters_to_index
     with TileIndex.open(index_dir, model=model) as index:
-        complete = {record.path for record in index.rasters() if record.complete}
-    missing = [path for path in paths if path not in complete]
-    if missing:
-        names = ", ".join(elide_middle(Path(path).name) for path in missing[:3])
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        stale = rasters_to_index(index, rasters, model, **settings)
+    if stale:
+        names = ", ".join(elide_middle(Path(path).name) for path in stale[:3])
+        more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         raise UserError(f"The index folder {index_dir} is read-only and does not hold {names}{more} "
-                        f"completely, so they cannot be indexed. Make the folder writable, or "
-                        f"set SSJDN_CACHE_DIR to a folder you can write to.")
-    return IndexStats(rasters=len(paths), rasters_skipped=len(paths))
+                        f"completely, or they changed since they were indexed, so they cannot be "
+                        f"indexed. Make the folder writable, or set SSJDN_CACHE_DIR to a folder "
+                        f"you can write to.")
+    return IndexStats(rasters=len(rasters), rasters_skipped=len(rasters))

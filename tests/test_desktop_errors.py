@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from desktop_fixtures import indexed_window, make_window, small_raster, user_dirs  # noqa: F401
 from PySide6.QtWidgets import QMessageBox
@@ -153,6 +154,26 @@ def test_a_read_only_index_that_lacks_a_raster_says_it_cannot_be_built(qtbot, in
         with qtbot.waitSignal(window.errorShown, timeout=SIGNAL_MS) as shown:
             window.load_model()
         assert "read-only" in shown.args[0] and "other.tif" in shown.args[0]
+    finally:
+        for path in made:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+def test_a_read_only_index_whose_raster_changed_since_says_so_instead_of_searching_stale_tiles(
+        qtbot, indexed_window, make_window, small_raster, monkeypatch):
+    # Before: the app trusted the raster's `complete` flag, so the changed file was searched
+    # with the tiles of its old pixels.
+    import os
+    made = _make_read_only(indexed_window.model.current_index_dir(), monkeypatch)
+    stat = os.stat(small_raster)
+    os.utime(small_raster, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        window = make_window()
+        window.show()
+        window.open_rasters([small_raster])
+        with qtbot.waitSignal(window.errorShown, timeout=SIGNAL_MS) as shown:
+            window.load_model()
+        assert "read-only" in shown.args[0] and Path(small_raster).name in shown.args[0]
     finally:
         for path in made:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)

@@ -459,6 +459,18 @@ class TileIndex:
         return self.search_file.short_result_note(asked, found)
 
     # -- writing (used by the indexing pipeline) -------------------------------------------------
+    def is_current(self, info, tiling: dict) -> bool:
+        """Whether the raster `info` is indexed completely with `tiling`, from the same file as
+        now: what begin_raster would keep as it is. Reads only."""
+        with self.db.lock:
+            row = self.db.execute("SELECT mtime_ns, size, tiling, complete FROM rasters "
+                                  "WHERE path = ?", (info.path,)).fetchone()
+        if row is None or not row[3] or (row[0], row[1]) != change_key(info):
+            return False
+        stored = json.loads(row[2])
+        return (_grid(stored) == _grid(tiling) and tiling_slots(stored) == tiling_slots(tiling)
+                and _content(stored) == _content(tiling))
+
     def begin_raster(self, info, tiling: dict, n_tiles: int) -> tuple[int, bool, dict]:
         """Register a raster for indexing; returns (raster_id, already_complete, stored tiling).
 

@@ -272,9 +272,24 @@ def _stac_sources(rasters) -> dict[str, dict]:
     return {a.path: a.source for a in items if isinstance(a, StacAsset)}
 
 
-def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chunk_px, stats,
-               nodata: _NodataSettings, sources: dict):
-    jobs = []
+@dataclass
+class _PlannedRaster:
+    """A raster as a build would tile it: what begin_raster (or is_current) compares."""
+    path: str
+    explicit: bool
+    info: object
+    grids: list
+    tiling: dict
+
+    @property
+    def n_windows(self) -> int:
+        return sum(len(windows) for _, windows in self.grids)
+
+
+def _planned_rasters(found, model, tile_ground_m, tile_px, overlap, bands, chunk_px, stats,
+                     nodata: _NodataSettings, sources: dict):
+    """Each readable raster of `found` with its tile grids and the tiling record a build stores;
+    an unreadable one found in a folder is skipped with a warning (a named one raises)."""
     for path, explicit in found:
         try:
             info = raster_info(path, bands=bands, nodata=nodata.for_path(path))
@@ -289,7 +304,6 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
             stats.warnings.append(f"{path} has no coordinate system: its tiles are cut in pixels and "
                                   f"have no longitude/latitude (search works; map export does not).")
         grids = _scale_grids(info, tile_ground_m, tile_px, overlap, model)
-        n_windows = sum(len(windows) for _, windows in grids)
         tiling = {"tile_px": list(grids[0][0]), "overlap": overlap, "bands": list(info.rgb_bands),
                   "chunk_px": chunk_px, "max_nodata": nodata.max_nodata}
         if len(grids) > 1:
@@ -298,6 +312,28 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
             tiling["nodata"] = policy
         if path in sources:   # a new version of the item re-encodes it (part of the grid key)
             tiling["stac"] = sources[path]
+        yield _PlannedRaster(path, explicit, info, grids, tiling)
+
+
+def rasters_to_index(index: TileIndex, rasters, model, tile_ground_m=None, tile_px=None, overlap=0.0,
+                     bands=None, chunk_px=DEFAULT_CHUNK_PX, nodata=None,
+                     max_nodata=DEFAULT_MAX_NODATA, **_build_only) -> list[str]:
+    """The paths of `rasters` that build_index with these settings would encode into `index`:
+    not in it, not finished, changed on disk since, or tiled otherwise. Only reads, so it
+    answers for an index that cannot be built into (a read-only folder, an archive). Settings
+    that only steer a build (batch size, workers, progress) are accepted and ignored."""
+    planned = _planned_rasters(find_rasters(rasters), model, tile_ground_m, tile_px, overlap, bands,
+                               chunk_px, IndexStats(), _NodataSettings(nodata, check_max_nodata(max_nodata)),
+                               _stac_sources(rasters))
+    return [p.path for p in planned if not index.is_current(p.info, p.tiling)]
+
+
+def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chunk_px, stats,
+               nodata: _NodataSettings, sources: dict):
+    jobs = []
+    for planned in _planned_rasters(found, model, tile_ground_m, tile_px, overlap, bands, chunk_px,
+                                    stats, nodata, sources):
+        info, tiling, n_windows = planned.info, planned.tiling, planned.n_windows
         stats.tiles_planned += n_windows
         raster_id, complete, stored = store.begin_raster(info, tiling, n_windows)
         if complete:
@@ -307,11 +343,12 @@ def _plan_jobs(store, found, model, tile_ground_m, tile_px, overlap, bands, chun
         if note := nodata_note(info):
             stats.warnings.append(note)
         # A resumed raster keeps the chunking its done marks refer to.
-        tiles, chunks = _scale_tiles_and_chunks(info, grids, stored.get("chunk_px", chunk_px))
+        tiles, chunks = _scale_tiles_and_chunks(info, planned.grids, stored.get("chunk_px", chunk_px))
         done_chunks = store.done_chunks(raster_id)
         stats.tiles_resumed += sum(len(chunks[c].tile_indices) for c in done_chunks if c in chunks)
         pending = [i for i in chunks if i not in done_chunks]
-        job = RasterJob(raster_id, info, tiles, chunks, pending, explicit, max_nodata=nodata.max_nodata)
+        job = RasterJob(raster_id, info, tiles, chunks, pending, planned.explicit,
+                        max_nodata=nodata.max_nodata)
         if "refresh_from" in stored:
             job.existing = store.tile_checks(raster_id)
             job.same_pixels = stored["refresh_from"].get("nodata") == tiling.get("nodata")
