@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssjdn.desktop.results import read_thumbnails
+from ssjdn.desktop.results import hit_heatmaps, read_thumbnails
 from ssjdn.desktop.state import Events
 
 RELEVANT, NOT_RELEVANT = True, False
@@ -172,7 +172,7 @@ class RelevanceFeedback:
         take the top places and push the new candidates down)."""
         from ssjdn.core.errors import UserError
         from ssjdn.core.query.feedback import refine_query
-        from ssjdn.core.query.search import search_vector, vector_heatmap
+        from ssjdn.core.query.search import search_vector
         self.model.require_index()
         positives, negatives = self.marked(RELEVANT), self.marked(NOT_RELEVANT)
         if not self.can_refine():
@@ -190,10 +190,7 @@ class RelevanceFeedback:
             found = keep(search_vector(index, query, ask))
             hits = ([h for h in found if h.tile_id not in marked][:k] +
                     [h for h in found if h.tile_id in marked])
-            heat = {}
-            if with_heatmap:
-                heat = {p: vector_heatmap(index, records[p], query)
-                        for p in heatmap_rasters([h.raster_path for h in hits])}
+            heat = hit_heatmaps(index, records, query, hits, heatmap_rasters) if with_heatmap else {}
             return label, shown_words, hits, heat, read_thumbnails(hits)
 
         return work

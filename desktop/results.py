@@ -35,7 +35,7 @@ class SearchResults:
 
     def search_job(self, query: str, k: int = 20, with_heatmap: bool = True):
         """A text search (recorded in the session's history): hits, heatmaps, thumbnails."""
-        from ssjdn.core.query.search import query_vector, search_vector, vector_heatmap, with_likelihoods
+        from ssjdn.core.query.search import query_vector, search_vector, with_likelihoods
         self.model.require_index()
         query = query.strip()
         (index, model), (ask, keep) = (self.model.index, self.model.loaded.model), self.model.fetch_plan(k)
@@ -46,10 +46,7 @@ class SearchResults:
         def work():
             text = query_vector(model, query)   # encoded once, for the hits and every heatmap
             hits = keep(with_likelihoods(search_vector(index, text, ask), model))
-            heat = {}
-            if with_heatmap:
-                heat = {p: vector_heatmap(index, records[p], text)
-                        for p in heatmap_rasters([h.raster_path for h in hits])}
+            heat = hit_heatmaps(index, records, text, hits, heatmap_rasters) if with_heatmap else {}
             return query, query, hits, heat, read_thumbnails(hits)
 
         return work
@@ -164,6 +161,14 @@ def finite_range(arrays) -> tuple[float, float] | None:
     if not finite:
         return None
     return float(min(a.min() for a in finite)), float(max(a.max() for a in finite))
+
+
+def hit_heatmaps(index, records: dict, vector, hits, heatmap_rasters) -> dict:
+    """Each chosen raster's heatmap of `vector`, the very vector that ranked `hits`:
+    heatmap_rasters picks the rasters (ExplorerModel.heatmap_rasters), records maps path -> record."""
+    from ssjdn.core.query.search import vector_heatmap
+    return {path: vector_heatmap(index, records[path], vector)
+            for path in heatmap_rasters([h.raster_path for h in hits])}
 
 
 def read_thumbnails(hits) -> list:
