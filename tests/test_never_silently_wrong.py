@@ -352,3 +352,30 @@ def test_the_app_hears_why_a_shared_index_rebuilds_its_search_file(cli_index, tm
     with index_store.TileIndex.open(tmp_path / "shared") as index:
         index.prepare_search(progress=steps.append)     # what the app's status line shows
     assert any("not written by this installation" in step.message for step in steps)
+
+
+# -- a raster changed or gone since it was indexed ---------------------------------------------
+
+def _touch_later(path) -> None:
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_a_search_says_when_a_hit_raster_changed_on_disk_since_it_was_indexed(cli_index, capsys):
+    # Before: the hits of the old pixels were printed as if current, without a word.
+    raster, idx = cli_index
+    _touch_later(raster)
+    assert main(["search", "a river", "--index", idx, "--model", "tiny", "-k", "3"]) == 0
+    err = capsys.readouterr().err
+    assert f"{Path(raster).name} changed on disk since it was indexed" in err
+    assert f"ssjdn index {raster} --index {idx}" in err
+
+
+def test_changed_rasters_tells_changed_from_missing_and_leaves_current_ones(tmp_path, tiny_model):
+    index, raster = index_small_scene(tmp_path, tiny_model)
+    with index:
+        assert index.changed_rasters([raster]) == {}
+        _touch_later(raster)
+        assert index.changed_rasters([raster]) == {raster: "changed"}
+        os.remove(raster)
+        assert index.changed_rasters([raster]) == {raster: "missing"}

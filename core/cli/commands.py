@@ -374,6 +374,7 @@ def run_search(args) -> int:
             label = args.query
         _print_hits(hits, label, index=index)
         _say_if_short(index, args.k, hits)
+        _say_if_rasters_changed(index, hits, args.index)
         if not marks and args.like is None and args.like_image is None:
             _say_likelihood(model, hits)
         _remember(index, label, hits)
@@ -412,6 +413,7 @@ def run_classify(args) -> int:
         print(f"{len(hits)} of {index.count} tiles have probability >= {args.threshold:g}")
         if hits:
             _print_hits(hits[:20], label, score_name="prob.")
+            _say_if_rasters_changed(index, hits, args.index)
         else:
             print(f"No tile reaches probability {args.threshold:g}: lower --threshold (e.g. 0.5) "
                   f"or mark more relevant tiles.")
@@ -588,6 +590,20 @@ def _say_if_short(index, asked: int, hits) -> None:
     note = index.short_result_note(asked, len(hits))
     if note is not None:
         print(f"note: {note}", file=sys.stderr)
+
+
+def _say_if_rasters_changed(index, hits, index_arg) -> None:
+    """A hit of a raster modified or removed since it was indexed was ranked by pixels that are
+    no longer there: say so, with the command that brings its tiles up to date."""
+    for path, state in sorted(index.changed_rasters({h.raster_path for h in hits}).items()):
+        if state == "changed":
+            print(f"note: {Path(path).name} changed on disk since it was indexed: its hits were "
+                  f"ranked by its old pixels. To encode it again: ssjdn index {path} --index {index_arg}",
+                  file=sys.stderr)
+        else:
+            print(f"note: {Path(path).name} is no longer at {path}: its hits are ranked as indexed, "
+                  f"but their pixels cannot be read (move it back, or index it where it is now).",
+                  file=sys.stderr)
 
 
 def _print_hits(hits, label: str, score_name: str = "score", index=None) -> None:

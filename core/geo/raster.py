@@ -192,13 +192,18 @@ def raster_path(path) -> str:
     return str(path) if is_virtual(path) else str(Path(path).expanduser().resolve())
 
 
+def file_change_key(path) -> tuple[int, int]:
+    """(mtime_ns, size) of a local file: change_key's, without opening the raster."""
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
+
+
 def change_key(info: RasterInfo) -> tuple[int, int]:
     """(mtime_ns, size): changes when the raster does, so its tiles are encoded again. rasterio
     cannot stat a GDAL virtual file, so for one it is (0, a checksum of its grid, bands and
     CRS): an object replaced in place by one of the same grid is not noticed (docs/cluster.md)."""
     if not is_virtual(info.path):
-        stat = os.stat(info.path)
-        return stat.st_mtime_ns, stat.st_size
+        return file_change_key(info.path)
     grid = (info.width, info.height, info.count, info.dtype, tuple(info.transform)[:6],
             info.crs.to_wkt() if info.crs else None, info.block_shape, info.nodata)
     return 0, zlib.crc32(repr(grid).encode())

@@ -31,7 +31,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from ssjdn.core.errors import UserError, os_error_as_user_error
-from ssjdn.core.geo.raster import change_key, raster_path
+from ssjdn.core.geo.raster import change_key, file_change_key, is_virtual, raster_path
 from ssjdn.core.index import formats
 from ssjdn.core.index.ann import APPROX_THRESHOLD
 from ssjdn.core.index.database import DB_NAME, IDS_PER_QUERY, IndexDatabase, fits_int64, marks
@@ -470,6 +470,25 @@ class TileIndex:
         stored = json.loads(row[2])
         return (_grid(stored) == _grid(tiling) and tiling_slots(stored) == tiling_slots(tiling)
                 and _content(stored) == _content(tiling))
+
+    def changed_rasters(self, paths) -> dict[str, str]:
+        """Of the indexed rasters `paths`, those whose file is no longer the one encoded:
+        path -> "changed" (modified since) or "missing". Only stats files, so a search can ask
+        for its hits' rasters; a GDAL virtual path is not checked (that would mean opening it)."""
+        wanted = {str(p) for p in paths if not is_virtual(p)}
+        if not wanted:
+            return {}
+        with self.db.lock:   # one row per raster: read whole, no bound-value limit to mind
+            rows = self.db.execute("SELECT path, mtime_ns, size FROM rasters").fetchall()
+        found = {}
+        for path, mtime_ns, size in rows:
+            if path in wanted:
+                try:
+                    if file_change_key(path) != (mtime_ns, size):
+                        found[path] = "changed"
+                except FileNotFoundError:
+                    found[path] = "missing"
+        return found
 
     def begin_raster(self, info, tiling: dict, n_tiles: int) -> tuple[int, bool, dict]:
         """Register a raster for indexing; returns (raster_id, already_complete, stored tiling).
