@@ -113,5 +113,5 @@ def test_classify_stores_its_marks_and_reuses_a_stored_set(cli_index, tmp_path, 
     assert main(["classify", "--index", idx, "--label-set", "round one", "--threshold", "0",
                  "--out", str(again)]) == 0
     assert _features(first) == _features(again)
-    assert main(["classify", "--index", idx, "--label-set", "nope", "--out", str(again)]) == 2
+    assert main(["classify", "--index", idx, "--label-set", "nope", "--out", str(tmp_path / "never.geojson")]) == 2
     assert "No labelled set named 'nope'" in capsys.readouterr().err

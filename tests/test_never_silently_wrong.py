@@ -379,3 +379,65 @@ def test_changed_rasters_tells_changed_from_missing_and_leaves_current_ones(tmp_
         assert index.changed_rasters([raster]) == {raster: "changed"}
         os.remove(raster)
         assert index.changed_rasters([raster]) == {raster: "missing"}
+
+
+# -- earlier outputs are not replaced without being asked -----------------------------------------
+
+def test_an_export_refuses_to_replace_an_earlier_file_unless_told(cli_index, tmp_path, capsys):
+    # Before: a second export to the same name replaced the first without a word.
+    _, idx = cli_index
+    out = tmp_path / "hits.geojson"
+    assert main(["export", "--index", idx, "--model", "tiny", "--query", "a river", "--out", str(out)]) == 0
+    first = out.read_bytes()
+    assert main(["export", "--index", idx, "--model", "tiny", "--query", "houses", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
+    assert out.read_bytes() == first
+    assert main(["export", "--index", idx, "--model", "tiny", "--query", "houses", "--out", str(out),
+                 "--overwrite"]) == 0
+    assert out.read_bytes() != first
+
+
+def test_search_classify_and_map_exports_check_their_output_before_the_work(cli_index, tmp_path, capsys,
+                                                                           monkeypatch):
+    from ssjdn.core.query import feedback, search
+    _, idx = cli_index
+    taken = tmp_path / "taken.geojson"
+    taken.write_text("an analyst's earlier work")
+    grid = tmp_path / "taken.tif"
+    grid.write_text("an earlier map")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the work ran although its output was refused")
+    monkeypatch.setattr(search, "search_text", never)
+    monkeypatch.setattr(search, "tile_query_map", never)
+    monkeypatch.setattr(feedback, "classify_tiles", never)
+    with index_store.TileIndex.open(idx) as index:
+        ids = index.tile_ids()
+    marks = ",".join(map(str, ids[:3]))
+    for argv in (["search", "a river", "--index", idx, "--model", "tiny", "--out", str(taken)],
+                 ["classify", "--index", idx, "--positive", marks, "--out", str(taken)],
+                 ["export", "--index", idx, "--model", "tiny", "--salience", str(ids[0]),
+                  "--query", "a river", "--out", str(grid)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "already exists" in err and "--overwrite" in err, argv
+    assert taken.read_text() == "an analyst's earlier work" and grid.read_text() == "an earlier map"
+
+
+def test_classify_replaces_a_stored_labelled_set_only_when_it_read_it_or_was_told(cli_index, tmp_path, capsys):
+    _, idx = cli_index
+    with index_store.TileIndex.open(idx) as index:
+        ids = index.tile_ids()
+        index.save_label_set("tanks", {int(ids[5]): True})
+    marks = ",".join(map(str, ids[:3]))
+    common = ["classify", "--index", idx, "--threshold", "0"]
+    assert main(common + ["--positive", marks, "--save-labels", "tanks", "--out", str(tmp_path / "a.geojson")]) == 2
+    assert "labelled set named 'tanks' already exists" in capsys.readouterr().err
+    with index_store.TileIndex.open(idx) as index:
+        assert index.load_label_set("tanks") == {int(ids[5]): True}
+    # Read and saved back with the new marks: nothing is lost, so no flag is needed.
+    assert main(common + ["--positive", marks, "--label-set", "tanks", "--save-labels", "tanks",
+                          "--out", str(tmp_path / "b.geojson")]) == 0
+    with index_store.TileIndex.open(idx) as index:
+        assert set(index.load_label_set("tanks")) == {int(i) for i in ids[:3]} | {int(ids[5])}

@@ -183,6 +183,8 @@ def register(subparsers) -> None:
     p.add_argument("--negative", type=tile_id_list, default=[], metavar="ID,ID,...",
                    help="refine the query away from these tiles (marked not relevant)")
     p.add_argument("--out", metavar="FILE", help=f"also write the hits to a {HITS_FILE} file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (default: refuse, so earlier work is kept)")
     p.set_defaults(func=run_search)
 
     p = subparsers.add_parser("classify", help="find all tiles like the marked examples",
@@ -200,6 +202,9 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, default=0.5, metavar="P",
                    help="write tiles whose probability is at least P, 0 to 1 (default 0.5)")
     p.add_argument("--out", required=True, metavar="FILE", help=f"a {HITS_FILE} file to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file or --save-labels set (default: refuse, so "
+                        "earlier work is kept; a set read with --label-set may be saved back)")
     p.set_defaults(func=run_classify)
 
     p = subparsers.add_parser("match", help="rank captions for a tile or an image",
@@ -225,6 +230,8 @@ def register(subparsers) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--heatmap", metavar="RASTER", help="write the query's score for every tile of RASTER")
     what.add_argument("--salience", type=tile_id, metavar="TILE_ID", help="write the SEM/SSM maps of a tile")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (default: refuse, so earlier work is kept)")
     p.set_defaults(func=run_export)
 
 
@@ -356,6 +363,7 @@ def run_search(args) -> int:
     if args.out:
         from ssjdn.core.geo.export import check_hits_path
         check_hits_path(args.out)
+        _refuse_to_replace(args.out, args.overwrite)
     index, model = _open_index(args)
     with index:
         _prepare_search(index)
@@ -395,10 +403,12 @@ def run_classify(args) -> int:
         raise UserError(f"--threshold is a probability between 0 and 1; got {args.threshold}.")
     # Outputs are checked before every tile is scored (minutes on an archive).
     check_hits_path(args.out)
+    _refuse_to_replace(args.out, args.overwrite)
     if args.save_labels is not None and not args.save_labels.strip():
         raise UserError("--save-labels needs a name for the labelled set, e.g. --save-labels "
                         "'solar farms'; leave the option out to store nothing.")
     with TileIndex.open(args.index) as index:
+        _refuse_to_replace_label_set(index, args)
         positives, negatives = _classify_marks(index, args)
         if not positives:
             raise UserError("Mark the tiles to find: --positive ID,ID,ID (at least 3), --labels FILE "
@@ -406,7 +416,7 @@ def run_classify(args) -> int:
         scored = classify_tiles(index, positives, negatives, threshold=args.threshold)
         if args.save_labels is not None:
             marks = {**dict.fromkeys(negatives, False), **dict.fromkeys(positives, True)}
-            index.save_label_set(args.save_labels, marks, overwrite=True)
+            index.save_label_set(args.save_labels, marks, overwrite=True)   # checked before scoring
             print(f"stored {len(set(positives) | set(negatives))} marks as labelled set '{args.save_labels}'")
         hits = hits_for_ids(index, [t for t, _ in scored], [p for _, p in scored])
         label = f"classifier ({len(set(positives))} relevant, {len(set(negatives))} not relevant marked)"
@@ -421,6 +431,27 @@ def run_classify(args) -> int:
                            extra=[{"probability": round(h.score, 6)} for h in hits])
     print(f"wrote {path} ({len(hits)} tiles, most probable first)")
     return 0
+
+
+def _refuse_to_replace(path, overwrite: bool) -> None:
+    """An output that exists is an earlier export an analyst may still need: replaced only when
+    asked (checked before the work, so a refusal costs nothing)."""
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists. Give another --out name, or add --overwrite to "
+                        f"replace it.")
+
+
+def _refuse_to_replace_label_set(index, args) -> None:
+    """--save-labels NAME replaces a stored set only when this run read it (--label-set NAME: its
+    marks are among those saved) or --overwrite says so."""
+    if args.save_labels is None or args.overwrite:
+        return
+    name = args.save_labels.strip()
+    if name in {stored for stored, _, _ in index.label_sets()} and name != (args.label_set or "").strip():
+        raise UserError(f"A labelled set named '{name}' already exists in {args.index}. Choose another "
+                        f"--save-labels name, add --label-set '{name}' to add these marks to it, or "
+                        f"--overwrite to replace it.")
 
 
 def _classify_marks(index, args) -> tuple[list[int], list[int]]:
@@ -466,6 +497,7 @@ def run_export(args) -> int:
     out = Path(args.out)
     if args.salience is not None and args.query:
         export.check_geotiff_path(out)   # before the model loads
+        _refuse_to_replace(out, args.overwrite)
         index, model = _open_index(args)
         with index:
             grid = search.tile_query_map(index, model, args.salience, args.query)
@@ -476,6 +508,9 @@ def run_export(args) -> int:
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is an existing file; salience maps go into a folder (one "
                             f"GeoTIFF per map). Give a folder name, e.g. --out salience_{args.salience}/.")
+        earlier = sorted(out.glob(f"tile{args.salience}_*.tif")) if out.is_dir() else []
+        if earlier:
+            _refuse_to_replace(earlier[0], args.overwrite)
         index, model = _open_index(args)
         with index:
             maps = search.tile_salience(index, model, args.salience)
@@ -492,12 +527,14 @@ def run_export(args) -> int:
         if not args.query:
             raise UserError('A heatmap shows one query\'s scores: add --query "what to find".')
         export.check_geotiff_path(out)   # before the model loads
+        _refuse_to_replace(out, args.overwrite)
         index, model = _open_index(args)
         with index:
             heat = search.score_heatmap(index, model, args.query, args.heatmap)
         print(f"wrote {export.write_geotiff(heat, out)} ({heat.array.shape[1]} x {heat.array.shape[0]} cells)")
         return 0
     export.check_hits_path(out)   # before the search runs
+    _refuse_to_replace(out, args.overwrite)
     if args.query:
         index, model = _open_index(args)
         with index:
