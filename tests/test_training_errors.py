@@ -474,3 +474,13 @@ def test_a_split_too_small_to_train_or_validate_on_is_refused(tmp_path, sizes, s
     with pytest.raises(UserError, match=rf"{split} split .* 1 image.*at least 2"):
         train(tiny_config(), root, tmp_path / "run")
     assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_a_training_config_is_named_as_the_model_configs_are_or_the_error_lists_the_names(tmp_path,
+                                                                                          monkeypatch):
+    # `--config tiny` said the config did not exist although training/configs/tiny.yaml ships.
+    from ssjdn.training.config import load_training_config
+    monkeypatch.chdir(tmp_path)    # no tiny.yaml here: the name must find the shipped file
+    assert load_training_config("tiny")["name"] == "tiny"
+    with pytest.raises(UserError, match=r"ucm_default_cpu.*tiny|tiny.*ucm_default_cpu"):
+        load_training_config("no_such_recipe")

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
         description=f"Train SSJDN on {_benchmark_titles()}. Checkpoints every epoch into "
         "--out; run the same command with --resume to continue. Under torchrun the same command trains on several GPUs.")
     train.add_argument("--config", required=True,
-                       help="training config YAML, e.g. training/configs/ucm.yaml")
+                       help="training config: a YAML file, or the name of one in training/configs "
+                            "(e.g. ucm, ucm_default_cpu, tiny)")
     train.add_argument("--data-root", required=True, help="the dataset folder")
     train.add_argument("--out", default=None,
                        help="output folder (default: runs/<config name>)")

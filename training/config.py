@@ -45,14 +45,27 @@ DEFAULTS: dict = {
 }
 
 
+def config_path(config: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (training/configs/NAME.yaml), as the model
+    configs are named; a UserError listing the shipped names if it is neither."""
+    from ssjdn.core.places import shipped_path
+    path = Path(config)
+    if path.is_file():
+        return path
+    shipped = shipped_path("training", "configs")
+    if path.suffix == "" and len(path.parts) == 1 and (shipped / f"{path}.yaml").is_file():
+        return shipped / f"{path}.yaml"
+    names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
+    raise UserError(f"Training config {path} does not exist: give a YAML file or one of the shipped "
+                    f"configs ({names}).")
+
+
 def load_training_config(config: str | Path | dict) -> dict:
-    """A YAML path or a dict, merged over DEFAULTS."""
+    """A YAML path, a shipped config's name or a dict, merged over DEFAULTS."""
     from ssjdn.core.model.api import deep_merge
 
     if isinstance(config, (str, Path)):
-        path = Path(config)
-        if not path.is_file():
-            raise UserError(f"Training config {path} does not exist; see training/configs/.")
+        path = config_path(config)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
