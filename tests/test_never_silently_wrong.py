@@ -441,3 +441,18 @@ def test_classify_replaces_a_stored_labelled_set_only_when_it_read_it_or_was_tol
                           "--out", str(tmp_path / "b.geojson")]) == 0
     with index_store.TileIndex.open(idx) as index:
         assert set(index.load_label_set("tanks")) == {int(i) for i in ids[:3]} | {int(ids[5])}
+
+
+def test_a_first_build_that_failed_before_any_raster_does_not_bind_the_folder_to_its_model(
+        tmp_path, tiny_model, capsys):
+    # Before: `ssjdn index --bands 5,3,2` failed, but its empty index kept the model, so the
+    # retry with another model was refused as "built with model ..., not comparable".
+    from engine_fixtures import utm_scene
+    raster, idx = utm_scene(tmp_path), str(tmp_path / "idx")
+    assert main(["index", raster, "--index", idx, "--model", "tiny", "--tile-px", "64",
+                 "--bands", "5,3,2"]) == 2
+    assert "do not exist" in capsys.readouterr().err
+    other = ["--model", "ssjdn-lite0-minilm"]
+    assert main(["index", raster, "--index", idx, *other, "--tile-px", "64"]) == 0
+    with index_store.TileIndex.open(idx) as index:
+        assert index.db.meta("model_name") == "ssjdn-lite0-minilm" and index.count == 20

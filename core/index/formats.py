@@ -51,12 +51,34 @@ def create_schema(db: IndexDatabase, model) -> None:
     with db.lock, db.connection:
         db.execute("BEGIN IMMEDIATE")
         if db.meta("model_fingerprint") is None:
-            dim = int(model_dim(model))
-            for key, value in (("format_version", FORMAT_VERSION),
-                               ("model_fingerprint", model.fingerprint),
-                               ("model_name", getattr(model, "name", "")),
-                               ("dim", str(dim)), ("created", str(time.time()))):
-                db.set_meta(key, value)
+            _write_model_meta(db, model)
+
+
+def adopt_model_if_never_filled(db: IndexDatabase, model) -> bool:
+    """Bind an index that never registered a raster (a first build that failed before planning,
+    e.g. on a bad --bands) to `model`: nothing in it depends on the model that made it, so the
+    next build's model takes it over instead of being refused as a mismatch. True if it did."""
+    if db.read_only:
+        return False
+    with db.lock, db.connection:
+        db.execute("BEGIN IMMEDIATE")
+        if not never_filled(db):
+            return False
+        _write_model_meta(db, model)
+        return True
+
+
+def _write_model_meta(db: IndexDatabase, model) -> None:
+    for key, value in (("format_version", FORMAT_VERSION), ("model_fingerprint", model.fingerprint),
+                       ("model_name", getattr(model, "name", "")), ("dim", str(int(model_dim(model)))),
+                       ("created", str(time.time()))):
+        db.set_meta(key, value)
+
+
+def never_filled(db: IndexDatabase) -> bool:
+    """No raster was ever registered and no vector stored."""
+    return (db.execute("SELECT 1 FROM rasters LIMIT 1").fetchone() is None
+            and db.execute("SELECT 1 FROM shards LIMIT 1").fetchone() is None)
 
 
 def is_format_1(db: IndexDatabase) -> bool:

@@ -155,9 +155,10 @@ class TileIndex:
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, index_dir, model=None, create: bool = False) -> "TileIndex":
+    def open(cls, index_dir, model=None, create: bool = False, verify_model: bool = True) -> "TileIndex":
         """Open an index folder; with `create=True` make it (for `model`) if it does not exist.
-        Raises IndexMismatchError if `model` is not the model that built the index."""
+        Raises IndexMismatchError if `model` is not the model that built the index (unless
+        `verify_model` is False: a build checks it once it holds the writer lock)."""
         index_dir = check_index_dir(index_dir, for_writing=create)
         db_path = index_dir / DB_NAME
         if not create:
@@ -197,7 +198,7 @@ class TileIndex:
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{db_path} is not a readable index ({exc}). Delete the folder and "
                             f"build the index again.") from exc
-        if model is not None:
+        if model is not None and verify_model:
             index.check_model(model)
         return index
 
@@ -237,6 +238,14 @@ class TileIndex:
                 self.db.execute("UPDATE rasters SET complete = 0 WHERE id = ?", (raster_id,))
         self._forget_loaded()
         return [Path(path).name for _, path in rasters]
+
+    def check_model_for_building(self, model) -> None:
+        """check_model for a build that holds the writer lock: an index that never registered
+        a raster (a first build that failed before planning, e.g. on a bad --bands) is taken
+        over by this build's model instead of being refused as a mismatch."""
+        with self.db.writing("bind the empty index to the model in use"):
+            formats.adopt_model_if_never_filled(self.db, model)
+        self.check_model(model)
 
     def check_model(self, model) -> None:
         built_with = self.db.meta("model_fingerprint")

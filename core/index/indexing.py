@@ -202,12 +202,11 @@ def build_with(encode, index_dir, rasters, model, tile_ground_m=None, tile_px=No
     sources = _stac_sources(rasters)
     max_nodata = check_max_nodata(max_nodata)
     given = isinstance(index_dir, TileIndex)   # the caller's open index: used, left open
-    store = index_dir if given else TileIndex.open(index_dir, model=model, create=True)
-    if given:
-        store.check_model(model)
+    store = index_dir if given else TileIndex.open(index_dir, model=model, create=True, verify_model=False)
     lock = IndexLock(store.index_dir)
     try:
         lock.acquire()
+        store.check_model_for_building(model)
         stats.warnings += store.repair_vector_files()   # before planning: it may unfinish rasters
         if model_source is not None:
             store.set_model_source(model_source)
