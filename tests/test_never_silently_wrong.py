@@ -456,3 +456,13 @@ def test_a_first_build_that_failed_before_any_raster_does_not_bind_the_folder_to
     assert main(["index", raster, "--index", idx, *other, "--tile-px", "64"]) == 0
     with index_store.TileIndex.open(idx) as index:
         assert index.db.meta("model_name") == "ssjdn-lite0-minilm" and index.count == 20
+
+
+def test_an_index_error_starts_its_own_line_not_after_an_empty_progress_bar(tmp_path, capsys):
+    # Before: "indexing: 0tile [00:00, ?tile/s]error: ... has 3 band(s)" on one line.
+    from engine_fixtures import utm_scene
+    raster = utm_scene(tmp_path)
+    assert main(["index", raster, "--index", str(tmp_path / "idx"), "--model", "tiny",
+                 "--bands", "5,3,2"]) == 2
+    shown = [line.split("\r")[-1] for line in capsys.readouterr().err.split("\n")]
+    assert any(line.startswith("error: ") and "band" in line for line in shown), shown

@@ -285,9 +285,12 @@ def _build(index, rasters, model, source, args):
     from ssjdn.core.index.indexing import build_index
     from ssjdn.core.progress import Progress, Stage
     cancel = threading.Event()
-    bar = tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing")
+    bars = []   # made at the first update, so an error before any work has no empty bar before it
 
     def progress(update: Progress) -> None:
+        if not bars:
+            bars.append(tqdm(total=0, unit="tile", dynamic_ncols=True, desc="indexing"))
+        bar = bars[0]
         if update.stage is Stage.PLANNED:
             bar.reset(update.total)   # the rate counts from here, not from loading the model or a cluster
         bar.total = update.total
@@ -300,14 +303,17 @@ def _build(index, rasters, model, source, args):
                   nodata=args.nodata)
     if args.max_nodata is not None:
         common["max_nodata"] = args.max_nodata
-    with _first_ctrl_c_sets(cancel):
-        if args.cluster is not None:
-            from ssjdn.core.index.cluster import build_index_on_cluster
-            stats = build_index_on_cluster(index, rasters, model, args.cluster, **common)
-        else:
-            stats = build_index(index, rasters, model, batch_size=args.batch_size,
-                                workers=args.workers, **common)
-    bar.close()
+    try:
+        with _first_ctrl_c_sets(cancel):
+            if args.cluster is not None:
+                from ssjdn.core.index.cluster import build_index_on_cluster
+                stats = build_index_on_cluster(index, rasters, model, args.cluster, **common)
+            else:
+                stats = build_index(index, rasters, model, batch_size=args.batch_size,
+                                    workers=args.workers, **common)
+    finally:
+        for bar in bars:
+            bar.close()
     return stats
 
 
