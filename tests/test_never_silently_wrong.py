@@ -371,6 +371,26 @@ def test_a_search_says_when_a_hit_raster_changed_on_disk_since_it_was_indexed(cl
     assert f"ssjdn index {raster} --index {idx}" in err
 
 
+@pytest.mark.parametrize("command", [
+    ["match", "--tile", "{tile}", "a river", "houses"],
+    ["export", "--salience", "{tile}", "--query", "a river", "--out", "{out}/map.tif"],
+    ["export", "--salience", "{tile}", "--out", "{out}/maps"],
+])
+def test_a_tile_read_again_says_when_its_raster_changed_since_it_was_indexed(cli_index, tmp_path,
+                                                                               capsys, command):
+    # Before: match --tile and the salience exports read the raster's current pixels and
+    # printed scores or maps of a tile the index had never seen, without a word.
+    raster, idx = cli_index
+    with index_store.TileIndex.open(idx) as index:
+        tile = int(index.tile_ids()[0])
+    _touch_later(raster)
+    args = [part.format(tile=tile, out=tmp_path) for part in command]
+    assert main([*args, "--index", idx, "--model", "tiny"]) == 0
+    err = capsys.readouterr().err
+    assert f"{Path(raster).name} changed on disk since it was indexed" in err
+    assert "current pixels" in err and f"ssjdn index {raster} --index {idx}" in err
+
+
 def test_changed_rasters_tells_changed_from_missing_and_leaves_current_ones(tmp_path, tiny_model):
     index, raster = index_small_scene(tmp_path, tiny_model)
     with index:

@@ -488,6 +488,7 @@ def run_match(args) -> int:
         index, model = _open_index(args)
         with index:
             ranked = rank_captions(model, index.tile(args.tile), captions, index=index)
+            _say_if_tile_raster_changed(index, args.tile, args.index, "scores")
     else:
         model, _ = load_model_arg(args.model)
         ranked = rank_captions(model, args.image, captions)
@@ -507,6 +508,7 @@ def run_export(args) -> int:
         index, model = _open_index(args)
         with index:
             grid = search.tile_query_map(index, model, args.salience, args.query)
+            _say_if_tile_raster_changed(index, args.salience, args.index, "maps")
         print(f"wrote {export.write_geotiff(grid, out)} (where '{args.query}' matches in tile "
               f"{args.salience}, {grid.array.shape[1]} x {grid.array.shape[0]} cells)")
         return 0
@@ -520,6 +522,7 @@ def run_export(args) -> int:
         index, model = _open_index(args)
         with index:
             maps = search.tile_salience(index, model, args.salience)
+            _say_if_tile_raster_changed(index, args.salience, args.index, "maps")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -641,12 +644,25 @@ def _say_if_rasters_changed(index, hits, index_arg) -> None:
     for path, state in sorted(index.changed_rasters({h.raster_path for h in hits}).items()):
         if state == "changed":
             print(f"note: {Path(path).name} changed on disk since it was indexed: its hits were "
-                  f"ranked by its old pixels. To encode it again: ssjdn index {path} --index {index_arg}",
-                  file=sys.stderr)
+                  f"ranked by its old pixels. {_reindex_hint(path, index_arg)}", file=sys.stderr)
         else:
             print(f"note: {Path(path).name} is no longer at {path}: its hits are ranked as indexed, "
                   f"but their pixels cannot be read (move it back, or index it where it is now).",
                   file=sys.stderr)
+
+
+def _say_if_tile_raster_changed(index, tile_id: int, index_arg, what: str) -> None:
+    """`what` (scores, maps) was computed from the tile's pixels as they are now: when its raster
+    changed since it was indexed, they are not the pixels its search hit was ranked by."""
+    path = index.tile(tile_id).raster_path
+    if index.changed_rasters([path]).get(path) == "changed":
+        print(f"note: {Path(path).name} changed on disk since it was indexed: these {what} are of "
+              f"the tile's current pixels, not of those it was found by. "
+              f"{_reindex_hint(path, index_arg)}", file=sys.stderr)
+
+
+def _reindex_hint(path, index_arg) -> str:
+    return f"To encode it again: ssjdn index {path} --index {index_arg}"
 
 
 def _print_hits(hits, label: str, score_name: str = "score", index=None) -> None:
