@@ -18,3 +18,13 @@ def test_the_variant_without_class_evidence_compares_plain_embeddings_of_the_sam
     assert all(a is b for a, b in zip(plain.parameters(), model.parameters()))   # same weights
     assert encode_query(plain, "a bridge").shape[-1] == plain.vector_dim
     assert encode_query(model, "a bridge").shape[-1] == model.vector_dim
+
+
+def test_the_model_cost_bench_counts_wider_heads_as_dearer_and_rates_against_the_first(capsys):
+    cost = bench_module("bench_model_cost")
+    result = cost.main(["--candidates", "tiny:16", "tiny:32", "--batch", "2", "--repeat", "1"])
+    narrow, wide = result["tiny:16"], result["tiny:32"]
+    assert narrow["rate_vs_reference"] == 1.0 and wide["tiles_per_s"] > 0
+    assert wide["backbone_gmac"] == narrow["backbone_gmac"] > 0   # the width is the heads'
+    assert wide["gmac_per_tile"] > narrow["gmac_per_tile"]
+    assert "tiny:32" in capsys.readouterr().out
