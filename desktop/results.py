@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ssjdn.core.model.calibration import GOOD_MATCH
+from ssjdn.core.query.search import unread_words_note
 from ssjdn.desktop.resources import THUMB_PX
 from ssjdn.desktop.state import Events
 
@@ -116,6 +117,11 @@ class SearchResults:
         return text
 
     def _count_text(self) -> str:
+        text = self._hits_text()
+        note = unread_words_note(self.model.loaded.model, self.words) if self.words else None
+        return f"{text.rstrip('.')}. {note}" if note else text
+
+    def _hits_text(self) -> str:
         query, hits = self.last_query, self.hits
         if not hits:
             return f"No tiles for \u201c{query}\u201d"

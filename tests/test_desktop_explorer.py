@@ -362,3 +362,10 @@ def test_the_attribute_rows_hold_hits_detections_and_marks_with_their_centres(ex
     assert [f["properties"]["kind"] for f in features] == ["hit", "mark"]
     assert features[1]["properties"]["label"] == "not relevant" and features[1]["properties"]["score"] is None
     assert features[0]["properties"]["lat"] == pytest.approx(lat, abs=1e-6)
+
+
+def test_the_results_line_says_which_words_the_model_ignored(explorer):
+    search(explorer, "a river 🌊")
+    assert "no word for “🌊”" in explorer.results.text(set())
+    search(explorer, "a river")
+    assert "ignored" not in explorer.results.text(set())

@@ -486,3 +486,31 @@ def test_an_index_error_starts_its_own_line_not_after_an_empty_progress_bar(tmp_
                  "--bands", "5,3,2"]) == 2
     shown = [line.split("\r")[-1] for line in capsys.readouterr().err.split("\n")]
     assert any(line.startswith("error: ") and "band" in line for line in shown), shown
+
+
+# -- words the model cannot read ----------------------------------------------------------------
+
+def test_a_query_the_model_cannot_read_at_all_is_refused_in_words_not_searched(tiny_model):
+    # Before: "飞机 停在 机场" became [UNK] tokens only, and the search ranked tiles by them.
+    from ssjdn.core.errors import UserError
+    from ssjdn.core.query.search import query_vector
+    with pytest.raises(UserError, match="reads English.*none of the words"):
+        query_vector(tiny_model, "飞机 停在 机场")
+    with pytest.raises(UserError, match="English"):
+        query_vector(tiny_model, "🏠 🌳")
+
+
+def test_the_words_a_model_cannot_read_are_named(tiny_model):
+    from ssjdn.core.query.search import unread_words_note
+    assert unread_words_note(tiny_model, "a bridge over a river") is None
+    note = unread_words_note(tiny_model, "a house with a pool 🏊")
+    assert "🏊" in note and "house" not in note and "ignored" in note
+
+
+def test_a_cli_search_says_which_words_the_model_ignored(cli_index, capsys):
+    _, idx = cli_index
+    assert main(["search", "a river 🌊", "--index", idx, "--model", "tiny", "-k", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "🌊" in err and "ignored" in err
+    assert main(["search", "河流", "--index", idx, "--model", "tiny"]) == 2
+    assert "English" in capsys.readouterr().err

@@ -389,6 +389,8 @@ def run_search(args) -> int:
         _print_hits(hits, label, index=index)
         _say_if_short(index, args.k, hits)
         _say_if_rasters_changed(index, hits, args.index)
+        if args.query and (note := search.unread_words_note(model, args.query)):
+            print(f"note: {note}", file=sys.stderr)
         if not marks and args.like is None and args.like_image is None:
             _say_likelihood(model, hits)
         _remember(index, label, hits)

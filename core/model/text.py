@@ -59,6 +59,12 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
+def unread_words(tokenizer, text: str) -> list[str]:
+    """The words of `text` (split at spaces) that `tokenizer` can read only in part or not at all:
+    a piece of them becomes [UNK] (another script, an emoji), which the model cannot tell apart."""
+    return [word for word in text.split() if tokenizer.unk_token in tokenizer.tokenize(word)]
+
+
 def load_encoder(cfg: dict, pretrained: bool) -> tuple[nn.Module, PretrainedSource | None]:
     from transformers import AutoModel, BertConfig, BertModel
     from transformers.utils import logging as hf_logging

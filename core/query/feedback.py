@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssjdn.core.errors import Cancelled, UserError, stop_check
-from ssjdn.core.model.fast_text import encode_query
 from ssjdn.core.progress import Progress, Stage
 
 # At least this many relevant tiles to train a classifier: fewer cannot say what they share.
@@ -73,7 +72,8 @@ def refine_query(index, model, text: str | None = None, positive_ids=(), negativ
                         "(e.g. --positive TILE_ID).")
     query = np.zeros(index.dim, np.float64)
     if words is not None:
-        query += weights.text * encode_query(model, words)[0]
+        from ssjdn.core.query.search import query_vector
+        query += weights.text * query_vector(model, words)
     if positive_ids:
         query += weights.positive * index.vectors(positive_ids).mean(0)
     if negative_ids:

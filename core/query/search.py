@@ -56,8 +56,29 @@ def search_text(index, model, query: str, k: int = 20) -> list[Hit]:
 
 
 def query_vector(model, query: str) -> np.ndarray:
-    """A description as the model's unit query vector [D] (an empty one is a UserError)."""
-    return encode_query(model, clean_query(query))[0]
+    """A description as the model's unit query vector [D] (an empty one, or one the model cannot
+    read a word of, is a UserError)."""
+    text = clean_query(query)
+    if _unread(model, text) == text.split():
+        raise UserError(f"The model reads English, and it knows none of the words of \u201c{text}\u201d "
+                        f"(another script, or symbols). Describe what to find in English, e.g. "
+                        f"'a bridge over a river'.")
+    return encode_query(model, text)[0]
+
+
+def unread_words_note(model, query: str) -> str | None:
+    """One line naming the words of `query` the model cannot read (they are ignored), or None."""
+    unread = _unread(model, clean_query(query))
+    if not unread:
+        return None
+    named = ", ".join(f"\u201c{word}\u201d" for word in unread)
+    return f"The model has no word for {named} (it reads English): ignored in this search."
+
+
+def _unread(model, text: str) -> list[str]:
+    from ssjdn.core.model.text import unread_words
+    tokenizer = getattr(model, "tokenizer", None)
+    return unread_words(tokenizer, text) if tokenizer is not None else []
 
 
 def search_vector(index, vector: np.ndarray, k: int, exclude=()) -> list[Hit]:
