@@ -746,6 +746,18 @@ def phase_index(session: Session, raster: Path, writer, deadline: float) -> None
         top_functions(profiled[0], "tottime") + top_functions(profiled[0], "cumtime"))
     session.gpu.update(index_end_to_end_encoder_free_tiles_per_s=round(
         stats.tiles_encoded / max(stats.seconds, 1e-9), 1))
+    # Does the ceiling grow with reader threads at all? On the 2-core CPU 1 -> 2 readers gave
+    # 1.4x (2026-12-05); on 16 cores 8 readers gave 2.3-3.7k. A flat curve says the reads
+    # serialise (GIL-bound cutting or a lock in GDAL), a rising one that more readers pay.
+    by_readers = {}
+    for readers in (1, 4, os.cpu_count() or 2):
+        if time.time() > deadline - 15:
+            break
+        stats = build_index(session.work / f"index_encoder_free_{readers}", str(raster),
+                            EncoderFreeModel(model), batch_size=batch, workers=readers,
+                            cancel=lambda: time.time() > deadline - 10)
+        by_readers[readers] = round(stats.tiles_encoded / max(stats.seconds, 1e-9), 1)
+    session.gpu.update(index_encoder_free_tiles_per_s_by_readers=by_readers)
     # With the default 8 reader threads the H200's 16 cores gave 0.58x the model-only rate
     # (2026-11-27): one more run with a reader per core says whether reading is the limit.
     readers = os.cpu_count() or 2

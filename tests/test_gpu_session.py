@@ -377,6 +377,7 @@ def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
                 "train_full_images_per_s", "train_backbone_only_images_per_s",
                 "bf16_fp32_min_cosine", "search_p50_ms"):
         assert gpu[key] not in (None, ""), key
+    assert gpu["index_encoder_free_tiles_per_s_by_readers"], "no reader-count sweep of the pipeline"
     assert gpu["env"]["site_modules_from"]["ssjdn_probe_site"].startswith(str(stage / "site"))
     assert gpu["tokens_outside_staged_vocabulary"] == 0
     runs = json.loads((out / "runs.json").read_text())
