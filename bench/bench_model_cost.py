@@ -9,6 +9,11 @@ shared machine hits each alike; the best of `--repeat` rounds is kept.
 
     python bench/bench_model_cost.py                      # Lite0/Lite1 at head widths 128 and 256
     python bench/bench_model_cost.py --candidates ssjdn-lite1-minilm:256 --threads 2
+    python bench/bench_model_cost.py --layouts      # each also with contiguous weights
+
+Models are placed as the product places them (core.model.api.place_model: channels_last weights
+on the CPU since 2026-12-05); `--layouts` adds each candidate with its weights in the default
+contiguous layout, to show what that placement is worth.
 
 The first candidate is the reference (default: the shipped default's architecture, Lite0 with
 heads of width 128).
@@ -16,6 +21,7 @@ heads of width 128).
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 from ssjdn.core.offline import use_offline_hub
@@ -77,9 +83,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--layouts", action="store_true",
+                        help="also time each candidate with contiguous (not channels_last) weights")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = {name: build(name) for name in args.candidates}
+    if args.layouts:
+        models.update({f"{name} contiguous": copy.deepcopy(models[name]).to(memory_format=torch.contiguous_format)
+                       for name in args.candidates})
     rates = tiles_per_second(models, args.batch, args.repeat)
     reference = args.candidates[0]
     result = {}
@@ -87,7 +98,7 @@ def main(argv=None) -> dict:
         total, backbone = macs_per_tile(model)
         result[name] = {"gmac_per_tile": total, "backbone_gmac": backbone, "tiles_per_s": rates[name],
                         "rate_vs_reference": rates[name] / rates[reference]}
-        print(f"{name:26s} {total:.3g} GMAC/tile (backbone {backbone:.3g}, heads {total - backbone:.3g})"
+        print(f"{name:37s} {total:.3g} GMAC/tile (backbone {backbone:.3g}, heads {total - backbone:.3g})"
               f"  {rates[name]:7.1f} tiles/s  {rates[name] / rates[reference]:.2f}x {reference}")
     return result
 

@@ -22,9 +22,10 @@ def test_the_variant_without_class_evidence_compares_plain_embeddings_of_the_sam
 
 def test_the_model_cost_bench_counts_wider_heads_as_dearer_and_rates_against_the_first(capsys):
     cost = bench_module("bench_model_cost")
-    result = cost.main(["--candidates", "tiny:16", "tiny:32", "--batch", "2", "--repeat", "1"])
+    result = cost.main(["--candidates", "tiny:16", "tiny:32", "--batch", "2", "--repeat", "1", "--layouts"])
     narrow, wide = result["tiny:16"], result["tiny:32"]
     assert narrow["rate_vs_reference"] == 1.0 and wide["tiles_per_s"] > 0
     assert wide["backbone_gmac"] == narrow["backbone_gmac"] > 0   # the width is the heads'
     assert wide["gmac_per_tile"] > narrow["gmac_per_tile"]
     assert "tiny:32" in capsys.readouterr().out
+    assert result["tiny:16 contiguous"]["gmac_per_tile"] == narrow["gmac_per_tile"]   # same work

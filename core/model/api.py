@@ -65,14 +65,17 @@ def load_config(config: str | Path | dict, overrides: dict | None = None) -> dic
 
 
 def _uses_channels_last(device: torch.device) -> bool:
-    return device.type == "cuda"
+    return device.type in ("cuda", "cpu")
 
 
 def place_model(model: SSJDN, device: str | torch.device | None = None) -> SSJDN:
-    """The model on `device` (default: default_device()) in eval mode. On CUDA its weights are
-    channels_last, cuDNN's fast layout for bf16 convolutions without autotuning: on an H200
-    the whole model encoded 15.0k tiles/s so against 3.4k in the default layout (docs/gpu.md,
-    2026-12-04). The layout does not change what the model computes."""
+    """The model on `device` (default: default_device()) in eval mode, its weights channels_last
+    on CUDA and on the CPU. On CUDA that is cuDNN's fast layout for bf16 convolutions without
+    autotuning: on an H200 the whole model encoded 15.0k tiles/s so against 3.4k in the default
+    layout (docs/gpu.md, 2026-12-04). On the CPU oneDNN's convolutions (depthwise ones above all)
+    are faster that way too: the shipped model encoded 1.55x as many tiles/s, a cached training
+    step of the heads ran 1.3x and a query map 1.1-1.2x (2 cores, 2026-12-05; bench/
+    bench_model_cost.py --layouts). The layout does not change what the model computes."""
     device = torch.device(device or default_device())
     model = model.to(device)
     if _uses_channels_last(device):
