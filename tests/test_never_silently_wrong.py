@@ -514,3 +514,12 @@ def test_a_cli_search_says_which_words_the_model_ignored(cli_index, capsys):
     assert "🌊" in err and "ignored" in err
     assert main(["search", "河流", "--index", idx, "--model", "tiny"]) == 2
     assert "English" in capsys.readouterr().err
+
+
+def test_match_says_which_caption_words_the_model_ignored(cli_index, capsys):
+    _, idx = cli_index
+    with index_store.TileIndex.open(idx) as index:
+        tile = str(int(index.tile_ids()[0]))
+    assert main(["match", "--index", idx, "--model", "tiny", "--tile", tile, "a river", "河流"]) == 0
+    err = capsys.readouterr().err
+    assert "“河流”" in err and "ignored" in err and "a river" not in err

@@ -497,6 +497,10 @@ def run_match(args) -> int:
     width = max(len(c) for c, _ in ranked)
     for rank, (caption, score) in enumerate(ranked, start=1):
         print(f"{rank:3d}  {score:+.4f}  {caption:<{width}}")
+    from ssjdn.core.query.search import unread_words_note
+    for caption in captions:
+        if caption.strip() and (note := unread_words_note(model, caption)):
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -72,7 +72,7 @@ def unread_words_note(model, query: str) -> str | None:
     if not unread:
         return None
     named = ", ".join(f"\u201c{word}\u201d" for word in unread)
-    return f"The model has no word for {named} (it reads English): ignored in this search."
+    return f"The model has no word for {named} (it reads English): ignored."
 
 
 def _unread(model, text: str) -> list[str]:
