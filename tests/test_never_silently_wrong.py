@@ -523,3 +523,12 @@ def test_match_says_which_caption_words_the_model_ignored(cli_index, capsys):
     assert main(["match", "--index", idx, "--model", "tiny", "--tile", tile, "a river", "河流"]) == 0
     err = capsys.readouterr().err
     assert "“河流”" in err and "ignored" in err and "a river" not in err
+
+
+def test_a_refinement_by_marks_with_blank_words_still_runs(cli_index, capsys):
+    # The unread-words note must not treat blank words (allowed with --positive) as an empty query.
+    _, idx = cli_index
+    with index_store.TileIndex.open(idx) as index:
+        marked = str(int(index.tile_ids()[0]))
+    assert main(["search", "  ", "--index", idx, "--model", "tiny", "--positive", marked, "-k", "2"]) == 0
+    assert "error" not in capsys.readouterr().err

@@ -389,7 +389,7 @@ def run_search(args) -> int:
         _print_hits(hits, label, index=index)
         _say_if_short(index, args.k, hits)
         _say_if_rasters_changed(index, hits, args.index)
-        if args.query and (note := search.unread_words_note(model, args.query)):
+        if note := search.unread_words_note(model, args.query):
             print(f"note: {note}", file=sys.stderr)
         if not marks and args.like is None and args.like_image is None:
             _say_likelihood(model, hits)
@@ -499,7 +499,7 @@ def run_match(args) -> int:
         print(f"{rank:3d}  {score:+.4f}  {caption:<{width}}")
     from ssjdn.core.query.search import unread_words_note
     for caption in captions:
-        if caption.strip() and (note := unread_words_note(model, caption)):
+        if note := unread_words_note(model, caption):
             print(f"note: {note}", file=sys.stderr)
     return 0
 

@@ -66,9 +66,10 @@ def query_vector(model, query: str) -> np.ndarray:
     return encode_query(model, text)[0]
 
 
-def unread_words_note(model, query: str) -> str | None:
-    """One line naming the words of `query` the model cannot read (they are ignored), or None."""
-    unread = _unread(model, clean_query(query))
+def unread_words_note(model, query: str | None) -> str | None:
+    """One line naming the words of `query` the model cannot read (they are ignored), or None
+    (also for no words at all: marks alone may refine a search)."""
+    unread = _unread(model, _visible_words(query))
     if not unread:
         return None
     named = ", ".join(f"\u201c{word}\u201d" for word in unread)
@@ -271,16 +272,21 @@ def tile_georaster(record, grid: torch.Tensor, nodata: float | None = None) -> G
 # ---------------------------------------------------------------------------------------------
 
 def clean_query(query) -> str:
-    if query is not None and not isinstance(query, str):
-        raise UserError(f"A query is a sentence of text; got {type(query).__name__}.")
-    # Control and format characters (zero-width spaces, BOMs, direction marks) are invisible:
-    # a query made only of them is empty, and inside words they would only confuse the tokenizer.
-    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in (query or "")
-                   if unicodedata.category(ch) != "Cf").strip()
+    text = _visible_words(query)
     if not text:
         raise UserError("The query is empty. Describe what to find, e.g. "
                         "'storage tanks next to a river' or 'many cars in a parking lot'.")
     return text
+
+
+def _visible_words(query) -> str:
+    """`query` without control and format characters, stripped; "" when nothing is left."""
+    if query is not None and not isinstance(query, str):
+        raise UserError(f"A query is a sentence of text; got {type(query).__name__}.")
+    # Control and format characters (zero-width spaces, BOMs, direction marks) are invisible:
+    # a query made only of them is empty, and inside words they would only confuse the tokenizer.
+    return "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in (query or "")
+                   if unicodedata.category(ch) != "Cf").strip()
 
 
 def hits_for_ids(index, ids, scores, positions=None) -> list[Hit]:
