@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from ssjdn.core.model.calibration import GOOD_MATCH
-from ssjdn.core.query.search import unread_words_note
 from ssjdn.desktop.resources import THUMB_PX
 from ssjdn.desktop.state import Events
 
@@ -29,6 +28,7 @@ class SearchResults:
         self.words = ""                  # the words of the last text search ("" after 'similar')
         self.heatmaps: dict = {}         # raster path -> GeoRaster of the last query's scores
         self.thumbnails: list = []
+        self.unread_note: str | None = None   # the words of the last search the model ignored
         # Match likelihood (a calibrated model's text searches): hits under the threshold are
         # not drawn, the heatmap is blank there, and colours may use the absolute 0..1 scale.
         self.likelihood_threshold = GOOD_MATCH
@@ -65,7 +65,11 @@ class SearchResults:
 
     def show(self, result) -> None:
         """Take a search job's result: (label, words, hits, heatmaps, thumbnails)."""
+        from ssjdn.core.query.search import unread_words_note
         self.last_query, self.words, self.hits, self.heatmaps, self.thumbnails = result
+        # Once per result (not per redraw of the line), with the model that searched.
+        loaded = self.model.loaded
+        self.unread_note = unread_words_note(loaded.model, self.words) if loaded else None
         self.events.emit("results", query=self.last_query, hits=self.hits, heatmaps=self.heatmaps,
                          thumbnails=self.thumbnails)
 
@@ -118,8 +122,7 @@ class SearchResults:
 
     def _count_text(self) -> str:
         text = self._hits_text()
-        note = unread_words_note(self.model.loaded.model, self.words) if self.words else None
-        return f"{text.rstrip('.')}. {note}" if note else text
+        return f"{text.rstrip('.')}. {self.unread_note}" if self.unread_note else text
 
     def _hits_text(self) -> str:
         query, hits = self.last_query, self.hits

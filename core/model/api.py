@@ -73,7 +73,7 @@ def place_model(model: SSJDN, device: str | torch.device | None = None) -> SSJDN
     on CUDA and on the CPU. On CUDA that is cuDNN's fast layout for bf16 convolutions without
     autotuning: on an H200 the whole model encoded 15.0k tiles/s so against 3.4k in the default
     layout (docs/gpu.md, 2026-12-04). On the CPU oneDNN's convolutions (depthwise ones above all)
-    are faster that way too: the shipped model encoded 1.55x as many tiles/s, a cached training
+    are faster that way too: the shipped model encoded 1.5-1.7x as many tiles/s, a cached training
     step of the heads ran 1.3x and a query map 1.1-1.2x (2 cores, 2026-12-05; bench/
     bench_model_cost.py --layouts). The layout does not change what the model computes."""
     device = torch.device(device or default_device())
