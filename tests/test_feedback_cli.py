@@ -51,6 +51,24 @@ def test_search_needs_no_words_when_tiles_are_marked_relevant(cli_index, capsys)
     assert "tiles like the marked ones" in capsys.readouterr().out
 
 
+def test_search_with_marks_can_leave_the_marked_tiles_out(cli_index, tmp_path):
+    """--new-only: every hit is a tile the analyst has not judged yet (without it the marked
+    tiles come back, as the app shows them, dimmed)."""
+    idx, ids = cli_index
+    marked = ids[:2] + ids[5:7]
+    plain, new = tmp_path / "all.geojson", tmp_path / "new.geojson"
+    common = ["search", "a lake", "--index", idx, "--positive", _ids_arg(ids[:2]),
+              "--negative", _ids_arg(ids[5:7]), "-k", "6"]
+    assert main(common + ["--out", str(plain)]) == 0
+    assert main(common + ["--new-only", "--out", str(new)]) == 0
+    plain_ids = [f["properties"]["tile_id"] for f in json.loads(plain.read_text())["features"]]
+    new_ids = [f["properties"]["tile_id"] for f in json.loads(new.read_text())["features"]]
+    assert set(plain_ids) & set(marked)               # the marked tiles rank high themselves
+    assert len(new_ids) == 6 and not set(new_ids) & set(marked)
+    assert new_ids == [t for t in plain_ids if t not in marked] + new_ids[len(set(plain_ids) - set(marked)):]
+    assert main(["search", "a lake", "--index", idx, "--new-only"]) == 2   # nothing marked
+
+
 def test_search_marks_with_bad_ids_or_like_are_refused(cli_index, capsys):
     idx, ids = cli_index
     assert main(["search", "a lake", "--index", idx, "--positive", "999"]) == 2

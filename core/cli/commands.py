@@ -182,6 +182,9 @@ def register(subparsers) -> None:
                         "words are optional")
     p.add_argument("--negative", type=tile_id_list, default=[], metavar="ID,ID,...",
                    help="refine the query away from these tiles (marked not relevant)")
+    p.add_argument("--new-only", action="store_true",
+                   help="with --positive/--negative: leave the marked tiles out, so every hit "
+                        "is one not judged yet")
     p.add_argument("--out", metavar="FILE", help=f"also write the hits to a {HITS_FILE} file")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (default: refuse, so earlier work is kept)")
@@ -361,6 +364,9 @@ def run_search(args) -> int:
     if marks and (args.like is not None or args.like_image is not None):
         raise UserError("--positive/--negative refine a search in words or by marked tiles; "
                         "use them without --like/--like-image.")
+    if args.new_only and not marks:
+        raise UserError("--new-only leaves the marked tiles out of a refined search; mark some "
+                        "with --positive ID,... or --negative ID,...")
     if args.query is None and not args.positive and args.like is None and args.like_image is None:
         raise UserError('Say what to find: ssjdn search "a river with boats" --index DIR '
                         '(or --positive TILE_ID,..., --like TILE_ID, or --like-image IMAGE).')
@@ -375,7 +381,8 @@ def run_search(args) -> int:
         _prepare_search(index)
         if marks:
             from ssjdn.core.query.feedback import search_refined
-            hits = search_refined(index, model, args.query, args.positive, args.negative, k=args.k)
+            hits = search_refined(index, model, args.query, args.positive, args.negative, k=args.k,
+                                  skip_marked=args.new_only)
             label = _refined_label(args.query, args.positive, args.negative)
         elif args.like is not None:
             hits = search.search_similar(index, model, args.like, k=args.k)
