@@ -608,6 +608,31 @@ def phase_checkpoint(session: Session) -> None:
                                  "epoch": best["best_epoch"], "bytes": len(data),
                                  "sha256": hashlib.sha256(data).hexdigest(), "parts": names}
     print(json.dumps(session.runs["best_full"], indent=1))
+    _record_class_ceilings(session, full)
+
+
+def _record_class_ceilings(session: Session, full: list[dict]) -> None:
+    """bench_class_ceiling's figures for the best run of each full-model backbone: does end to
+    end training lift the image side's class accuracy, which caps UCM val near 50 on the CPU
+    (docs/training.md, "Where the ceiling near 50 comes from")?"""
+    sys.path.insert(0, str(BENCH))
+    import torch
+
+    from bench_class_ceiling import class_ceiling
+    from ssjdn.core.model.api import load_model
+    from ssjdn.training.augment import load_images, test_view
+    from ssjdn.training.datasets import load_dataset
+
+    dataset = load_dataset(session.data_root, "val", name="ucm", fmt="json")
+    views = torch.stack([test_view(i, {"test_size": 256}) for i in load_images(dataset.image_paths)])
+    ceilings = session.runs.setdefault("class_ceiling", {})
+    for variant in FULL_MODEL_VARIANTS:
+        runs = [r for r in full if r["variant"] == variant]
+        if runs:
+            best = max(runs, key=lambda r: r["best_mR"])
+            model = load_model(best["best_checkpoint"], device=_device())
+            ceilings[best["name"]] = class_ceiling(model, dataset, views)
+            print(best["name"], json.dumps(ceilings[best["name"]]))
 
 
 def _val_and_train_images(session: Session):

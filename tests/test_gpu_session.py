@@ -392,6 +392,9 @@ def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     assert hashlib.sha256(data).hexdigest() == best["sha256"]
     (tmp_path / "best.safetensors").write_bytes(data)
     model = load_model(tmp_path / "best.safetensors", device="cpu")  # here, from the packages
+    # Whether end-to-end training lifts the image side's class accuracy (docs/training.md).
+    ceiling = runs["class_ceiling"][best["run"]]
+    assert 0 <= ceiling["image_class_accuracy"] <= 1 and ceiling["model_plus_class_oracle_mR"] > 0
     assert model.checkpoint_extra["gpu_session"]["run"] == best["run"]
     returned = [p for p in out.rglob("*") if p.is_file()]
     assert len(returned) <= 8 and all(p.stat().st_size <= 16 * 2 ** 20 for p in returned)
