@@ -28,6 +28,9 @@ class QtCaptionPanel(QWidget):
         self._defaults = True    # the list is ours (follows the queries) until the user edits it
         self.rank_label = QLabel()
         self.rank_label.hide()
+        self.unread_label = QLabel()     # words of the captions the model cannot read
+        self.unread_label.setWordWrap(True)
+        self.unread_label.hide()
         self.single = QLineEdit(placeholderText="Type a caption, press Enter to score it")
         self.load_button = QPushButton("Load captions…")
         self.rank_button = QPushButton("Rank captions")
@@ -49,6 +52,7 @@ class QtCaptionPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.single)
         layout.addWidget(self.rank_label)
+        layout.addWidget(self.unread_label)
         layout.addWidget(self.table, 1)
         self.load_button.clicked.connect(self._load)
         self.rank_button.clicked.connect(lambda: self.rankRequested.emit(self.caption_list()))
@@ -99,7 +103,10 @@ class QtCaptionPanel(QWidget):
         if path:
             self.load_file(path)
 
-    def show_ranking(self, ranked: list[tuple[str, float]], highlight: str | None = None) -> None:
+    def show_ranking(self, ranked: list[tuple[str, float]], highlight: str | None = None,
+                     unread_note: str | None = None) -> None:
+        self.unread_label.setText(unread_note or "")
+        self.unread_label.setVisible(bool(unread_note))
         order = [caption for caption, _ in ranked]
         self.rank_label.setText(f"\u201c{highlight}\u201d ranks {_ordinal(order.index(highlight) + 1)} "
                                 f"of {len(order)}" if highlight in order else "")

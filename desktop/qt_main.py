@@ -324,8 +324,9 @@ class QtMainWindow(QMainWindow):
             return
         highlight = self.caption_panel.single.text().strip() or None
 
-        def show(ranked):
-            self.caption_panel.show_ranking(ranked, highlight)
+        def show(result):
+            ranked, unread_note = result
+            self.caption_panel.show_ranking(ranked, highlight, unread_note)
             self.captionsRanked.emit(ranked)
 
         self.run_job(job, show, "Ranking captions")

@@ -49,8 +49,11 @@ class TileSelection:
         return True
 
     def captions_job(self, captions: list[str]):
-        from ssjdn.core.query.search import rank_captions
+        """The job ranking `captions` against the selected tile; it returns (ranking, a line
+        naming the words the model cannot read, or None), as `ssjdn match` prints them."""
+        from ssjdn.core.query.search import rank_captions, unread_words_note
         if self.selected_tile is None or self.model.index is None or not captions:
             return None
         index, model, tile_id = self.model.index, self.model.loaded.model, self.selected_tile.tile_id
-        return lambda: rank_captions(model, tile_id, captions, index=index)
+        return lambda: (rank_captions(model, tile_id, captions, index=index),
+                        unread_words_note(model, " ".join(captions)))

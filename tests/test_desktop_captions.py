@@ -43,6 +43,26 @@ def test_a_typed_caption_shows_its_rank_among_the_others(qtbot, indexed_window):
     qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
 
 
+def test_the_panel_names_caption_words_the_model_cannot_read(qtbot, indexed_window):
+    """As `ssjdn match` does: a caption in another script scores as [UNK] tokens, so the
+    analyst is told which words were ignored, and the line goes when all are read."""
+    window = indexed_window
+    panel = window.caption_panel
+    with qtbot.waitSignal(window.salienceReady, timeout=SIGNAL_MS):
+        window.select_tile(window.model.tile_at(500_001.0, 5_699_999.0))
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
+    panel.single.setText("a pool 🏊 beside houses")
+    with qtbot.waitSignal(window.captionsRanked, timeout=SIGNAL_MS):
+        qtbot.keyClick(panel.single, Qt.Key.Key_Return)
+    assert not panel.unread_label.isHidden()
+    assert "\u201c🏊\u201d" in panel.unread_label.text() and "ignored" in panel.unread_label.text()
+    panel.single.setText("a pool beside houses")
+    with qtbot.waitSignal(window.captionsRanked, timeout=SIGNAL_MS):
+        qtbot.keyClick(panel.single, Qt.Key.Key_Return)
+    assert panel.unread_label.isHidden()
+    qtbot.waitUntil(lambda: not window.is_busy(), timeout=SIGNAL_MS)
+
+
 def test_the_results_table_shows_at_least_eight_rows(qtbot, indexed_window):
     window = indexed_window
     window.resize(1400, 860)

@@ -69,7 +69,7 @@ def query_vector(model, query: str) -> np.ndarray:
 def unread_words_note(model, query: str | None) -> str | None:
     """One line naming the words of `query` the model cannot read (they are ignored), or None
     (also for no words at all: marks alone may refine a search)."""
-    unread = _unread(model, _visible_words(query))
+    unread = list(dict.fromkeys(_unread(model, _visible_words(query))))   # each word once
     if not unread:
         return None
     named = ", ".join(f"\u201c{word}\u201d" for word in unread)
