@@ -36,7 +36,9 @@ def _number(value, digits: int) -> str:
 class QtAttributeRows(QAbstractTableModel):
     """The model's attribute rows as a Qt table model (display text and a sort key a cell)."""
 
-    COLUMNS = ("Kind", "Rank", "Score", "Likelihood", "Tile", "Raster", "Lat", "Lon", "Label")
+    COLUMNS = ("Kind", "Rank", "Score", "Likelihood", "Tile no.", "Raster", "Lat", "Lon", "Label")
+    HEADER_TIPS = {"Tile no.": "The tile's number inside its raster; hover a cell for the full "
+                               "tile id that ssjdn commands and exported files use"}
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -54,8 +56,12 @@ class QtAttributeRows(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.COLUMNS)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return self.COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.HEADER_TIPS.get(self.COLUMNS[section])
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
@@ -69,11 +75,13 @@ class QtAttributeRows(QAbstractTableModel):
             return row
         if role == Qt.ItemDataRole.ToolTipRole and name == "Raster":
             return row.raster_path
+        if role == Qt.ItemDataRole.ToolTipRole and name == "Tile no.":
+            return f"tile id {row.tile_id}"
         if role == Qt.ItemDataRole.BackgroundRole and row.label:
             tint = QColor(MARK_COLORS[LABEL_MARKS[row.label]])
             tint.setAlpha(60)
             return QBrush(tint)
-        if role == Qt.ItemDataRole.TextAlignmentRole and name in ("Rank", "Score", "Likelihood", "Tile", "Lat", "Lon"):
+        if role == Qt.ItemDataRole.TextAlignmentRole and name in ("Rank", "Score", "Likelihood", "Tile no.", "Lat", "Lon"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -87,7 +95,7 @@ class QtAttributeRows(QAbstractTableModel):
             return _number(row.score, 3)
         if name == "Likelihood":
             return _number(row.likelihood, 2)
-        if name == "Tile":
+        if name == "Tile no.":
             return str(row.tile_id & 0xFFFFFFFF)
         if name == "Raster":
             return elide_middle(Path(row.raster_path).stem, 24)
@@ -99,7 +107,7 @@ class QtAttributeRows(QAbstractTableModel):
     def _key(row, name: str):
         """Numbers sort as numbers; a missing one sorts after every number."""
         value = {"Rank": row.rank, "Score": row.score, "Likelihood": row.likelihood,
-                 "Tile": row.tile_id & 0xFFFFFFFF, "Lat": row.lat, "Lon": row.lon}.get(name, "missing")
+                 "Tile no.": row.tile_id & 0xFFFFFFFF, "Lat": row.lat, "Lon": row.lon}.get(name, "missing")
         if value == "missing":
             return {"Kind": row.kind, "Raster": Path(row.raster_path).name, "Label": row.label}[name]
         return math.inf if value is None or not math.isfinite(value) else float(value)

@@ -33,6 +33,12 @@ def test_the_table_lists_hits_and_marks_and_sorts_by_any_column(qtbot, indexed_w
     assert table.cell(2, "Label") == "relevant" and table.cell(6, "Kind") == "mark"
     assert "°" not in table.cell(0, "Lat") and -90 <= float(table.cell(0, "Lat")) <= 90
     assert "Likelihood" in table.COLUMNS
+    # The tile's number inside its raster is labelled so it does not read as a rank; its
+    # tooltip gives the full id that ssjdn commands and exported files use.
+    tile_column = column(table, "Tile no.")
+    rows = table.view.model()
+    assert "number" in rows.headerData(tile_column, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+    assert str(hits[0].tile_id) in rows.index(0, tile_column).data(Qt.ItemDataRole.ToolTipRole)
 
     view.sortByColumn(column(table, "Score"), Qt.SortOrder.AscendingOrder)
     scores = [table.cell(r, "Score") for r in range(6)]
