@@ -129,3 +129,25 @@ def test_a_damaged_weights_manifest_is_named_not_the_shipped_checkpoint(tmp_path
     with pytest.raises(UserError, match=r"manifest\.json.*damaged.*gpu_stage") as raised:
         load_model(default_model_path(), device="cpu")
     assert "edited" not in str(raised.value)
+
+
+def test_a_config_model_has_one_fingerprint_whatever_the_thread_count():
+    """An index built with `--model tiny` (or any config name) on one thread count was refused
+    by a search on another ("built with model 'tiny' (46bdae...), not with ... 'tiny'
+    (83f29e...)"): LSD's category embeddings are computed by the text encoder at build time,
+    and a float32 forward pass rounds differently on 1 and 2 threads."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import torch; torch.manual_seed(0)\n"
+              "from ssjdn.core.model.api import create_model\n"
+              "print(create_model('tiny').fingerprint)")
+    prints = set()
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        prints.add(done.stdout.strip().splitlines()[-1])
+    assert len(prints) == 1, prints

@@ -243,10 +243,21 @@ class SSJDN(nn.Module):
     # ----------------------------------------------------------------- building blocks
     @torch.no_grad()
     def _init_category_embeddings(self) -> None:
+        """LSD's category embeddings from the class names read by the text encoder.
+
+        Computed in float64 and rounded once to float32: these values enter the fingerprint,
+        and a float32 pass rounds differently on another thread count or CPU, so an index
+        built with a config model was refused by a search in a process with other threads."""
         names = [c.replace("_", " ") for c in self.categories]
         batch = self.tokenizer(names, padding=True, return_tensors="pt")
-        tokens = self.text_encoder(batch["input_ids"], batch["attention_mask"])
-        self.lsd.category_embeddings.copy_(mean_pool(tokens, batch["attention_mask"]))
+        dtype = next(self.text_encoder.parameters()).dtype
+        self.text_encoder.double()   # float32 -> float64 -> float32 is exact for the weights
+        try:
+            tokens = self.text_encoder(batch["input_ids"], batch["attention_mask"])
+            pooled = mean_pool(tokens, batch["attention_mask"])
+        finally:
+            self.text_encoder.to(dtype)
+        self.lsd.category_embeddings.copy_(pooled.float())
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(list(texts), padding=True, truncation=True,
