@@ -133,3 +133,16 @@ def test_classify_stores_its_marks_and_reuses_a_stored_set(cli_index, tmp_path, 
     assert _features(first) == _features(again)
     assert main(["classify", "--index", idx, "--label-set", "nope", "--out", str(tmp_path / "never.geojson")]) == 2
     assert "No labelled set named 'nope'" in capsys.readouterr().err
+
+
+def test_searching_an_index_whose_first_build_failed_says_it_holds_no_tiles(tmp_path, capsys):
+    """A first `ssjdn index` that fails on an unreadable raster leaves an index with no tiles;
+    searching it printed an empty result as if nothing matched."""
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a raster")
+    idx = str(tmp_path / "idx")
+    assert main(["index", str(bad), "--index", idx, "--model", "tiny"]) == 2
+    capsys.readouterr()
+    assert main(["search", "a lake", "--index", idx]) == 2
+    err = capsys.readouterr().err
+    assert "holds no tiles" in err and f"ssjdn index RASTER --index {idx}" in err

@@ -610,6 +610,10 @@ def _open_index(args):
     """Open --index and load the model: --model if given, else the one that built the index."""
     from ssjdn.core.index.index_store import TileIndex
     index = TileIndex.open(args.index)
+    if not index.db.scalar("SELECT EXISTS (SELECT 1 FROM tiles)"):   # not COUNT(*): 10M rows
+        index.close()
+        raise UserError(f"The index in {args.index} holds no tiles (its first build stopped before "
+                        f"any): build it again with ssjdn index RASTER --index {args.index}")
     spec = args.model or index.model_source
     try:
         model, _ = load_model_arg(spec)
