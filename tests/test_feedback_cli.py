@@ -137,7 +137,8 @@ def test_classify_stores_its_marks_and_reuses_a_stored_set(cli_index, tmp_path, 
 
 def test_searching_an_index_whose_first_build_failed_says_it_holds_no_tiles(tmp_path, capsys):
     """A first `ssjdn index` that fails on an unreadable raster leaves an index with no tiles;
-    searching it printed an empty result as if nothing matched."""
+    a search on it ended with exit 0 and "No tiles in the index yet" (other commands said less):
+    every command that opens an index now stops with one error and the command to rebuild it."""
     bad = tmp_path / "bad.tif"
     bad.write_text("not a raster")
     idx = str(tmp_path / "idx")

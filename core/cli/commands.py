@@ -393,7 +393,7 @@ def run_search(args) -> int:
         else:
             hits = search.search_text(index, model, args.query, k=args.k)
             label = args.query
-        _print_hits(hits, label, index=index)
+        _print_hits(hits, label)
         _say_if_short(index, args.k, hits)
         _say_if_rasters_changed(index, hits, args.index)
         if note := search.unread_words_note(model, args.query):
@@ -610,7 +610,7 @@ def _open_index(args):
     """Open --index and load the model: --model if given, else the one that built the index."""
     from ssjdn.core.index.index_store import TileIndex
     index = TileIndex.open(args.index)
-    if not index.db.scalar("SELECT EXISTS (SELECT 1 FROM tiles)"):   # not COUNT(*): 10M rows
+    if not index.has_tiles:
         index.close()
         raise UserError(f"The index in {args.index} holds no tiles (its first build stopped before "
                         f"any): build it again with ssjdn index RASTER --index {args.index}")
@@ -682,12 +682,9 @@ def _reindex_hint(path, index_arg) -> str:
     return f"To encode it again: ssjdn index {path} --index {index_arg}"
 
 
-def _print_hits(hits, label: str, score_name: str = "score", index=None) -> None:
-    if not hits:
-        if index is not None and index.count == 0:
-            print("No tiles in the index yet; build it with `ssjdn index`.")
-        else:
-            print(f"No tiles found for: {label}.")
+def _print_hits(hits, label: str, score_name: str = "score") -> None:
+    if not hits:   # never an empty index: _open_index refuses those
+        print(f"No tiles found for: {label}.")
         return
     likely = any(h.likelihood is not None for h in hits)
     several_tilings = len({h.tiling for h in hits}) > 1   # then each line names its tile size

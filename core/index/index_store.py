@@ -286,6 +286,11 @@ class TileIndex:
         return self.db.scalar("SELECT COUNT(*) FROM tiles")
 
     @property
+    def has_tiles(self) -> bool:
+        """Whether any tile is indexed (EXISTS stops at the first row; COUNT(*) reads them all)."""
+        return bool(self.db.scalar("SELECT EXISTS (SELECT 1 FROM tiles)"))
+
+    @property
     def dim(self) -> int:
         return int(self.db.meta("dim"))
 
