@@ -71,6 +71,16 @@ def test_query_map_covers_the_finest_grid_and_depends_on_the_words(tiny_model):
     assert not tiny_model.training and all(p.grad is None for p in tiny_model.parameters())
 
 
+def test_query_map_does_not_favour_a_side_of_the_tile(tiny_model):
+    # The backbone pads its stride-2 convolutions on the top and left only, and the shipped
+    # model's single-view map left the top and left quarters of a tile nearly dark; the map
+    # averages the four 90-degree views, so turning the picture turns the map with it.
+    images, _ = _batch(tiny_model, 2)
+    maps = tiny_model.query_maps(images, "two white planes")
+    turned = tiny_model.query_maps(torch.rot90(images, 1, (-2, -1)), "two white planes")
+    assert torch.allclose(turned, torch.rot90(maps, 1, (-2, -1)), atol=1e-5, rtol=1e-4)
+
+
 def test_query_map_works_without_bsd():
     torch.manual_seed(0)
     model = create_model("tiny", overrides={"bsd": False, "lsd": False})
