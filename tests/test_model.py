@@ -124,6 +124,29 @@ def test_switching_a_part_off_removes_it(switch):
     assert model.encode_texts(texts).shape == (2, model.config["embed_dim"])
 
 
+def test_bsd_on_a_global_path_starts_as_the_global_pool_and_then_learns_clues():
+    # bsd_global_path: BSD's fused clues are added to VSE++'s globally pooled feature, with
+    # the fusion's last layer at zero, so training starts from the no-BSD model and BSD
+    # only adds what pays (on frozen maps it did not pay as a replacement, docs/training.md).
+    torch.manual_seed(0)
+    model = create_model("tiny", overrides={"bsd_global_path": True, "lsd": False})
+    plain = create_model("tiny", overrides={"bsd": False, "lsd": False})
+    plain.load_state_dict(model.state_dict(), strict=False)
+    images, texts = _batch(model)
+    assert torch.allclose(model.encode_images(images), plain.encode_images(images), atol=1e-6)
+    assert model.encode_images(images, with_maps=True)[1].sem   # the app keeps its SEM maps
+    model.train()
+    optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        batch = model.tokenize(texts)
+        out = model(model.preprocess_images(images), batch["input_ids"], batch["attention_mask"])
+        optimiser.zero_grad()
+        (out.img_emb @ out.txt_emb.T).diagonal().sum().neg().backward()
+        optimiser.step()
+    sem_conv = model.bsd.sem_units["coarse_to_fine"][0].net[0].weight
+    assert sem_conv.grad.abs().sum() > 0 and model.bsd.fuse[-1].weight.abs().sum() > 0
+
+
 def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics():
     model = create_model("tiny", overrides={"image": {"freeze_stages": 2}, "text": {"freeze_layers": 1}})
     frozen = [p for p in model.backbone.parameters() if not p.requires_grad]

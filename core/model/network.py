@@ -185,8 +185,15 @@ class SSJDN(nn.Module):
                 # SEM supervision: each SEM-pooled clue alone must tell the scene class, so a
                 # map has to weight the regions that show it (the object, not the background).
                 self.sem_classifier = nn.Linear(width, len(self.categories))
-        else:  # VSE++: one global pooled feature of the coarsest scale
+        if not self.switches["bsd"] or config.get("bsd_global_path", False):
+            # VSE++: one global pooled feature of the coarsest scale. With bsd_global_path
+            # BSD's fused clues are added to it, starting at zero: training begins from the
+            # plain pooled model and BSD adds only what pays (as a replacement it cost val mR
+            # on frozen maps, docs/training.md).
             self.image_head = projection_head(width, dim)
+            if self.switches["bsd"]:
+                nn.init.zeros_(self.bsd.fuse[-1].weight)
+                nn.init.zeros_(self.bsd.fuse[-1].bias)
         self.text_encoder = TextEncoder(text_cfg, pretrained)
         self.tokenizer = load_tokenizer(text_cfg["encoder"])
         self.text_head = projection_head(self.text_encoder.hidden_size, dim)
@@ -296,10 +303,11 @@ class SSJDN(nn.Module):
     def _decouple(self, feats: list[torch.Tensor]):
         """Projected scale maps -> (embedding before norm, LSD logits, maps, clues)."""
         maps = clues = None
+        base = 0
         if self.switches["bsd"]:
             base, maps, clues = self.bsd(feats)
-        else:
-            base = self.image_head(feats[-1].mean((2, 3)))
+        if hasattr(self, "image_head"):
+            base = base + self.image_head(feats[-1].mean((2, 3)))
         logits = None
         if self.switches["lsd"]:
             # The finest fused map: every scale summed at stride 8.
