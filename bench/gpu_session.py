@@ -47,6 +47,10 @@ VARIANTS = {"full": {"bsd": True, "lsd": True, "stl": True},
             "no_bsd": {"bsd": False, "lsd": True, "stl": True},
             "no_lsd": {"bsd": True, "lsd": False, "stl": True},
             "no_stl": {"bsd": True, "lsd": True, "stl": False},
+            # BSD's clues added to the pooled feature (model config bsd_global_path): on the
+            # frozen CPU recipe BSD as a replacement lost to no BSD on 3 of 3 seeds.
+            "bsd_global": {"bsd": True, "lsd": True, "stl": True,
+                           "model_overrides": {"bsd_global_path": True}},
             "vsepp": {"bsd": False, "lsd": False, "stl": False},
             # The full model on the other backbones (their weights are staged too); the recipe's
             # own is Lite1 since 2026-12-04 (11 seeds: +1.0 val mR over Lite0 end to end).
@@ -71,8 +75,10 @@ PLANS = {
     # Since 2026-12-04 (evening): the recipe on Lite1 (runs compared without class evidence); 16 runs in 8 lanes
     # (2 waves): the full model x 4 seeds and each ablation x 3 on the same backbone (issue 17
     # item 4 asks >= 3 seeds each); Lite0 and Lite2 are known from that day's sessions.
+    # Since 2026-12-05: the changed BSD (bsd_global) x 3 in VSE++'s place (2 seeds of VSE++
+    # exist), still 16 runs.
     "full": {"config": BENCH / "gpu_ucm.yaml",
-             "seeds": {"full": 4, "full_lite0": 0, "full_lite2": 0, "other": 3}, "lanes": 8,
+             "seeds": {"full": 4, "full_lite0": 0, "full_lite2": 0, "vsepp": 0, "other": 3}, "lanes": 8,
              "budget_s": 480, "reserve_s": 80, "run_overhead_s": 10, "epoch_slack_s": 5,
              "runs_in_memory": True,
              "bench_model": "ssjdn-lite1-minilm", "bench_batch": 100, "bench_steps": 5,
@@ -82,7 +88,7 @@ PLANS = {
     # The larger backbones are left out of the dry run (the tiny model stands for the model);
     # test_gpu_session builds them from the staged weights instead.
     "tiny": {"config": BENCH / "gpu_tiny.yaml",
-             "seeds": {"full": 2, "full_lite0": 0, "full_lite2": 0, "other": 1}, "lanes": 2,
+             "seeds": {"full": 2, "full_lite0": 0, "full_lite2": 0, "vsepp": 0, "other": 1}, "lanes": 2,
              "budget_s": 900, "reserve_s": 120, "run_overhead_s": 2, "epoch_slack_s": 1,
              "bench_model": "tiny", "bench_batch": 4, "bench_steps": 1,
              "raster_px": 512, "index_batch": 32, "repeat": 1, "queries": 5},
@@ -434,6 +440,16 @@ def _recipe(plan: dict) -> dict:
     return yaml.safe_load(Path(plan["config"]).read_text())
 
 
+def run_config(base: dict, run: dict) -> dict:
+    """A run's training config: the recipe with its variant's switches; a variant's
+    model_overrides are added to the recipe's, not put in their place."""
+    variant = VARIANTS[run["variant"]]
+    config = {**base, **variant, "seed": run["seed"], "name": run["name"]}
+    if "model_overrides" in variant:
+        config["model_overrides"] = {**base.get("model_overrides", {}), **variant["model_overrides"]}
+    return config
+
+
 def phase_training(session: Session) -> None:
     plan = session.plan
     base = _recipe(plan)
@@ -448,8 +464,7 @@ def phase_training(session: Session) -> None:
     root = session.runs_root
     specs = [[] for _ in range(lanes)]
     for index, run in enumerate(runs):
-        config = {**base, **VARIANTS[run["variant"]], "seed": run["seed"],
-                  "time_budget_min": round(budget_min, 3), "name": run["name"]}
+        config = {**run_config(base, run), "time_budget_min": round(budget_min, 3)}
         specs[index % lanes].append({**run, "config": config, "out": str(root / run["name"])})
     procs = []
     for lane, lane_runs in enumerate(specs):

@@ -308,12 +308,17 @@ def test_device_plan_trains_the_recipe_on_four_seeds_and_each_ablation_on_three(
     runs = gpu_session.training_plan(session)
     seeds = {v: sorted(r["seed"] for r in runs if r["variant"] == v) for v in gpu_session.VARIANTS}
     assert seeds == {"full": [0, 1, 2, 3], "full_lite0": [], "full_lite2": [],
-                     "no_bsd": [0, 1, 2], "no_lsd": [0, 1, 2], "no_stl": [0, 1, 2], "vsepp": [0, 1, 2]}
-    ablations = ["full", "no_bsd", "no_lsd", "no_stl", "vsepp"]
+                     "no_bsd": [0, 1, 2], "no_lsd": [0, 1, 2], "no_stl": [0, 1, 2],
+                     "bsd_global": [0, 1, 2], "vsepp": []}
+    ablations = ["full", "no_bsd", "no_lsd", "no_stl", "bsd_global"]
     assert [r["variant"] for r in runs[:5]] == ablations   # one of each first
     # Two waves: no lane runs more than two of them.
     assert len(runs) <= 2 * gpu_session.PLANS["full"]["lanes"]
     assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
+    # The changed BSD (its clues added to the pooled feature) keeps the recipe's other overrides.
+    config = gpu_session.run_config(gpu_session._recipe(gpu_session.PLANS["full"]), runs[4])
+    assert config["model_overrides"]["bsd_global_path"] is True
+    assert config["model_overrides"]["class_evidence_weight"] == 0 and config["bsd"] is True
     assert gpu_session._recipe(gpu_session.PLANS["full"])["model"] == "ssjdn-lite1-minilm"
 
 
@@ -382,9 +387,9 @@ def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     assert gpu["tokens_outside_staged_vocabulary"] == 0
     runs = json.loads((out / "runs.json").read_text())
     assert sorted(r["name"] for r in runs["runs"]) == sorted(
-        ["full_s0", "full_s1", "no_bsd_s0", "no_lsd_s0", "no_stl_s0", "vsepp_s0"])
+        ["full_s0", "full_s1", "no_bsd_s0", "no_lsd_s0", "no_stl_s0", "bsd_global_s0"])
     assert all(r["status"] == "finished" and r["best_epoch"] >= 1 for r in runs["runs"])
-    assert runs["variants"]["full"]["seeds"] == 2 and runs["variants"]["vsepp"]["seeds"] == 1
+    assert runs["variants"]["full"]["seeds"] == 2 and runs["variants"]["bsd_global"]["seeds"] == 1
     # The recipe validates a moving average: the late means of it and of the raw weights.
     assert {"late_mR", "late_mR_raw"} <= set(runs["variants"]["full"])
     best = runs["best_full"]
