@@ -441,13 +441,11 @@ def _recipe(plan: dict) -> dict:
 
 
 def run_config(base: dict, run: dict) -> dict:
-    """A run's training config: the recipe with its variant's switches; a variant's
-    model_overrides are added to the recipe's, not put in their place."""
-    variant = VARIANTS[run["variant"]]
-    config = {**base, **variant, "seed": run["seed"], "name": run["name"]}
-    if "model_overrides" in variant:
-        config["model_overrides"] = {**base.get("model_overrides", {}), **variant["model_overrides"]}
-    return config
+    """A run's training config: the recipe with its variant's switches, deep-merged as the
+    model configs are, so a variant's model_overrides add to the recipe's."""
+    from ssjdn.core.model.api import deep_merge
+
+    return {**deep_merge(base, VARIANTS[run["variant"]]), "seed": run["seed"], "name": run["name"]}
 
 
 def phase_training(session: Session) -> None:
