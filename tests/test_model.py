@@ -81,6 +81,37 @@ def test_query_map_does_not_favour_a_side_of_the_tile(tiny_model):
     assert torch.allclose(turned, torch.rot90(maps, 1, (-2, -1)), atol=1e-5, rtol=1e-4)
 
 
+def _with_views(views):
+    torch.manual_seed(0)
+    return create_model("tiny", overrides={"image": {"test_views": views}})
+
+
+@pytest.mark.parametrize("views, turns", [(2, (2,)), (4, (1, 2, 3))])
+def test_test_views_average_the_turned_views_so_turning_the_tile_keeps_its_vector(views, turns):
+    # Measured on UCM val (docs/training.md): the mean of a tile's 0 and 180 degree views
+    # scored ~1 mR above the single view; the vector must not depend on which way is up.
+    model, single = _with_views(views), _with_views(1)
+    images, _ = _batch(model)
+    vectors = model.encode_images(images)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(4), atol=1e-5)
+    for turn in turns:
+        turned = model.encode_images(torch.rot90(images, turn, (-2, -1)))
+        assert torch.allclose(turned, vectors, atol=1e-5)
+    mean = sum(single.encode_images(torch.rot90(images, turn, (-2, -1)))
+               for turn in range(0, 4, 4 // views))
+    assert torch.allclose(vectors, torch.nn.functional.normalize(mean, dim=-1), atol=1e-5)
+    assert not torch.allclose(vectors, single.encode_images(images), atol=1e-3)
+    # An index written with one setting must not take vectors of the other.
+    assert model.fingerprint != single.fingerprint
+
+
+@pytest.mark.parametrize("views", [0, 3, "4", 1.5, True])
+def test_test_views_other_than_1_2_or_4_are_refused_with_the_choices(views):
+    from ssjdn.core.errors import UserError
+    with pytest.raises(UserError, match="test_views must be 1, 2 or 4"):
+        _with_views(views)
+
+
 def test_query_map_works_without_bsd():
     torch.manual_seed(0)
     model = create_model("tiny", overrides={"bsd": False, "lsd": False})

@@ -87,3 +87,31 @@ def test_the_saved_average_keeps_the_trained_weights_of_a_pretrained_encoder(tmp
     average.update(model)
     saved = load_file(save_checkpoint(average.model, tmp_path / "best.safetensors"))
     assert torch.equal(saved[name], dict(average.model.named_parameters())[name].detach())
+
+
+def test_the_final_average_loads_as_the_model_the_last_epoch_validated(ucm_root, tmp_path):
+    # Comparing seeds on their last epochs (bench/bench_test_views.py) needs the averaged
+    # weights the last epoch scored, which live in the trainer state, not in best.safetensors.
+    from ssjdn.training.checkpoints import load_final_average
+    from ssjdn.training.datasets import load_dataset
+    from ssjdn.training.evaluate import evaluate_model
+    from ssjdn.training.augment import load_images
+    train(tiny_config(epochs=3, ema_epochs=1), ucm_root, tmp_path)
+    last_row = list(csv.DictReader(open(tmp_path / "log.csv")))[-1]
+    model = load_final_average(tmp_path, device="cpu")
+    assert model.checkpoint_extra["weights"] == "moving average (1 epoch), epoch 3"
+    val = load_dataset(ucm_root, "val")
+    test_size = model.checkpoint_extra["train_config"]["augment"]["test_size"]
+    metrics = evaluate_model(model, val, images=load_images(val.image_paths), test_size=test_size)
+    assert math.isclose(metrics["mR"], float(last_row["mR"]), abs_tol=0.05)
+    raw = load_model(tmp_path / "last.safetensors", device="cpu").state_dict()
+    assert any(not torch.equal(value, raw[name]) for name, value in model.state_dict().items())
+
+
+def test_a_run_without_the_average_has_no_final_average_to_load(ucm_root, tmp_path):
+    import pytest
+    from ssjdn.core.errors import UserError
+    from ssjdn.training.checkpoints import load_final_average
+    train(tiny_config(epochs=1), ucm_root, tmp_path)
+    with pytest.raises(UserError, match="no moving average"):
+        load_final_average(tmp_path, device="cpu")

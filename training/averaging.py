@@ -50,7 +50,7 @@ class WeightAverage:
                 target.copy_(value)
 
     def describe(self) -> str:
-        return f"moving average ({self.epochs:g} epoch{'s' if self.epochs != 1 else ''})"
+        return describe_average(self.epochs)
 
     def state_dict(self) -> dict:
         averaged = self.model.state_dict()
@@ -62,3 +62,8 @@ class WeightAverage:
         averaged = self.model.state_dict()
         for name, value in state["weights"].items():
             averaged[name].copy_(value.to(averaged[name].device))
+
+
+def describe_average(epochs: float) -> str:
+    """How a checkpoint's weights were made, as its metadata says it."""
+    return f"moving average ({float(epochs):g} epoch{'s' if float(epochs) != 1 else ''})"

@@ -21,6 +21,7 @@ import yaml
 
 from ssjdn.core.errors import UserError
 from ssjdn.core.files import atomic_path
+from ssjdn.training.averaging import describe_average
 from ssjdn.training.config import DEFAULTS
 from ssjdn.training.epoch_log import LOG_FILE, EpochLog
 
@@ -105,6 +106,27 @@ def _read_trainer_state(path: Path) -> dict:
     if missing:
         raise UserError(damaged.format(f"it lacks {', '.join(missing)}"))
     return state
+
+
+def load_final_average(out_dir: str | Path, device=None):
+    """The run's model with the moving-average weights of its last committed epoch: what that
+    epoch's validation scored (best.safetensors holds the best epoch's instead)."""
+    from ssjdn.core.model.api import load_model
+
+    out_dir = Path(out_dir)
+    state = _read_trainer_state(out_dir / STATE_FILE)
+    if "weight_average" not in state:
+        raise UserError(f"{out_dir} holds no moving average (its config had ema_epochs 0): "
+                        f"its last weights are {out_dir / LAST_CHECKPOINT}.")
+    model = load_model(out_dir / LAST_CHECKPOINT, device=device)
+    weights = model.state_dict()
+    for name, value in state["weight_average"]["weights"].items():
+        weights[name].copy_(value.to(weights[name].device))
+    extra = model.checkpoint_extra or {}
+    ema_epochs = (extra.get("train_config") or {}).get("ema_epochs", 0)
+    model.checkpoint_extra = {**extra, "epoch": state["epoch"],
+                              "weights": f"{describe_average(ema_epochs)}, epoch {state['epoch']}"}
+    return model
 
 
 def restore_trainer_state(state: dict, optimizer, scheduler, generator, path: Path) -> None:

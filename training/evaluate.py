@@ -26,7 +26,8 @@ TIES_NOTE = ("R@K and mR: expected values when tied candidates (identical captio
 def image_embeddings_from_features(model, features: list[torch.Tensor],
                                    batch_size: int = 64) -> torch.Tensor:
     """The model's unit vectors from the cached frozen backbone prefix (same path and vectors
-    as encode_images, class evidence included)."""
+    as encode_images, class evidence included), of the cached view only: a model with
+    image.test_views 2 or 4 is validated here on one view (`ssjdn eval` encodes all of them)."""
     was_training = model.training
     model.eval()
     out = []

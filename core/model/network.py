@@ -206,6 +206,7 @@ class SSJDN(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(image_cfg["std"]).view(1, 3, 1, 1), persistent=False)
         self._fingerprint: str | None = None
         self.class_evidence_weight = _class_evidence_weight(config, self.switches["lsd"])
+        _view_turns(image_cfg.get("test_views", 1))   # a bad value is refused when the model is built
 
     # ----------------------------------------------------------------- properties
     @property
@@ -213,6 +214,11 @@ class SSJDN(nn.Module):
         """Length of the vectors encode_images / encode_texts return (what an index stores)."""
         extra = len(self.categories) if self.class_evidence_weight else 0
         return int(self.config["embed_dim"]) + extra
+
+    @property
+    def view_turns(self) -> tuple[int, ...]:
+        """Quarter turns of a tile whose vectors encode_images averages (config image.test_views)."""
+        return _view_turns(self.config["image"].get("test_views", 1))
 
     @property
     def name(self) -> str:
@@ -384,15 +390,34 @@ class SSJDN(nn.Module):
         embeddings, all_maps = [], []
         with self._eval_mode():
             for start in range(0, len(images), batch_size):
-                with self._autocast():
-                    pixels = self.preprocess_images(images[start:start + batch_size])
-                    base, logits, maps = self.image_from_features(self.backbone_features(pixels))
-                embeddings.append(self.joint_vectors(base, logits))
+                pixels = self.preprocess_images(images[start:start + batch_size])
+                vectors, maps = self._view_vectors(pixels)
+                embeddings.append(vectors)
                 all_maps.append(maps)
         emb = self._stack_embeddings(embeddings)
         if not with_maps:
             return emb
         return emb, _concat_maps(all_maps, len(images), self)
+
+    def _view_vectors(self, pixels: torch.Tensor):
+        """Joint vectors of preprocessed pixels, with the upright view's SalienceMaps.
+
+        With config image.test_views 2 or 4 the vector is the normalised mean of the vectors of
+        the tile turned by 0 and 180 (or 0, 90, 180, 270) degrees. Why: the backbone pads its
+        stride-2 convolutions on one side, so a single view sees the tile's sides unequally;
+        on UCM val the mean of two opposite views scored ~1 mR above the upright view alone
+        (docs/training.md, "Test-time views"), at 2x the encoding cost. Turning the tile by any
+        of those turns then leaves its vector unchanged."""
+        vectors, upright_maps = 0, None
+        for turns in self.view_turns:
+            with self._autocast():
+                base, logits, maps = self.image_from_features(
+                    self.backbone_features(torch.rot90(pixels, turns, (-2, -1)) if turns else pixels))
+            vectors = vectors + self.joint_vectors(base, logits)
+            upright_maps = maps if turns == 0 else upright_maps
+        if len(self.view_turns) > 1:
+            vectors = F.normalize(vectors, dim=-1)
+        return vectors, upright_maps
 
     def query_maps(self, images: torch.Tensor, query: str | torch.Tensor,
                    batch_size: int = 16) -> torch.Tensor:
@@ -464,6 +489,15 @@ def _concat_maps(batches: list[SalienceMaps | None], count: int, model: SSJDN) -
     cat = lambda key: {d: [torch.cat([getattr(b, key)[d][s].float() for b in batches])  # noqa: E731
                            for s in range(3)] for d in DIRECTIONS}
     return SalienceMaps(cat("sem"), cat("ssm"))
+
+
+def _view_turns(views) -> tuple[int, ...]:
+    """config image.test_views (1, 2 or 4) -> the quarter turns whose vectors are averaged."""
+    turns = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}
+    if isinstance(views, bool) or not isinstance(views, int) or views not in turns:
+        raise UserError(f"image.test_views must be 1, 2 or 4 (views of a tile turned by 0/180 "
+                        f"or 0/90/180/270 degrees, averaged), not {views!r}.")
+    return turns[views]
 
 
 def _class_evidence_weight(config: dict, lsd_on: bool) -> float:
