@@ -622,6 +622,33 @@ def phase_checkpoint(session: Session) -> None:
                                  "sha256": hashlib.sha256(data).hexdigest(), "parts": names}
     print(json.dumps(session.runs["best_full"], indent=1))
     _record_class_ceilings(session, full)
+    _record_test_views(session)
+
+
+def _record_test_views(session: Session) -> None:
+    """Val mR of every run's final moving average encoding each tile as 1, 2 (0 + 180 degrees)
+    or 4 views (bench_test_views): on the frozen CPU recipe two views gained 0.7-1.1; do
+    backbones trained end to end still gain, and is it worth 2x the encoding cost?"""
+    sys.path.insert(0, str(BENCH))
+    from bench_test_views import VIEWS, scores_of
+    from ssjdn.training.augment import load_images, test_view
+    from ssjdn.training.checkpoints import load_final_average
+    from ssjdn.training.datasets import load_dataset
+    from ssjdn.training.metrics import all_metrics
+
+    dataset = load_dataset(session.data_root, "val", name="ucm", fmt="json")
+    images = [test_view(i, {"test_size": 256}) for i in load_images(dataset.image_paths)]
+    by_run = session.runs.setdefault("test_views", {})
+    for run in session.runs["runs"]:
+        folder = session.runs_root / run["name"]
+        if not run.get("best_epoch") or not (folder / "trainer_state.pt").is_file():
+            continue
+        model = load_final_average(folder, device=_device())
+        by_run[run["name"]] = {f"views {views}": round(all_metrics(
+            scores_of(model, dataset, images, views), 1, captions=dataset.all_captions)["mR"], 2)
+            for views in VIEWS}
+        print(run["name"], json.dumps(by_run[run["name"]]), flush=True)
+    session.save()
 
 
 def _record_class_ceilings(session: Session, full: list[dict]) -> None:

@@ -401,6 +401,10 @@ def test_gpu_session_dry_run_carried_in_parts(staged, tmp_path):
     ceiling = runs["class_ceiling"][best["run"]]
     assert 0 <= ceiling["image_class_accuracy"] <= 1 and ceiling["model_plus_class_oracle_mR"] > 0
     assert model.checkpoint_extra["gpu_session"]["run"] == best["run"]
+    # Every run's final average scored with 1, 2 and 4 views per tile (docs/training.md).
+    views = runs["test_views"]
+    assert sorted(views) == sorted(r["name"] for r in runs["runs"])
+    assert all(0 < row[f"views {n}"] <= 100 for row in views.values() for n in (1, 2, 4))
     returned = [p for p in out.rglob("*") if p.is_file()]
     assert len(returned) <= 8 and all(p.stat().st_size <= 16 * 2 ** 20 for p in returned)
     with tarfile.open(out / "run_logs.tar.gz") as tar:
