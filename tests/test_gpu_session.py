@@ -308,17 +308,22 @@ def test_device_plan_trains_the_recipe_on_four_seeds_and_each_ablation_on_three(
     runs = gpu_session.training_plan(session)
     seeds = {v: sorted(r["seed"] for r in runs if r["variant"] == v) for v in gpu_session.VARIANTS}
     assert seeds == {"full": [0, 1, 2, 3], "full_lite0": [], "full_lite2": [],
-                     "no_bsd": [0, 1, 2], "no_lsd": [0, 1, 2], "no_stl": [0, 1, 2],
-                     "bsd_global": [0, 1, 2], "vsepp": []}
-    ablations = ["full", "no_bsd", "no_lsd", "no_stl", "bsd_global"]
+                     "no_bsd": [], "no_lsd": [0, 1, 2], "no_stl": [0, 1, 2],
+                     "bsd_global": [0, 1, 2], "bsd_global_tf": [0, 1, 2], "vsepp": []}
+    ablations = ["full", "no_lsd", "no_stl", "bsd_global", "bsd_global_tf"]
     assert [r["variant"] for r in runs[:5]] == ablations   # one of each first
     # Two waves: no lane runs more than two of them.
     assert len(runs) <= 2 * gpu_session.PLANS["full"]["lanes"]
     assert gpu_session.VARIANTS["vsepp"] == {"bsd": False, "lsd": False, "stl": False}
     # The changed BSD (its clues added to the pooled feature) keeps the recipe's other overrides.
-    config = gpu_session.run_config(gpu_session._recipe(gpu_session.PLANS["full"]), runs[4])
+    config = gpu_session.run_config(gpu_session._recipe(gpu_session.PLANS["full"]), runs[3])
     assert config["model_overrides"]["bsd_global_path"] is True
     assert config["model_overrides"]["class_evidence_weight"] == 0 and config["bsd"] is True
+    # The TF-padded network keeps the recipe's image overrides (frozen stages, width).
+    tf_config = gpu_session.run_config(gpu_session._recipe(gpu_session.PLANS["full"]), runs[4])
+    assert tf_config["model_overrides"]["image"]["backbone"] == "tf_efficientnet_lite1"
+    assert {k: v for k, v in tf_config["model_overrides"]["image"].items() if k != "backbone"} == \
+        config["model_overrides"].get("image", {})
     assert gpu_session._recipe(gpu_session.PLANS["full"])["model"] == "ssjdn-lite1-minilm"
 
 
