@@ -408,16 +408,18 @@ class SSJDN(nn.Module):
         on UCM val the mean of two opposite views scored ~1 mR above the upright view alone
         (docs/training.md, "Test-time views"), at 2x the encoding cost. Turning the tile by any
         of those turns then leaves its vector unchanged."""
-        vectors, upright_maps = 0, None
-        for turns in self.view_turns:
-            with self._autocast():
-                base, logits, maps = self.image_from_features(
-                    self.backbone_features(torch.rot90(pixels, turns, (-2, -1)) if turns else pixels))
-            vectors = vectors + self.joint_vectors(base, logits)
-            upright_maps = maps if turns == 0 else upright_maps
-        if len(self.view_turns) > 1:
-            vectors = F.normalize(vectors, dim=-1)
-        return vectors, upright_maps
+        _, *turned = self.view_turns   # (0, ...): the upright view comes first; its maps are returned
+        vectors, upright_maps = self._one_view(pixels)
+        if not turned:
+            return vectors, upright_maps
+        for turns in turned:
+            vectors = vectors + self._one_view(torch.rot90(pixels, turns, (-2, -1)))[0]
+        return F.normalize(vectors, dim=-1), upright_maps
+
+    def _one_view(self, pixels: torch.Tensor):
+        with self._autocast():
+            base, logits, maps = self.image_from_features(self.backbone_features(pixels))
+        return self.joint_vectors(base, logits), maps
 
     def query_maps(self, images: torch.Tensor, query: str | torch.Tensor,
                    batch_size: int = 16) -> torch.Tensor:
