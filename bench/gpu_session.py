@@ -630,23 +630,33 @@ def phase_checkpoint(session: Session) -> None:
                                  "epoch": best["best_epoch"], "bytes": len(data),
                                  "sha256": hashlib.sha256(data).hexdigest(), "parts": names}
     print(json.dumps(session.runs["best_full"], indent=1))
-    _record_class_ceilings(session, full)
-    _record_test_views(session)
+    dataset, views = _val_views(session)
+    _record_class_ceilings(session, full, dataset, views)
+    _record_test_views(session, dataset, views)
 
 
-def _record_test_views(session: Session) -> None:
+def _val_views(session: Session):
+    """UCM val and its test views [N, 3, 256, 256] uint8, read once for the records below."""
+    import torch
+
+    from ssjdn.training.augment import load_images, test_view
+    from ssjdn.training.datasets import load_dataset
+
+    dataset = load_dataset(session.data_root, "val", name="ucm", fmt="json")
+    return dataset, torch.stack([test_view(i, {"test_size": 256})
+                                 for i in load_images(dataset.image_paths)])
+
+
+def _record_test_views(session: Session, dataset, views) -> None:
     """Val mR of every run's final moving average encoding each tile as 1, 2 (0 + 180 degrees)
     or 4 views (bench_test_views): on the frozen CPU recipe two views gained 0.7-1.1; do
     backbones trained end to end still gain, and is it worth 2x the encoding cost?"""
     sys.path.insert(0, str(BENCH))
     from bench_test_views import VIEWS, scores_of
-    from ssjdn.training.augment import load_images, test_view
     from ssjdn.training.checkpoints import load_final_average
-    from ssjdn.training.datasets import load_dataset
     from ssjdn.training.metrics import all_metrics
 
-    dataset = load_dataset(session.data_root, "val", name="ucm", fmt="json")
-    images = [test_view(i, {"test_size": 256}) for i in load_images(dataset.image_paths)]
+    images = list(views)
     by_run = session.runs.setdefault("test_views", {})
     for run in session.runs["runs"]:
         folder = session.runs_root / run["name"]
@@ -660,20 +670,14 @@ def _record_test_views(session: Session) -> None:
     session.save()
 
 
-def _record_class_ceilings(session: Session, full: list[dict]) -> None:
+def _record_class_ceilings(session: Session, full: list[dict], dataset, views) -> None:
     """bench_class_ceiling's figures for the best run of each full-model backbone: does end to
     end training lift the image side's class accuracy, which caps UCM val near 50 on the CPU
     (docs/training.md, "Where the ceiling near 50 comes from")?"""
     sys.path.insert(0, str(BENCH))
-    import torch
-
     from bench_class_ceiling import class_ceiling
     from ssjdn.core.model.api import load_model
-    from ssjdn.training.augment import load_images, test_view
-    from ssjdn.training.datasets import load_dataset
 
-    dataset = load_dataset(session.data_root, "val", name="ucm", fmt="json")
-    views = torch.stack([test_view(i, {"test_size": 256}) for i in load_images(dataset.image_paths)])
     ceilings = session.runs.setdefault("class_ceiling", {})
     for variant in FULL_MODEL_VARIANTS:
         runs = [r for r in full if r["variant"] == variant]
