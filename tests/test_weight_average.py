@@ -115,3 +115,21 @@ def test_a_run_without_the_average_has_no_final_average_to_load(ucm_root, tmp_pa
     train(tiny_config(epochs=1), ucm_root, tmp_path)
     with pytest.raises(UserError, match="no moving average"):
         load_final_average(tmp_path, device="cpu")
+
+
+def test_the_final_average_is_written_as_an_fp16_checkpoint_and_never_over_a_file(ucm_root, tmp_path):
+    # A default is shipped from a run's final average, which no checkpoint of the run holds.
+    import pytest
+    from ssjdn.core.errors import UserError
+    from ssjdn.training.checkpoints import load_final_average, save_final_average
+    run = tmp_path / "run"
+    train(tiny_config(epochs=2, ema_epochs=1), ucm_root, run)
+    written = save_final_average(run, tmp_path / "final.safetensors")
+    shipped = load_model(written, device="cpu")
+    assert shipped.checkpoint_extra["weights"] == "moving average (1 epoch), epoch 2"
+    assert all(t.dtype != torch.float32 for t in load_file(written).values())
+    average = load_final_average(run, device="cpu").state_dict()
+    for name, value in shipped.state_dict().items():
+        assert torch.allclose(value.float(), average[name].float(), atol=1e-2, rtol=1e-2)
+    with pytest.raises(UserError, match="already exists"):
+        save_final_average(run, written)

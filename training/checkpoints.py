@@ -129,6 +129,18 @@ def load_final_average(out_dir: str | Path, device=None):
     return model
 
 
+def save_final_average(out_dir: str | Path, path: str | Path, half: bool = True) -> Path:
+    """Write the run's final moving average (load_final_average) as a checkpoint file, fp16 by
+    default as a shipped model is; it never replaces an existing file."""
+    from ssjdn.core.model.api import save_checkpoint
+
+    path = Path(path)
+    if path.exists():
+        raise UserError(f"{path} already exists: give a new file name (it is not overwritten).")
+    model = load_final_average(out_dir, device="cpu")
+    return save_checkpoint(model, path, extra=model.checkpoint_extra, half=half)
+
+
 def restore_trainer_state(state: dict, optimizer, scheduler, generator, path: Path) -> None:
     try:
         optimizer.load_state_dict(state["optimizer"])
