@@ -77,6 +77,15 @@ def val_images_by_class(data_root: Path) -> dict[str, list[Path]]:
     return by_class
 
 
+def missing_classes(data_root: Path) -> list[str]:
+    """The classes the benchmark draws on that have no val image under data_root (the
+    benchmark is built from UCM-Captions; other folders lack some or all of them)."""
+    if not (Path(data_root) / "dataset_ucm.json").is_file():
+        return [*OBJECT_QUERIES, *NATURAL, *BUILT_UP]
+    present = val_images_by_class(Path(data_root))
+    return [c for c in (*OBJECT_QUERIES, *NATURAL, *BUILT_UP) if c not in present]
+
+
 def object_box(image: torch.Tensor, side: int = OBJECT_SIDE, stride: int = 8) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the side x side window least like the image's median colour."""
     pixels = image.float()
@@ -185,6 +194,22 @@ def retrieval_ap(out: Path, records: list[dict], cols: int, checkpoint: str) -> 
         result[kind] = {"query": query, "ap": average_precision(relevant, total), "relevant": total,
                         "top10_relevant": int(sum(relevant[:10]))}
     result["mean_ap"] = float(np.mean([result[k]["ap"] for k in OBJECT_QUERIES]))
+    return result
+
+
+def in_process_ap(model, tiles: torch.Tensor, records: list[dict]) -> dict:
+    """AP per object query and their mean from the model's own vectors (encode_images /
+    encode_texts, as an index stores them, in float32, without the CLI): what retrieval_ap
+    measures end to end, cheap enough to score every run of a training study."""
+    images = model.encode_images(tiles)
+    queries = model.encode_texts(list(OBJECT_QUERIES.values()))
+    scores = model.similarity(images, queries)
+    result = {}
+    for column, kind in enumerate(OBJECT_QUERIES):
+        order = torch.argsort(scores[:, column], descending=True, stable=True).tolist()
+        total = sum(r["kind"] == kind for r in records)
+        result[kind] = average_precision([records[i]["kind"] == kind for i in order], total)
+    result["mean"] = float(np.mean([result[k] for k in OBJECT_QUERIES]))
     return result
 
 

@@ -9,6 +9,9 @@ as mean +- std over the models, the tie-aware mR for image.test_views 1 / 2 / 4 
 model's vectors as they are and with class evidence 3 (one view); with --ensemble also the
 mR of the models' mean score matrix (one view and two views), and the turned single views
 (90, 180, 270 degrees) that tell a bias of the upright view from the gain of averaging.
+On UCM it also scores the mean AP of the pasted-object benchmark (bench_find_objects.py,
+in-process, one view) as the model is and with class evidence 3: a model can gain val mR and
+lose the small objects.
 
 Why: averaging a tile's rotated views did not lift the shipped Lite0 model on val (49.57 ->
 49.27), but first looks at the stacked Lite1 recipe with BSD on a global path suggested +1
@@ -17,7 +20,9 @@ mR. Encoding cost is the number of views times one view's (the FLOPs are exact m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import statistics
 from pathlib import Path
 
@@ -28,6 +33,7 @@ use_offline_hub()   # before torch/transformers load
 import torch  # noqa: E402
 
 VIEWS = (1, 2, 4)
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench_find_objects
 
 
 def load(path: str):
@@ -36,19 +42,51 @@ def load(path: str):
     return load_final_average(path, device="cpu") if Path(path).is_dir() else load_model(path, device="cpu")
 
 
-def scores_of(model, dataset, images, views: int, class_evidence: float | None = None) -> torch.Tensor:
-    from ssjdn.training.evaluate import score_matrix
+@contextlib.contextmanager
+def encoding(model, views: int = 1, class_evidence: float | None = None):
+    """The model encoding `views` views per tile, with `class_evidence` as its class-evidence
+    weight when given; as it came afterwards (its config is its fingerprint)."""
     image_cfg, kept_weight = model.config["image"], model.class_evidence_weight
     kept_cfg = dict(image_cfg)
     image_cfg["test_views"] = views
     if class_evidence is not None:
         model.class_evidence_weight = class_evidence
     try:
-        return score_matrix(model, dataset, images=images, test_size=model.input_size)
-    finally:   # the model as it came: its config is its fingerprint
+        yield model
+    finally:
         image_cfg.clear()
         image_cfg.update(kept_cfg)
         model.class_evidence_weight = kept_weight
+
+
+def scores_of(model, dataset, images, views: int, class_evidence: float | None = None) -> torch.Tensor:
+    from ssjdn.training.evaluate import score_matrix
+    with encoding(model, views, class_evidence):
+        return score_matrix(model, dataset, images=images, test_size=model.input_size)
+
+
+def pasted_benchmark(data_root: Path):
+    """(tiles, records) of the pasted-object benchmark, or None (said) where the data root has
+    no UCM val images of its classes."""
+    from bench_find_objects import build_benchmark, missing_classes
+    missing = missing_classes(data_root)
+    if missing:
+        print(f"pasted-object AP left out: {data_root} has no UCM val images of {', '.join(missing)}")
+        return None
+    tiles, records, _ = build_benchmark(data_root)
+    return tiles, records
+
+
+def pasted_rows(model, tiles, records) -> dict[str, float]:
+    """Mean AP on the pasted-object benchmark (bench_find_objects), one view, with the model's
+    vectors as they are and with class evidence 3: a recipe that gains val mR can lose the
+    small objects (2026-12-06), so runs are compared on both."""
+    from bench_find_objects import in_process_ap
+    rows = {}
+    for label, weight in (("", None), (", class evidence 3", 3.0)):
+        with encoding(model, 1, weight):
+            rows[f"pasted AP{label}"] = round(in_process_ap(model, tiles, records)["mean"], 3)
+    return rows
 
 
 def turned_scores(model, dataset, images, turns: int) -> torch.Tensor:
@@ -78,6 +116,7 @@ def main() -> None:
 
     dataset = load_dataset(args.data_root, args.split, name="ucm")
     originals = load_images(dataset.image_paths)
+    pasted = pasted_benchmark(Path(args.data_root))
 
     def mean_recall(scores: torch.Tensor) -> float:
         return round(all_metrics(scores, 1, captions=dataset.all_captions)["mR"], 2)
@@ -94,6 +133,8 @@ def main() -> None:
         row["views 1, class evidence 3"] = mean_recall(scores_of(model, dataset, images, 1, 3.0))
         for turns in (1, 2, 3):
             row[f"one view turned {90 * turns}"] = mean_recall(turned_scores(model, dataset, images, turns))
+        if pasted:
+            row.update(pasted_rows(model, *pasted))
         print(path, json.dumps(row), flush=True)
         for key, value in row.items():
             table.setdefault(key, []).append(value)

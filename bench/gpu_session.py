@@ -650,13 +650,15 @@ def _val_views(session: Session):
 def _record_test_views(session: Session, dataset, views) -> None:
     """Val mR of every run's final moving average encoding each tile as 1, 2 (0 + 180 degrees)
     or 4 views (bench_test_views): on the frozen CPU recipe two views gained 0.7-1.1; do
-    backbones trained end to end still gain, and is it worth 2x the encoding cost?"""
+    backbones trained end to end still gain, and is it worth 2x the encoding cost? With the
+    pasted-object AP of each (as is and with class evidence 3), which val mR does not show."""
     sys.path.insert(0, str(BENCH))
-    from bench_test_views import VIEWS, scores_of
+    from bench_test_views import VIEWS, pasted_benchmark, pasted_rows, scores_of
     from ssjdn.training.checkpoints import load_final_average
     from ssjdn.training.metrics import all_metrics
 
     images = list(views)
+    pasted = pasted_benchmark(Path(session.data_root))
     by_run = session.runs.setdefault("test_views", {})
     for run in session.runs["runs"]:
         folder = session.runs_root / run["name"]
@@ -666,6 +668,8 @@ def _record_test_views(session: Session, dataset, views) -> None:
         by_run[run["name"]] = {f"views {views}": round(all_metrics(
             scores_of(model, dataset, images, views), 1, captions=dataset.all_captions)["mR"], 2)
             for views in VIEWS}
+        if pasted:
+            by_run[run["name"]].update(pasted_rows(model, *pasted))
         print(run["name"], json.dumps(by_run[run["name"]]), flush=True)
     session.save()
 

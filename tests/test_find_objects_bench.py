@@ -48,3 +48,32 @@ def test_tile_score_regions_are_quarters_or_half_windows_at_quarter_steps(tiny_m
     assert vectors["regions2"].shape[:2] == (2, 4) and vectors["regions3"].shape[:2] == (2, 9)
     assert torch.allclose(vectors["regions3"].norm(dim=-1), torch.ones(2, 9), atol=1e-5)
     assert torch.allclose(vectors["logp"].exp().sum(-1), torch.ones(2), atol=1e-5)
+
+
+class _KindReader:
+    """A stand-in model whose vectors say which object a tile holds (its first pixel's value
+    codes the kind), so every query's ranking is known."""
+    kinds = list(bench.OBJECT_QUERIES)
+
+    def encode_images(self, tiles):
+        return torch.nn.functional.one_hot(tiles[:, 0, 0, 0].long(), len(self.kinds) + 1).float()
+
+    def encode_texts(self, texts):
+        return torch.eye(len(self.kinds) + 1)[[list(bench.OBJECT_QUERIES.values()).index(t) + 1
+                                              for t in texts]]
+
+    similarity = staticmethod(lambda images, texts: images @ texts.T)
+
+
+def test_in_process_ap_is_one_when_each_query_ranks_its_composites_first():
+    kinds = [None, "airplane", "storagetanks", None, "tenniscourt", "baseballdiamond", "airplane"]
+    records = [{"kind": k} for k in kinds]
+    code = [0 if k is None else _KindReader.kinds.index(k) + 1 for k in kinds]
+    tiles = torch.tensor(code, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
+    result = bench.in_process_ap(_KindReader(), tiles, records)
+    assert result == {**{k: pytest.approx(1.0) for k in bench.OBJECT_QUERIES}, "mean": pytest.approx(1.0)}
+    # A reader that sees airplanes as nothing finds them last among the seven tiles.
+    blind = [0 if k == "airplane" else c for k, c in zip(kinds, code)]
+    tiles = torch.tensor(blind, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
+    result = bench.in_process_ap(_KindReader(), tiles, records)
+    assert result["airplane"] < 0.6 and result["mean"] < 1.0

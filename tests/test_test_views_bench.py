@@ -37,3 +37,16 @@ def test_training_folders_are_scored_on_their_final_average(ucm_root, tmp_path, 
     out = capsys.readouterr().out
     assert "mean +- std over 2 models:" in out and "views 4:" in out
     assert "ensemble of 2 (mean score), views 2:" in out
+    # The fixture's val images are all of one class: the pasted-object rows are left out, said.
+    assert "pasted-object AP left out" in out and "pasted AP" not in out.split("left out")[1]
+
+
+def test_pasted_rows_score_the_model_as_it_is_and_with_class_evidence_and_leave_it_unchanged(tiny_model):
+    kinds = ["airplane", None, "storagetanks", None, "tenniscourt", "baseballdiamond", None, "airplane"]
+    records = [{"kind": k} for k in kinds]
+    tiles = torch.randint(0, 256, (len(kinds), 3, 64, 64), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0))
+    rows = bench.pasted_rows(tiny_model.to("cpu"), tiles, records)
+    assert set(rows) == {"pasted AP", "pasted AP, class evidence 3"}
+    assert all(0 < value <= 1 for value in rows.values())
+    assert "test_views" not in tiny_model.config["image"] and tiny_model.class_evidence_weight == 0
