@@ -94,9 +94,9 @@ def turned_scores(model, dataset, images, turns: int) -> torch.Tensor:
     return scores_of(model, dataset, [torch.rot90(image, turns, (-2, -1)) for image in images], 1)
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 2) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} +- {spread:.2f}"
+    return f"{statistics.mean(values):.{digits}f} +- {spread:.{digits}f}"
 
 
 def main() -> None:
@@ -140,7 +140,7 @@ def main() -> None:
             table.setdefault(key, []).append(value)
     print(f"mean +- std over {len(args.models)} models:")
     for key, values in table.items():
-        print(f"  {key}: {mean_std(values)}")
+        print(f"  {key}: {mean_std(values, 3 if key.startswith('pasted') else 2)}")
     if args.ensemble and len(args.models) > 1:
         for views in (1, 2):
             mean = sum(kept[(path, views)] for path in args.models) / len(args.models)
