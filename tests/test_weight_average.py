@@ -133,3 +133,6 @@ def test_the_final_average_is_written_as_an_fp16_checkpoint_and_never_over_a_fil
         assert torch.allclose(value.float(), average[name].float(), atol=1e-2, rtol=1e-2)
     with pytest.raises(UserError, match="already exists"):
         save_final_average(run, written)
+    # A folder that is not a run is named as such, not called a damaged run.
+    with pytest.raises(UserError, match="holds no trainer_state.pt: give the --out folder"):
+        save_final_average(tmp_path / "not_a_run", tmp_path / "other.safetensors")

@@ -114,6 +114,9 @@ def load_final_average(out_dir: str | Path, device=None):
     from ssjdn.core.model.api import load_model
 
     out_dir = Path(out_dir)
+    if not (out_dir / STATE_FILE).is_file():
+        raise UserError(f"{out_dir} holds no {STATE_FILE}: give the --out folder of a training "
+                        "run (one epoch done at least).")
     state = _read_trainer_state(out_dir / STATE_FILE)
     if "weight_average" not in state:
         raise UserError(f"{out_dir} holds no moving average (its config had ema_epochs 0): "
